@@ -1,0 +1,55 @@
+"""Per-video reconstruction benchmark: time split (decode, extract, match, map), frames/s, peak memory.
+
+    python benchmarks/reconstruct.py [--quick] [--videos 2] [--frames 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from recon import frames as frames_stage
+from recon import reconstruct as recon_stage
+from synth import WorldConfig, generate_world
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="2 short videos, 30 frames each")
+    ap.add_argument("--videos", type=int, default=3)
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--seconds", type=float, default=24.0)
+    args = ap.parse_args()
+    if args.quick:
+        args.videos, args.frames, args.seconds = 2, 30, 12.0
+    table = Table(title=f"per-video reconstruction ({args.frames} frames sampled per video)")
+    for col in ("video", "decode s", "extract s", "match s", "map s", "total s", "frames/s", "registered"):
+        table.add_column(col, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        world = WorldConfig(scenes=1, videos=args.videos, seconds=args.seconds, fps=5.0)
+        (scene_dir,) = generate_world(Path(tmp), world)
+        for video in sorted((scene_dir / "videos").glob("*.mp4")):
+            t = time.perf_counter()
+            frames_stage.main(frames_stage.FramesConfig(num_frames=args.frames), video, Path(tmp) / "f" / video.stem)
+            decode = time.perf_counter() - t
+            report = recon_stage.main(recon_stage.ReconstructConfig(), Path(tmp) / "f" / video.stem,
+                                      Path(tmp) / "s" / video.stem)
+            s = report["seconds"]
+            total = decode + sum(s.values())
+            table.add_row(video.stem, f"{decode:.1f}", f"{s['extract']:.1f}", f"{s['match']:.1f}", f"{s['map']:.1f}",
+                          f"{total:.1f}", f"{report['frames_sampled'] / total:.2f}",
+                          f"{report['registered']}/{report['frames_sampled']}")
+    console = Console()
+    console.print(table)
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    console.print(f"peak resident memory: {peak / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

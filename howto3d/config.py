@@ -1,0 +1,129 @@
+"""The workspace configuration ``howto3d.toml``: one section per stage, each a stage's own dataclass.
+
+``howto3d init`` writes every field with its docstring as a comment, so the file documents itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from grounding.config import GroundingConfig
+from recon.align import AlignConfig
+from recon.frames import FramesConfig
+from recon.io import InputError
+from recon.reconstruct import ReconstructConfig
+
+
+@dataclass
+class Config:
+    """All stage settings of a workspace."""
+
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    """Frame sampling (recon stage)."""
+    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
+    """Per-video structure from motion (recon stage)."""
+    align: AlignConfig = field(default_factory=AlignConfig)
+    """Cross-video alignment into one shared frame (recon stage)."""
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    """Narrations → voxels and the text → voxel model (grounding stage)."""
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string literal under each field) of a dataclass, by field name."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if v is None:
+        raise ValueError("TOML has no null: give optional fields a sentinel default")
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def to_toml(config: Config) -> str:
+    """Render the config as TOML with each field's docstring as a comment above it."""
+    lines = ["# howto3d workspace configuration. Every field is optional; missing ones take the defaults shown.", ""]
+    section_docs = field_docs(Config)
+    for section in dataclasses.fields(Config):
+        value = getattr(config, section.name)
+        lines.append(f"# {section_docs.get(section.name, '')}")
+        lines.append(f"[{section.name}]")
+        docs = field_docs(type(value))
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if v is None:
+                continue
+            lines += [f"# {line}" for line in textwrap.wrap(docs.get(f.name, ""), 100)]
+            lines.append(f"{f.name} = {_toml_value(v)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _coerce(path: Path, where: str, hint: Any, v: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        if v not in typing.get_args(hint):
+            raise InputError(f"{path}: {where} = {v!r} is not one of {list(typing.get_args(hint))}")
+        return v
+    base = origin or hint
+    if base is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if base in (int, float, str, bool) and (type(v) is not base):
+        raise InputError(f"{path}: {where} must be {base.__name__}, got {v!r}")
+    if base in (list, tuple) and not isinstance(v, list):
+        raise InputError(f"{path}: {where} must be a list, got {v!r}")
+    return v
+
+
+def from_dict(data: dict, path: Path) -> Config:
+    """Build a :class:`Config` from parsed TOML; unknown sections/keys and wrong types are input errors."""
+    config = Config()
+    sections = {f.name for f in dataclasses.fields(Config)}
+    for name, values in data.items():
+        if name not in sections or not isinstance(values, dict):
+            raise InputError(f"{path}: unknown section [{name}]; known sections: {', '.join(sorted(sections))}")
+        current = getattr(config, name)
+        hints = typing.get_type_hints(type(current))
+        known = {f.name for f in dataclasses.fields(current)}
+        for key, v in values.items():
+            if key not in known:
+                raise InputError(f"{path}: unknown key {name}.{key}; known keys: {', '.join(sorted(known))}")
+            setattr(current, key, _coerce(path, f"{name}.{key}", hints[key], v))
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read ``howto3d.toml``; a missing file means all defaults."""
+    path = Path(path)
+    if not path.exists():
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: invalid TOML ({e}); fix the line or delete the file for defaults") from None
+    return from_dict(data, path)

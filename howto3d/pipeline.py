@@ -1,0 +1,233 @@
+"""Runs the stages over a workspace: which items need work, in what order, and what got recorded.
+
+Stages are plain functions over paths (``recon.frames.main``, ``recon.reconstruct.main``...); this module
+adds the workspace's bookkeeping: fingerprints, skip/resume, one bad video never stopping the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+from rich.table import Table
+
+from howto3d.progress import ProgressFn, console
+from howto3d.workspace import Video, Workspace
+from recon import align as align_stage
+from recon import frames as frames_stage
+from recon import reconstruct as recon_stage
+from recon.io import InputError, file_fingerprint, params_fingerprint, read_json
+from recon.scene import SharedScene, load_shared_scene
+from recon.sim3 import sim3_from_json
+
+log = logging.getLogger("howto3d")
+
+
+def _reconstruct_one(frames_conf: frames_stage.FramesConfig, recon_conf: recon_stage.ReconstructConfig,
+                     video: Path, frames_dir: Path, sfm_dir: Path, redo_frames: bool) -> dict:
+    """Worker: sample frames (unless current) then run SfM; errors come back as data, not exceptions."""
+    t = time.perf_counter()
+    try:
+        if redo_frames or not (frames_dir / "frames.json").exists():
+            frames_stage.main(frames_conf, video, frames_dir)
+        report = recon_stage.main(recon_conf, frames_dir, sfm_dir)
+        return {"status": "done", "report": report, "seconds": time.perf_counter() - t}
+    except InputError as e:
+        return {"status": "failed", "error": str(e), "seconds": time.perf_counter() - t}
+
+
+def reconstruct(ws: Workspace, scene: str | None, *, frames: int | None = None, workers: int | None = None,
+                force: bool = False, progress: ProgressFn | None = None) -> list[dict]:
+    """Sample frames and reconstruct every video of the selected scenes; skip videos already done."""
+    config = ws.config
+    frames_conf = replace(config.frames, num_frames=frames) if frames else config.frames
+    recon_conf = config.reconstruct
+    record, frames_record = ws.record("reconstruct"), ws.record("frames")
+    todo: list[tuple[Video, str, str, bool]] = []
+    summary = []
+    for s in ws.select_scenes(scene):
+        videos = ws.videos(s)
+        if not videos:
+            log.warning("scene %s has no videos: skipped", s)
+        for v in videos:
+            key = f"{s}/{v.name}"
+            frames_fp = params_fingerprint([file_fingerprint(v.path), asdict(frames_conf)])
+            fp = params_fingerprint([frames_fp, asdict(recon_conf)])
+            entry = record.get(key, fp)
+            if entry and not force:
+                why = "already reconstructed" if entry["status"] == "done" else f"failed before: {entry['error']}"
+                log.info("%s: skipped (%s; inputs unchanged%s)", key, why,
+                         "" if entry["status"] == "done" else ", use --force to retry")
+                summary.append({"key": key, **entry, "skipped": True})
+                continue
+            redo = force or frames_record.get(key, frames_fp) is None
+            todo.append((v, frames_fp, fp, redo))
+    workers = workers or max(1, (os.cpu_count() or 1) // 2)
+    jobs = [(frames_conf, recon_conf, v.path, ws.frames_dir(v.scene, v.name), ws.sfm_dir(v.scene, v.name), redo)
+            for v, _, _, redo in todo]
+    desc = "reconstructing videos"
+    if progress and todo:
+        progress(desc, 0, len(todo))
+
+    def finish(i: int, result: dict, done: int) -> None:
+        v, frames_fp, fp, _ = todo[i]
+        key = f"{v.scene}/{v.name}"
+        info = {"seconds": round(result["seconds"], 2)}
+        if result["status"] == "done":
+            frames_record.put(key, frames_fp, "done")
+            info |= {k: result["report"][k] for k in ("registered", "frames_sampled", "points3D")}
+            log.info("%s: registered %d/%d frames in %.0f s", key, info["registered"], info["frames_sampled"],
+                     result["seconds"])
+        else:
+            info["error"] = result["error"]
+            log.error("%s: %s", key, result["error"])
+        record.put(key, fp, result["status"], **info)
+        summary.append({"key": key, "status": result["status"], **info})
+        if progress:
+            progress(desc, done, len(todo))
+
+    if workers <= 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+            finish(i, _reconstruct_one(*job), i + 1)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_reconstruct_one, *job): i for i, job in enumerate(jobs)}
+            for n, fut in enumerate(as_completed(futures), 1):
+                finish(futures[fut], fut.result(), n)
+    return sorted(summary, key=lambda r: r["key"])
+
+
+def print_reconstruct_summary(summary: list[dict]) -> None:
+    table = Table(title="reconstruction")
+    for col in ("video", "status", "registered", "points", "seconds", "note"):
+        table.add_column(col)
+    for r in summary:
+        reg = f"{r['registered']}/{r['frames_sampled']}" if "registered" in r else "-"
+        note = r.get("error", "") or ("skipped: unchanged" if r.get("skipped") else "")
+        table.add_row(r["key"], r["status"], reg, str(r.get("points3D", "-")), str(r.get("seconds", "-")), note)
+    console.print(table)
+
+
+def make_synthetic_workspace(out: Path, *, scenes: int, videos: int, seconds: float, seed: int,
+                             progress: ProgressFn | None = None) -> Workspace:
+    """Render a synthetic world straight into a new workspace (videos, subtitles, ground truth)."""
+    from synth import WorldConfig, generate_world
+
+    ws = Workspace.init(out)
+    generate_world(ws.root, WorldConfig(scenes=scenes, videos=videos, seconds=seconds, seed=seed),
+                   progress=progress)
+    return ws
+
+
+def reconstructed_videos(ws: Workspace, scene: str) -> list[str]:
+    """Videos of a scene whose reconstruction finished (model on disk)."""
+    return [v.name for v in ws.videos(scene) if (ws.sfm_dir(scene, v.name) / "model" / "images.bin").exists()]
+
+
+def shared_from_video(ws: Workspace, scene: str) -> dict[str, pycolmap.Sim3d]:
+    """Each aligned video's Sim(3) into the scene's shared frame.
+
+    Before ``align`` a single-video scene is its own shared frame; a multi-video scene needs ``align``.
+    """
+    path = ws.align_dir(scene) / "transforms.json"
+    if path.exists():
+        return {v: sim3_from_json(s) for v, s in read_json(path)["shared_from_video"].items()}
+    videos = reconstructed_videos(ws, scene)
+    if len(videos) == 1:
+        return {videos[0]: pycolmap.Sim3d()}
+    if not videos:
+        raise InputError(f"{ws.root}: scene {scene!r} has no reconstructed video yet; run `howto3d reconstruct`")
+    raise InputError(f"{ws.root}: scene {scene!r} has {len(videos)} reconstructed videos but no shared frame yet; "
+                     "run `howto3d align`")
+
+
+def shared_scene(ws: Workspace, scene: str) -> SharedScene:
+    """The scene's aligned videos in its shared frame (points, registered frames)."""
+    ws.require_scene(scene)
+    transforms = shared_from_video(ws, scene)
+    return load_shared_scene(scene, {v: ws.sfm_dir(scene, v) for v in transforms},
+                             {v: ws.frames_dir(scene, v) for v in transforms}, transforms)
+
+
+def world_from_shared(ws: Workspace, scene: str, shared: SharedScene) -> pycolmap.Sim3d | None:
+    """Synthetic worlds only: the metric Sim(3) from the shared frame to the ground-truth world (metres).
+
+    Fitted on all registered camera centres against their ground-truth centres; ``None`` without ground truth.
+    """
+    path = ws.ground_truth_path(scene)
+    if not path.exists():
+        return None
+    gt = read_json(path)
+    src, tgt = [], []
+    for f in shared.frames:
+        gt_frames = {round(g["time"], 3): g for g in gt["videos"][f.video]["frames"]}
+        g = gt_frames.get(round(f.time, 3))
+        if g is not None:
+            P = np.array(g["cam_from_world"])
+            src.append(f.center)
+            tgt.append(-P[:, :3].T @ P[:, 3])
+    if len(src) < 3:
+        return None
+    return pycolmap.estimate_sim3d(np.array(src), np.array(tgt))
+
+
+def align(ws: Workspace, scene: str | None, *, force: bool = False, progress: ProgressFn | None = None) -> dict:
+    """Align every scene's reconstructed videos into its shared frame (skipped when inputs are unchanged)."""
+    conf = ws.config.align
+    record = ws.record("align")
+    results = {}
+    for s in ws.select_scenes(scene):
+        videos = reconstructed_videos(ws, s)
+        if not videos:
+            log.warning("%s: no reconstructed video to align: skipped (run `howto3d reconstruct`)", s)
+            continue
+        models = {v: ws.sfm_dir(s, v) for v in videos}
+        fp = params_fingerprint([asdict(conf), {v: file_fingerprint(p / "model" / "points3D.bin")
+                                                for v, p in models.items()}])
+        entry = record.get(s, fp)
+        if entry and not force and (ws.align_dir(s) / "transforms.json").exists():
+            log.info("%s: alignment skipped (same reconstructions and settings)", s)
+            results[s] = entry["result"]
+            continue
+        t = time.perf_counter()
+        result = align_stage.main(conf, models, ws.align_dir(s), progress=progress)
+        record.put(s, fp, "done", seconds=round(time.perf_counter() - t, 2), result=result)
+        results[s] = result
+    return results
+
+
+def print_align_summary(results: dict) -> None:
+    for s, r in results.items():
+        table = Table(title=f"alignment graph of {s} (reference: {r['reference']})")
+        for col in ("edge", "3D-3D", "inliers", "ratio", "residual", "status"):
+            table.add_column(col)
+        for e in r["edges"]:
+            table.add_row(f"{e['a']} ↔ {e['b']}", str(e["correspondences_3d"]), str(e["inliers"]),
+                          f"{e['inlier_ratio']:.2f}", str(e.get("residual", "-")),
+                          "edge" if e["accepted"] else f"rejected: {e['reason']}")
+        console.print(table)
+        console.print(f"{s}: {len(r['aligned'])} video(s) in the shared frame"
+                      + (f"; not aligned: {', '.join(r['unaligned'])}" if r["unaligned"] else ""))
+
+
+def run_all(ws: Workspace, frames: int | None = None) -> None:
+    """reconstruct → align → train, printing each stage's summary; stages skip finished work."""
+    from howto3d import grounding_cmds
+    from howto3d.progress import progress_bar
+
+    with progress_bar() as progress:
+        summary = reconstruct(ws, None, frames=frames, progress=progress)
+    print_reconstruct_summary(summary)
+    with progress_bar() as progress:
+        results = align(ws, None, progress=progress)
+    print_align_summary(results)
+    with progress_bar() as progress:
+        trained = grounding_cmds.train(ws, None, progress)
+    grounding_cmds.print_train_summary(trained)

@@ -1,0 +1,144 @@
+"""Workspace-level viewer commands: ``view``, ``overlay``, ``export`` and the demo's pictures.
+
+They gather what the ``viewer`` stage draws (shared scene, grounding heatmap, subtitles, synthetic ground
+truth) from a workspace; the viewer modules themselves only take arrays and never load a model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from howto3d.pipeline import shared_scene, world_from_shared
+from howto3d.workspace import Workspace
+from recon.io import InputError, read_json
+from recon.scene import SharedScene
+
+log = logging.getLogger(__name__)
+
+GT_COLOR = (0.1, 0.9, 0.2)
+
+
+def _grounder(ws: Workspace):
+    """The trained grounding model, or an error that says which command makes one."""
+    from grounding.query import load
+
+    if not ws.grounding_dir.exists():
+        raise InputError(f"{ws.root}: no grounding model yet; run `howto3d train`")
+    return load(ws.grounding_dir)
+
+
+def query_heatmap(ws: Workspace, scene: str, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _grounder(ws).heatmap(scene, query)
+
+
+def gt_markers(ws: Workspace, scene: str, shared: SharedScene, part: str | None,
+               video: str | None = None) -> list[tuple[np.ndarray, tuple[float, float, float]]]:
+    """Synthetic worlds only: the ground-truth position of ``part`` in the shared frame, as a green marker.
+
+    A video's own part positions are used when given (each synthetic video films a slightly varied car).
+    """
+    if part is None:
+        return []
+    path = ws.ground_truth_path(scene)
+    sim = world_from_shared(ws, scene, shared)
+    if not path.exists() or sim is None:
+        log.warning("scene %s has no ground truth to place %r; drawing no marker", scene, part)
+        return []
+    gt = read_json(path)
+    parts = gt["videos"][video]["parts"] if video and video in gt.get("videos", {}) else gt["parts"]
+    if part not in parts:
+        raise InputError(f"{path}: no part {part!r}; parts: {', '.join(sorted(parts))}")
+    xyz = np.asarray(sim.inverse() * np.asarray(parts[part], float), float).reshape(3)
+    return [(xyz, GT_COLOR)]
+
+
+def timelines(ws: Workspace, scene: str, steps: dict[str, list[dict]] | None = None,
+              actionness: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, dict[str, Any]]:
+    """Per video the timeline inputs that exist: subtitles, given predicted steps/actionness, synthetic GT steps."""
+    from grounding.narration import read_narrations
+    from recon.video import probe
+
+    gt_path = ws.ground_truth_path(scene)
+    gt = read_json(gt_path)["videos"] if gt_path.exists() else {}
+    out = {}
+    for v in ws.videos(scene):
+        entry: dict[str, Any] = {"duration": probe(v.path).duration}
+        if v.subtitles:
+            entry["narrations"] = read_narrations(v.subtitles)
+        if steps and v.name in steps:
+            entry["steps"] = steps[v.name]
+        if actionness and v.name in actionness:
+            entry["actionness"] = actionness[v.name]
+        if v.name in gt:
+            entry["gt_steps"] = [{"label": s["step"], "start": s["start"], "end": s["end"]}
+                                 for s in gt[v.name]["steps"]]
+        out[v.name] = entry
+    return out
+
+
+def view(ws: Workspace, scene: str, query: str | None = None, screenshot: Path | None = None) -> Path | None:
+    """Open the viewer window, or with ``screenshot`` write the same picture headless and return its path."""
+    from viewer.screenshot import screenshot as take
+
+    shared = shared_scene(ws, scene)
+    heatmap = query_heatmap(ws, scene, query) if query else None
+    if screenshot is not None:
+        return take(shared, screenshot, heatmap)
+    from viewer.app import run_viewer
+
+    try:
+        grounder = _grounder(ws)
+        query_fn = lambda text: grounder.heatmap(scene, text)  # noqa: E731
+    except InputError as e:
+        log.warning("%s; the query box is disabled", e)
+        query_fn = None
+    run_viewer(shared, heatmap, query_fn, timelines(ws, scene))
+    return None
+
+
+def _video_path(ws: Workspace, scene: str, video: str) -> Path:
+    for v in ws.videos(scene):
+        if v.name == video:
+            return v.path
+    raise InputError(f"{ws.root}: scene {scene!r} has no video {video!r}; "
+                     f"videos: {', '.join(v.name for v in ws.videos(scene))}")
+
+
+def overlay(ws: Workspace, scene: str, video: str, query: str, out: Path, gt_part: str | None = None,
+            every: int = 1) -> Path:
+    """Write the AR preview of ``query`` over ``video`` (mp4 or a PNG folder), with the GT part when given."""
+    from viewer.overlay import overlay as draw
+
+    shared = shared_scene(ws, scene)
+    return draw(shared, _video_path(ws, scene, video), video, query_heatmap(ws, scene, query), out,
+                gt_markers(ws, scene, shared, gt_part, video), every)
+
+
+def export(ws: Workspace, scene: str, fmt: str, query: str | None, out: Path) -> Path:
+    from viewer.export import export as write
+
+    return write(shared_scene(ws, scene), out, fmt, query_heatmap(ws, scene, query) if query else None)
+
+
+def demo_outputs(ws: Workspace, scene: str, query: str, out_dir: Path, gt_part: str | None = None,
+                 video: str | None = None, steps: dict[str, list[dict]] | None = None,
+                 actionness: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Path]:
+    """The demo's pictures: a screenshot with the heatmap, an overlay clip and the videos' timelines."""
+    from viewer.overlay import overlay as draw
+    from viewer.screenshot import screenshot as take
+    from viewer.timeline import plot_timelines
+
+    out_dir = Path(out_dir)
+    shared = shared_scene(ws, scene)
+    heatmap = query_heatmap(ws, scene, query)
+    video = video or shared.videos[0]
+    return {
+        "screenshot": take(shared, out_dir / "scene.png", heatmap, markers=gt_markers(ws, scene, shared, gt_part)),
+        "overlay": draw(shared, _video_path(ws, scene, video), video, heatmap, out_dir / f"overlay_{video}.mp4",
+                        gt_markers(ws, scene, shared, gt_part, video)),
+        "timeline": plot_timelines(out_dir / "timeline.png", timelines(ws, scene, steps, actionness)),
+    }

@@ -1,0 +1,1 @@
+"""Per-video reconstruction and cross-video alignment (the first stage of howto3d)."""

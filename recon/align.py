@@ -1,0 +1,277 @@
+"""Cross-video alignment without a joint reconstruction (source §5.3.2–5.3.4).
+
+For every pair of videos: retrieve similar frames (VLAD), match SIFT between them (mutual nearest
+neighbours + ratio test + fundamental-matrix RANSAC), lift the 2D matches to 3D–3D through both
+videos' models, and fit a robust Sim(3). Accepted alignments are the edges of a graph whose shortest
+paths compose every video into the reference video's frame, the scene's *shared frame*.
+
+Output folder::
+
+    out_dir/graph.json        nodes, accepted and rejected edges (inliers, ratio, residual, Sim(3))
+    out_dir/transforms.json   {"reference", "shared_from_video": {video: Sim(3)}, "unaligned": {video: why}}
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pycolmap
+from scipy.spatial import cKDTree
+
+from recon.io import atomic_dir, atomic_write_json
+from recon.reconstruct import load_model
+from recon.retrieval import learn_codebook, top_pairs, vlad
+from recon.sim3 import sim3_to_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AlignConfig:
+    """How videos of a scene are aligned into one shared frame."""
+
+    frame_pairs: int = 30
+    """Top-N_M retrieved frame pairs matched per video pair."""
+    codebook_size: int = 64
+    """VLAD codebook size (learned on the scene's own SIFT descriptors)."""
+    ratio: float = 0.85
+    """Lowe ratio test on SIFT matches (lower is stricter)."""
+    fundamental_max_error: float = 4.0
+    """RANSAC threshold (pixels) of the fundamental-matrix check on each frame pair."""
+    min_pair_matches: int = 15
+    """Frame pairs with fewer geometrically verified matches are dropped."""
+    lift_radius_px: float = 3.0
+    """A matched keypoint without a 3D point takes the 3D point of the nearest observed keypoint within this radius."""
+    inlier_threshold: float = 0.03
+    """Sim(3) RANSAC inlier threshold, as a fraction of the target model's robust size (median point spread)."""
+    min_inliers: int = 40
+    """An alignment needs at least this many 3D–3D inliers to become an edge."""
+    min_inlier_ratio: float = 0.25
+    """... and at least this inlier ratio."""
+    seed: int = 0
+    """Seed of the codebook and of RANSAC."""
+
+
+@dataclass
+class VideoModel:
+    """What alignment needs of one reconstructed video: its model and each registered frame's features."""
+
+    name: str
+    rec: pycolmap.Reconstruction
+    image_ids: list[int]
+    keypoints: list[np.ndarray]
+    """Per registered frame, (n, 2) keypoint positions."""
+    descriptors: list[np.ndarray]
+    """Per registered frame, (n, 128) L2-normalised float32 SIFT descriptors."""
+    point_ids: list[np.ndarray]
+    """Per registered frame, (n,) 3D point id observed by each keypoint (-1 when none)."""
+
+    @property
+    def size(self) -> float:
+        """Robust size of the model: median distance of its points to their median."""
+        xyz = np.array([p.xyz for p in self.rec.points3D.values()])
+        return float(np.median(np.linalg.norm(xyz - np.median(xyz, axis=0), axis=1)))
+
+
+def load_video_model(name: str, sfm_dir: Path) -> VideoModel:
+    """Read a video's model and the SIFT features of its registered frames from its database."""
+    rec = load_model(sfm_dir)
+    db = pycolmap.Database.open(str(Path(sfm_dir) / "database.db"))
+    try:
+        by_name = {im.name: im.image_id for im in db.read_all_images()}
+        ids, kps, descs, pids = [], [], [], []
+        for image_id in sorted(rec.reg_image_ids()):
+            image = rec.images[image_id]
+            db_id = by_name[image.name]
+            kp = db.read_keypoints(db_id)[:, :2].astype(np.float64)
+            d = db.read_descriptors(db_id).data.astype(np.float32)
+            d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-8
+            pid = np.full(len(kp), -1, np.int64)
+            for k, p in enumerate(image.points2D):
+                if p.has_point3D():
+                    pid[k] = p.point3D_id
+            ids.append(image_id)
+            kps.append(kp)
+            descs.append(d)
+            pids.append(pid)
+    finally:
+        db.close()
+    return VideoModel(name, rec, ids, kps, descs, pids)
+
+
+def mutual_matches(da: np.ndarray, db: np.ndarray, ratio: float) -> np.ndarray:
+    """(m, 2) index pairs that are mutual nearest neighbours and pass the ratio test."""
+    if len(da) < 2 or len(db) < 2:
+        return np.zeros((0, 2), int)
+    sim = da @ db.T
+    nn_ab = np.argmax(sim, axis=1)
+    nn_ba = np.argmax(sim, axis=0)
+    top2 = -np.partition(-sim, 1, axis=1)[:, :2]
+    dist = np.sqrt(np.clip(2 - 2 * top2, 0, None))
+    keep = (nn_ba[nn_ab] == np.arange(len(da))) & (dist[:, 0] < ratio * dist[:, 1])
+    return np.c_[np.nonzero(keep)[0], nn_ab[keep]]
+
+
+def _lift(points: np.ndarray, kp: np.ndarray, pid: np.ndarray, radius: float) -> np.ndarray:
+    """3D point id for each keypoint index in ``points`` (own point, else nearest observed within radius)."""
+    out = pid[points].copy()
+    observed = np.nonzero(pid >= 0)[0]
+    missing = np.nonzero(out < 0)[0]
+    if len(observed) and len(missing) and radius > 0:
+        dist, j = cKDTree(kp[observed]).query(kp[points[missing]], distance_upper_bound=radius)
+        ok = np.isfinite(dist)
+        out[missing[ok]] = pid[observed[j[ok]]]
+    return out
+
+
+def correspondences_3d(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]],
+                       conf: AlignConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """Aggregated unique 3D–3D correspondences (Xa, Xb) over the frame pairs, and the verified 2D match count."""
+    links: set[tuple[int, int]] = set()
+    verified = 0
+    ransac = pycolmap.RANSACOptions()
+    ransac.max_error = conf.fundamental_max_error
+    ransac.random_seed = conf.seed
+    for i, j, _ in pairs:
+        m = mutual_matches(a.descriptors[i], b.descriptors[j], conf.ratio)
+        if len(m) < max(8, conf.min_pair_matches):
+            continue
+        geo = pycolmap.estimate_fundamental_matrix(a.keypoints[i][m[:, 0]], b.keypoints[j][m[:, 1]], ransac)
+        if geo is None or geo["num_inliers"] < conf.min_pair_matches:
+            continue
+        m = m[np.asarray(geo["inlier_mask"], bool)]
+        verified += len(m)
+        pa = _lift(m[:, 0], a.keypoints[i], a.point_ids[i], conf.lift_radius_px)
+        pb = _lift(m[:, 1], b.keypoints[j], b.point_ids[j], conf.lift_radius_px)
+        ok = (pa >= 0) & (pb >= 0)
+        links.update(zip(pa[ok].tolist(), pb[ok].tolist(), strict=True))
+    if not links:
+        return np.zeros((0, 3)), np.zeros((0, 3)), verified
+    la, lb = np.array(sorted(links)).T
+    xa = np.array([a.rec.points3D[p].xyz for p in la])
+    xb = np.array([b.rec.points3D[p].xyz for p in lb])
+    return xa, xb, verified
+
+
+def align_pair(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]], conf: AlignConfig) -> dict:
+    """Robust Sim(3) ``b_from_a`` of one video pair and its quality; ``accepted`` says if it makes an edge."""
+    xa, xb, verified = correspondences_3d(a, b, pairs, conf)
+    result = {"a": a.name, "b": b.name, "frame_pairs": len(pairs), "matches_2d": verified,
+              "correspondences_3d": len(xa), "inliers": 0, "inlier_ratio": 0.0, "accepted": False}
+    if len(xa) < 3:
+        result["reason"] = "too few 3D-3D correspondences"
+        return result
+    threshold = conf.inlier_threshold * b.size
+    ransac = pycolmap.RANSACOptions()
+    ransac.max_error = threshold
+    ransac.random_seed = conf.seed
+    fit = pycolmap.estimate_sim3d_robust(xa, xb, ransac)
+    if fit is None:
+        result["reason"] = "Sim(3) RANSAC failed"
+        return result
+    sim = fit["tgt_from_src"]
+    residual = np.linalg.norm(sim * xa - xb, axis=1)
+    inliers = residual < threshold
+    result |= {"inliers": int(inliers.sum()), "inlier_ratio": round(float(inliers.mean()), 4),
+               "residual": round(float(residual[inliers].mean() / b.size), 5) if inliers.any() else None,
+               "b_from_a": sim3_to_json(sim)}
+    if inliers.sum() < conf.min_inliers or inliers.mean() < conf.min_inlier_ratio:
+        result["reason"] = (f"{int(inliers.sum())} inliers ({inliers.mean():.0%}) below the thresholds "
+                            f"({conf.min_inliers}, {conf.min_inlier_ratio:.0%})")
+        return result
+    result["accepted"] = True
+    result["_sim"] = sim
+    result["_inliers"] = (xa[inliers], xb[inliers])
+    return result
+
+
+def compose_graph(videos: list[str], edges: list[dict]) -> tuple[str | None, dict[str, pycolmap.Sim3d], dict[str, str]]:
+    """Reference video and ``shared_from_video`` for every video connected to it (Dijkstra over 1/inliers).
+
+    The reference is the best-connected video (largest total inliers) of the largest component.
+    """
+    g = nx.Graph()
+    g.add_nodes_from(videos)
+    for e in edges:
+        if e["accepted"]:
+            g.add_edge(e["a"], e["b"], weight=1.0 / e["inliers"], sim=e["_sim"], src=e["a"])
+    if not videos:
+        return None, {}, {}
+    component = max(nx.connected_components(g), key=lambda c: (len(c), sorted(c)))
+    strength = dict(g.degree(weight=None))
+    inliers = {v: sum(1.0 / d["weight"] for _, _, d in g.edges(v, data=True)) for v in component}
+    reference = max(sorted(component), key=lambda v: (inliers[v], strength[v]))
+    paths = nx.single_source_dijkstra_path(g, reference, weight="weight")
+    shared: dict[str, pycolmap.Sim3d] = {}
+    for v, path in paths.items():
+        t = pycolmap.Sim3d()  # ref_from_v, built from the reference outwards
+        for u, w in itertools.pairwise(path):
+            d = g.edges[u, w]
+            w_from_u = d["sim"] if d["src"] == u else d["sim"].inverse()
+            t = t * w_from_u.inverse()
+        shared[v] = t
+    unaligned = {v: "no accepted alignment links it to the reference video " + reference
+                 for v in videos if v not in shared}
+    return reference, refine(reference, shared, edges), unaligned
+
+
+def refine(reference: str, shared: dict[str, pycolmap.Sim3d], edges: list[dict], sweeps: int = 5
+           ) -> dict[str, pycolmap.Sim3d]:
+    """Use every accepted edge, not just the shortest-path tree: block-coordinate least squares.
+
+    Each non-reference video's Sim(3) is refitted (Umeyama) to its inlier 3D points as placed in the
+    shared frame by all its aligned neighbours; the reference fixes the gauge. A few sweeps spread the
+    redundancy of cycles in the graph instead of accumulating error along single paths.
+    """
+    links: dict[str, list[tuple[np.ndarray, str, np.ndarray]]] = {v: [] for v in shared}
+    for e in edges:
+        if e["accepted"] and e["a"] in shared and e["b"] in shared:
+            xa, xb = e["_inliers"]
+            links[e["a"]].append((xa, e["b"], xb))
+            links[e["b"]].append((xb, e["a"], xa))
+    out = dict(shared)
+    for _ in range(sweeps):
+        for v in sorted(out):
+            if v == reference or not links[v]:
+                continue
+            src = np.concatenate([own for own, _, _ in links[v]])
+            tgt = np.concatenate([out[u] * other for _, u, other in links[v]])
+            fit = pycolmap.estimate_sim3d(src, tgt)
+            if fit is not None:
+                out[v] = fit
+    return out
+
+
+def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=None) -> dict:
+    """Align the given reconstructed videos of one scene; write graph.json and transforms.json atomically."""
+    names = sorted(sfm_dirs)
+    models = [load_video_model(n, sfm_dirs[n]) for n in names]
+    codebook = learn_codebook([d for m in models for d in m.descriptors], k=conf.codebook_size, seed=conf.seed)
+    globals_ = [np.stack([vlad(d, codebook) for d in m.descriptors]) for m in models]
+    edges = []
+    pairs = list(itertools.combinations(range(len(models)), 2))
+    for n, (i, j) in enumerate(pairs):
+        frame_pairs = top_pairs(globals_[i], globals_[j], conf.frame_pairs)
+        e = align_pair(models[i], models[j], frame_pairs, conf)
+        log.info("%s ↔ %s: %d 3D–3D, %d inliers (%s)", e["a"], e["b"], e["correspondences_3d"], e["inliers"],
+                 "accepted" if e["accepted"] else e["reason"])
+        edges.append(e)
+        if progress:
+            progress("aligning video pairs", n + 1, len(pairs))
+    reference, shared, unaligned = compose_graph(names, edges)
+    for v, why in unaligned.items():
+        log.warning("%s: not aligned (%s)", v, why)
+    graph = {"nodes": names, "reference": reference, "config": asdict(conf),
+             "edges": [{k: v for k, v in e.items() if not k.startswith("_")} for e in edges]}
+    transforms = {"reference": reference, "shared_from_video": {v: sim3_to_json(s) for v, s in shared.items()},
+                  "unaligned": unaligned}
+    with atomic_dir(out_dir) as tmp:
+        atomic_write_json(tmp / "graph.json", graph)
+        atomic_write_json(tmp / "transforms.json", transforms)
+    return {"reference": reference, "aligned": sorted(shared), "unaligned": unaligned,
+            "edges": graph["edges"]}

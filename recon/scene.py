@@ -1,0 +1,135 @@
+"""The shared-frame view of a scene that later stages consume: points, and every registered frame.
+
+Grounding back-projects narrated frames through it, the viewer draws it, ``cameras --json`` prints it.
+Poses are OpenCV world-to-camera (x right, y down, z forward) in the scene's shared frame; a video's model
+is brought there by its Sim(3) ``shared_from_video`` (the identity for a scene's reference video).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+
+from recon.frames import load as load_frames
+from recon.reconstruct import load_model
+
+
+@dataclass
+class RegisteredFrame:
+    """One registered video frame: its camera in the shared frame and the 3D points it observes."""
+
+    video: str
+    name: str
+    time: float
+    """Exact presentation time of the frame in its video (seconds)."""
+    camera: pycolmap.Camera
+    cam_from_world: np.ndarray
+    """3x4 rigid world-to-camera transform in the shared frame."""
+    xy: np.ndarray
+    """(M, 2) pixel positions of the keypoints that observe 3D points."""
+    point_index: np.ndarray
+    """(M,) index into :attr:`SharedScene.points` of each observed point."""
+
+    @property
+    def K(self) -> np.ndarray:
+        return self.camera.calibration_matrix()
+
+    @property
+    def center(self) -> np.ndarray:
+        R, t = self.cam_from_world[:, :3], self.cam_from_world[:, 3]
+        return -R.T @ t
+
+    @property
+    def axis(self) -> np.ndarray:
+        """Unit optical axis (camera +z) in the shared frame."""
+        return self.cam_from_world[2, :3] / np.linalg.norm(self.cam_from_world[2, :3])
+
+    def project(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels (N, 2) of world points (N, 3) with the camera's distortion, and their depths (N,)."""
+        Xc = np.asarray(X, float) @ self.cam_from_world[:, :3].T + self.cam_from_world[:, 3]
+        depth = Xc[:, 2]
+        safe = np.where(np.abs(depth) < 1e-9, 1e-9, depth)
+        return self.camera.img_from_cam(Xc / safe[:, None])[:, :2], depth
+
+    def ray(self, xy: np.ndarray) -> np.ndarray:
+        """Unit viewing rays (N, 3) in the shared frame through pixels ``xy`` (N, 2)."""
+        cam = self.camera.cam_from_img(np.asarray(xy, float).reshape(-1, 2))
+        d = np.c_[cam, np.ones(len(cam))] @ self.cam_from_world[:, :3]
+        return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+@dataclass
+class SharedScene:
+    """All aligned videos of a scene in one frame."""
+
+    scene: str
+    videos: list[str]
+    points: np.ndarray
+    """(N, 3) 3D points of every aligned video's model, in the shared frame."""
+    colors: np.ndarray
+    """(N, 3) uint8 colours of the points."""
+    point_video: np.ndarray
+    """(N,) index into :attr:`videos` of the model each point comes from."""
+    frames: list[RegisteredFrame]
+
+    def frames_of(self, video: str) -> list[RegisteredFrame]:
+        return [f for f in self.frames if f.video == video]
+
+
+def load_shared_scene(scene: str, sfm_dirs: dict[str, Path], frames_dirs: dict[str, Path],
+                      shared_from_video: dict[str, pycolmap.Sim3d]) -> SharedScene:
+    """Load the aligned videos' models and bring them into the shared frame (videos without a Sim(3) are left out)."""
+    points, colors, owner, frames = [], [], [], []
+    videos = sorted(v for v in shared_from_video if v in sfm_dirs)
+    offset = 0
+    for vi, video in enumerate(videos):
+        rec = load_model(sfm_dirs[video])
+        rec.transform(shared_from_video[video])
+        times = {f["name"]: f["time"] for f in load_frames(frames_dirs[video])["frames"]}
+        ids = sorted(rec.points3D)
+        index = {pid: offset + i for i, pid in enumerate(ids)}
+        points.append(np.array([rec.points3D[p].xyz for p in ids]).reshape(-1, 3))
+        colors.append(np.array([rec.points3D[p].color for p in ids], np.uint8).reshape(-1, 3))
+        owner.append(np.full(len(ids), vi))
+        offset += len(ids)
+        for image_id in sorted(rec.reg_image_ids(), key=lambda i: times[rec.images[i].name]):
+            image = rec.images[image_id]
+            obs = [(p.xy, index[p.point3D_id]) for p in image.points2D if p.has_point3D()]
+            frames.append(RegisteredFrame(
+                video=video, name=image.name, time=times[image.name], camera=rec.cameras[image.camera_id],
+                cam_from_world=image.cam_from_world().matrix(),
+                xy=np.array([o[0] for o in obs]).reshape(-1, 2),
+                point_index=np.array([o[1] for o in obs], int)))
+    return SharedScene(scene, videos,
+                       np.concatenate(points) if points else np.zeros((0, 3)),
+                       np.concatenate(colors) if colors else np.zeros((0, 3), np.uint8),
+                       np.concatenate(owner) if owner else np.zeros(0, int), frames)
+
+
+def cameras_json(scene: SharedScene) -> dict:
+    """The ``cameras --json`` contract: every registered frame's camera in the shared frame."""
+    return {"scene": scene.scene, "frames": [{
+        "video": f.video, "name": f.name, "time": f.time,
+        "cam_from_world": np.round(f.cam_from_world, 9).tolist(), "K": np.round(f.K, 6).tolist(),
+        "width": f.camera.width, "height": f.camera.height,
+        "camera_model": f.camera.model.name, "params": [round(float(p), 9) for p in f.camera.params],
+    } for f in scene.frames]}
+
+
+def intersect_rays(origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    """Least-squares intersection point of 3D lines (origin + s·dir): the point closest to all of them.
+
+    Used to triangulate clicked keypoints and to find where a run of frames keeps looking (gaze).
+    Raises ``ValueError`` when the lines are (nearly) parallel, i.e. the point is not determined.
+    """
+    d = np.asarray(dirs, float)
+    d = d / np.linalg.norm(d, axis=1, keepdims=True)
+    proj = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
+    A = proj.sum(0)
+    b = np.einsum("nij,nj->i", proj, np.asarray(origins, float))
+    if len(d) < 2 or np.linalg.cond(A) > 1e8:
+        raise ValueError("rays are (nearly) parallel: observe the point from frames further apart")
+    return np.linalg.solve(A, b)

@@ -1,0 +1,189 @@
+"""Hand-held camera paths: overview of the bay, then dwells on the parts of the chosen tasks.
+
+Paths are smooth (PCHIP through keyframes, plus low-frequency hand shake) and
+always translate, never purely rotate, so consecutive frames have parallax
+for SfM. Poses are world-to-camera (OpenCV: x right, y down, z forward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+from scipy.spatial.transform import Rotation
+
+from synth.render import Renderer
+from synth.tasks import TASKS, Step
+
+BAY_CENTER = np.array([0.7, 0.45, 0.15])
+OVERVIEW_SECONDS = (2.0, 3.0)
+OUTRO_SECONDS = 1.0
+MIN_DWELL = 2.5
+
+
+@dataclass
+class Visit:
+    """Consecutive steps on the same part, filmed in one dwell."""
+
+    part: str
+    """Part the camera dwells on."""
+    steps: list[tuple[str, Step]]
+    """(task name, step) pairs performed during the dwell."""
+    start: float = 0.0
+    """Dwell start (s)."""
+    end: float = 0.0
+    """Dwell end (s)."""
+
+
+@dataclass
+class CameraPath:
+    """Per-frame camera of one video plus what it looks at when."""
+
+    K: np.ndarray
+    """Intrinsics (3, 3), constant over the video."""
+    poses: np.ndarray
+    """World-to-camera poses (n_frames, 3, 4)."""
+    times: np.ndarray
+    """Frame timestamps (n_frames,), index / fps."""
+    visits: list[Visit]
+    """Dwells in temporal order."""
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, roll: float = 0.0) -> np.ndarray:
+    """World-to-camera [R | t] looking from ``eye`` at ``target`` with world z up (plus roll, rad)."""
+    z = target - eye
+    z = z / np.linalg.norm(z)
+    x = np.cross(z, [0.0, 0.0, 1.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    R = Rotation.from_rotvec([0.0, 0.0, roll]).as_matrix() @ np.stack([x, y, z])
+    return np.hstack([R, (-R @ eye)[:, None]])
+
+
+def _direction(az: float, el: float) -> np.ndarray:
+    """Unit vector from a target towards a camera in front (−y) of it; az/el in degrees."""
+    a, e = np.deg2rad(az), np.deg2rad(el)
+    return np.array([np.sin(a) * np.cos(e), -np.cos(a) * np.cos(e), np.sin(e)])
+
+
+def _clear_view(renderer: Renderer, eye: np.ndarray, target: np.ndarray, K: np.ndarray, size: tuple[int, int]) -> bool:
+    """True if the target is visible from ``eye`` and nothing sits right in front of the lens."""
+    dist = np.linalg.norm(target - eye)
+    w, h = size
+    u, v = np.meshgrid(np.linspace(0, w, 9), np.linspace(0, h, 6))
+    pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1) @ np.linalg.inv(K).T
+    R = look_at(eye, target)[:, :3]
+    dirs = np.vstack([(target - eye) / dist, pix @ R])
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    t, _, _ = renderer.cast(np.broadcast_to(eye, dirs.shape), dirs)
+    return bool(t[0] > dist - 0.06 and t[1:].min() > 0.15)
+
+
+def _visits(task_names: list[str]) -> list[Visit]:
+    visits: list[Visit] = []
+    for name in task_names:
+        for step in TASKS[name].steps:
+            if visits and visits[-1].part == step.part:
+                visits[-1].steps.append((name, step))
+            else:
+                visits.append(Visit(step.part, [(name, step)]))
+    return visits
+
+
+def plan_path(
+    rng: np.random.Generator,
+    renderer: Renderer,
+    parts: dict[str, np.ndarray],
+    task_names: list[str],
+    K: np.ndarray,
+    seconds: float,
+    fps: float,
+    size: tuple[int, int],
+) -> CameraPath:
+    """Plan overview → (transition → dwell)* → pull-back, keeping visits that fit in ``seconds``."""
+    overview = rng.uniform(*OVERVIEW_SECONDS)
+    keys: list[tuple[float, np.ndarray, np.ndarray]] = []  # (time, eye, target)
+    az, el, dist = rng.uniform(-20, 20), rng.uniform(45, 60), rng.uniform(1.1, 1.5)
+    sweep = rng.choice([-1, 1]) * rng.uniform(15, 25)
+    center = BAY_CENTER + rng.normal(0, 0.03, 3)
+    keys.append((0.0, center + dist * _direction(az, el), center))
+    keys.append((overview, center + (dist - 0.1) * _direction(az + sweep, el + 5), center))
+
+    planned = _visits(task_names)
+    visits: list[Visit] = []
+    t, target = overview, center
+    for visit in planned:
+        goal = parts[visit.part]
+        eye0, eye1 = _dwell_views(rng, renderer, goal, K, size)
+        # Slow enough that frames sampled ~1 s apart still overlap (zooming from the overview matters most).
+        transition = 1.0 + 2.0 * float(np.linalg.norm(eye0 - keys[-1][1]))
+        wanted = max(MIN_DWELL, 1.6 * len(visit.steps)) * rng.uniform(1.0, 1.4)
+        if t + transition + MIN_DWELL > seconds - OUTRO_SECONDS:
+            break
+        dwell = min(wanted, seconds - OUTRO_SECONDS - t - transition)
+        mid_target = 0.5 * (target + goal)
+        mid_eye = mid_target + 0.5 * (keys[-1][1] - target + eye0 - goal) + np.array([0, -0.1, 0.15])
+        keys.append((t + transition / 2, mid_eye, mid_target))
+        visit.start, visit.end = t + transition, t + transition + dwell
+        keys.append((visit.start, eye0, goal))
+        keys.append((visit.end, eye1, goal))
+        visits.append(visit)
+        t, target = visit.end, goal
+    # Spread leftover time over the dwells so the video ends with a short pull-back.
+    slack = seconds - OUTRO_SECONDS - t
+    if visits and slack > 0:
+        keys, visits = _stretch(keys, visits, slack)
+    last_t, last_eye, last_target = keys[-1]
+    keys.append((max(seconds, last_t + 0.5), last_eye + 0.35 * (last_eye - last_target), last_target))
+
+    times = np.arange(int(round(seconds * fps))) / fps
+    kt = np.array([k[0] for k in keys])
+    eyes = PchipInterpolator(kt, np.array([k[1] for k in keys]))(times)
+    targets = PchipInterpolator(kt, np.array([k[2] for k in keys]))(times)
+    eyes += _shake(rng, times, 0.004)
+    targets += _shake(rng, times, 0.006)
+    roll = _shake(rng, times, np.deg2rad(1.0))[:, 0]
+    poses = np.stack([look_at(e, g, r) for e, g, r in zip(eyes, targets, roll, strict=True)])
+    return CameraPath(K=K, poses=poses, times=times, visits=visits)
+
+
+def _dwell_views(
+    rng: np.random.Generator, renderer: Renderer, goal: np.ndarray, K: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start/end eyes of a dwell: 0.3–0.6 m from the part, orbiting 10–20° for parallax, unoccluded."""
+    best = None
+    for _ in range(40):
+        az, el, d = rng.uniform(-40, 40), rng.uniform(40, 70), rng.uniform(0.4, 0.6)
+        daz, del_, dd = rng.choice([-1, 1]) * rng.uniform(10, 20), rng.uniform(-5, 5), rng.uniform(-0.05, 0.05)
+        eye0, eye1 = goal + d * _direction(az, el), goal + (d + dd) * _direction(az + daz, el + del_)
+        best = best or (eye0, eye1)
+        if _clear_view(renderer, eye0, goal, K, size) and _clear_view(renderer, eye1, goal, K, size):
+            return eye0, eye1
+    return best
+
+
+def _stretch(keys: list, visits: list[Visit], slack: float) -> tuple[list, list[Visit]]:
+    """Lengthen each dwell by an equal share of ``slack``, shifting later keyframes."""
+    share = slack / len(visits)
+    out, shift = [], 0.0
+    ends = {v.end: v for v in visits}
+    starts = {v.start: v for v in visits}
+    for t, eye, target in keys:
+        if t in starts:
+            starts[t].start = t + shift
+        if t in ends:
+            shift += share
+            ends[t].end = t + shift
+        out.append((t + shift, eye, target))
+    return out, visits
+
+
+def _shake(rng: np.random.Generator, times: np.ndarray, amplitude: float) -> np.ndarray:
+    """Smooth hand-held jitter: a few random low-frequency sinusoids per axis."""
+    freqs = rng.uniform(0.2, 1.5, (3, 3))
+    phases = rng.uniform(0, 2 * np.pi, (3, 3))
+    amps = amplitude * rng.uniform(0.3, 1.0, (3, 3)) / 1.7
+    return np.stack(
+        [(amps[a] * np.sin(2 * np.pi * freqs[a] * times[:, None] + phases[a])).sum(1) for a in range(3)], axis=1
+    )

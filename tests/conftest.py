@@ -1,0 +1,70 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from howto3d import pipeline
+from howto3d.workspace import Workspace
+from synth import WorldConfig, generate_world
+
+SMALL_WORLD = WorldConfig(scenes=1, videos=2, seconds=12.0, seed=0, width=640, height=360, fps=10.0)
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[WorldConfig, list[Path]]:
+    """One synthetic scene × 2 videos × 12 s (640x360, 10 fps): (config, scene dirs)."""
+    out = tmp_path_factory.mktemp("small_world")
+    return SMALL_WORLD, generate_world(out, SMALL_WORLD)
+
+
+def write_video(path: Path, n: int = 30, fps: int = 10, size: tuple[int, int] = (96, 64), vfr: bool = False,
+                flat: bool = False) -> None:
+    """A small H.264 video whose frame i shows the value i in its top-left block (``flat``: one plain colour)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        t = 0
+        for i in range(n):
+            img = np.full((size[1], size[0], 3), 0, np.uint8)
+            if not flat:
+                img[:16, :16] = i * 8
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            t += 1000 // fps + (37 if vfr and i % 3 == 0 else 0)
+            for p in stream.encode(frame):
+                out.mux(p)
+        for p in stream.encode():
+            out.mux(p)
+
+
+@pytest.fixture
+def make_video():
+    """Writes small real H.264 files: ``make_video(path, n=30, fps=10, vfr=False, flat=False)``."""
+    return write_video
+
+
+PIPELINE_WORLD = WorldConfig(scenes=1, videos=4, seconds=16.0, seed=0, width=640, height=360, fps=5.0)
+INTRUDER_WORLD = WorldConfig(scenes=1, videos=1, seconds=16.0, seed=7, width=640, height=360, fps=5.0)
+
+
+@pytest.fixture(scope="session")
+def pipeline_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str]:
+    """A real end-to-end workspace: 4 videos of one scene, reconstructed (30 frames each) and aligned.
+
+    The scene also holds a video of a *different* synthetic car (``intruder``) that must stay unaligned.
+    """
+    ws = Workspace.init(tmp_path_factory.mktemp("pipeline") / "ws")
+    (scene_dir,) = generate_world(ws.root, PIPELINE_WORLD)
+    (other,) = generate_world(tmp_path_factory.mktemp("intruder"), INTRUDER_WORLD)
+    intruder = scene_dir / "videos" / "intruder.mp4"
+    (other / "videos" / "video_00.mp4").rename(intruder)
+    pipeline.reconstruct(ws, scene_dir.name, frames=30)
+    pipeline.align(ws, scene_dir.name)
+    return ws, scene_dir.name
