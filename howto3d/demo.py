@@ -20,6 +20,8 @@ class DemoConfig:
     """Videos per car model."""
     seconds: float = 20.0
     """Length of each video."""
+    fps: float = 5.0
+    """Frame rate of the rendered videos (the pipeline samples ``frames`` of them anyway)."""
     frames: int = 30
     """Frames reconstructed per video."""
     query: str = "where is the dipstick"
@@ -40,7 +42,8 @@ def main(out: Path, conf: DemoConfig | None = None) -> dict:
     else:
         with progress_bar() as progress:
             ws = pipeline.make_synthetic_workspace(ws_root, scenes=conf.scenes, videos=conf.videos,
-                                                   seconds=conf.seconds, seed=conf.seed, progress=progress)
+                                                   seconds=conf.seconds, seed=conf.seed, fps=conf.fps,
+                                                   progress=progress)
     pipeline.run_all(ws, frames=conf.frames)
     for scene in ws.scenes():
         shared = pipeline.shared_scene(ws, scene)

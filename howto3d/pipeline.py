@@ -115,13 +115,13 @@ def print_reconstruct_summary(summary: list[dict]) -> None:
     console.print(table)
 
 
-def make_synthetic_workspace(out: Path, *, scenes: int, videos: int, seconds: float, seed: int,
+def make_synthetic_workspace(out: Path, *, scenes: int, videos: int, seconds: float, seed: int, fps: float = 10.0,
                              progress: ProgressFn | None = None) -> Workspace:
     """Render a synthetic world straight into a new workspace (videos, subtitles, ground truth)."""
     from synth import WorldConfig, generate_world
 
     ws = Workspace.init(out)
-    generate_world(ws.root, WorldConfig(scenes=scenes, videos=videos, seconds=seconds, seed=seed),
+    generate_world(ws.root, WorldConfig(scenes=scenes, videos=videos, seconds=seconds, seed=seed, fps=fps),
                    progress=progress)
     return ws
 

@@ -1,7 +1,6 @@
 """Synthetic-world throughput: seconds per frame for rendering vs H.264 encoding.
 
-Usage (from the repo root, as a module so the file does not shadow the package):
-    python -m benchmarks.synth [--frames N] [--width W] [--height H]
+    python benchmarks/render.py [--quick] [--frames N] [--width W] [--height H]
 """
 
 from __future__ import annotations
@@ -24,7 +23,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--quick", action="store_true", help="10 frames")
     args = parser.parse_args()
+    if args.quick:
+        args.frames = 10
     cfg = WorldConfig(seed=0, width=args.width, height=args.height)
 
     t0 = time.perf_counter()
