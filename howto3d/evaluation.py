@@ -20,7 +20,8 @@ THRESHOLDS_CM = (1, 2, 3, 5, 8, 10, 15, 20)
 
 
 def _gt_frames(gt: dict, video: str) -> dict[float, np.ndarray]:
-    return {round(f["time"], 3): np.array(f["cam_from_world"]) for f in gt["videos"][video]["frames"]}
+    frames = gt["videos"].get(video, {}).get("frames", [])  # a video the user added has no ground truth
+    return {round(f["time"], 3): np.array(f["cam_from_world"]) for f in frames}
 
 
 def load_gt(path) -> dict:
@@ -53,8 +54,11 @@ def camera_errors(shared: SharedScene, gt: dict) -> dict[str, dict]:
     R_fit = world_from_shared.rotation.matrix()
     out: dict[str, dict] = {}
     for v in shared.videos:
-        frames = shared.frames_of(v)
-        P = [_gt_frames(gt, v)[round(f.time, 3)] for f in frames]
+        truth = _gt_frames(gt, v)
+        frames = [f for f in shared.frames_of(v) if round(f.time, 3) in truth]
+        if not frames:
+            continue
+        P = [truth[round(f.time, 3)] for f in frames]
         c_err = [np.linalg.norm(world_from_shared * f.center[None] - (-p[:, :3].T @ p[:, 3]))[()] for f, p in
                  zip(frames, P, strict=True)]
         r_err = [np.degrees(np.arccos(np.clip((np.trace(p[:, :3] @ (f.cam_from_world[:, :3] @ R_fit.T).T) - 1) / 2,

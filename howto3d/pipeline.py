@@ -14,10 +14,10 @@ from dataclasses import asdict, replace
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
 import pycolmap
 from rich.table import Table
 
+from howto3d.evaluation import fit_to_world
 from howto3d.progress import ProgressFn, console
 from howto3d.workspace import Video, Workspace
 from recon import align as align_stage
@@ -164,18 +164,10 @@ def world_from_shared(ws: Workspace, scene: str, shared: SharedScene) -> pycolma
     path = ws.ground_truth_path(scene)
     if not path.exists():
         return None
-    gt = read_json(path)
-    src, tgt = [], []
-    for f in shared.frames:
-        gt_frames = {round(g["time"], 3): g for g in gt["videos"][f.video]["frames"]}
-        g = gt_frames.get(round(f.time, 3))
-        if g is not None:
-            P = np.array(g["cam_from_world"])
-            src.append(f.center)
-            tgt.append(-P[:, :3].T @ P[:, 3])
-    if len(src) < 3:
+    try:
+        return fit_to_world(shared.frames, read_json(path))
+    except InputError:
         return None
-    return pycolmap.estimate_sim3d(np.array(src), np.array(tgt))
 
 
 def align(ws: Workspace, scene: str | None, *, force: bool = False, progress: ProgressFn | None = None) -> dict:
