@@ -36,9 +36,10 @@ def fit_to_world(frames: list[RegisteredFrame], gt: dict,
 
     ``frame_from_shared`` re-expresses the shared-frame centres first (e.g. in one video's own model frame).
     """
+    truth = {v: _gt_frames(gt, v) for v in {f.video for f in frames}}
     src, tgt = [], []
     for f in frames:
-        P = _gt_frames(gt, f.video).get(round(f.time, 3))
+        P = truth[f.video].get(round(f.time, 3))
         if P is not None:
             src.append(f.center)
             tgt.append(-P[:, :3].T @ P[:, 3])
