@@ -53,6 +53,13 @@ class AlignConfig:
     """An alignment needs at least this many 3D–3D inliers to become an edge."""
     min_inlier_ratio: float = 0.25
     """... and at least this inlier ratio."""
+    refine_threshold: float = 0.01
+    """Inlier threshold of the graph-wide refinement, as a fraction of the reference model's robust size.
+
+    Parts that moved between videos can outnumber the static structure in one video pair, so a pair's
+    own Sim(3) may follow them; across all of a video's neighbours only the static structure agrees."""
+    refine_sweeps: int = 5
+    """Sweeps of the graph-wide refinement (0: keep the composed shortest-path transforms)."""
     seed: int = 0
     """Seed of the codebook and of RANSAC."""
 
@@ -186,7 +193,7 @@ def align_pair(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]]
         return result
     result["accepted"] = True
     result["_sim"] = sim
-    result["_inliers"] = (xa[inliers], xb[inliers])
+    result["_points"] = (xa, xb)
     return result
 
 
@@ -217,34 +224,39 @@ def compose_graph(videos: list[str], edges: list[dict]) -> tuple[str | None, dic
         shared[v] = t
     unaligned = {v: "no accepted alignment links it to the reference video " + reference
                  for v in videos if v not in shared}
-    return reference, refine(reference, shared, edges), unaligned
+    return reference, shared, unaligned
 
 
-def refine(reference: str, shared: dict[str, pycolmap.Sim3d], edges: list[dict], sweeps: int = 5
-           ) -> dict[str, pycolmap.Sim3d]:
-    """Use every accepted edge, not just the shortest-path tree: block-coordinate least squares.
+def refine(reference: str, shared: dict[str, pycolmap.Sim3d], edges: list[dict], conf: AlignConfig,
+           reference_size: float) -> tuple[dict[str, pycolmap.Sim3d], dict[str, dict]]:
+    """Use every accepted edge, not just the shortest-path tree: robust block-coordinate refitting.
 
-    Each non-reference video's Sim(3) is refitted (Umeyama) to its inlier 3D points as placed in the
-    shared frame by all its aligned neighbours; the reference fixes the gauge. A few sweeps spread the
-    redundancy of cycles in the graph instead of accumulating error along single paths.
+    Each non-reference video's Sim(3) is refitted by RANSAC to *all* its 3D–3D correspondences with its
+    aligned neighbours, the neighbours' points placed in the shared frame by their current transforms; the
+    reference fixes the gauge. Static structure agrees across neighbours while a moved part's offset
+    differs per neighbour, so a tight threshold keeps the static majority. Sweeps spread cycle redundancy.
     """
     links: dict[str, list[tuple[np.ndarray, str, np.ndarray]]] = {v: [] for v in shared}
     for e in edges:
         if e["accepted"] and e["a"] in shared and e["b"] in shared:
-            xa, xb = e["_inliers"]
+            xa, xb = e["_points"]
             links[e["a"]].append((xa, e["b"], xb))
             links[e["b"]].append((xb, e["a"], xa))
-    out = dict(shared)
-    for _ in range(sweeps):
+    ransac = pycolmap.RANSACOptions()
+    ransac.max_error = conf.refine_threshold * reference_size
+    ransac.random_seed = conf.seed
+    out, stats = dict(shared), {}
+    for _ in range(conf.refine_sweeps):
         for v in sorted(out):
             if v == reference or not links[v]:
                 continue
             src = np.concatenate([own for own, _, _ in links[v]])
             tgt = np.concatenate([out[u] * other for _, u, other in links[v]])
-            fit = pycolmap.estimate_sim3d(src, tgt)
-            if fit is not None:
-                out[v] = fit
-    return out
+            fit = pycolmap.estimate_sim3d_robust(src, tgt, ransac)
+            if fit is not None and fit["num_inliers"] >= conf.min_inliers:
+                out[v] = fit["tgt_from_src"]
+                stats[v] = {"correspondences_3d": len(src), "inliers": int(fit["num_inliers"])}
+    return out, stats
 
 
 def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=None) -> dict:
@@ -264,9 +276,12 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
         if progress:
             progress("aligning video pairs", n + 1, len(pairs))
     reference, shared, unaligned = compose_graph(names, edges)
+    refined: dict[str, dict] = {}
+    if reference is not None:
+        shared, refined = refine(reference, shared, edges, conf, models[names.index(reference)].size)
     for v, why in unaligned.items():
         log.warning("%s: not aligned (%s)", v, why)
-    graph = {"nodes": names, "reference": reference, "config": asdict(conf),
+    graph = {"nodes": names, "reference": reference, "config": asdict(conf), "refined": refined,
              "edges": [{k: v for k, v in e.items() if not k.startswith("_")} for e in edges]}
     transforms = {"reference": reference, "shared_from_video": {v: sim3_to_json(s) for v, s in shared.items()},
                   "unaligned": unaligned}
