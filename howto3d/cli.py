@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from howto3d import cli_temporal, evaluation, grounding_cmds, pipeline, viewer_cmds
+from howto3d import cli_temporal, evaluation, grounding_cmds, pipeline, temporal_cmds, viewer_cmds
 from howto3d.progress import console, progress_bar, setup_logging
 from howto3d.workspace import Workspace
 from recon import transfer as transfer_stage
@@ -140,6 +140,51 @@ def eval_transfer(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
         evaluation.print_report(report)
 
 
+@app.command("actionness")
+def actionness_cmd(ws: WS, scene: Scene,
+                   video: Annotated[str | None, typer.Option(help="Only save this video (default: all).")] = None,
+                   json_out: JsonOpt = False) -> None:
+    """Per-clip actionness (order verification trained on the scene's videos), saved in the workspace."""
+    w = Workspace.open(ws)
+    with progress_bar() as progress:
+        act = temporal_cmds.actionness(w, w.require_scene(scene), video, progress)
+    out = {v: {"clip_seconds": 1.0, "actionness": [round(float(x), 4) for x in a]} for v, a in act.items()}
+    if json_out:
+        _print_json(out)
+    else:
+        for v, a in act.items():
+            console.print(f"{scene}/{v}: {len(a)} clips, most action at {int(a.argmax())}–{int(a.argmax()) + 1} s "
+                          f"→ {w.temporal_dir(scene) / 'actionness' / (v + '.json')}")
+
+
+@app.command("steps")
+def steps_cmd(ws: WS, scene: Scene, video: Annotated[str, typer.Option(help="Video name.")],
+              task: Annotated[str | None, typer.Option(help="Task id(s), comma-separated (default: task file "
+                                                       "entry, else the narration's best match).")] = None,
+              json_out: JsonOpt = False) -> None:
+    """Step segments of a video: DP over learned + 3D-grounded step scores, narration constraints, actionness."""
+    w = Workspace.open(ws)
+    tasks = [t.strip() for t in task.split(",") if t.strip()] if task else None
+    with progress_bar() as progress:
+        results = temporal_cmds.steps(w, w.require_scene(scene), video, tasks, progress)
+    if video not in results:
+        raise InputError(f"{scene}/{video}: no task for this video; pass --task (ids in the scene's task file)")
+    if json_out:
+        _print_json(results[video])
+    else:
+        temporal_cmds.print_steps(results)
+
+
+@app.command("eval-steps")
+def eval_steps(ws: WS, scene: SceneOpt = None, json_out: JsonOpt = False) -> None:
+    """Synthetic worlds: step recall, frame F1 and actionness AP of the saved timelines vs ground truth."""
+    report = temporal_cmds.eval_steps(Workspace.open(ws), scene)
+    if json_out:
+        _print_json(report)
+    else:
+        temporal_cmds.print_eval(report)
+
+
 @app.command()
 def cameras(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
     """Every registered frame's camera in the scene's shared frame."""
@@ -200,7 +245,7 @@ def export(ws: WS, scene: Scene, fmt: Annotated[str, typer.Option("--format", he
 @app.command()
 def run(ws: WS, frames: Annotated[int | None, typer.Option("--frames", help="Frames sampled per video.")] = None
         ) -> None:
-    """Every stage in order: reconstruct, align, train (each skips what is already done)."""
+    """Every stage in order: reconstruct, align, train, actionness + steps (each skips what is already done)."""
     pipeline.run_all(Workspace.open(ws), frames=frames)
 
 

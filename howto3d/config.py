@@ -21,6 +21,8 @@ from recon.align import AlignConfig
 from recon.frames import FramesConfig
 from recon.io import InputError
 from recon.reconstruct import ReconstructConfig
+from temporal.features import FeatureConfig
+from temporal.video_steps import StepsConfig
 
 
 @dataclass
@@ -35,6 +37,10 @@ class Config:
     """Cross-video alignment into one shared frame (recon stage)."""
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     """Narrations → voxels and the text → voxel model (grounding stage)."""
+    clip_features: FeatureConfig = field(default_factory=FeatureConfig)
+    """Per-second clip features of the videos (temporal stage)."""
+    temporal: StepsConfig = field(default_factory=StepsConfig)
+    """Actionness and step timelines of the videos (temporal stage)."""
 
 
 @cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from howto3d import evaluation, grounding_cmds, pipeline, viewer_cmds
+from howto3d import evaluation, grounding_cmds, pipeline, temporal_cmds, viewer_cmds
 from howto3d.progress import console, progress_bar
 from howto3d.workspace import Workspace
 
@@ -57,9 +57,14 @@ def main(out: Path, conf: DemoConfig | None = None) -> dict:
     scene = ws.scenes()[0]
     results = grounding_cmds.query(ws, scene, [conf.query])
     grounding_cmds.print_query_results(results)
-    pictures = viewer_cmds.demo_outputs(ws, scene, conf.query, out, gt_part=conf.query_part)
+    console.rule("step timelines vs ground truth")
+    steps_report = temporal_cmds.eval_steps(ws)
+    temporal_cmds.print_eval(steps_report)
+    steps, actionness = temporal_cmds.timeline_inputs(ws, scene)
+    pictures = viewer_cmds.demo_outputs(ws, scene, conf.query, out, gt_part=conf.query_part, steps=steps,
+                                        actionness=actionness)
     pictures["pck"] = out / "pck.png"
     console.rule("open these")
     for name, path in pictures.items():
         console.print(f"{name:>10}: {path}")
-    return {"pck": report, "pictures": pictures}
+    return {"pck": report, "steps": steps_report, "pictures": pictures}

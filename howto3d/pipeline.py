@@ -210,8 +210,8 @@ def print_align_summary(results: dict) -> None:
 
 
 def run_all(ws: Workspace, frames: int | None = None) -> None:
-    """reconstruct → align → train, printing each stage's summary; stages skip finished work."""
-    from howto3d import grounding_cmds
+    """reconstruct → align → train → actionness + steps, printing each stage's summary; stages skip finished work."""
+    from howto3d import grounding_cmds, temporal_cmds
     from howto3d.progress import progress_bar
 
     with progress_bar() as progress:
@@ -223,3 +223,7 @@ def run_all(ws: Workspace, frames: int | None = None) -> None:
     with progress_bar() as progress:
         trained = grounding_cmds.train(ws, None, progress)
     grounding_cmds.print_train_summary(trained)
+    with progress_bar() as progress:
+        timelines = temporal_cmds.run(ws, progress)
+    for results in timelines.values():
+        temporal_cmds.print_steps(results)

@@ -96,7 +96,9 @@ def view(ws: Workspace, scene: str, query: str | None = None, screenshot: Path |
     except InputError as e:
         log.warning("%s; the query box is disabled", e)
         query_fn = None
-    run_viewer(shared, heatmap, query_fn, timelines(ws, scene))
+    from howto3d.temporal_cmds import timeline_inputs
+
+    run_viewer(shared, heatmap, query_fn, timelines(ws, scene, *timeline_inputs(ws, scene)))
     return None
 
 

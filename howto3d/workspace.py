@@ -8,6 +8,8 @@ Layout (documented in the README)::
     WS/scenes/<scene>/frames/<video>/     sampled frames + frames.json (exact timestamps)
     WS/scenes/<scene>/sfm/<video>/        COLMAP model (binary) + report.json
     WS/scenes/<scene>/align/              alignment graph + per-video Sim(3) to the shared frame
+    WS/scenes/<scene>/tasks.json|toml     the scene's tasks and ordered steps (written by the user)
+    WS/scenes/<scene>/temporal/           clip features, actionness and step timelines per video
     WS/grounding/                         voxel spaces, training pairs, model (safetensors + JSON)
     WS/state/<stage>.json                 what each stage did: fingerprints, params, status, timings
 """
@@ -115,6 +117,9 @@ class Workspace:
 
     def align_dir(self, scene: str) -> Path:
         return self.scene_dir(scene) / "align"
+
+    def temporal_dir(self, scene: str) -> Path:
+        return self.scene_dir(scene) / "temporal"
 
     def ground_truth_path(self, scene: str) -> Path:
         return self.scene_dir(scene) / "ground_truth.json"

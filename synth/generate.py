@@ -4,6 +4,7 @@ Layout written under ``out_dir``::
 
     scenes/<scene>/videos/<video>.mp4   H.264, frame i at exactly i / fps
     scenes/<scene>/videos/<video>.srt   narration subtitles
+    scenes/<scene>/tasks.json           the tasks and their ordered steps, as a user would write them
     scenes/<scene>/ground_truth.json    for evaluation code only
     scenes/<scene>/world.ply            canonical bay mesh (debugging / viewers)
 """
@@ -87,6 +88,7 @@ def generate_world(out_dir: Path, cfg: WorldConfig, progress: Progress | None = 
             log.info("rendering %s/%s", scene.name, name)
             gt["videos"][name] = _make_video(cfg, scene, s, v, scene_dir / "videos", name, progress)
         (scene_dir / "ground_truth.json").write_text(json.dumps(gt, indent=1))
+        (scene_dir / "tasks.json").write_text(json.dumps(_tasks_json(), indent=1))
         dirs.append(scene_dir)
     return dirs
 
@@ -129,6 +131,12 @@ def _make_video(
             for i, (t, pose) in enumerate(zip(path.times, path.poses, strict=True))
         ],
     }
+
+
+def _tasks_json() -> dict:
+    """The user-facing task file: ids, titles and ordered step phrases (no parts, no per-video answers)."""
+    return {"tasks": [{"id": name, "title": t.title, "steps": [st.text for st in t.steps]}
+                      for name, t in TASKS.items()]}
 
 
 def _steps(path: CameraPath) -> list[dict]:

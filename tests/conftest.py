@@ -68,3 +68,12 @@ def pipeline_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, st
     pipeline.reconstruct(ws, scene_dir.name, frames=30)
     pipeline.align(ws, scene_dir.name)
     return ws, scene_dir.name
+
+
+@pytest.fixture(scope="session")
+def trained_ws(pipeline_ws: tuple[Workspace, str]) -> tuple[Workspace, str, dict]:
+    """``pipeline_ws`` with the grounding model trained once for every test that needs it: (ws, scene, summary)."""
+    from howto3d import grounding_cmds
+
+    ws, scene = pipeline_ws
+    return ws, scene, grounding_cmds.train(ws)

@@ -36,7 +36,7 @@ def test_help_lists_the_contract(cli):
     out = cli("--help")
     assert out.returncode == 0
     for cmd in ("init", "add", "reconstruct", "align", "train", "query", "cameras", "transfer", "run", "synth",
-                "demo", "view", "overlay", "export", "temporal"):
+                "demo", "view", "overlay", "export", "temporal", "actionness", "steps", "eval-steps"):
         assert cmd in out.stdout, cmd
 
 

@@ -11,9 +11,8 @@ from howto3d import evaluation, grounding_cmds, pipeline, viewer_cmds
 pytestmark = pytest.mark.slow
 
 
-def test_train_query_and_pictures_on_the_real_pipeline(pipeline_ws, tmp_path):
-    ws, scene = pipeline_ws
-    summary = grounding_cmds.train(ws)
+def test_train_query_and_pictures_on_the_real_pipeline(trained_ws, tmp_path):
+    ws, scene, summary = trained_ws
     assert summary["scenes"][scene]["pairs"] >= 10
     gt = evaluation.load_gt(ws.ground_truth_path(scene))
     filmed = sorted({s["part"] for v in gt["videos"].values() for s in v["steps"]})

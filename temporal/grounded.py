@@ -1,0 +1,44 @@
+"""3D-grounded step scores: a step happens where its phrase grounds, so it happens *when* the camera looks there.
+
+For step k the grounding model turns its phrase into a heatmap ``p_k`` over the scene's voxels; clip t's
+score is the heatmap mass the camera sees, each voxel weighted by how close to the image centre it projects
+(``S[t, k] = sum_v p_k(v) w_t(v)``, averaged over the clip's samples). Scores are standardised per step, so
+a step whose part is in view all video long does not outrank one whose part appears only when it is worked on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .features import ClipCameras
+
+
+@dataclass
+class GroundedConfig:
+    """How heatmaps become per-clip step scores."""
+
+    sigma: float = 0.35
+    """Image-centre weighting of a voxel, as a fraction of the half image diagonal (large = whole frame)."""
+    contrast: bool = True
+    """Subtract the mean heatmap of the video's steps first: what sets a step apart, not the shared layout."""
+
+
+def view_weights(cams: ClipCameras, centers: np.ndarray, T: int, sigma: float) -> np.ndarray:
+    """``W[T, V]``: per clip the mean centre-weighted visibility of every voxel centre."""
+    w = cams.centrality(np.asarray(centers, float), sigma)
+    out = np.zeros((T, w.shape[1]))
+    np.add.at(out, cams.clip, w)
+    return out / np.maximum(np.bincount(cams.clip, minlength=T), 1)[:, None]
+
+
+def grounded_scores(heatmaps: np.ndarray, centers: np.ndarray, cams: ClipCameras, T: int,
+                    conf: GroundedConfig | None = None) -> np.ndarray:
+    """``S[T, K]`` from step heatmaps ``[K, V]`` (probabilities over voxels with ``centers[V, 3]``)."""
+    conf = conf or GroundedConfig()
+    P = np.asarray(heatmaps, float)
+    if conf.contrast and len(P) > 1:
+        P = P - P.mean(0, keepdims=True)
+    S = view_weights(cams, centers, T, conf.sigma) @ P.T
+    return (S - S.mean(0)) / (S.std(0) + 1e-9)

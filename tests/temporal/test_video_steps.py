@@ -1,0 +1,102 @@
+"""Task files, task detection, narration constraints, 3D-grounded scores: the pieces of step timelines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from grounding.narration import read_narrations
+from recon.io import InputError
+from temporal.features import ClipCameras, sample_times
+from temporal.grounded import grounded_scores
+from temporal.tasks import detect_tasks, find_task_file, read_task_file, step_list, video_tasks
+from temporal.video_steps import StepsConfig, localize, orientation, step_constraints
+
+TASKS = {"tasks": [
+    {"id": "check_oil", "title": "check the oil", "steps": ["remove dipstick", "wipe dipstick", "top up oil"]},
+    {"id": "replace_battery", "title": "replace the battery",
+     "steps": ["disconnect negative terminal", "remove battery"]},
+    {"id": "add_coolant", "title": "top up the coolant", "steps": ["open coolant reservoir", "add coolant"]},
+]}
+
+
+def test_task_file_json_toml_and_clear_errors(tmp_path):
+    (tmp_path / "tasks.json").write_text(json.dumps({**TASKS, "videos": {"v1": ["add_coolant"]}}))
+    tf = read_task_file(tmp_path / "tasks.json")
+    assert list(tf.tasks) == ["check_oil", "replace_battery", "add_coolant"] and tf.videos == {"v1": ["add_coolant"]}
+    assert step_list(tf, ["add_coolant", "check_oil"])[1] == ("add_coolant", "add coolant")
+    (tmp_path / "tasks.toml").write_text('[[tasks]]\nid = "a"\nsteps = ["x y", "z"]\n')
+    assert read_task_file(tmp_path / "tasks.toml").tasks["a"].title == "a"
+    for bad, needle in [("{", "cannot parse"), ('{"tasks": []}', "non-empty 'tasks'"),
+                        ('{"tasks": [{"id": "a"}]}', "'steps'"),
+                        ('{"tasks": [{"id": "a", "steps": ["b"]}], "videos": {"v": ["zz"]}}', "unknown task")]:
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(InputError, match=needle) as e:
+            read_task_file(tmp_path / "bad.json")
+        assert "bad.json" in str(e.value)
+    with pytest.raises(InputError, match="--task nope"):
+        video_tasks(tf, "v2", [], ["nope"])
+
+
+def test_tasks_come_from_the_file_else_the_narration_in_spoken_order(tmp_path):
+    (tmp_path / "tasks.json").write_text(json.dumps({**TASKS, "videos": {"v1": ["add_coolant"]}}))
+    tf = read_task_file(tmp_path / "tasks.json")
+    lines = ["hey guys welcome back", "first undo the negative terminal", "lift the battery out of the tray",
+             "now pull out the oil dipstick", "wipe the dipstick clean", "we'll look at the coolant another time",
+             "take off the oil cap and top up the oil"]
+    assert detect_tasks(lines, tf.tasks) == ["replace_battery", "check_oil"]
+    assert video_tasks(tf, "v1", lines) == (["add_coolant"], "file")
+    assert video_tasks(tf, "v2", lines)[1] == "narration"
+    assert video_tasks(tf, "v2", lines, ["check_oil"]) == (["check_oil"], "option")
+
+
+def test_constraints_follow_the_narrating_cue_not_the_intro():
+    steps = ["remove dipstick", "wipe dipstick", "top up oil"]
+    lines = [("today I show you how to remove the dipstick, wipe the dipstick and top up oil", 0.0, 3.0),
+             ("pull out the dipstick", 5.0, 6.5), ("give the dipstick a wipe", 9.0, 10.5),
+             ("open the cap and top up the oil", 14.0, 16.0)]
+    M = step_constraints(lines, steps, 20, StepsConfig(constraint_pad=1.0))
+    assert M[:, 0].nonzero()[0].tolist() == [4, 5, 6, 7]
+    assert M[8:12, 1].all() and not M[:8, 1].any()
+    assert M[13:17, 2].all() and not M[:13, 2].any()
+    assert step_constraints(lines, steps, 20, StepsConfig(use_constraints=False)) is None
+
+
+def _cameras_looking_at(targets: np.ndarray, T: int) -> ClipCameras:
+    """One sample per clip, the camera 1 m in front (-y) of its target, looking at it (+y)."""
+    times, clip = sample_times(float(T), 1)
+    R = np.repeat(np.array([[[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]]), T, 0)  # camera z = world +y, y = world -z
+    C = targets - [0.0, 1.0, 0.0]
+    return ClipCameras(times, clip, R, C, np.array([[300.0, 0, 160], [0, 300, 120], [0, 0, 1]]), 320, 240)
+
+
+def test_grounded_scores_rise_when_the_camera_looks_at_the_steps_heatmap():
+    centers = np.array([[0.0, 0, 0], [1.5, 0, 0], [3.0, 0, 0]])
+    heat = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])  # step 1 at x=0, step 2 at x=3
+    targets = np.array([[x, 0, 0] for x in (1.5, 0, 0, 1.5, 3, 3, 1.5)], float)
+    S = grounded_scores(heat, centers, _cameras_looking_at(targets, 7), 7)
+    assert S.shape == (7, 2)
+    assert set(np.argsort(-S[:, 0])[:2]) == {1, 2} and set(np.argsort(-S[:, 1])[:2]) == {4, 5}
+    clips, y = localize(S, 7, 2, None, StepsConfig())
+    assert clips.tolist() in ([1, 4], [1, 5], [2, 4], [2, 5]) and y[4] == y[5] == 2 and y[1] == 1
+
+
+def test_actionness_is_oriented_by_the_narration():
+    narrated = [np.array([0, 1, 1, 0, 1.0]), np.array([1, 1, 0, 0.0])]
+    assert orientation([n * 2 + 1 for n in narrated], narrated) == 1.0
+    assert orientation([-n for n in narrated], narrated) == -1.0
+
+
+def test_synth_writes_the_task_file_and_narration_finds_the_filmed_tasks(small_world):
+    _, (scene_dir,) = small_world
+    tf = read_task_file(find_task_file(scene_dir))
+    gt = json.loads((scene_dir / "ground_truth.json").read_text())
+    for v, truth in gt["videos"].items():
+        lines = [n.text for n in read_narrations(scene_dir / truth["subtitles"])]
+        tasks, source = video_tasks(tf, v, lines)
+        assert source == "narration"
+        filmed = {s["task"] for s in truth["steps"]}
+        assert filmed <= set(tasks) <= set(truth["tasks"]), (v, tasks, truth["tasks"])
+        assert {(s["task"], s["step"]) for s in truth["steps"]} <= set(step_list(tf, tasks))
