@@ -31,8 +31,15 @@ class StepsConfig:
     actionness_weight: float = 0.0
     """Weight of actionness mixed into every step's score (spec A5); 0 by default: on a world where the
     unsupervised actionness is below chance it cost recall, on another it gained as much."""
+    position_weight: float = 0.3
+    """Weight of a position prior mixed into the step scores: step k of K is expected near (k + ½)/K of the
+    video (the uniform baseline as a soft score), so the DP has a default where the evidence is flat, e.g. between
+    steps on one part. 0.3 raised mean grounded recall 0.38 → 0.52 on four synthetic scenes (README)."""
     use_constraints: bool = True
     """Keep each step inside the narration window that talks about it (training and localization)."""
+    constraint_penalty: float = 1e4
+    """Cost, in standard deviations of the step scores, of placing a step outside its narration window when
+    localizing (1e4: hard constraint; small: a soft prior that strong visual or 3D evidence can overrule)."""
     constraint_pad: float = 2.0
     """Seconds a step may start before / end after the subtitle cue that talks about it."""
     background: float = 0.5
@@ -86,7 +93,16 @@ def fuse(learned: np.ndarray | None, grounded: np.ndarray | None, actionness: np
     S = sum(s * w for s, w in parts) / max(sum(w for _, w in parts), 1e-9)
     if actionness is not None and conf.actionness_weight > 0:
         S = (1 - conf.actionness_weight) * znorm(S) + conf.actionness_weight * znorm(actionness)[:, None]
+    if conf.position_weight > 0:
+        S = (1 - conf.position_weight) * znorm(S) + conf.position_weight * znorm(position_prior(*S.shape))
     return S
+
+
+def position_prior(T: int, K: int, width: float = 0.5) -> np.ndarray:
+    """``[T, K]`` log-Gaussian in relative time around each step's uniform slot, ``width`` slots wide (sigma)."""
+    t = (np.arange(T) + 0.5)[:, None] / T
+    mu = (np.arange(K) + 0.5)[None] / K
+    return -0.5 * ((t - mu) / (width / K)) ** 2
 
 
 def localize(S: np.ndarray | None, T: int, K: int, mask: np.ndarray | None, conf: StepsConfig,
@@ -100,9 +116,10 @@ def localize(S: np.ndarray | None, T: int, K: int, mask: np.ndarray | None, conf
         for k in range(K):
             y[bounds[k]:max(bounds[k + 1], bounds[k] + 1)] = k + 1
         return clips, y
-    clips = align_one(S, maximize=True, mask=mask, allow_shared=True)
     Z = znorm(S)
-    y = align_contiguous(-Z, bg_cost=conf.background, mask=mask) if T >= K else np.zeros(T, np.int64)
+    clips = align_one(Z, maximize=True, mask=mask, allow_shared=True, lam=conf.constraint_penalty)
+    y = (align_contiguous(-Z, bg_cost=conf.background, mask=mask, lam=conf.constraint_penalty) if T >= K
+         else np.zeros(T, np.int64))
     return clips, y
 
 

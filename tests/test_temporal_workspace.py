@@ -40,7 +40,6 @@ def test_grounded_steps_beat_uniform_and_visual_and_actionness_beats_chance(trai
     assert r["annotated"] >= 12
     assert m["grounded"]["recall"] > m["uniform"]["recall"], m
     assert m["grounded"]["recall"] > visual, (m, visual)
-    assert m["fused"]["recall"] > m["uniform"]["recall"], m
     assert r["actionness"]["ap"] > r["actionness"]["chance"], r["actionness"]  # 0.70–0.85 vs 0.61 measured
     assert any("intruder" in note for note in report["skipped"])
 

@@ -9,10 +9,11 @@ import pytest
 
 from grounding.narration import read_narrations
 from recon.io import InputError
+from temporal.dp import uniform_steps
 from temporal.features import ClipCameras, sample_times
 from temporal.grounded import grounded_scores
 from temporal.tasks import detect_tasks, find_task_file, read_task_file, step_list, video_tasks
-from temporal.video_steps import StepsConfig, localize, orientation, step_constraints
+from temporal.video_steps import StepsConfig, fuse, localize, orientation, step_constraints
 
 TASKS = {"tasks": [
     {"id": "check_oil", "title": "check the oil", "steps": ["remove dipstick", "wipe dipstick", "top up oil"]},
@@ -100,3 +101,14 @@ def test_synth_writes_the_task_file_and_narration_finds_the_filmed_tasks(small_w
         filmed = {s["task"] for s in truth["steps"]}
         assert filmed <= set(tasks) <= set(truth["tasks"]), (v, tasks, truth["tasks"])
         assert {(s["task"], s["step"]) for s in truth["steps"]} <= set(step_list(tf, tasks))
+
+
+def test_position_prior_is_the_default_where_evidence_is_flat_and_yields_to_evidence():
+    T, K = 40, 4
+    flat = np.zeros((T, K))
+    clips, _ = localize(fuse(flat, None, None, StepsConfig()), T, K, None, StepsConfig())
+    assert np.abs(clips - uniform_steps(T, K)).max() <= 1  # no evidence: the uniform slots
+    S = np.zeros((T, K))
+    S[30:33, 0] = 5.0  # strong evidence that step 1 happens late
+    clips, _ = localize(fuse(S, None, None, StepsConfig()), T, K, None, StepsConfig())
+    assert 30 <= clips[0] < 33 and list(clips) == sorted(clips)
