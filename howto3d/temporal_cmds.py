@@ -17,7 +17,6 @@ import logging
 from dataclasses import asdict, replace
 
 import numpy as np
-import torch
 from rich.table import Table
 from safetensors.numpy import load_file, save_file
 
@@ -103,9 +102,7 @@ def actionness(ws: Workspace, scene: str, video: str | None = None, progress: Pr
                           [vs.narrated_clips(lines[v], len(feats[v])) for v in names])
     if sign < 0:
         log.info("%s: actionness oriented by the narration (the order model's score is flipped)", scene)
-        with torch.no_grad():
-            model.S.weight.neg_()
-            model.S.bias.neg_()
+        model.flip_actionness()
     folder = ws.temporal_dir(scene) / "actionness"
     with atomic_dir(folder / "model") as tmp:
         model.save(tmp, oconf)
@@ -150,7 +147,7 @@ def _grounder(ws: Workspace, scene: str):
 
     try:
         grounder = load(ws.grounding_dir)
-        grounder.scores(scene, ["probe"])
+        grounder.scores(scene, [])  # raises when the model has no head for this scene
     except InputError as e:
         log.warning("%s: no 3D-grounded step scores (%s)", scene, e)
         return None
@@ -171,18 +168,20 @@ def _grounded(grounder, scene: str, shared: SharedScene | None, video: str, phra
 
 def steps(ws: Workspace, scene: str, video: str | None = None, task: list[str] | None = None,
           progress: ProgressFn | None = None, feature_kinds: list[str] | None = None,
-          conf: vs.StepsConfig | None = None) -> dict[str, dict]:
+          conf: vs.StepsConfig | None = None,
+          features: tuple[dict[str, np.ndarray], SharedScene | None] | None = None) -> dict[str, dict]:
     """Step timelines of the selected video(s): the step model is trained on all the scene's videos from their
     narration only; every method's result is saved in ``steps/<video>.json`` and returned.
 
-    ``feature_kinds`` and ``conf`` override the workspace settings (benchmarks compare combinations with them).
+    ``feature_kinds`` and ``conf`` override the workspace settings (benchmarks compare combinations with them);
+    ``features`` is what ``clip_features`` returned, when the caller has it already.
     """
     conf = conf or ws.config.temporal
     fconf = ws.config.clip_features
     if feature_kinds is not None:
         fconf = replace(fconf, kinds=list(feature_kinds))
     tf = task_file(ws, scene)
-    feats, shared = clip_features(ws, scene, fconf, progress)
+    feats, shared = features or clip_features(ws, scene, fconf, progress)
     lines = _lines(ws, scene)
     selected = _select(ws, scene, video)
     assigned = {}
@@ -329,11 +328,11 @@ def run(ws: Workspace, progress: ProgressFn | None = None) -> dict:
         if not reconstructed_videos(ws, s):
             log.warning("%s: temporal skipped: no reconstructed video yet", s)
             continue
-        feats, _ = clip_features(ws, s, progress=progress)
-        actionness(ws, s, None, progress, feats)
+        features = clip_features(ws, s, progress=progress)
+        actionness(ws, s, None, progress, features[0])
         if find_task_file(ws.scene_dir(s)) is None:
             log.warning("%s: steps skipped: no tasks.json/tasks.toml in %s", s, ws.scene_dir(s))
             continue
-        done[s] = steps(ws, s, progress=progress)
+        done[s] = steps(ws, s, progress=progress, features=features)
     return done
 

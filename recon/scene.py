@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
+from scipy.spatial.transform import Rotation, Slerp
 
 from recon.frames import load as load_frames
 from recon.reconstruct import load_model
@@ -77,6 +78,24 @@ class SharedScene:
 
     def frames_of(self, video: str) -> list[RegisteredFrame]:
         return [f for f in self.frames if f.video == video]
+
+
+def interpolate_poses(frames: list[RegisteredFrame], times: np.ndarray) -> np.ndarray:
+    """(N, 3, 4) cam_from_world at ``times`` between one video's registered frames: slerp of the rotations,
+    linear centres; the nearest registered pose outside their time range (videos are sampled, not tracked)."""
+    if not frames:
+        raise ValueError("no registered frames to interpolate between")
+    frames = sorted(frames, key=lambda f: f.time)
+    ft = np.array([f.time for f in frames])
+    q = np.clip(np.asarray(times, float).reshape(-1), ft[0], ft[-1])
+    rots = Rotation.from_matrix(np.stack([f.cam_from_world[:, :3] for f in frames]))
+    centres = np.stack([f.center for f in frames])
+    if len(frames) == 1:
+        R, C = np.repeat(rots.as_matrix(), len(q), 0), np.repeat(centres, len(q), 0)
+    else:
+        R = Slerp(ft, rots)(q).as_matrix()
+        C = np.stack([np.interp(q, ft, centres[:, i]) for i in range(3)], 1)
+    return np.concatenate([R, -np.einsum("nij,nj->ni", R, C)[..., None]], axis=2)
 
 
 def load_shared_scene(scene: str, sfm_dirs: dict[str, Path], frames_dirs: dict[str, Path],

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 from PIL import Image
-from scipy.spatial.transform import Rotation, Slerp
 
 from recon.retrieval import _nearest_centre, learn_codebook, root_sift
-from recon.scene import RegisteredFrame, SharedScene
+from recon.scene import RegisteredFrame, SharedScene, interpolate_poses
 from recon.video import probe, read_frames
 
 from . import ProgressFn
@@ -100,17 +99,9 @@ def clip_cameras(frames: Sequence[RegisteredFrame], times: np.ndarray, clip: np.
     """Poses at ``times`` by slerp/lerp between a video's registered frames (nearest outside their range)."""
     if not frames:
         return None
-    frames = sorted(frames, key=lambda f: f.time)
-    ft = np.array([f.time for f in frames])
-    rots = Rotation.from_matrix(np.stack([f.cam_from_world[:, :3] for f in frames]))
-    centres = np.stack([f.center for f in frames])
-    q = np.clip(times, ft[0], ft[-1])
-    if len(frames) == 1:
-        R = np.repeat(rots.as_matrix(), len(q), 0)
-        C = np.repeat(centres, len(q), 0)
-    else:
-        R = Slerp(ft, rots)(q).as_matrix()
-        C = np.stack([np.interp(q, ft, centres[:, i]) for i in range(3)], 1)
+    P = interpolate_poses(list(frames), times)
+    R = P[:, :, :3]
+    C = -np.einsum("nji,nj->ni", R, P[:, :, 3])
     cam = frames[0].camera
     return ClipCameras(times, clip, R, C, cam.calibration_matrix(), int(cam.width), int(cam.height))
 

@@ -72,6 +72,12 @@ class OrderVerifier(torch.nn.Module):
         """``S(x_t)`` for every clip of an (untrimmed) video, ``[T]``."""
         return self.S(self._norm(torch.as_tensor(X, dtype=torch.float32)))[:, 0].numpy()
 
+    @torch.no_grad()
+    def flip_actionness(self) -> None:
+        """Negate ``S``: order verification fixes which clips matter, not which sign means action."""
+        self.S.weight.neg_()
+        self.S.bias.neg_()
+
     def save(self, path: Path, conf: OrderConfig) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

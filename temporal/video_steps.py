@@ -85,12 +85,14 @@ def step_constraints(lines: Sequence[tuple[str, float, float]], steps: Sequence[
 
 def fuse(learned: np.ndarray | None, grounded: np.ndarray | None, actionness: np.ndarray | None,
          conf: StepsConfig) -> np.ndarray:
-    """Standardised learned and grounded scores mixed by ``grounded_weight``, then actionness (higher = better)."""
-    parts = [(znorm(s), w) for s, w in ((learned, 1 - conf.grounded_weight), (grounded, conf.grounded_weight))
-             if s is not None]
-    if not parts:
+    """Standardised learned and grounded scores mixed by ``grounded_weight`` (either alone when the other is
+    ``None``), then actionness and the position prior (higher = better)."""
+    if learned is None and grounded is None:
         raise ValueError("no step scores to fuse")
-    S = sum(s * w for s, w in parts) / max(sum(w for _, w in parts), 1e-9)
+    if grounded is None or learned is None:
+        S = znorm(learned if grounded is None else grounded)
+    else:
+        S = (1 - conf.grounded_weight) * znorm(learned) + conf.grounded_weight * znorm(grounded)
     if actionness is not None and conf.actionness_weight > 0:
         S = (1 - conf.actionness_weight) * znorm(S) + conf.actionness_weight * znorm(actionness)[:, None]
     if conf.position_weight > 0:

@@ -17,10 +17,11 @@ import trimesh
 from PIL import Image
 
 from grounding.narration import Narration
+from recon.scene import interpolate_poses
 from recon.video import read_frames
 from viewer.export import export
 from viewer.geometry import heatmap_colors, shown_voxels
-from viewer.overlay import draw_frame, interpolate_pose, overlay
+from viewer.overlay import draw_frame, overlay
 from viewer.screenshot import render_image
 from viewer.timeline import plot_timeline, plot_timelines
 
@@ -85,8 +86,8 @@ def test_screenshot_not_blank_and_shows_heatmap(oracle, gt):
 def test_interpolated_pose_matches_registered_and_lies_between(oracle):
     frames = oracle.frames_of(oracle.videos[0])
     a, b = frames[1], frames[2]
-    assert np.allclose(interpolate_pose(frames, a.time), a.cam_from_world, atol=1e-9)
-    mid = interpolate_pose(frames, (a.time + b.time) / 2)
+    assert np.allclose(interpolate_poses(frames, [a.time])[0], a.cam_from_world, atol=1e-9)
+    mid = interpolate_poses(frames, [(a.time + b.time) / 2])[0]
     c = -mid[:, :3].T @ mid[:, 3]
     assert np.allclose(c, (a.center + b.center) / 2, atol=1e-9)
 
@@ -95,8 +96,8 @@ def test_interpolated_pose_matches_registered_and_lies_between(oracle):
 
     full = angle(a.cam_from_world[:, :3], b.cam_from_world[:, :3])
     assert angle(a.cam_from_world[:, :3], mid[:, :3]) == pytest.approx(full / 2, abs=1e-5)  # GT rotations are rounded
-    assert np.allclose(interpolate_pose(frames, -5.0), frames[0].cam_from_world)
-    assert np.allclose(interpolate_pose(frames, 1e3), frames[-1].cam_from_world)
+    assert np.allclose(interpolate_poses(frames, [-5.0])[0], frames[0].cam_from_world)
+    assert np.allclose(interpolate_poses(frames, [1e3])[0], frames[-1].cam_from_world)
 
 
 def test_overlay_hottest_pixels_at_gt_part(world, oracle, gt, tmp_path):

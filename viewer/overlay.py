@@ -18,10 +18,9 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pycolmap
 from PIL import Image
 
-from recon.scene import RegisteredFrame, SharedScene
+from recon.scene import RegisteredFrame, SharedScene, interpolate_poses
 from recon.video import probe, read_frames
 from viewer.geometry import Heatmap, shown_heatmap
 
@@ -33,36 +32,6 @@ MAX_ALPHA = 0.8
 HIDDEN_DIM = 0.5
 """Opacity factor of voxels behind the observed surface: still visible (the part may be under a cover), but less."""
 MAX_BLOBS = 400
-
-
-def _slerp(q0: np.ndarray, q1: np.ndarray, w: float) -> np.ndarray:
-    if q0 @ q1 < 0:
-        q1 = -q1
-    dot = float(np.clip(q0 @ q1, -1.0, 1.0))
-    if dot > 0.9995:
-        q = q0 + w * (q1 - q0)
-    else:
-        theta = np.arccos(dot)
-        q = (np.sin((1 - w) * theta) * q0 + np.sin(w * theta) * q1) / np.sin(theta)
-    return q / np.linalg.norm(q)
-
-
-def interpolate_pose(frames: list[RegisteredFrame], t: float) -> np.ndarray:
-    """3x4 cam_from_world at time ``t`` from one video's registered frames (nearest outside their range)."""
-    if not frames:
-        raise ValueError("no registered frames to interpolate between")
-    frames = sorted(frames, key=lambda f: f.time)
-    times = np.array([f.time for f in frames])
-    i = int(np.searchsorted(times, t))
-    if i == 0 or i == len(frames):
-        return frames[min(i, len(frames) - 1)].cam_from_world.copy()
-    a, b = frames[i - 1], frames[i]
-    w = (t - a.time) / max(b.time - a.time, 1e-12)
-    qa = pycolmap.Rotation3d(a.cam_from_world[:, :3]).quat
-    qb = pycolmap.Rotation3d(b.cam_from_world[:, :3]).quat
-    R = pycolmap.Rotation3d(_slerp(np.asarray(qa), np.asarray(qb), w)).matrix()
-    c = (1 - w) * a.center + w * b.center
-    return np.c_[R, -R @ c]
 
 
 def _nearest(frames: list[RegisteredFrame], t: float) -> RegisteredFrame:
@@ -160,7 +129,7 @@ def overlay(scene: SharedScene, video_path: Path, video_name: str, heatmap: Heat
     try:
         for index, t, rgb in read_frames(video_path, indices):
             ref = _nearest(frames, t)
-            frame = dataclasses.replace(ref, cam_from_world=interpolate_pose(frames, t))
+            frame = dataclasses.replace(ref, cam_from_world=interpolate_poses(frames, [t])[0])
             img = draw_frame(rgb, scene, frame, heatmap, markers, ref)
             if not as_mp4:
                 Image.fromarray(img).save(out / f"{index:06d}.png", compress_level=1)
