@@ -2,8 +2,10 @@
 
 For step k the grounding model turns its phrase into a heatmap ``p_k`` over the scene's voxels; clip t's
 score is the heatmap mass the camera sees, each voxel weighted by how close to the image centre it projects
-(``S[t, k] = sum_v p_k(v) w_t(v)``, averaged over the clip's samples). Scores are standardised per step, so
-a step whose part is in view all video long does not outrank one whose part appears only when it is worked on.
+(``S[t, k] = sum_v p_k(v) w_t(v)``, averaged over the clip's samples). Each step's scores are centred, so a
+step whose part is in view all video long does not outrank one whose part appears only when it is worked on,
+and scaled by one factor for all steps: steps whose heatmaps cannot be told apart (several steps on one part)
+keep flat scores instead of having their noise blown up to unit variance.
 """
 
 from __future__ import annotations
@@ -41,4 +43,5 @@ def grounded_scores(heatmaps: np.ndarray, centers: np.ndarray, cams: ClipCameras
     if conf.contrast and len(P) > 1:
         P = P - P.mean(0, keepdims=True)
     S = view_weights(cams, centers, T, conf.sigma) @ P.T
-    return (S - S.mean(0)) / (S.std(0) + 1e-9)
+    S = S - S.mean(0)
+    return S / (S.std() + 1e-12)

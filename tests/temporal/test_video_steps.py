@@ -110,5 +110,6 @@ def test_position_prior_is_the_default_where_evidence_is_flat_and_yields_to_evid
     assert np.abs(clips - uniform_steps(T, K)).max() <= 1  # no evidence: the uniform slots
     S = np.zeros((T, K))
     S[30:33, 0] = 5.0  # strong evidence that step 1 happens late
-    clips, _ = localize(fuse(S, None, None, StepsConfig()), T, K, None, StepsConfig())
-    assert 30 <= clips[0] < 33 and list(clips) == sorted(clips)
+    clips, y = localize(fuse(S, None, None, StepsConfig()), T, K, None, StepsConfig())
+    assert (y[30:33] == 1).all() and (y[33:] > 1).all()  # step 1's run takes the evidence, the others follow
+    assert list(clips) == sorted(clips) and all(y[c] == k + 1 for k, c in enumerate(clips))  # clips: run centres
