@@ -84,6 +84,16 @@ def test_grounded_scores_rise_when_the_camera_looks_at_the_steps_heatmap():
     assert clips.tolist() in ([1, 4], [1, 5], [2, 4], [2, 5]) and y[4] == y[5] == 2 and y[1] == 1
 
 
+def test_grounded_scores_of_an_undistinctive_step_stay_flat():
+    centers = np.array([[0.0, 0, 0], [1.5, 0, 0], [3.0, 0, 0]])
+    # step 3's heatmap is spread over both parts of steps 1 and 2: the camera never looks at it more than at theirs
+    heat = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.44, 0.1, 0.46]])
+    targets = np.array([[x, 0, 0] for x in (0, 0, 1.5, 3, 3, 1.5)], float)
+    S = grounded_scores(heat, centers, _cameras_looking_at(targets, 6), 6)
+    # its near-zero evidence must not be blown up to the same weight as the others' (per-step z-scores would)
+    assert S[:, 2].std() < 0.2 * min(S[:, 0].std(), S[:, 1].std())
+
+
 def test_actionness_is_oriented_by_the_narration():
     narrated = [np.array([0, 1, 1, 0, 1.0]), np.array([1, 1, 0, 0.0])]
     assert orientation([n * 2 + 1 for n in narrated], narrated) == 1.0
