@@ -18,13 +18,21 @@ from dataclasses import asdict, replace
 
 import numpy as np
 from rich.table import Table
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from grounding.narration import read_narrations
 from howto3d.pipeline import reconstructed_videos, shared_scene
 from howto3d.progress import ProgressFn, console
 from howto3d.workspace import Workspace
-from recon.io import InputError, atomic_dir, atomic_write_json, file_fingerprint, params_fingerprint, read_json
+from recon.io import (
+    InputError,
+    atomic_dir,
+    atomic_write_bytes,
+    atomic_write_json,
+    file_fingerprint,
+    params_fingerprint,
+    read_json,
+)
 from recon.scene import SharedScene
 from temporal import video_steps as vs
 from temporal.features import KINDS, FeatureConfig, clip_cameras, sample_times, scene_features, select
@@ -72,10 +80,7 @@ def clip_features(ws: Workspace, scene: str, conf: FeatureConfig | None = None,
         feats = load_file(data_path)
     else:
         feats = scene_features(videos, shared, full, progress)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = data_path.with_name(f".{data_path.name}.tmp")
-        save_file({k: np.ascontiguousarray(v) for k, v in feats.items()}, tmp)
-        tmp.replace(data_path)
+        atomic_write_bytes(data_path, save({k: np.ascontiguousarray(v) for k, v in feats.items()}))
         atomic_write_json(meta_path, {"fingerprint": fp, "config": asdict(full),
                                       "clips": {v: len(x) for v, x in feats.items()}})
     return {v: select(x, full, conf.kinds) for v, x in feats.items()}, shared
@@ -194,13 +199,12 @@ def steps(ws: Workspace, scene: str, video: str | None = None, task: list[str] |
         assigned[v] = (tasks, source)
     if not assigned:
         raise InputError(f"{tf.path}: no video of scene {scene!r} could be given a task; add a 'videos' table")
-    task_steps, train = {}, []
+    task_steps, masks, train = {}, {}, []
     for v, (tasks, _) in sorted(assigned.items()):
         key = "+".join(tasks)
-        seq = step_list(tf, tasks)
-        task_steps[key] = [s for _, s in seq]
-        mask = vs.step_constraints(lines[v], task_steps[key], len(feats[v]), conf)
-        train.append(StepVideo(key, feats[v], mask))
+        task_steps[key] = [s for _, s in step_list(tf, tasks)]
+        masks[v] = vs.step_constraints(lines[v], task_steps[key], len(feats[v]), conf)
+        train.append(StepVideo(key, feats[v], masks[v]))
     model = train_step_model(train, task_steps, TrainConfig(epochs=conf.epochs, pretrain_epochs=conf.pretrain_epochs,
                                                             seed=conf.seed), progress)
     folder = ws.temporal_dir(scene) / "steps"
@@ -216,8 +220,7 @@ def steps(ws: Workspace, scene: str, video: str | None = None, task: list[str] |
             continue
         tasks, source = assigned[v]
         key, seq = "+".join(tasks), step_list(tf, tasks)
-        X, T, K = feats[v], len(feats[v]), len(seq)
-        mask = vs.step_constraints(lines[v], [s for _, s in seq], T, conf)
+        X, T, K, mask = feats[v], len(feats[v]), len(seq), masks[v]
         learned = model.log_probs(X, key)
         grounded = _grounded(grounder, scene, shared, v, [s for _, s in seq], T, fconf.samples_per_second)
         scores = {"uniform": None, "learned": vs.fuse(learned, None, act.get(v), conf),

@@ -42,6 +42,13 @@ def vlad(desc: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return flat / (np.linalg.norm(flat) + 1e-8)
 
 
+def bow(desc: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """Visual-word counts of one image's descriptors (RootSIFT, nearest centre), ``[len(codebook)]``."""
+    if not len(desc):
+        return np.zeros(len(codebook))
+    return np.bincount(_nearest_centre(root_sift(desc), codebook), minlength=len(codebook)).astype(np.float64)
+
+
 def _nearest_centre(x: np.ndarray, codebook: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """Index of the nearest codebook centre per row, in chunks to bound memory."""
     c2 = (codebook ** 2).sum(1)

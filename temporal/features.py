@@ -16,7 +16,7 @@ import numpy as np
 import pycolmap
 from PIL import Image
 
-from recon.retrieval import _nearest_centre, learn_codebook, root_sift
+from recon.retrieval import bow, learn_codebook
 from recon.scene import RegisteredFrame, SharedScene, interpolate_poses
 from recon.video import probe, read_frames
 
@@ -106,7 +106,8 @@ def clip_cameras(frames: Sequence[RegisteredFrame], times: np.ndarray, clip: np.
     return ClipCameras(times, clip, R, C, cam.calibration_matrix(), int(cam.width), int(cam.height))
 
 
-def _clip_mean(values: np.ndarray, clip: np.ndarray, T: int) -> np.ndarray:
+def clip_mean(values: np.ndarray, clip: np.ndarray, T: int) -> np.ndarray:
+    """``[T, D]`` mean of per-sample ``values[N, D]`` over each clip's samples (0 for a clip without any)."""
     out = np.zeros((T, values.shape[1]))
     np.add.at(out, clip, values)
     return out / np.maximum(np.bincount(clip, minlength=T), 1)[:, None]
@@ -132,7 +133,7 @@ def motion_features(cams: ClipCameras, T: int, scale: float, centre: np.ndarray)
     else:
         speed = turn = np.zeros(1)
     per = np.c_[speed, turn, (cams.C - centre) / scale, axis]
-    return _clip_mean(per, cams.clip, T)
+    return clip_mean(per, cams.clip, T)
 
 
 def gaze_features(cams: ClipCameras, T: int, points: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -146,7 +147,7 @@ def gaze_features(cams: ClipCameras, T: int, points: np.ndarray, lo: np.ndarray,
     w = cams.centrality(points, conf.gaze_sigma)
     hist = w @ onehot
     hist /= np.maximum(hist.sum(1, keepdims=True), 1e-9)
-    return _clip_mean(hist, cams.clip, T)
+    return clip_mean(hist, cams.clip, T)
 
 
 def scene_geometry(scene: SharedScene, conf: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,8 +160,8 @@ def scene_geometry(scene: SharedScene, conf: FeatureConfig) -> tuple[np.ndarray,
 
 
 def _decode(video: Path, conf: FeatureConfig, sift: pycolmap.FeatureExtractor,
-            ) -> tuple[float, np.ndarray, list, np.ndarray]:
-    """Duration, sample clips, per-sample SIFT descriptors and colour statistics of one video."""
+            ) -> tuple[float, np.ndarray, np.ndarray, list, np.ndarray]:
+    """Duration, sample times and clips, per-sample SIFT descriptors and colour statistics of one video."""
     info = probe(video)
     times, clip = sample_times(info.duration, conf.samples_per_second)
     idx = np.minimum(np.searchsorted(info.times, times), info.num_frames - 1)
@@ -176,7 +177,7 @@ def _decode(video: Path, conf: FeatureConfig, sift: pycolmap.FeatureExtractor,
     missing = per_frame.get(int(uniq[-1])) or next(iter(per_frame.values()))
     descs = [per_frame.get(int(i), missing)[0] for i in idx]
     colors = np.stack([per_frame.get(int(i), missing)[1] for i in idx])
-    return info.duration, clip, descs, colors
+    return info.duration, times, clip, descs, colors
 
 
 def scene_features(videos: dict[str, Path], scene: SharedScene | None, conf: FeatureConfig | None = None,
@@ -201,23 +202,22 @@ def scene_features(videos: dict[str, Path], scene: SharedScene | None, conf: Fea
             progress("clip features: decoding", n, len(videos))
     codebook = None
     if "bovw" in conf.kinds:
-        codebook = learn_codebook([d for _, _, descs, _ in decoded.values() for d in descs], k=conf.words,
+        codebook = learn_codebook([d for *_, descs, _ in decoded.values() for d in descs], k=conf.words,
                                   seed=conf.seed)
     geom = scene_geometry(scene, conf) if scene is not None and len(scene.points) else None
     out = {}
-    for name, (duration, clip, descs, colors) in decoded.items():
+    for name, (duration, times, clip, descs, colors) in decoded.items():
         T = max(1, int(np.ceil(duration - 1e-6)))
         frames = scene.frames_of(name) if scene is not None else []
-        cams = clip_cameras(frames, sample_times(duration, conf.samples_per_second)[0], clip) if geom else None
+        cams = clip_cameras(frames, times, clip) if geom else None
         parts = []
         for kind in conf.kinds:
             if kind == "bovw":
-                hist = np.stack([np.bincount(_nearest_centre(root_sift(d), codebook), minlength=len(codebook))
-                                 if len(d) else np.zeros(len(codebook)) for d in descs]).astype(np.float64)
+                hist = np.stack([bow(d, codebook) for d in descs])
                 hist = np.pad(hist, ((0, 0), (0, conf.words - hist.shape[1])))  # tiny data: fewer centres
-                parts.append(_clip_mean(np.sqrt(hist / np.maximum(hist.sum(1, keepdims=True), 1)), clip, T))
+                parts.append(clip_mean(np.sqrt(hist / np.maximum(hist.sum(1, keepdims=True), 1)), clip, T))
             elif kind == "color":
-                parts.append(_clip_mean(colors, clip, T))
+                parts.append(clip_mean(colors, clip, T))
             elif kind == "motion":
                 if cams is None:
                     parts.append(np.zeros((T, 8)))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import ClipCameras
+from .features import ClipCameras, clip_mean
 
 
 @dataclass
@@ -29,10 +29,7 @@ class GroundedConfig:
 
 def view_weights(cams: ClipCameras, centers: np.ndarray, T: int, sigma: float) -> np.ndarray:
     """``W[T, V]``: per clip the mean centre-weighted visibility of every voxel centre."""
-    w = cams.centrality(np.asarray(centers, float), sigma)
-    out = np.zeros((T, w.shape[1]))
-    np.add.at(out, cams.clip, w)
-    return out / np.maximum(np.bincount(cams.clip, minlength=T), 1)[:, None]
+    return clip_mean(cams.centrality(np.asarray(centers, float), sigma), cams.clip, T)
 
 
 def grounded_scores(heatmaps: np.ndarray, centers: np.ndarray, cams: ClipCameras, T: int,

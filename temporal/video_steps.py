@@ -34,7 +34,7 @@ class StepsConfig:
     position_weight: float = 0.3
     """Weight of a position prior mixed into the step scores: step k of K is expected near (k + ½)/K of the
     video (the uniform baseline as a soft score), so the DP has a default where the evidence is flat, e.g. between
-    steps on one part. 0.3 raised mean grounded recall 0.38 → 0.52 on four synthetic scenes (README)."""
+    steps on one part. 0.3 raised mean grounded recall 0.38 → 0.52 on four synthetic scenes (A1 clips)."""
     use_constraints: bool = True
     """Keep each step inside the narration window that talks about it (training and localization)."""
     constraint_penalty: float = 1e4
