@@ -104,9 +104,10 @@ def actionness(ws: Workspace, scene: str, video: str | None = None, progress: Pr
     model = train_order_verification([feats[v] for v in names], oconf, progress)
     lines = _lines(ws, scene)
     sign = vs.orientation([model.actionness(feats[v]) for v in names],
-                          [vs.narrated_clips(lines[v], len(feats[v])) for v in names])
+                          [vs.action_cue(lines[v], len(feats[v])) for v in names])
     if sign < 0:
-        log.info("%s: actionness oriented by the narration (the order model's score is flipped)", scene)
+        log.info("%s: actionness oriented by the narration and the intro/outro prior (the order model's score "
+                 "is flipped)", scene)
         model.flip_actionness()
     folder = ws.temporal_dir(scene) / "actionness"
     with atomic_dir(folder / "model") as tmp:

@@ -13,7 +13,7 @@ from temporal.dp import uniform_steps
 from temporal.features import ClipCameras, sample_times
 from temporal.grounded import grounded_scores
 from temporal.tasks import detect_tasks, find_task_file, read_task_file, step_list, video_tasks
-from temporal.video_steps import StepsConfig, fuse, localize, orientation, step_constraints
+from temporal.video_steps import StepsConfig, action_cue, fuse, localize, orientation, step_constraints
 
 TASKS = {"tasks": [
     {"id": "check_oil", "title": "check the oil", "steps": ["remove dipstick", "wipe dipstick", "top up oil"]},
@@ -94,10 +94,19 @@ def test_grounded_scores_of_an_undistinctive_step_stay_flat():
     assert S[:, 2].std() < 0.2 * min(S[:, 0].std(), S[:, 1].std())
 
 
-def test_actionness_is_oriented_by_the_narration():
-    narrated = [np.array([0, 1, 1, 0, 1.0]), np.array([1, 1, 0, 0.0])]
-    assert orientation([n * 2 + 1 for n in narrated], narrated) == 1.0
-    assert orientation([-n for n in narrated], narrated) == -1.0
+def test_actionness_is_oriented_by_the_narration_and_the_intro_outro_prior():
+    T = 10
+    middle = action_cue([], T)  # no subtitles: the middle 40 % of the video is the guess
+    assert middle.tolist() == [0, 0, 0, 1, 1, 1, 1, 0, 0, 0]
+    talk = [("now remove the dipstick", 2.0, 5.0)]  # spoken during clips 2-4
+    cue = action_cue(talk, T)
+    assert cue.tolist() == [0, 0, 0.5, 1, 1, 0.5, 0.5, 0, 0, 0]
+    action = np.array([0, 0, 1, 1, 1, 1, 1, 0, 0, 0.0])
+    assert orientation([action, action + 3], [cue, middle]) == 1.0
+    assert orientation([-action, -action], [cue, middle]) == -1.0
+    # talk during an intro alone would flip a good score; the prior outvotes it
+    intro = action_cue([("hi everyone, today we check the oil", 0.0, 3.0)], T)
+    assert orientation([action], [intro]) == 1.0
 
 
 def test_synth_writes_the_task_file_and_narration_finds_the_filmed_tasks(small_world):
