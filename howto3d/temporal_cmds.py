@@ -114,7 +114,7 @@ def actionness(ws: Workspace, scene: str, video: str | None = None, progress: Pr
         model.save(tmp, oconf)
     out = {}
     for v in _select(ws, scene, video):
-        a = model.actionness(feats[v])
+        a = vs.with_prior(model.actionness(feats[v]), conf.actionness_prior)
         atomic_write_json(folder / f"{v}.json", {"video": v, "clip_seconds": 1.0,
                                                  "times": (np.arange(len(a)) + 0.5).tolist(),
                                                  "actionness": np.round(a, 6).tolist()})
@@ -298,7 +298,9 @@ def print_eval(report: dict) -> None:
                       f"{r['methods']['fused']['frame_f1']:.2f}" if "fused" in r["methods"] else "-")
         console.print(table)
         if r["actionness"]:
-            console.print(f"{s}: actionness AP {r['actionness']['ap']:.2f} (chance {r['actionness']['chance']:.2f})")
+            a = r["actionness"]
+            console.print(f"{s}: actionness AP {a['ap']:.2f} (chance {a['chance']:.2f}, "
+                          f"chance+trim {a['chance_trim']:.2f})")
     for note in report["skipped"]:
         console.print(f"skipped {note}")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dp import align_contiguous, align_one, uniform_steps, znorm
-from .metrics import action_ap, frame_prf, segment_labels
+from .metrics import action_ap, chance_actionness, frame_prf, segment_labels
 from .narration import tfidf_embed
 
 METHODS = ("uniform", "learned", "grounded", "fused")
@@ -31,6 +31,10 @@ class StepsConfig:
     actionness_weight: float = 0.0
     """Weight of actionness mixed into every step's score (spec A5); 0 by default: on a world where the
     unsupervised actionness is below chance it cost recall, on another it gained as much."""
+    actionness_prior: float = 0.5
+    """Weight of the intro/outro prior (``middle_clips``) mixed into the saved actionness: the order model is
+    informative but uneven on short videos (AP 0.64–0.85 over four reconstructions of one world). 0.5: mean AP
+    over ten synthetic scenes 0.74 → 0.79, against 0.69 for the chance+trim baseline (README)."""
     position_weight: float = 0.3
     """Weight of a position prior mixed into the step scores: step k of K is expected near (k + ½)/K of the
     video (the uniform baseline as a soft score), so the DP has a default where the evidence is flat, e.g. between
@@ -199,12 +203,23 @@ INTRO_OUTRO = 0.3
 talk and overviews (spec §5: "chance + trim@0.3" beats chance on COIN and CrossTask)."""
 
 
+def middle_clips(T: int) -> np.ndarray:
+    """``[T]`` 1 outside the intro and outro (``INTRO_OUTRO`` of the video at each end): the chance+trim baseline."""
+    t = (np.arange(T) + 0.5) / T
+    return ((t > INTRO_OUTRO) & (t < 1 - INTRO_OUTRO)).astype(float)
+
+
 def action_cue(lines: Sequence[tuple[str, float, float]], T: int) -> np.ndarray:
     """``[T]`` label-free guess of where the action is: the middle of the video, averaged with the narrated clips
-    when there are subtitles (people talk while they work). Weak alone, only used to orient actionness."""
-    t = (np.arange(T) + 0.5) / T
-    middle = ((t > INTRO_OUTRO) & (t < 1 - INTRO_OUTRO)).astype(float)
-    return 0.5 * (middle + narrated_clips(lines, T)) if lines else middle
+    when there are subtitles (people talk while they work). Weak alone, used to orient actionness."""
+    return 0.5 * (middle_clips(T) + narrated_clips(lines, T)) if lines else middle_clips(T)
+
+
+def with_prior(actionness: np.ndarray, weight: float) -> np.ndarray:
+    """Oriented actionness of one video mixed with the intro/outro prior (both standardised)."""
+    if weight <= 0:
+        return actionness
+    return (1 - weight) * znorm(actionness) + weight * znorm(middle_clips(len(actionness)))
 
 
 def orientation(actionness: Sequence[np.ndarray], cues: Sequence[np.ndarray]) -> float:
@@ -222,7 +237,11 @@ def orientation(actionness: Sequence[np.ndarray], cues: Sequence[np.ndarray]) ->
 
 
 def actionness_report(actionness: Sequence[np.ndarray], gt_steps: Sequence[Sequence[dict]]) -> dict:
-    """Action-vs-background AP (0.2 s segments) and chance (the fraction of action segments)."""
+    """Action-vs-background AP (0.2 s segments), chance (the fraction of action segments) and the AP of the
+    spec's chance+trim baseline (seeded random scores, intro and outro sent to background)."""
     ivs = [[(1, s["start"], s["end"]) for s in g] for g in gt_steps]
     labels = np.concatenate([segment_labels(iv, len(a)) for a, iv in zip(actionness, ivs, strict=True)])
-    return {"ap": action_ap(list(actionness), ivs), "chance": float(labels.mean())}
+    rng = np.random.default_rng(0)
+    trim = [chance_actionness(len(a), rng, INTRO_OUTRO) for a in actionness]
+    return {"ap": action_ap(list(actionness), ivs), "chance": float(labels.mean()),
+            "chance_trim": action_ap(trim, ivs)}

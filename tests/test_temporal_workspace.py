@@ -40,7 +40,8 @@ def test_grounded_steps_beat_uniform_and_visual_and_actionness_beats_chance(trai
     assert r["annotated"] >= 12
     assert m["grounded"]["recall"] > m["uniform"]["recall"], m
     assert m["grounded"]["recall"] > visual, (m, visual)
-    assert r["actionness"]["ap"] > r["actionness"]["chance"], r["actionness"]  # 0.70–0.85 vs 0.61 measured
+    # the spec's baselines: chance (0.61) and chance+trim (0.71); 0.79–0.88 measured over four reconstructions
+    assert r["actionness"]["ap"] > r["actionness"]["chance_trim"] > r["actionness"]["chance"], r["actionness"]
     assert any("intruder" in note for note in report["skipped"])
 
     # saved, reloadable, and what the CLI prints

@@ -13,7 +13,16 @@ from temporal.dp import uniform_steps
 from temporal.features import ClipCameras, sample_times
 from temporal.grounded import grounded_scores
 from temporal.tasks import detect_tasks, find_task_file, read_task_file, step_list, video_tasks
-from temporal.video_steps import StepsConfig, action_cue, fuse, localize, orientation, step_constraints
+from temporal.video_steps import (
+    StepsConfig,
+    action_cue,
+    actionness_report,
+    fuse,
+    localize,
+    orientation,
+    step_constraints,
+    with_prior,
+)
 
 TASKS = {"tasks": [
     {"id": "check_oil", "title": "check the oil", "steps": ["remove dipstick", "wipe dipstick", "top up oil"]},
@@ -132,3 +141,13 @@ def test_position_prior_is_the_default_where_evidence_is_flat_and_yields_to_evid
     clips, y = localize(fuse(S, None, None, StepsConfig()), T, K, None, StepsConfig())
     assert (y[30:33] == 1).all() and (y[33:] > 1).all()  # step 1's run takes the evidence, the others follow
     assert list(clips) == sorted(clips) and all(y[c] == k + 1 for k, c in enumerate(clips))  # clips: run centres
+
+
+def test_actionness_report_and_the_intro_outro_prior():
+    gt = [[{"start": 4.0, "end": 6.0}]] * 3  # action in the middle of 10 s videos
+    noise = [np.random.default_rng(i).random(10) for i in range(3)]
+    r = actionness_report(noise, gt)
+    assert r["chance"] == pytest.approx(0.2) and r["chance"] < r["chance_trim"] < 1.0
+    mixed = [with_prior(a, 0.5) for a in noise]
+    assert actionness_report(mixed, gt)["ap"] > r["ap"]  # the prior lifts an uninformative score
+    assert with_prior(noise[0], 0.0) is noise[0]
