@@ -4,7 +4,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-SYSLIBS := libusb-1.0-0 libvulkan1 mesa-vulkan-drivers libegl1 libgl1 libgomp1 xvfb xauth
+SYSLIBS := libusb-1.0-0 libvulkan1 mesa-vulkan-drivers libegl1 libgl1 libgomp1 xvfb xauth chromium chromium-driver
 DEMO    ?= demo
 
 .PHONY: demo test lint bench system clean

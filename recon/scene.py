@@ -33,6 +33,9 @@ class RegisteredFrame:
     """(M, 2) pixel positions of the keypoints that observe 3D points."""
     point_index: np.ndarray
     """(M,) index into :attr:`SharedScene.points` of each observed point."""
+    segment: int = 0
+    """Which of the video's models (segments: footage between cuts) the frame belongs to; poses are never
+    interpolated across segments."""
 
     @property
     def K(self) -> np.ndarray:
