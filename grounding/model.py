@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
@@ -20,6 +21,7 @@ from recon.io import InputError, atomic_write_json
 
 WEIGHTS = "model.safetensors"
 META = "grounding.json"
+INDEX = "index.safetensors"
 
 
 def encoder_path(name: str) -> Path:
@@ -66,24 +68,52 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_tokens: i
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
-def save(model: GroundingModel, tokenizer: PreTrainedTokenizerBase, folder: Path, meta: dict) -> None:
-    """Weights (safetensors), encoder config, tokenizer files and ``meta`` (scenes, token limit) into ``folder``."""
+def set_trainable_layers(model: GroundingModel, layers: int, freeze_embeddings: bool) -> None:
+    """Fine-tune only the top ``layers`` encoder layers (0: frozen encoder, -1: all; heads always train)."""
+    enc = model.encoder
+    n = len(enc.encoder.layer)
+    first = 0 if layers < 0 else n - min(layers, n)
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    if layers != 0:
+        for layer in enc.encoder.layer[first:]:
+            layer.requires_grad_(True)
+        if layers < 0:
+            enc.embeddings.requires_grad_(True)
+            enc.embeddings.word_embeddings.weight.requires_grad_(not freeze_embeddings)
+
+
+def save(model: GroundingModel, tokenizer: PreTrainedTokenizerBase, folder: Path, meta: dict,
+         index: dict[str, torch.Tensor] | None = None) -> None:
+    """Weights (safetensors), encoder config, tokenizer files, the line index and ``meta`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS))
+    if index:
+        save_file(index, str(folder / INDEX))
     model.encoder.config.to_json_file(str(folder / "config.json"))
     tokenizer.save_pretrained(str(folder))
     atomic_write_json(folder / META, meta)
 
 
-def load(folder: Path) -> tuple[GroundingModel, PreTrainedTokenizerBase, dict]:
-    """Inverse of :func:`save` (safetensors only, no pickle)."""
-    meta = json.loads((folder / META).read_text(encoding="utf-8"))
-    encoder = BertModel(BertConfig.from_json_file(str(folder / "config.json")), add_pooling_layer=False)
-    model = GroundingModel(encoder, meta["num_voxels"])
-    model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
+def load(folder: Path) -> tuple[GroundingModel, PreTrainedTokenizerBase, dict, dict[str, torch.Tensor]]:
+    """Inverse of :func:`save` (safetensors only, no pickle); a damaged file is an :class:`InputError`."""
+    current = folder / META
+    try:
+        meta = json.loads(current.read_text(encoding="utf-8"))
+        current = folder / "config.json"
+        encoder = BertModel(BertConfig.from_json_file(str(current)), add_pooling_layer=False)
+        model = GroundingModel(encoder, meta["num_voxels"])
+        current = folder / WEIGHTS
+        model.load_state_dict(load_file(str(current)), strict=True)
+        current = folder / INDEX
+        index = load_file(str(current)) if current.is_file() else {}
+        current = folder
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+        raise InputError(f"{current}: damaged or incomplete grounding model ({type(e).__name__}); run "
+                         "`howto3d train` again") from None
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    return model, tokenizer, meta
+    return model, tokenizer, meta, index
 
 
 def soft_targets(centers: np.ndarray, size: np.ndarray, sigma: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -38,6 +38,11 @@ class Pair:
     """Registered frames of the segment that gave a surface point."""
     voxel: int = -1
     """Class index into the scene's kept voxels."""
+    anchors: list[list[float]] = field(default_factory=list)
+    """Surface point under the centre of each of those frames (the 'window' target spreads over them)."""
+    weight: float = 1.0
+    """How much the pair counts: how centred and close its frames look at ``point`` (``seen_weight``), times the
+    narration line's weight when one is given."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -109,13 +114,43 @@ def frame_center(frame: RegisteredFrame) -> np.ndarray:
     return np.array([[frame.camera.width / 2, frame.camera.height / 2]], float)
 
 
+def seen_weight(frames: list[RegisteredFrame], point: np.ndarray, ref_depth: float) -> float:
+    """Mean over the frames of how centred ``point`` is in the image (Gaussian, sigma a quarter of the image
+    diagonal) times how close the camera is (1 up to the scene's median viewing depth, then falling as 1/depth)."""
+    w = []
+    for f in frames:
+        X = f.cam_from_world[:, :3] @ point + f.cam_from_world[:, 3]
+        if X[2] <= 0:
+            w.append(0.0)
+            continue
+        K = f.camera.calibration_matrix()
+        uv = (K @ (X / X[2]))[:2]
+        diag = float(np.hypot(f.camera.width, f.camera.height))
+        off = np.linalg.norm(uv - [f.camera.width / 2, f.camera.height / 2]) / (0.25 * diag)
+        w.append(float(np.exp(-0.5 * off**2) * min(1.0, ref_depth / X[2])))
+    return float(np.mean(w)) if w else 0.0
+
+
+def _segment_weight(seg: Narration, lines: list[Narration], weights: list[float] | None) -> float:
+    """A segment's line weight: the largest weight of the subtitle lines it overlaps (1 without weights)."""
+    if weights is None:
+        return 1.0
+    over = [w for n, w in zip(lines, weights, strict=True) if n.start < seg.end and n.end > seg.start]
+    return max(over, default=1.0)
+
+
 def make_pairs(conf: GroundingConfig, scene: SharedScene, narrations: dict[str, list[Narration]],
-               supervision: str) -> tuple[list[Pair], Counter]:
-    """Pairs of one scene; the counter says how many segments/frames were skipped and why."""
+               supervision: str, line_weights: dict[str, list[float]] | None = None) -> tuple[list[Pair], Counter]:
+    """Pairs of one scene; the counter says how many segments/frames were skipped and why.
+
+    ``line_weights`` (optional, per video: one weight in [0, 1] per narration line, e.g. how grounded the line
+    is) scales each pair's weight; segments whose lines all weigh 0 are skipped.
+    """
     if supervision not in SUPERVISION:
         raise ValueError(f"supervision must be one of {SUPERVISION}, got {supervision!r}")
     skipped: Counter = Counter()
     pairs: list[Pair] = []
+    used_frames: list[list[RegisteredFrame]] = []
     for video in sorted(narrations):
         frames = scene.frames_of(video)
         if not frames:
@@ -123,7 +158,12 @@ def make_pairs(conf: GroundingConfig, scene: SharedScene, narrations: dict[str, 
             log.info("%s/%s: no registered frames in the shared frame; its narrations are skipped", scene.scene, video)
             continue
         times = np.array([f.time for f in frames])
+        weights = (line_weights or {}).get(video)
         for seg in segments(narrations[video], conf.segment_max_seconds, conf.segment_min_seconds):
+            line_weight = _segment_weight(seg, narrations[video], weights)
+            if line_weight <= 0:
+                skipped["segments with line weight 0"] += 1
+                continue
             inside = np.flatnonzero((times >= seg.start - conf.window_pad_seconds)
                                     & (times <= seg.end + conf.window_pad_seconds))
             if len(inside) == 0:
@@ -145,7 +185,15 @@ def make_pairs(conf: GroundingConfig, scene: SharedScene, narrations: dict[str, 
             point = np.median(anchors_a, axis=0) if supervision == "center" or len(used) < 2 else \
                 gaze_point(used, anchors_a, conf.gaze_prior_weight)
             pairs.append(Pair(scene.scene, video, seg.text, round(seg.start, 3), round(seg.end, 3),
-                              [float(x) for x in point], len(used)))
+                              [float(x) for x in point], len(used),
+                              anchors=[[round(float(x), 6) for x in a] for a in anchors_a], weight=line_weight))
+            used_frames.append(used)
+    if conf.seen_weighting and pairs:
+        depths = [f.cam_from_world[2, :3] @ np.asarray(p.point) + f.cam_from_world[2, 3]
+                  for p, fs in zip(pairs, used_frames, strict=True) for f in fs]
+        ref = float(np.median(depths))
+        for p, fs in zip(pairs, used_frames, strict=True):
+            p.weight = round(p.weight * seen_weight(fs, np.asarray(p.point), ref), 6)
     for why, n in sorted(skipped.items()):
         log.info("%s: skipped %d %s", scene.scene, n, why)
     return pairs, skipped

@@ -8,23 +8,41 @@ import numpy as np
 import torch
 
 from grounding import model as gmodel
+from grounding.config import GroundingConfig
+from grounding.index import LineIndex, normalize
 from grounding.voxels import VoxelSpace
 from recon.io import InputError, atomic_write_bytes, read_json
 
 TOP = 5
+PRIOR_FLOOR = 0.1
+"""Fraction of a uniform share added to the narration prior before dividing by it, so a voxel no line points
+at is not boosted without bound."""
 
 
 class Grounder:
     """A trained grounding model and its scenes' voxel spaces, ready for queries."""
 
     def __init__(self, folder: Path, model: gmodel.GroundingModel, tokenizer, meta: dict,
-                 spaces: dict[str, VoxelSpace]):
+                 spaces: dict[str, VoxelSpace], index: dict[str, torch.Tensor] | None = None):
         self.folder = folder
         self.model = model
         self.tokenizer = tokenizer
         self.max_tokens = int(meta["max_tokens"])
         self.scenes = list(meta["scenes"])
         self.spaces = spaces
+        conf = meta.get("config", {})
+        defaults = GroundingConfig()
+        # Models saved before the index existed carry no index: they answer with their classifier.
+        self.method = meta.get("method", "classifier") if index else "classifier"
+        self.index = {s: LineIndex.from_tensors(index, f"scene{i}") for i, s in enumerate(self.scenes)} \
+            if index else {}
+        self.k = int(conf.get("index_k", defaults.index_k))
+        self.temperature = float(conf.get("index_temperature", defaults.index_temperature))
+        self.ensemble_weight = float(conf.get("ensemble_weight", defaults.ensemble_weight))
+        self.prior_power = float(conf.get("prior_power", defaults.prior_power)) if index else 0.0
+        self.score_radius = float(conf.get("score_radius", defaults.score_radius))
+        self.peak_separation = float(conf.get("peak_separation", defaults.peak_separation))
+        self.uncertain_ratio = float(conf.get("uncertain_ratio", defaults.uncertain_ratio))
 
     def _head(self, scene: str) -> int:
         if scene not in self.spaces:
@@ -32,9 +50,10 @@ class Grounder:
                              f"{', '.join(self.scenes)}); add its videos and rerun `howto3d train`")
         return self.scenes.index(scene)
 
-    def scores(self, scene: str, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """(len(texts), N_V) voxel probabilities."""
+    def scores(self, scene: str, texts: list[str], batch_size: int = 64, method: str | None = None) -> np.ndarray:
+        """(len(texts), N_V) voxel probabilities from the model's method (or ``method``)."""
         head = self._head(scene)
+        method = method or self.method
         for t in texts:
             if not t.strip():
                 raise InputError("empty query: give the text to ground, e.g. 'pull out the dipstick'")
@@ -42,32 +61,74 @@ class Grounder:
         with torch.inference_mode():
             for b in range(0, len(texts), batch_size):
                 enc = gmodel.tokenize(self.tokenizer, texts[b:b + batch_size], self.max_tokens)
-                logits = self.model.logits(self.model.embed(**enc), head)
-                out.append(torch.softmax(logits, dim=1).numpy().astype(np.float64))
+                feats = self.model.embed(**enc)
+                probs = torch.softmax(self.model.logits(feats, head), dim=1)
+                if method != "classifier":
+                    votes = self.index[scene].votes(normalize(feats), self.k, self.temperature)
+                    probs = votes if method == "index" else \
+                        (1 - self.ensemble_weight) * probs + self.ensemble_weight * votes
+                if self.prior_power > 0:
+                    probs = probs / (self.index[scene].prior() + PRIOR_FLOOR / len(self.spaces[scene].cells)) \
+                        ** self.prior_power
+                    probs = probs / probs.sum(1, keepdim=True)
+                out.append(probs.numpy().astype(np.float64))
         return np.concatenate(out) if out else np.zeros((0, len(self.spaces[scene].cells)))
 
-    def query(self, scene: str, texts: list[str]) -> list[dict]:
-        """The CLI contract: per text the best voxel's centre, its score and the top voxels."""
-        space = self.spaces.get(scene)
-        probs = self.scores(scene, texts)
-        centers = space.centers
-        results = []
-        for text, p in zip(texts, probs, strict=True):
-            top = np.argsort(-p, kind="stable")[:TOP]
-            results.append({
-                "scene": scene, "text": text,
-                "point": [round(float(x), 6) for x in centers[top[0]]],
-                "score": round(float(p[top[0]]), 6),
-                "top": [{"center": [round(float(x), 6) for x in centers[k]], "score": round(float(p[k]), 6)}
-                        for k in top],
-                "voxel_size": [round(float(x), 6) for x in space.size],
-            })
-        return results
+    def query(self, scene: str, texts: list[str], method: str | None = None) -> list[dict]:
+        """The CLI contract: per text the answer point, its calibrated score, the top voxels and the peaks."""
+        probs = self.scores(scene, texts, method=method)
+        space = self.spaces[scene]
+        near = neighbourhood(space, self.score_radius)
+        return [answer(scene, text, p, space, near, self.peak_separation, self.uncertain_ratio)
+                for text, p in zip(texts, probs, strict=True)]
 
     def heatmap(self, scene: str, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Centres (N_V, 3) and scores (N_V,) of every kept voxel, and the voxel size (3,)."""
         probs = self.scores(scene, [text])[0]
         return self.spaces[scene].centers, probs, self.spaces[scene].size
+
+
+def neighbourhood(space: VoxelSpace, radius: float) -> np.ndarray:
+    """(N_V, N_V) 1 where two kept voxels' centres are within ``radius`` mean voxel sizes, else 0."""
+    c = space.centers
+    return (np.linalg.norm(c[:, None] - c[None], axis=2) <= radius * float(np.mean(space.size))).astype(float)
+
+
+def answer(scene: str, text: str, probs: np.ndarray, space: VoxelSpace, near: np.ndarray,
+           peak_separation: float, uncertain_ratio: float) -> dict:
+    """One query's answer: the voxel with most mass around it, that mass as ``score``, and separate peaks.
+
+    ``score`` is the heatmap's probability that the part lies within the ``near`` radius of ``point``
+    (a user can read it as a confidence); ``peaks`` are greedy local-mass maxima at least ``peak_separation``
+    voxel sizes apart, and ``uncertain`` says a second place holds ``uncertain_ratio`` of the first's mass.
+    """
+    centers = space.centers
+    unit = float(np.mean(space.size))
+    mass = near @ probs
+    # Rank by the mass around a voxel, the voxel itself counted twice: of two voxels whose balls hold the same
+    # spike, the spike's own voxel wins instead of a neighbour whose ball holds a little more background.
+    order = np.argsort(-(mass + probs), kind="stable")
+    peaks: list[int] = []
+    for k in order:
+        if len(peaks) == TOP:
+            break
+        if all(np.linalg.norm(centers[k] - centers[j]) > peak_separation * unit for j in peaks):
+            peaks.append(int(k))
+    best = peaks[0]
+    uncertain = len(peaks) > 1 and mass[peaks[1]] >= uncertain_ratio * mass[best]
+
+    def pt(k: int) -> list[float]:
+        return [round(float(x), 6) for x in centers[k]]
+
+    return {
+        "scene": scene, "text": text,
+        "point": pt(best),
+        "score": round(float(mass[best]), 6),
+        "top": [{"center": pt(k), "score": round(float(mass[k]), 6)} for k in order[:TOP]],
+        "peaks": [{"center": pt(k), "score": round(float(mass[k]), 6)} for k in peaks[:3]],
+        "uncertain": bool(uncertain),
+        "voxel_size": [round(float(x), 6) for x in space.size],
+    }
 
 
 def load(out_dir: Path) -> Grounder:
@@ -76,9 +137,9 @@ def load(out_dir: Path) -> Grounder:
     folder = out_dir / "model"
     if not (folder / gmodel.WEIGHTS).is_file() or not (folder / gmodel.META).is_file():
         raise InputError(f"{out_dir}: no trained grounding model there; run `howto3d train` first")
-    model, tokenizer, meta = gmodel.load(folder)
+    model, tokenizer, meta, index = gmodel.load(folder)
     spaces = {s: VoxelSpace.from_json(read_json(out_dir / "scenes" / s / "voxels.json")) for s in meta["scenes"]}
-    return Grounder(out_dir, model, tokenizer, meta, spaces)
+    return Grounder(out_dir, model, tokenizer, meta, spaces, index)
 
 
 def write_heatmap_ply(path: Path, centers: np.ndarray, scores: np.ndarray) -> None:
@@ -99,11 +160,14 @@ def write_heatmap_ply(path: Path, centers: np.ndarray, scores: np.ndarray) -> No
 def read_queries(path: Path) -> list[str]:
     """Batch queries from a text file, one per line (blank lines ignored)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
+        text = Path(path).read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
         raise InputError(f"{path}: query file not found") from None
     except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text; save the queries as UTF-8, one per line") from None
+        text = "\0"
+    if "\0" in text:
+        raise InputError(f"{path}: not a UTF-8 text file; save the queries as UTF-8 text, one per line") from None
+    lines = text.splitlines()
     texts = [t.strip() for t in lines if t.strip()]
     if not texts:
         raise InputError(f"{path}: no queries in the file; write one query per line")

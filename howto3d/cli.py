@@ -5,20 +5,25 @@ Errors a user can fix (bad files, unknown scenes, missing stages) print one read
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from rich.text import Text
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
+from grounding.narration import subtitle_language
 from howto3d import cli_temporal, evaluation, grounding_cmds, pipeline, temporal_cmds, viewer_cmds
 from howto3d.progress import console, progress_bar, setup_logging
-from howto3d.workspace import Workspace
+from howto3d.workspace import Workspace, release_locks
 from recon import transfer as transfer_stage
 from recon.io import InputError, read_json
 from recon.scene import cameras_json
+from recon.transfer import FrameLocalizer
 
 log = logging.getLogger("howto3d")
 app = typer.Typer(help="Turn narrated how-to videos into a shared 3D space you can ask questions of.",
@@ -54,41 +59,52 @@ def add(ws: WS, scene: Scene,
         videos: Annotated[list[Path], typer.Argument(help="Videos; same-stem .srt/.vtt/.json subtitles come along.")],
         ) -> None:
     """Copy videos (and their sidecar subtitles) into a scene of the workspace."""
-    w = Workspace.init(ws)
+    w = Workspace.init(ws).lock("add")
     added = w.add_videos(scene, videos)
     for v in added:
-        note = f"subtitles {v.subtitles.name}" if v.subtitles else "no subtitles (grounding will skip it)"
+        note = "no subtitles (grounding will skip it)"
+        if v.subtitles is not None:
+            lang = subtitle_language(v.subtitles, v.path)
+            note = f"subtitles {v.subtitles.name}" + (f" (language {lang})" if lang else "")
         console.print(f"added {scene}/{v.name}: {note}")
-    console.print(f"{len(added)} new video(s) in scene {scene!r} ({len(videos) - len(added)} already there)")
+    console.print(f"{len(added)} new or changed video(s) in scene {scene!r} "
+                  f"({len(videos) - len(added)} already there, unchanged)")
 
 
 @app.command()
 def reconstruct(ws: WS, scene: SceneOpt = None,
-                frames: Annotated[int | None, typer.Option("--frames", help="Frames sampled per video.")] = None,
-                workers: Annotated[int | None, typer.Option(help="Videos reconstructed in parallel.")] = None,
+                frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames sampled per video.")] = None,
+                workers: Annotated[int | None, typer.Option(min=1, help="Videos reconstructed in parallel.")] = None,
                 force: Annotated[bool, typer.Option(help="Redo videos that finished or failed before.")] = False,
                 ) -> None:
     """Reconstruct every video on its own with pycolmap (resumable)."""
-    w = Workspace.open(ws)
+    w = Workspace.open(ws).lock("reconstruct")
+    if frames is not None:
+        w.remember("frames", "num_frames", frames)
     with progress_bar() as progress:
-        summary = pipeline.reconstruct(w, scene, frames=frames, workers=workers, force=force, progress=progress)
+        summary = pipeline.reconstruct(w, scene, workers=workers, force=force, progress=progress)
     pipeline.print_reconstruct_summary(summary)
+    failed = [r for r in summary if r["status"] != "done"]
+    if summary and len(failed) == len(summary):
+        _fail(f"every video failed to reconstruct ({len(failed)} of {len(summary)}); see the reasons above", 1)
 
 
 @app.command()
 def align(ws: WS, scene: SceneOpt = None,
           force: Annotated[bool, typer.Option(help="Realign even if nothing changed.")] = False) -> None:
     """Align each scene's reconstructions into one shared frame (alignment graph)."""
-    w = Workspace.open(ws)
+    w = Workspace.open(ws).lock("align")
     with progress_bar() as progress:
         results = pipeline.align(w, scene, force=force, progress=progress)
     pipeline.print_align_summary(results)
 
 
 @app.command()
-def train(ws: WS, epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None) -> None:
+def train(ws: WS, epochs: Annotated[int | None, typer.Option(min=1, help="Maximum training epochs.")] = None) -> None:
     """Train the text→voxel grounding model from the narrations (one BERT for all scenes)."""
-    w = Workspace.open(ws)
+    w = Workspace.open(ws).lock("train")
+    if epochs is not None:
+        w.remember("grounding", "epochs", epochs)
     with progress_bar() as progress:
         summary = grounding_cmds.train(w, epochs, progress)
     grounding_cmds.print_train_summary(summary)
@@ -105,7 +121,7 @@ def query(ws: WS, scene: Scene,
     if batch is not None:
         if not batch.is_file():
             raise InputError(f"{batch}: query file not found")
-        texts += [line.strip() for line in batch.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts += grounding_cmds.gquery.read_queries(batch)
     if not texts:
         raise InputError('give a query ("where is the dipstick") or --batch FILE')
     results = grounding_cmds.query(Workspace.open(ws), scene, texts, heatmap)
@@ -116,10 +132,14 @@ def query(ws: WS, scene: Scene,
 
 
 @app.command("eval-grounding")
-def eval_grounding(ws: WS, plot: Annotated[Path | None, typer.Option(help="Write the PCK curves as PNG.")] = None,
+def eval_grounding(ws: Annotated[list[Path], typer.Argument(help="Workspace folder(s); several are pooled.")],
+                   plot: Annotated[Path | None, typer.Option(help="Write the PCK curves as PNG.")] = None,
+                   queries: Annotated[str, typer.Option(help="Query set: paraphrase (worded unlike the narration) "
+                                                              "or heldout (wikiHow-style instructions).")]
+                   = "paraphrase",
                    json_out: JsonOpt = False) -> None:
-    """Synthetic worlds: PCK of held-out instruction queries against the true part positions."""
-    report = grounding_cmds.eval_grounding(Workspace.open(ws), plot)
+    """Synthetic worlds: PCK@10/@30cm of queries against the true part positions, per part, over worlds."""
+    report = grounding_cmds.eval_grounding([Workspace.open(w) for w in ws], plot, queries)
     if json_out:
         _print_json(report)
     else:
@@ -145,7 +165,7 @@ def actionness_cmd(ws: WS, scene: Scene,
                    video: Annotated[str | None, typer.Option(help="Only save this video (default: all).")] = None,
                    json_out: JsonOpt = False) -> None:
     """Per-clip actionness (order verification trained on the scene's videos), saved in the workspace."""
-    w = Workspace.open(ws)
+    w = Workspace.open(ws).lock("actionness")
     with progress_bar() as progress:
         act = temporal_cmds.actionness(w, w.require_scene(scene), video, progress)
     out = {v: {"clip_seconds": 1.0, "actionness": [round(float(x), 4) for x in a]} for v, a in act.items()}
@@ -163,7 +183,7 @@ def steps_cmd(ws: WS, scene: Scene, video: Annotated[str, typer.Option(help="Vid
                                                        "entry, else the narration's best match).")] = None,
               json_out: JsonOpt = False) -> None:
     """Step segments of a video: DP over learned + 3D-grounded step scores, narration constraints, actionness."""
-    w = Workspace.open(ws)
+    w = Workspace.open(ws).lock("steps")
     tasks = [t.strip() for t in task.split(",") if t.strip()] if task else None
     with progress_bar() as progress:
         results = temporal_cmds.steps(w, w.require_scene(scene), video, tasks, progress)
@@ -173,6 +193,40 @@ def steps_cmd(ws: WS, scene: Scene, video: Annotated[str, typer.Option(help="Vid
         _print_json(results[video])
     else:
         temporal_cmds.print_steps(results)
+
+
+@app.command("discover")
+def discover_cmd(ws: WS, scene: Scene,
+                 k: Annotated[int | None, typer.Option("--k", min=1, help="Key steps per task (default 7).")] = None,
+                 json_out: JsonOpt = False) -> None:
+    """Step timelines without a task list: key steps discovered from the videos, named from their narration."""
+    from howto3d import discover_cmds
+
+    w = Workspace.open(ws).lock("discover")
+    with progress_bar() as progress:
+        results = discover_cmds.discover(w, w.require_scene(scene), k, progress)
+    if json_out:
+        _print_json(results)
+    else:
+        temporal_cmds.print_steps(results)
+
+
+@app.command("groundedness")
+def groundedness_cmd(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
+    """How well each narration line is localized in its own video (segment-level AUC; 0.5 = not at all)."""
+    from howto3d import discover_cmds
+
+    w = Workspace.open(ws).lock("groundedness")
+    with progress_bar() as progress:
+        report = discover_cmds.groundedness(w, w.require_scene(scene), progress)
+    if json_out:
+        _print_json(report)
+        return
+    for v, r in report["videos"].items():
+        console.print(f"[bold]{scene}/{v}[/bold]: intra-video AUC {r['auc']:.2f}")
+        for ln in r["lines"]:
+            console.print(f"  {ln['groundedness']:.2f}  {ln['start']:6.1f}–{ln['end']:6.1f} s  {ln['text']}",
+                          highlight=False)
 
 
 @app.command("eval-steps")
@@ -203,13 +257,18 @@ def transfer(ws: WS, scene: Scene,
              source: Annotated[str, typer.Option(help="Video whose frames the keypoints were clicked in.")],
              keypoints: Annotated[Path, typer.Option(help="Keypoints JSON.")], json_out: JsonOpt = False) -> None:
     """Transfer keypoints clicked in one video to every frame of the others."""
-    shared = pipeline.shared_scene(Workspace.open(ws), scene)
-    out = transfer_stage.main(shared, source, read_json(keypoints))
+    w = Workspace.open(ws)
+    shared = pipeline.shared_scene(w, scene)
+    video = next((v.path for v in w.videos(scene) if v.name == source), None)
+    localize = FrameLocalizer(viewer_cmds.localizer(w, scene, shared), video, source) if video else None
+    out = transfer_stage.main(shared, source, read_json(keypoints), localize=localize)
     if json_out:
         _print_json(out)
     else:
         for kp in out["keypoints"]:
             console.print(f"{kp['name']}: point {kp['point']}, seen in {len(kp['projections'])} frames of other videos")
+        for skipped in out.get("skipped", []):
+            console.print(f"{skipped['name']}: skipped ({skipped['why']})")
 
 
 @app.command()
@@ -222,13 +281,49 @@ def view(ws: WS, scene: Scene, query: Annotated[str | None, typer.Option(help="S
 
 
 @app.command()
-def overlay(ws: WS, scene: Scene, video: Annotated[str, typer.Option(help="Video name.")],
-            query: Annotated[str, typer.Option(help="What to show.")],
-            out: Annotated[Path, typer.Option(help="out.mp4, or a folder for PNGs.")],
+def overlay(ws: WS, scene: Scene, query: Annotated[str, typer.Option(help="What to show.")],
+            out: Annotated[Path, typer.Option(help="out.mp4, or a folder for PNGs (out.png with --image).")],
+            video: Annotated[str | None, typer.Option(help="Video name.")] = None,
+            image: Annotated[Path | None, typer.Option(help="A new photo: localized, then drawn on.")] = None,
             gt_part: Annotated[str | None, typer.Option(help="Synthetic worlds: draw this part's truth.")] = None,
             ) -> None:
-    """Draw a query's heatmap over every frame of a video (the AR-assistant preview)."""
-    console.print(f"overlay: {viewer_cmds.overlay(Workspace.open(ws), scene, video, query, out, gt_part)}")
+    """Draw a query's heatmap over every frame of a video, or over your own photo (the AR-assistant preview)."""
+    if (video is None) == (image is None):
+        raise InputError("give either --video NAME (a video of the workspace) or --image PHOTO (a new photo)")
+    w = Workspace.open(ws)
+    if image is not None:
+        console.print(f"overlay: {viewer_cmds.photo_overlay(w, scene, image, query, out, gt_part)}")
+        return
+    console.print(f"overlay: {viewer_cmds.overlay(w, scene, video, query, out, gt_part)}")
+
+
+@app.command()
+def localize(ws: WS, scene: Scene,
+             images: Annotated[list[Path], typer.Argument(help="Photos (JPEG/PNG) of the scene.")],
+             json_out: JsonOpt = False) -> None:
+    """Find where each photo's camera is in the scene's shared frame (retrieval + SIFT + PnP)."""
+    with progress_bar() as progress:
+        out = viewer_cmds.localize(Workspace.open(ws), scene, images, progress)
+    if json_out:
+        _print_json(out)
+        return
+    for r in out["images"]:
+        if r["cam_from_world"] is None:
+            console.print(f"{r['image']}: not localized ({r['reason']})")
+        else:
+            c = r["center"]
+            console.print(f"{r['image']}: localized, {r['inliers']} inliers, camera at "
+                          f"({c[0]:.3f}, {c[1]:.3f}, {c[2]:.3f}), focal {r['K'][0][0]:.0f} px")
+
+
+@app.command()
+def serve(ws: WS, port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+          host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: the whole network).")] = "127.0.0.1",
+          localize_workers: Annotated[int, typer.Option(min=1, help="Processes localizing photos.")] = 1) -> None:
+    """HTTP API for AR clients (query, localize, overlay, GLB export) and a web page at /."""
+    from howto3d.server import serve as run_server
+
+    run_server(ws, host, port, localize_workers)
 
 
 @app.command()
@@ -243,22 +338,35 @@ def export(ws: WS, scene: Scene, fmt: Annotated[str, typer.Option("--format", he
 
 
 @app.command()
-def run(ws: WS, frames: Annotated[int | None, typer.Option("--frames", help="Frames sampled per video.")] = None
+def run(ws: WS, frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames sampled per video.")] = None
         ) -> None:
     """Every stage in order: reconstruct, align, train, actionness + steps (each skips what is already done)."""
-    pipeline.run_all(Workspace.open(ws), frames=frames)
+    w = Workspace.open(ws).lock("run")
+    if frames is not None:
+        w.remember("frames", "num_frames", frames)
+    pipeline.run_all(w)
 
 
 @app.command()
 def synth(out: Annotated[Path, typer.Argument(help="Folder of the new synthetic workspace.")],
-          scenes: Annotated[int, typer.Option(help="Scenes (car models).")] = 2,
-          videos: Annotated[int, typer.Option(help="Videos per scene.")] = 4,
-          seconds: Annotated[float, typer.Option(help="Length of each video.")] = 30.0,
-          seed: Annotated[int, typer.Option(help="Random seed (same seed, same world).")] = 0) -> None:
+          scenes: Annotated[int | None, typer.Option(min=1, help="Scenes (car models); 2 unless a preset says.")
+                            ] = None,
+          videos: Annotated[int | None, typer.Option(min=1, help="Videos per scene; 4 unless a preset says.")
+                            ] = None,
+          seconds: Annotated[float | None, typer.Option(min=1.0, help="Length of each video; 30 unless a preset "
+                                                        "says.")] = None,
+          seed: Annotated[int, typer.Option(help="Random seed (same seed, same world).")] = 0,
+          preset: Annotated[str, typer.Option(help="default | long (150-s downloads: 20-30 s dwells with hands, "
+                                              "jump cut, insert, YouTube auto-captions) | degraded (blur, lens "
+                                              "distortion, exposure jumps, hands, jump cuts).")] = "default",
+          set_: Annotated[list[str] | None, typer.Option("--set", help="Any other world setting as KEY=VALUE, "
+                                                         "repeatable: cuts=2, inserts=1, caption_vtt_share=0.5, "
+                                                         "motion_blur=0.5, distortion_k1=-0.1, hands=true, fps=5 "
+                                                         "(all: synth.WorldConfig).")] = None) -> None:
     """Render a synthetic narrated engine-bay world as a ready workspace (with ground truth)."""
     with progress_bar() as progress:
         pipeline.make_synthetic_workspace(out, scenes=scenes, videos=videos, seconds=seconds, seed=seed,
-                                          progress=progress)
+                                          progress=progress, preset=preset, settings=set_ or [])
     console.print(f"synthetic workspace ready: {out}")
 
 
@@ -270,20 +378,49 @@ def demo(out: Annotated[Path, typer.Option(help="Demo folder.")] = Path("demo"))
     demo_mod.main(out)
 
 
+_OS_FIXES = {
+    errno.ENOSPC: "the disk is full; free space there and rerun (finished work is kept)",
+    errno.EDQUOT: "the disk quota is exhausted; free space there and rerun (finished work is kept)",
+    errno.EROFS: "the file system is read-only; copy the workspace to a writable disk or remount it",
+    errno.EACCES: "permission denied; make the folder writable for you (or run as its owner)",
+    errno.EPERM: "permission denied; make the folder writable for you (or run as its owner)",
+    errno.ENAMETOOLONG: "the file name is too long; rename the file (or the scene/video) shorter",
+}
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """One plain line on stderr (never rich markup: paths may contain brackets) and a non-zero exit."""
+    console.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an OS failure: which file, what happened, how to fix it."""
+    where = e.filename or "the workspace"
+    fix = _OS_FIXES.get(e.errno or 0, "check the path and its permissions, then rerun")
+    return f"{where}: {e.strerror or e}; {fix}"
+
+
 def main() -> None:
-    """Console entry point: readable one-line errors instead of tracebacks."""
+    """Console entry point: every user mistake (bad files, usage, a full or read-only disk) is one line, never a
+    traceback; programming errors keep theirs (``--verbose`` adds it for OS errors too)."""
     try:
         rc = app(standalone_mode=False)
     except InputError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(e), 2)
+    except NoArgsIsHelpError as e:
+        e.show()
+        sys.exit(0)
+    except ClickException as e:  # typer's own copy of click: usage mistakes carry their message and exit code
+        where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) is not None else ""
+        _fail(" ".join(e.format_message().split()) + where, e.exit_code)
     except (typer.Exit, typer.Abort) as e:
         sys.exit(getattr(e, "exit_code", 1))
-    except Exception as e:  # click usage errors carry their own message and exit code
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except KeyboardInterrupt:
+        _fail("interrupted; rerun the same command to resume (finished work is kept)", 130)
+    except OSError as e:
+        log.debug("OS error", exc_info=True)
+        _fail(os_error_message(e), 1)
+    finally:
+        release_locks()
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -13,6 +13,7 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from temporal.data import CrossTask, DataError, intervals_to_labels
 from temporal.dp import align_contiguous, align_one, fuse_actionness, steps_to_labels, uniform_steps
@@ -24,8 +25,8 @@ from temporal.synthetic import SynthConfig, generate
 
 app = typer.Typer(help="Step localization and actionness on per-clip features (CrossTask format).",
                   no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 
 @contextlib.contextmanager
@@ -35,7 +36,7 @@ def _readable_errors() -> Iterator[None]:
         yield
     except (DataError, ValueError, KeyError, FileNotFoundError) as e:
         msg = (e.args[0] if isinstance(e, KeyError) and e.args else str(e)) or type(e).__name__
-        err.print(f"[red]error:[/red] {msg}", soft_wrap=True, highlight=False)
+        err.print(Text.assemble(("error: ", "red"), msg), soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -284,3 +285,46 @@ def dp(scores: Path = typer.Argument(..., help="[T, K] .npy matrix of step score
         _emit(result, None, True)
     else:
         out.print(" ".join(map(str, next(iter(result.values())))))
+
+
+@app.command()
+def discover(root: Path = typer.Argument(..., help="CrossTask-format folder."),
+             pred_path: Path = typer.Option(..., "--out", help="Where to write {video: [label per clip]}."),
+             k: int = typer.Option(7, "--k", min=1, help="Key steps per task."),
+             multi_task: bool = typer.Option(False, "--multi-task", help="One model for all tasks + task head."),
+             split: str = typer.Option("test", help="Videos to label: train, test or all."),
+             background: str = typer.Option("none", help="none (every clip a key step, the paper) or states."),
+             epochs: int | None = typer.Option(None, help="Epochs (default: the paper's 5 / 2 multi-task)."),
+             seed: int = typer.Option(0),
+             as_json: bool = typer.Option(False, "--json", help="Print the evaluation as JSON.")) -> None:
+    """Discover k key steps per task from the videos and their task labels alone (no step lists), 004.
+
+    Labels: 0 = background, 1..k = discovered key step. With annotations, prints frame recall / precision /
+    F1 after a Hungarian mapping per task, next to the paper's Random baseline.
+    """
+    from recon.io import atomic_write_bytes
+    from temporal.procedure import ProcedureConfig, discover_crosstask
+
+    with _readable_errors():
+        conf = ProcedureConfig(k=k, multi_task=multi_task, background=background, epochs=epochs, seed=seed)
+        if background not in ("none", "states"):
+            raise DataError(f"--background {background!r}: choose none or states")
+        data = CrossTask.load(root)
+        with _progress(not as_json) as bar:
+            pred, report = discover_crosstask(data, conf, split, bar)
+        atomic_write_bytes(pred_path, (json.dumps({v: y.tolist() for v, y in pred.items()}) + "\n").encode())
+    if not report:
+        if as_json:
+            _emit({"out": str(pred_path), "videos": len(pred)}, None, True)
+        else:
+            out.print(f"wrote key steps of {len(pred)} videos to {pred_path} (no annotations to evaluate)")
+        return
+    table = Table("task", "recall %", "precision %", "F1 %", "random F1 %")
+    for t, r in report["ours"]["tasks"].items():
+        table.add_row(t, _pct(r["recall"]), _pct(r["precision"]), _pct(r["f1"]),
+                      _pct(report["random"]["tasks"][t]["f1"]))
+    table.add_row("mean", _pct(report["ours"]["recall"]), _pct(report["ours"]["precision"]),
+                  _pct(report["ours"]["f1"]), _pct(report["random"]["f1"]))
+    _emit({"out": str(pred_path), **report}, table, as_json)
+    if not as_json and "task_accuracy" in report:
+        out.print(f"task classification accuracy: {_pct(report['task_accuracy'])} %")

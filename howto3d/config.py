@@ -20,6 +20,7 @@ from grounding.config import GroundingConfig
 from recon.align import AlignConfig
 from recon.frames import FramesConfig
 from recon.io import InputError
+from recon.localize import LocalizeConfig
 from recon.reconstruct import ReconstructConfig
 from temporal.features import FeatureConfig
 from temporal.video_steps import StepsConfig
@@ -41,6 +42,8 @@ class Config:
     """Per-second clip features of the videos (temporal stage)."""
     temporal: StepsConfig = field(default_factory=StepsConfig)
     """Actionness and step timelines of the videos (temporal stage)."""
+    localize: LocalizeConfig = field(default_factory=LocalizeConfig)
+    """Localizing new photos in a scene's shared frame (recon stage)."""
 
 
 @cache
@@ -106,6 +109,34 @@ def _coerce(path: Path, where: str, hint: Any, v: Any) -> Any:
     return v
 
 
+_AT_LEAST_ONE = {
+    "frames.num_frames", "frames.max_side", "frames.jpeg_quality", "reconstruct.max_num_features",
+    "reconstruct.exhaustive_max_frames", "reconstruct.sequential_overlap", "reconstruct.min_model_frames",
+    "align.frame_pairs", "align.codebook_size", "align.min_pair_matches", "align.min_inliers", "align.refine_sweeps",
+    "grounding.divisions", "grounding.num_voxels", "grounding.depth_neighbors", "grounding.max_tokens",
+    "grounding.epochs", "grounding.batch_size", "clip_features.samples_per_second", "clip_features.max_side",
+    "clip_features.sift_features", "clip_features.words", "clip_features.gaze_divisions", "clip_features.max_points",
+    "temporal.epochs", "temporal.order_epochs",
+}
+"""Counts and sizes: zero or less is never meaningful (0 frames, 0 voxel divisions, an empty batch)."""
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "frames.jpeg_quality": (1, 100), "reconstruct.num_threads": (-1, None),
+    "align.ratio": (0, 1), "align.min_inlier_ratio": (0, 1), "grounding.box_percentile": (0, 50),
+    "grounding.heldout_fraction": (0, 0.9), "temporal.actionness_prior": (0, 1),
+}
+"""Explicit bounds; any other number must be >= 0 (seeds excepted), and counts >= 1."""
+
+
+def check_range(path: Path, where: str, v: Any) -> None:
+    """Out-of-range settings fail when the config is read, naming the field, not deep inside a stage."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return
+    lo, hi = _RANGES.get(where, (1 if where in _AT_LEAST_ONE else None if where.endswith(".seed") else 0, None))
+    if v != v or (lo is not None and v < lo) or (hi is not None and v > hi):
+        bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise InputError(f"{path}: {where} = {v!r} is out of range; use a value {bounds}")
+
+
 def from_dict(data: dict, path: Path) -> Config:
     """Build a :class:`Config` from parsed TOML; unknown sections/keys and wrong types are input errors."""
     config = Config()
@@ -119,7 +150,9 @@ def from_dict(data: dict, path: Path) -> Config:
         for key, v in values.items():
             if key not in known:
                 raise InputError(f"{path}: unknown key {name}.{key}; known keys: {', '.join(sorted(known))}")
-            setattr(current, key, _coerce(path, f"{name}.{key}", hints[key], v))
+            value = _coerce(path, f"{name}.{key}", hints[key], v)
+            check_range(path, f"{name}.{key}", value)
+            setattr(current, key, value)
     return config
 
 
@@ -130,6 +163,8 @@ def load_config(path: Path) -> Config:
         return Config()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text; re-save it as UTF-8 (or delete it for defaults)") from None
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{path}: invalid TOML ({e}); fix the line or delete the file for defaults") from None
     return from_dict(data, path)

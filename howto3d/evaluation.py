@@ -21,7 +21,8 @@ THRESHOLDS_CM = (1, 2, 3, 5, 8, 10, 15, 20)
 
 def _gt_frames(gt: dict, video: str) -> dict[float, np.ndarray]:
     frames = gt["videos"].get(video, {}).get("frames", [])  # a video the user added has no ground truth
-    return {round(f["time"], 3): np.array(f["cam_from_world"]) for f in frames}
+    return {round(f["time"], 3): np.array(f["cam_from_world"]) for f in frames
+            if f["cam_from_world"] is not None}  # inserts (off-car shots) have no pose in the world
 
 
 def load_gt(path) -> dict:

@@ -15,7 +15,7 @@ from rich.table import Table
 from grounding import evaluate as geval
 from grounding import query as gquery
 from grounding import train as gtrain
-from grounding.narration import Narration, read_narrations
+from grounding.narration import Narration, load_narrations
 from howto3d.pipeline import shared_scene, world_from_shared
 from howto3d.progress import ProgressFn, console
 from howto3d.workspace import Workspace
@@ -30,7 +30,7 @@ def _narrations(ws: Workspace, scene: str) -> dict[str, list[Narration]]:
         if v.subtitles is None:
             log.info("%s/%s: no subtitles: not used for grounding", scene, v.name)
             continue
-        out[v.name] = read_narrations(v.subtitles)
+        out[v.name] = load_narrations(v.subtitles, f"{scene}/{v.name}")  # a bad file: warned, no narration
     return out
 
 
@@ -50,7 +50,17 @@ def train(ws: Workspace, epochs: int | None = None, progress: ProgressFn | None 
     if not scenes:
         raise InputError(f"{ws.root}: no scene is reconstructed and aligned yet; run `howto3d reconstruct` "
                          "and `howto3d align` first")
-    return gtrain.main(conf, scenes, narrations, ws.grounding_dir, progress)
+    line_weights = None
+    if conf.min_groundedness > 0:
+        from howto3d.discover_cmds import groundedness_weights, write_line_record
+
+        line_weights = {s: groundedness_weights(ws, s, narrations[s], conf.min_groundedness, progress)
+                        for s in scenes}
+    summary = gtrain.main(conf, scenes, narrations, ws.grounding_dir, progress, line_weights=line_weights)
+    if line_weights is not None:
+        for s in scenes:
+            write_line_record(ws, s, narrations[s], conf.min_groundedness)
+    return summary
 
 
 def query(ws: Workspace, scene: str, texts: list[str], heatmap_ply: Path | None = None) -> list[dict]:
@@ -63,15 +73,24 @@ def query(ws: Workspace, scene: str, texts: list[str], heatmap_ply: Path | None 
     return results
 
 
-def eval_grounding(ws: Workspace, out_png: Path | None = None) -> dict:
-    """Held-out instruction queries vs ``ground_truth.json`` part positions, in metres (synthetic worlds only).
+QUERY_SETS = ("paraphrase", "heldout")
 
-    Only parts that some video of the scene works on are queried (a part never filmed cannot be learned);
-    the others are listed under ``not_filmed``.
-    """
-    grounder = gquery.load(ws.grounding_dir)
+
+def query_set(name: str) -> dict[str, tuple[str, ...] | list[str]]:
+    """The evaluation queries: 'paraphrase' (questions and descriptions worded unlike any narration, the
+    default) or 'heldout' (wikiHow-style instructions, closer to the narration)."""
+    from synth.queries import PARAPHRASE_QUERIES
+
+    if name not in QUERY_SETS:
+        raise InputError(f"unknown query set {name!r}: use one of {', '.join(QUERY_SETS)}")
+    return PARAPHRASE_QUERIES if name == "paraphrase" else geval.HELDOUT_QUERIES
+
+
+def eval_inputs(ws: Workspace, scenes: list[str], queries: dict) -> dict:
+    """Per evaluable scene: queries of its filmed parts, true part positions (m), chance points (m) and the map
+    from the shared frame to metres. Scenes without ground truth or a usable alignment are logged and skipped."""
     parts, gt_points, chance, to_metric, not_filmed = {}, {}, {}, {}, {}
-    for scene in grounder.scenes:
+    for scene in scenes:
         path = ws.ground_truth_path(scene)
         if not path.exists():
             log.warning("scene %s: no %s (only synthetic worlds have one): not evaluated", scene, path.name)
@@ -82,17 +101,43 @@ def eval_grounding(ws: Workspace, out_png: Path | None = None) -> dict:
         if sim is None:
             log.warning("scene %s: too few registered frames match the ground truth: not evaluated", scene)
             continue
-        filmed = sorted({st["part"] for v in gt["videos"].values() for st in v["steps"]} & set(geval.HELDOUT_QUERIES))
+        filmed = sorted({st["part"] for v in gt["videos"].values() for st in v["steps"]} & set(queries))
         parts[scene] = filmed
-        not_filmed[scene] = sorted(set(gt["parts"]) & set(geval.HELDOUT_QUERIES) - set(filmed))
+        not_filmed[scene] = sorted(set(gt["parts"]) & set(queries) - set(filmed))
         gt_points[scene] = gt["parts"]
         chance[scene] = sim * shared.points
         to_metric[scene] = lambda p, sim=sim: sim * p
     if not parts:
         raise InputError(f"{ws.root}: no trained scene has a ground_truth.json; eval-grounding needs a synthetic "
                          "world (`howto3d synth`)")
-    report = geval.evaluate(grounder, geval.queries_for(parts), gt_points, chance, to_metric)
-    report["not_filmed"] = not_filmed
+    return {"queries": geval.queries_for(parts, queries), "gt_points": gt_points, "chance": chance,
+            "to_metric": to_metric, "not_filmed": not_filmed}
+
+
+def eval_grounding(ws: Workspace | list[Workspace], out_png: Path | None = None,
+                   queries: str = "paraphrase") -> dict:
+    """Queries vs ``ground_truth.json`` part positions, in metres (synthetic worlds only), pooled over worlds.
+
+    Only parts that some video of the scene works on are queried (a part never filmed cannot be learned);
+    the others are listed under ``not_filmed``. With several workspaces each is scored by its own model and the
+    report pools them (``worlds`` holds each one's PCK@10/@30).
+    """
+    workspaces = ws if isinstance(ws, list) else [ws]
+    qset = query_set(queries)
+    reports = []
+    for w in workspaces:
+        grounder = gquery.load(w.grounding_dir)
+        inputs = eval_inputs(w, grounder.scenes, qset)
+        r = geval.evaluate(grounder, inputs["queries"], inputs["gt_points"], inputs["chance"], inputs["to_metric"])
+        r["not_filmed"] = inputs["not_filmed"]
+        r["workspace"] = str(w.root)
+        reports.append(r)
+    report = reports[0] if len(reports) == 1 else geval.combine(reports)
+    report["query_set"] = queries
+    if len(reports) > 1:
+        report["not_filmed"] = {r["workspace"]: r["not_filmed"] for r in reports}
+        report["per_world"] = [{k: r[k] for k in ("workspace", "pck_at", "chance_at", "pck_fine", "chance_fine")}
+                               for r in reports]
     if out_png is not None:
         geval.plot_pck(report, out_png)
     return report
@@ -106,27 +151,35 @@ def print_train_summary(summary: dict) -> None:
         skipped = ", ".join(f"{n} {why}" for why, n in r["skipped"].items()) or "-"
         table.add_row(scene, str(r["pairs"]), str(r["voxels"]), skipped)
     console.print(table)
-    console.print(f"held-out accuracy {summary['heldout_accuracy']} on {summary['heldout_pairs']} pairs, "
+    console.print(f"method {summary.get('method', 'classifier')}, {summary['train_pairs']} pairs, "
                   f"best epoch {summary['best_epoch']}, {summary['seconds']['total']} s")
 
 
 def print_query_results(results: list[dict]) -> None:
     table = Table(title="grounding")
-    for col in ("scene", "text", "point", "score"):
+    for col in ("scene", "text", "point", "score", "other places"):
         table.add_column(col)
     for r in results:
         text = r["text"] if len(r["text"]) <= 60 else r["text"][:57] + "..."
-        table.add_row(r["scene"], text, "(" + ", ".join(f"{x:.3f}" for x in r["point"]) + ")", f"{r['score']:.3f}")
+        other = ", ".join("(" + ", ".join(f"{x:.2f}" for x in p["center"]) + f") {p['score']:.2f}"
+                          for p in r.get("peaks", [])[1:2]) if r.get("uncertain") else "-"
+        table.add_row(r["scene"], text, "(" + ", ".join(f"{x:.3f}" for x in r["point"]) + ")", f"{r['score']:.3f}",
+                      other)
     console.print(table)
 
 
 def print_eval_report(report: dict) -> None:
     at = f"{report['at'] * 100:.0f} cm"
-    table = Table(title=f"grounding PCK@{at} per part")
-    for col in ("part", "queries", "model", "chance", "median error (m)"):
+    fine = f"{report['at_fine'] * 100:.0f} cm"
+    table = Table(title=f"grounding PCK per part ({report.get('query_set', 'heldout')} queries)")
+    for col in ("part", "queries", f"model @{fine}", f"model @{at}", f"chance @{at}", "median error (m)"):
         table.add_column(col)
     for part, r in report["parts"].items():
-        table.add_row(part, str(r["queries"]), f"{r['pck']:.2f}", f"{r['chance']:.2f}", f"{r['median_error_m']:.3f}")
-    table.add_row("all", str(len(report["queries"])), f"{report['pck_at']:.2f}", f"{report['chance_at']:.2f}",
-                  f"{report['median_error_m']:.3f}")
+        table.add_row(part, str(r["queries"]), f"{r['pck_fine']:.2f}", f"{r['pck']:.2f}", f"{r['chance']:.2f}",
+                      f"{r['median_error_m']:.3f}")
+    table.add_row("all", str(len(report["queries"])), f"{report['pck_fine']:.2f}", f"{report['pck_at']:.2f}",
+                  f"{report['chance_at']:.2f}", f"{report['median_error_m']:.3f}")
     console.print(table)
+    for w in report.get("per_world", []):
+        console.print(f"{w['workspace']}: PCK@{fine} {w['pck_fine']:.2f} (chance {w['chance_fine']:.2f}), "
+                      f"PCK@{at} {w['pck_at']:.2f} (chance {w['chance_at']:.2f})")

@@ -6,41 +6,45 @@ adds the workspace's bookkeeping: fingerprints, skip/resume, one bad video never
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import pycolmap
 from rich.table import Table
 
 from howto3d.evaluation import fit_to_world
+from howto3d.executor import Task, guarded, run_tasks
 from howto3d.progress import ProgressFn, console
 from howto3d.workspace import Video, Workspace
 from recon import align as align_stage
 from recon import frames as frames_stage
 from recon import reconstruct as recon_stage
 from recon.io import InputError, file_fingerprint, params_fingerprint, read_json
+from recon.reconstruct import segment_dirs
 from recon.scene import SharedScene, load_shared_scene
 from recon.sim3 import sim3_from_json
 
 log = logging.getLogger("howto3d")
 
 
-def _reconstruct_one(frames_conf: frames_stage.FramesConfig, recon_conf: recon_stage.ReconstructConfig,
-                     video: Path, frames_dir: Path, sfm_dir: Path, redo_frames: bool) -> dict:
-    """Worker: sample frames (unless current) then run SfM; errors come back as data, not exceptions."""
+def _sample_frames(conf: frames_stage.FramesConfig, video: Path, frames_dir: Path) -> dict:
+    """Worker: sample a video's frames (recorded by the driver, so a later SfM failure or kill keeps them)."""
     t = time.perf_counter()
-    try:
-        if redo_frames or not (frames_dir / "frames.json").exists():
-            frames_stage.main(frames_conf, video, frames_dir)
-        report = recon_stage.main(recon_conf, frames_dir, sfm_dir)
-        return {"status": "done", "report": report, "seconds": time.perf_counter() - t}
-    except InputError as e:
-        return {"status": "failed", "error": str(e), "seconds": time.perf_counter() - t}
+    return {**guarded(frames_stage.main, conf, video, frames_dir), "seconds": time.perf_counter() - t}
+
+
+def _structure_from_motion(conf: recon_stage.ReconstructConfig, frames_dir: Path, sfm_dir: Path) -> dict:
+    """Worker: per-video SfM on the sampled frames; errors come back as data, not exceptions."""
+    t = time.perf_counter()
+    result = guarded(recon_stage.main, conf, frames_dir, sfm_dir)
+    if result["status"] == "done":
+        result = {"status": "done", "report": {k: v for k, v in result.items() if k != "status"}}
+    return {**result, "seconds": time.perf_counter() - t}
 
 
 def reconstruct(ws: Workspace, scene: str | None, *, frames: int | None = None, workers: int | None = None,
@@ -70,38 +74,62 @@ def reconstruct(ws: Workspace, scene: str | None, *, frames: int | None = None, 
             redo = force or frames_record.get(key, frames_fp) is None
             todo.append((v, frames_fp, fp, redo))
     workers = workers or max(1, (os.cpu_count() or 1) // 2)
-    jobs = [(frames_conf, recon_conf, v.path, ws.frames_dir(v.scene, v.name), ws.sfm_dir(v.scene, v.name), redo)
-            for v, _, _, redo in todo]
     desc = "reconstructing videos"
     if progress and todo:
         progress(desc, 0, len(todo))
 
-    def finish(i: int, result: dict, done: int) -> None:
+    def sfm_task(i: int) -> Task:
+        v = todo[i][0]
+        return Task((i, "sfm"), _structure_from_motion,
+                    (recon_conf, ws.frames_dir(v.scene, v.name), ws.sfm_dir(v.scene, v.name)))
+
+    def finish(task: Task, result: dict) -> list[Task]:
+        i, phase = task.key
         v, frames_fp, fp, _ = todo[i]
         key = f"{v.scene}/{v.name}"
+        if result["status"] == "failed":
+            _remove_partial(ws, v)
+            free = shutil.disk_usage(ws.root).free
+            if free < _LOW_DISK:  # SQLite/pycolmap report a full disk in many ways, or abort
+                result["error"] = (f"{ws.root}: the disk is full ({free >> 20} MiB free; {result['error']}); "
+                                   "free space there and rerun (finished videos are kept)")
+        elif phase == "frames":
+            frames_record.put(key, frames_fp, "done", seconds=round(result["seconds"], 2))
+            return [sfm_task(i)]
         info = {"seconds": round(result["seconds"], 2)}
         if result["status"] == "done":
-            frames_record.put(key, frames_fp, "done")
             info |= {k: result["report"][k] for k in ("registered", "frames_sampled", "points3D")}
-            log.info("%s: registered %d/%d frames in %.0f s", key, info["registered"], info["frames_sampled"],
-                     result["seconds"])
+            info["segments"] = len(result["report"]["segments"])
+            log.info("%s: registered %d/%d frames in %.0f s (%d segment(s))", key,
+                     result["report"]["registered_all_segments"], info["frames_sampled"], result["seconds"],
+                     info["segments"])
         else:
             info["error"] = result["error"]
             log.error("%s: %s", key, result["error"])
+            if "traceback" in result:
+                log.debug("%s", result["traceback"])
         record.put(key, fp, result["status"], **info)
         summary.append({"key": key, "status": result["status"], **info})
         if progress:
-            progress(desc, done, len(todo))
+            progress(desc, len([r for r in summary if not r.get("skipped")]), len(todo))
+        return []
 
-    if workers <= 1 or len(jobs) <= 1:
-        for i, job in enumerate(jobs):
-            finish(i, _reconstruct_one(*job), i + 1)
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_reconstruct_one, *job): i for i, job in enumerate(jobs)}
-            for n, fut in enumerate(as_completed(futures), 1):
-                finish(futures[fut], fut.result(), n)
+    first = [Task((i, "frames"), _sample_frames, (frames_conf, v.path, ws.frames_dir(v.scene, v.name)))
+             if redo or not (ws.frames_dir(v.scene, v.name) / "frames.json").exists() else sfm_task(i)
+             for i, (v, _, _, redo) in enumerate(todo)]
+    run_tasks(first, workers, finish)
     return sorted(summary, key=lambda r: r["key"])
+
+
+_LOW_DISK = 64 << 20
+"""Below this much free space a failed video is reported as a full disk (SQLite makes pycolmap fail or abort)."""
+
+
+def _remove_partial(ws: Workspace, v: Video) -> None:
+    """Temporary folders a dead or failed worker left for this video (others' may still be in use)."""
+    for parent in (ws.frames_dir(v.scene, v.name).parent, ws.sfm_dir(v.scene, v.name).parent):
+        for p in parent.glob(f".{glob.escape(v.name)}.*.tmp") if parent.is_dir() else []:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def print_reconstruct_summary(summary: list[dict]) -> None:
@@ -115,14 +143,23 @@ def print_reconstruct_summary(summary: list[dict]) -> None:
     console.print(table)
 
 
-def make_synthetic_workspace(out: Path, *, scenes: int, videos: int, seconds: float, seed: int, fps: float = 10.0,
-                             progress: ProgressFn | None = None) -> Workspace:
-    """Render a synthetic world straight into a new workspace (videos, subtitles, ground truth)."""
-    from synth import WorldConfig, generate_world
+def make_synthetic_workspace(out: Path, *, scenes: int | None = None, videos: int | None = None,
+                             seconds: float | None = None, seed: int = 0, fps: float | None = None,
+                             progress: ProgressFn | None = None, preset: str = "default",
+                             settings: list[str] = ()) -> Workspace:
+    """Render a synthetic world straight into a new workspace (videos, subtitles, ground truth).
 
+    ``preset``: ``default``, ``long`` or ``degraded`` (see ``synth.WorldConfig``); None keeps the preset's value;
+    ``settings``: any other ``WorldConfig`` field as ``KEY=VALUE`` (``cuts=2``, ``caption_vtt_share=0.5``).
+    """
+    from synth import generate_world, world_config
+
+    try:
+        cfg = world_config(preset, settings, scenes=scenes, videos=videos, seconds=seconds, seed=seed, fps=fps)
+    except ValueError as e:
+        raise InputError(f"howto3d synth: {e}") from None
     ws = Workspace.init(out)
-    generate_world(ws.root, WorldConfig(scenes=scenes, videos=videos, seconds=seconds, seed=seed, fps=fps),
-                   progress=progress)
+    generate_world(ws.root, cfg, progress=progress)
     return ws
 
 
@@ -148,10 +185,22 @@ def shared_from_video(ws: Workspace, scene: str) -> dict[str, pycolmap.Sim3d]:
                      "run `howto3d align`")
 
 
+def shared_from_segment(ws: Workspace, scene: str) -> dict[str, dict[int, pycolmap.Sim3d]]:
+    """Each aligned segment's Sim(3) into the scene's shared frame, by video then segment.
+
+    Alignments made before segments existed (``shared_from_video`` only) read as segment 0 of each video.
+    """
+    path = ws.align_dir(scene) / "transforms.json"
+    if path.exists() and "shared_from_segment" in (data := read_json(path)):
+        return {v: {int(k): sim3_from_json(s) for k, s in segs.items()}
+                for v, segs in data["shared_from_segment"].items()}
+    return {v: {0: s} for v, s in shared_from_video(ws, scene).items()}
+
+
 def shared_scene(ws: Workspace, scene: str) -> SharedScene:
-    """The scene's aligned videos in its shared frame (points, registered frames)."""
+    """The scene's aligned videos, every aligned segment of each, in its shared frame (points, registered frames)."""
     ws.require_scene(scene)
-    transforms = shared_from_video(ws, scene)
+    transforms = shared_from_segment(ws, scene)
     return load_shared_scene(scene, {v: ws.sfm_dir(scene, v) for v in transforms},
                              {v: ws.frames_dir(scene, v) for v in transforms}, transforms)
 
@@ -181,8 +230,8 @@ def align(ws: Workspace, scene: str | None, *, force: bool = False, progress: Pr
             log.warning("%s: no reconstructed video to align: skipped (run `howto3d reconstruct`)", s)
             continue
         models = {v: ws.sfm_dir(s, v) for v in videos}
-        fp = params_fingerprint([asdict(conf), {v: file_fingerprint(p / "model" / "points3D.bin")
-                                                for v, p in models.items()}])
+        fp = params_fingerprint([asdict(conf), {v if k == 0 else f"{v}#{k}": file_fingerprint(d / "points3D.bin")
+                                                for v, p in models.items() for k, d in segment_dirs(p).items()}])
         entry = record.get(s, fp)
         if entry and not force and (ws.align_dir(s) / "transforms.json").exists():
             log.info("%s: alignment skipped (same reconstructions and settings)", s)

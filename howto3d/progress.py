@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False)
+"""Messages carry user paths and names (``[bogus]``, ``a[/]b``): never interpret them as rich markup."""
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(description, done, total)``: how stages report progress without knowing about rich."""

@@ -20,7 +20,7 @@ import numpy as np
 from rich.table import Table
 from safetensors.numpy import load_file, save
 
-from grounding.narration import read_narrations
+from grounding.narration import load_narrations
 from howto3d.pipeline import reconstructed_videos, shared_scene
 from howto3d.progress import ProgressFn, console
 from howto3d.workspace import Workspace
@@ -38,7 +38,7 @@ from temporal import video_steps as vs
 from temporal.features import KINDS, FeatureConfig, clip_cameras, sample_times, scene_features, select
 from temporal.grounded import grounded_scores
 from temporal.models import StepVideo, TrainConfig, train_step_model
-from temporal.order import OrderConfig, train_order_verification
+from temporal.order import OrderConfig, min_clips, train_order_verification
 from temporal.tasks import TaskFile, find_task_file, read_task_file, step_list, video_tasks
 
 log = logging.getLogger("howto3d")
@@ -100,7 +100,13 @@ def actionness(ws: Workspace, scene: str, video: str | None = None, progress: Pr
     conf = conf or ws.config.temporal
     feats = features if features is not None else clip_features(ws, scene, progress=progress)[0]
     oconf = OrderConfig(epochs=conf.order_epochs, seed=conf.seed)
-    names = sorted(feats)
+    shortest = min_clips(oconf)
+    names = sorted(v for v in feats if len(feats[v]) >= shortest)
+    for v in sorted(set(feats) - set(names)):
+        log.warning("%s/%s: actionness skipped: %d s is shorter than the %d s order verification needs",
+                    scene, v, len(feats[v]), shortest)
+    if not names:
+        return {}
     model = train_order_verification([feats[v] for v in names], oconf, progress)
     lines = _lines(ws, scene)
     sign = vs.orientation([model.actionness(feats[v]) for v in names],
@@ -113,7 +119,7 @@ def actionness(ws: Workspace, scene: str, video: str | None = None, progress: Pr
     with atomic_dir(folder / "model") as tmp:
         model.save(tmp, oconf)
     out = {}
-    for v in _select(ws, scene, video):
+    for v in (v for v in _select(ws, scene, video) if v in names):
         a = vs.with_prior(model.actionness(feats[v]), conf.actionness_prior)
         atomic_write_json(folder / f"{v}.json", {"video": v, "clip_seconds": 1.0,
                                                  "times": (np.arange(len(a)) + 0.5).tolist(),
@@ -143,7 +149,7 @@ def _lines(ws: Workspace, scene: str) -> dict[str, list[tuple[str, float, float]
         if v.subtitles is None:
             log.info("%s/%s: no subtitles: no narration constraints, task only from the task file or --task",
                      scene, v.name)
-        out[v.name] = [(n.text, n.start, n.end) for n in read_narrations(v.subtitles)] if v.subtitles else []
+        out[v.name] = [(n.text, n.start, n.end) for n in load_narrations(v.subtitles, f"{scene}/{v.name}")]
     return out
 
 
@@ -271,6 +277,10 @@ def eval_steps(ws: Workspace, scene: str | None = None) -> dict:
                                          f"--video {v}`")
                 continue
             r = saved[v]
+            if r.get("task_source") == "discovered":
+                report["skipped"].append(f"{s}/{v}: discovered key steps have no step names to score (`howto3d "
+                                         "temporal discover` evaluates discovery on CrossTask-format data)")
+                continue
             seq = [(st["task"], st["step"]) for st in r["steps"]]
             ev = vs.evaluate_video(gt[v]["steps"], seq, {m: np.array(x["clips"]) for m, x in r["methods"].items()},
                                    {m: np.array(x["labels"]) for m, x in r["methods"].items()}, r["clips"])
@@ -337,7 +347,11 @@ def run(ws: Workspace, progress: ProgressFn | None = None) -> dict:
         features = clip_features(ws, s, progress=progress)
         actionness(ws, s, None, progress, features[0])
         if find_task_file(ws.scene_dir(s)) is None:
-            log.warning("%s: steps skipped: no tasks.json/tasks.toml in %s", s, ws.scene_dir(s))
+            from howto3d.discover_cmds import discover
+
+            log.warning("%s: no tasks.json/tasks.toml in %s: key steps discovered from the videos instead "
+                        "(`howto3d discover`)", s, ws.scene_dir(s))
+            done[s] = discover(ws, s, progress=progress, features=features[0])
             continue
         done[s] = steps(ws, s, progress=progress, features=features)
     return done

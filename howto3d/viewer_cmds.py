@@ -6,6 +6,7 @@ truth) from a workspace; the viewer modules themselves only take arrays and neve
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def gt_markers(ws: Workspace, scene: str, shared: SharedScene, part: str | None,
 def timelines(ws: Workspace, scene: str, steps: dict[str, list[dict]] | None = None,
               actionness: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, dict[str, Any]]:
     """Per video the timeline inputs that exist: subtitles, given predicted steps/actionness, synthetic GT steps."""
-    from grounding.narration import read_narrations
+    from grounding.narration import load_narrations
     from recon.video import probe
 
     gt_path = ws.ground_truth_path(scene)
@@ -68,7 +69,7 @@ def timelines(ws: Workspace, scene: str, steps: dict[str, list[dict]] | None = N
     for v in ws.videos(scene):
         entry: dict[str, Any] = {"duration": probe(v.path).duration}
         if v.subtitles:
-            entry["narrations"] = read_narrations(v.subtitles)
+            entry["narrations"] = load_narrations(v.subtitles, f"{scene}/{v.name}")
         if steps and v.name in steps:
             entry["steps"] = steps[v.name]
         if actionness and v.name in actionness:
@@ -144,3 +145,46 @@ def demo_outputs(ws: Workspace, scene: str, query: str, out_dir: Path, gt_part: 
                         gt_markers(ws, scene, shared, gt_part, video)),
         "timeline": plot_timelines(out_dir / "timeline.png", timelines(ws, scene, steps, actionness)),
     }
+
+
+def _localize_inputs(ws: Workspace, scene: str, shared: SharedScene | None):
+
+    shared = shared if shared is not None else shared_scene(ws, scene)
+    conf = ws.config.localize
+    return conf, shared, {v: ws.sfm_dir(scene, v) / "database.db" for v in shared.videos}
+
+
+def localizer(ws: Workspace, scene: str, shared: SharedScene | None = None):
+    """The scene's registered frames indexed for photo localization (``recon.localize``)."""
+    from recon.localize import build
+
+    return build(*_localize_inputs(ws, scene, shared))
+
+
+def localize(ws: Workspace, scene: str, images: list[Path], progress=None) -> dict:
+    """The ``localize --json`` contract for photos of ``scene``; a photo that fails is reported, never raised."""
+    from recon.localize import main
+
+    return main(*_localize_inputs(ws, scene, None), list(images), progress)
+
+
+def photo_overlay(ws: Workspace, scene: str, image: Path, query: str, out: Path, gt_part: str | None = None) -> Path:
+    """Localize a photo and write it (PNG) with the query's heatmap drawn in: the AR loop on the user's camera."""
+    from PIL import Image
+
+    from recon.io import atomic_write_bytes
+    from recon.localize import read_photo
+    from viewer.overlay import draw_frame
+
+    shared = shared_scene(ws, scene)
+    heatmap = query_heatmap(ws, scene, query)
+    result = localizer(ws, scene, shared).localize(Path(image), str(image))
+    if result.frame is None:
+        raise InputError(f"{image}: not localized in scene {scene!r} ({result.reason}); "
+                         "use a photo that shows more of the scene")
+    img = draw_frame(read_photo(image)[0], shared, result.frame, heatmap, gt_markers(ws, scene, shared, gt_part),
+                     result.frame)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    atomic_write_bytes(Path(out), buf.getvalue())
+    return Path(out)

@@ -16,25 +16,37 @@ Layout (documented in the README)::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grounding.narration import SUBTITLE_SUFFIXES, find_subtitles
+from grounding.narration import find_subtitles, subtitle_files
 from howto3d.config import Config, load_config, to_toml
-from recon.io import InputError, atomic_write_bytes, atomic_write_json, read_json
+from recon.io import InputError, atomic_write_bytes, atomic_write_json, file_fingerprint, read_json
+
+log = logging.getLogger("howto3d")
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_MAX_NAME = 200
+"""File systems allow 255 bytes per name; temporary names add a prefix and a random suffix."""
 
 
 def check_name(kind: str, name: str) -> str:
     """Scene/video names become folder names: keep them portable."""
     if not _NAME.match(name):
         raise InputError(f"{kind} name {name!r} is not allowed; use letters, digits, '_', '-' or '.'")
+    if len(name) > _MAX_NAME:
+        raise InputError(f"{kind} name {name[:40]!r}... is {len(name)} characters long; rename it to at most "
+                         f"{_MAX_NAME} (it becomes folder and temporary-file names)")
     return name
 
 
@@ -130,45 +142,159 @@ class Workspace:
 
     # ---- ingest -------------------------------------------------------------------------
     def add_videos(self, scene: str, videos: list[Path]) -> list[Video]:
-        """Copy videos and their same-stem subtitles into a scene; the originals are never touched."""
+        """Copy videos and their sidecar subtitles into a scene; the originals are never touched.
+
+        Returns the videos that are new or changed (content compared by hash, so a re-encoded file with the same
+        size is not mistaken for the old one); changed subtitles of a known video are updated too, and the
+        stages' fingerprints then redo whatever depends on them. Two videos with one name are refused: every
+        per-video folder, record and subtitle is keyed by it.
+        """
         check_name("scene", scene)
-        for v in videos:
-            if not Path(v).is_file():
-                raise InputError(f"{v}: video file not found")
-            if Path(v).suffix.lower() not in VIDEO_SUFFIXES:
-                raise InputError(f"{v}: not a video file; expected one of {', '.join(VIDEO_SUFFIXES)}")
-            check_name("video", Path(v).stem)
         dest = self.scene_dir(scene) / "videos"
-        dest.mkdir(parents=True, exist_ok=True)
-        added = []
+        existing = {v.name: v.path for v in self.videos(scene)} if dest.is_dir() else {}
+        given: dict[str, Path] = {}
         for v in map(Path, videos):
+            if not v.is_file():
+                raise InputError(f"{v}: video file not found")
+            if v.suffix.lower() not in VIDEO_SUFFIXES:
+                raise InputError(f"{v}: not a video file; expected one of {', '.join(VIDEO_SUFFIXES)}")
+            check_name("video", v.stem)
+            other = given.get(v.stem) or existing.get(v.stem)
+            if other is not None and other.name != v.name:
+                raise InputError(f"{v}: a video named {v.stem!r} is already {other} in scene {scene!r}; rename one "
+                                 "of them (video names must be unique in a scene)")
+            if v.stem in given and given[v.stem].resolve() != v.resolve():
+                raise InputError(f"{v}: given twice with {given[v.stem]} (same name {v.stem!r}); rename one of them")
+            given[v.stem] = v
+        dest.mkdir(parents=True, exist_ok=True)
+        changed = []
+        for v in given.values():
             target = dest / v.name
-            if target.exists() and target.stat().st_size == v.stat().st_size:
-                continue
-            shutil.copy2(v, target.with_name(f".{v.name}.tmp"))
-            target.with_name(f".{v.name}.tmp").replace(target)
-            for suffix in SUBTITLE_SUFFIXES:
-                sub = v.with_suffix(suffix)
-                if sub.is_file():
-                    shutil.copy2(sub, dest / sub.name)
-            added.append(Video(scene, v.stem, target, find_subtitles(target)))
-        return added
+            is_new = not target.exists()
+            if is_new or file_fingerprint(target) != file_fingerprint(v):
+                _copy_atomic(v, target)
+                if not is_new:
+                    log.info("%s/%s: video content changed: replaced (its stages will be redone)", scene, v.stem)
+                subs_changed = True
+            else:
+                subs_changed = False
+            for sub in subtitle_files(v):
+                copy = dest / sub.path.name
+                if not copy.exists() or copy.read_bytes() != sub.path.read_bytes():
+                    _copy_atomic(sub.path, copy)
+                    if not subs_changed:
+                        log.info("%s/%s: subtitles %s updated", scene, v.stem, sub.path.name)
+                    subs_changed = True
+            if subs_changed:
+                changed.append(Video(scene, v.stem, target, find_subtitles(target)))
+            else:
+                log.info("%s/%s: already in the workspace, unchanged: skipped", scene, v.stem)
+        return changed
+
+    # ---- settings remembered from the command line --------------------------------------------
+    def remember(self, section: str, key: str, value: Any) -> None:
+        """Store a command-line override in ``howto3d.toml`` so later runs (``howto3d run``) keep using it."""
+        config = self.config
+        if getattr(getattr(config, section), key) == value:
+            return
+        setattr(getattr(config, section), key, value)
+        atomic_write_bytes(self.config_path, to_toml(config).encode())
+        log.info("%s.%s = %r saved in %s (later runs use it)", section, key, value, self.config_path)
+
+    # ---- one writer at a time ---------------------------------------------------------------
+    def lock(self, command: str) -> Workspace:
+        """Take the workspace's writer lock until :func:`release_locks` (the CLI calls it when a command ends) or
+        this process exits, when the OS releases it.
+
+        A second writer waits, saying who holds it; a lock of a dead process is free by construction (``flock``),
+        and temporary files left by such an interrupted run are removed once the lock is ours.
+        """
+        key = self.root.resolve()
+        if key in _HELD:
+            return self
+        path = self.root / "state" / "lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another howto3d process"
+                log.warning("%s is busy (%s); waiting for it to finish", self.root, holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} running `{command}` since {time.strftime('%H:%M:%S')}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        _HELD[key] = fd
+        self.remove_stale_temporaries()
+        return self
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete ``.*.tmp``/``.*.old`` files and folders of interrupted runs (call only while holding the lock)."""
+        stale = [p for pattern in (".*.tmp", ".*.old") for p in self.root.rglob(pattern)]
+        for p in stale:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        if stale:
+            log.info("removed %d temporary file(s) left by an interrupted run", len(stale))
+        return len(stale)
 
     # ---- stage records ------------------------------------------------------------------
     def record(self, stage: str) -> StageRecord:
         return StageRecord(self.root / "state" / f"{stage}.json")
 
 
+_HELD: dict[Path, int] = {}
+"""Writer locks this process holds, by workspace folder (a command that runs other commands locks once)."""
+
+
+def release_locks() -> None:
+    """Release every workspace lock this process holds (the end of a CLI command)."""
+    while _HELD:
+        _, fd = _HELD.popitem()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy via a temporary name so a full disk or a kill never leaves a half-copied file under the real name."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        shutil.copy2(src, tmp)
+        tmp.replace(dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class StageRecord:
     """What a stage did, per item (e.g. ``civic/video_00``): fingerprint of inputs+params, status, timings.
 
-    A rerun skips an item whose fingerprint is unchanged (done or failed with the same inputs);
-    every update is written atomically, so a killed run keeps what it had finished.
+    A rerun skips an item whose fingerprint is unchanged (done or failed with the same inputs). Every update
+    re-reads the file under a file lock and changes only its own item, so two processes recording different
+    items never lose each other's entries; the write itself is atomic, so a killed run keeps what it finished.
     """
 
     def __init__(self, path: Path):
         self.path = path
-        self.items: dict[str, dict[str, Any]] = read_json(path)["items"] if path.exists() else {}
+        self.items: dict[str, dict[str, Any]] = self._read()
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        return read_json(self.path)["items"] if self.path.exists() else {}
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(f".{self.path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def get(self, key: str, fingerprint: str) -> dict[str, Any] | None:
         """The entry of ``key`` if it was made from the same inputs, else ``None``."""
@@ -176,9 +302,13 @@ class StageRecord:
         return entry if entry is not None and entry.get("fingerprint") == fingerprint else None
 
     def put(self, key: str, fingerprint: str, status: str, **info: Any) -> None:
-        self.items[key] = {"fingerprint": fingerprint, "status": status, "when": time.time(), **info}
-        atomic_write_json(self.path, {"items": self.items})
+        with self._locked():
+            self.items = self._read()
+            self.items[key] = {"fingerprint": fingerprint, "status": status, "when": time.time(), **info}
+            atomic_write_json(self.path, {"items": self.items})
 
     def drop(self, key: str) -> None:
-        if self.items.pop(key, None) is not None:
-            atomic_write_json(self.path, {"items": self.items})
+        with self._locked():
+            self.items = self._read()
+            if self.items.pop(key, None) is not None:
+                atomic_write_json(self.path, {"items": self.items})

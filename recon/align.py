@@ -1,14 +1,18 @@
 """Cross-video alignment without a joint reconstruction (source §5.3.2–5.3.4).
 
-For every pair of videos: retrieve similar frames (VLAD), match SIFT between them (mutual nearest
-neighbours + ratio test + fundamental-matrix RANSAC), lift the 2D matches to 3D–3D through both
-videos' models, and fit a robust Sim(3). Accepted alignments are the edges of a graph whose shortest
-paths compose every video into the reference video's frame, the scene's *shared frame*.
+The nodes are *segments*: each kept model of a video (segment 0, the largest, is named like the video;
+segment k > 0 is ``<video>#<k>``), so the two sides of a cut are aligned like two videos. For every pair
+of nodes (other videos' segments and the same video's): retrieve similar frames (VLAD), match SIFT between
+them (mutual nearest neighbours + ratio test + fundamental-matrix RANSAC), lift the 2D matches to 3D–3D
+through both models, and fit a robust Sim(3). Accepted alignments are the edges of a graph whose shortest
+paths compose every node into the reference's frame, the scene's *shared frame*.
 
 Output folder::
 
     out_dir/graph.json        nodes, accepted and rejected edges (inliers, ratio, residual, Sim(3))
-    out_dir/transforms.json   {"reference", "shared_from_video": {video: Sim(3)}, "unaligned": {video: why}}
+    out_dir/transforms.json   {"reference", "shared_from_video": {video: Sim(3) of segment 0},
+                               "shared_from_segment": {video: {"<k>": Sim(3)}}, "unaligned": {video: why},
+                               "unaligned_segments": {video: {"<k>": why}}}
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import pycolmap
 from scipy.spatial import cKDTree
 
 from recon.io import atomic_dir, atomic_write_json
-from recon.reconstruct import load_model
-from recon.retrieval import learn_codebook, top_pairs, vlad
+from recon.reconstruct import load_model, segment_dirs
+from recon.retrieval import learn_codebook, mutual_matches, top_pairs, vlad
 from recon.sim3 import sim3_to_json
 
 log = logging.getLogger(__name__)
@@ -85,9 +89,14 @@ class VideoModel:
         return float(np.median(np.linalg.norm(xyz - np.median(xyz, axis=0), axis=1)))
 
 
-def load_video_model(name: str, sfm_dir: Path) -> VideoModel:
-    """Read a video's model and the SIFT features of its registered frames from its database."""
-    rec = load_model(sfm_dir)
+def node_name(video: str, segment: int) -> str:
+    """Graph node of a video's segment: the video's name for segment 0 (the largest), ``<video>#<k>`` else."""
+    return video if segment == 0 else f"{video}#{segment}"
+
+
+def load_video_model(name: str, sfm_dir: Path, segment: int = 0) -> VideoModel:
+    """Read one of a video's models and the SIFT features of its registered frames from its database."""
+    rec = load_model(sfm_dir, segment)
     db = pycolmap.Database.open(str(Path(sfm_dir) / "database.db"))
     try:
         by_name = {im.name: im.image_id for im in db.read_all_images()}
@@ -109,19 +118,6 @@ def load_video_model(name: str, sfm_dir: Path) -> VideoModel:
     finally:
         db.close()
     return VideoModel(name, rec, ids, kps, descs, pids)
-
-
-def mutual_matches(da: np.ndarray, db: np.ndarray, ratio: float) -> np.ndarray:
-    """(m, 2) index pairs that are mutual nearest neighbours and pass the ratio test."""
-    if len(da) < 2 or len(db) < 2:
-        return np.zeros((0, 2), int)
-    sim = da @ db.T
-    nn_ab = np.argmax(sim, axis=1)
-    nn_ba = np.argmax(sim, axis=0)
-    top2 = -np.partition(-sim, 1, axis=1)[:, :2]
-    dist = np.sqrt(np.clip(2 - 2 * top2, 0, None))
-    keep = (nn_ba[nn_ab] == np.arange(len(da))) & (dist[:, 0] < ratio * dist[:, 1])
-    return np.c_[np.nonzero(keep)[0], nn_ab[keep]]
 
 
 def _lift(points: np.ndarray, kp: np.ndarray, pid: np.ndarray, radius: float) -> np.ndarray:
@@ -260,9 +256,13 @@ def refine(reference: str, shared: dict[str, pycolmap.Sim3d], edges: list[dict],
 
 
 def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=None) -> dict:
-    """Align the given reconstructed videos of one scene; write graph.json and transforms.json atomically."""
-    names = sorted(sfm_dirs)
-    models = [load_video_model(n, sfm_dirs[n]) for n in names]
+    """Align every segment of the given reconstructed videos of one scene; write graph.json and transforms.json
+    atomically."""
+    segments = [(v, k) for v in sorted(sfm_dirs) for k in segment_dirs(sfm_dirs[v])]
+    names = [node_name(v, k) for v, k in segments]
+    models = [load_video_model(node_name(v, k), sfm_dirs[v], k) for v, k in segments]
+    kept = [i for i, m in enumerate(models) if m.descriptors]  # a model without registered frames links nothing
+    segments, names, models = [segments[i] for i in kept], [names[i] for i in kept], [models[i] for i in kept]
     codebook = learn_codebook([d for m in models for d in m.descriptors], k=conf.codebook_size, seed=conf.seed)
     globals_ = [np.stack([vlad(d, codebook) for d in m.descriptors]) for m in models]
     edges = []
@@ -281,12 +281,23 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
         shared, refined = refine(reference, shared, edges, conf, models[names.index(reference)].size)
     for v, why in unaligned.items():
         log.warning("%s: not aligned (%s)", v, why)
+    by_segment: dict[str, dict[str, dict]] = {}
+    lost: dict[str, dict[str, str]] = {}
+    for (video, k), node in zip(segments, names, strict=True):
+        if node in shared:
+            by_segment.setdefault(video, {})[str(k)] = sim3_to_json(shared[node])
+        else:
+            lost.setdefault(video, {})[str(k)] = unaligned[node]
+    videos = sorted(sfm_dirs)
+    unaligned_videos = {v: unaligned[v] for v in videos if v not in by_segment and v in unaligned}
     graph = {"nodes": names, "reference": reference, "config": asdict(conf), "refined": refined,
              "edges": [{k: v for k, v in e.items() if not k.startswith("_")} for e in edges]}
-    transforms = {"reference": reference, "shared_from_video": {v: sim3_to_json(s) for v, s in shared.items()},
-                  "unaligned": unaligned}
+    transforms = {"reference": reference,
+                  "shared_from_video": {v: sim3_to_json(shared[v]) for v in videos if v in shared},
+                  "shared_from_segment": by_segment, "unaligned": unaligned_videos, "unaligned_segments": lost}
     with atomic_dir(out_dir) as tmp:
         atomic_write_json(tmp / "graph.json", graph)
         atomic_write_json(tmp / "transforms.json", transforms)
-    return {"reference": reference, "aligned": sorted(shared), "unaligned": unaligned,
-            "edges": graph["edges"]}
+    return {"reference": reference, "aligned": sorted(by_segment), "unaligned": unaligned_videos,
+            "segments": {v: sorted(int(k) for k in s) for v, s in by_segment.items()},
+            "unaligned_segments": lost, "edges": graph["edges"]}

@@ -1,9 +1,12 @@
 """Per-video structure from motion with pycolmap (source §5.3.1).
 
 Each video is reconstructed on its own: O(N²) matching per video instead of O(n²N²) for a joint run.
+A video with cuts (another view, an inserted shot) gives several models; each one with at least
+``min_model_frames`` frames is kept as a *segment*, aligned later like a video of its own.
 Output folder::
 
-    out_dir/model/{cameras,images,points3D,rigs,frames}.bin   the kept (largest) COLMAP model
+    out_dir/model/{cameras,images,points3D,rigs,frames}.bin   segment 0: the largest COLMAP model
+    out_dir/segments/<k>/*.bin                                 segments 1, 2...: the other kept models, by size
     out_dir/database.db                                         SIFT keypoints + descriptors (used by align)
     out_dir/report.json                                         what happened, with timings
 """
@@ -36,14 +39,18 @@ class ReconstructConfig:
     """How each video is reconstructed."""
 
     camera_model: str = "SIMPLE_RADIAL"
-    """COLMAP camera model shared by all frames of a video (self-calibrated)."""
+    """COLMAP camera model shared by all frames of a shot (self-calibrated; a video without detected cuts is
+    one shot)."""
     max_num_features: int = 4096
     """SIFT features per frame."""
     matching: Literal["auto", "exhaustive", "sequential"] = "auto"
     """'exhaustive' matches all frame pairs (O(N²)); 'sequential' matches neighbours in time plus retrieved
-    loop-closing pairs; 'auto' is exhaustive up to ``exhaustive_max_frames`` frames."""
+    loop-closing pairs (O(N)); 'auto' is exhaustive up to ``exhaustive_max_frames`` frames."""
     exhaustive_max_frames: int = 100
     """Largest frame count matched exhaustively under 'auto'."""
+    mapper: Literal["incremental", "global"] = "incremental"
+    """'incremental': COLMAP's incremental mapper (video preset); 'global': pycolmap's global mapper (GLOMAP:
+    rotation averaging + global positioning + bundle adjustment)."""
     sequential_overlap: int = 10
     """Frames after each frame matched under 'sequential'."""
     loop_closure_neighbors: int = 5
@@ -69,6 +76,20 @@ def _mapper_options(conf: ReconstructConfig) -> pycolmap.IncrementalPipelineOpti
     opts.mapper.init_min_tri_angle /= 2
     opts.mapper.random_seed = conf.seed
     opts.extract_colors = True
+    return opts
+
+
+def _global_options(conf: ReconstructConfig) -> pycolmap.GlobalPipelineOptions:
+    """pycolmap's global (GLOMAP) pipeline, seeded, CPU only, keeping every model above the size floor."""
+    opts = pycolmap.GlobalPipelineOptions()
+    opts.num_threads = conf.num_threads
+    opts.random_seed = conf.seed
+    opts.min_model_size = conf.min_model_frames
+    opts.multiple_models = True
+    opts.mapper.num_threads = conf.num_threads
+    opts.mapper.random_seed = conf.seed
+    opts.mapper.global_positioning.use_gpu = False
+    opts.mapper.bundle_adjustment.ceres.use_gpu = False
     return opts
 
 
@@ -122,8 +143,13 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
         extraction.sift.max_num_features = conf.max_num_features
         reader = pycolmap.ImageReaderOptions()
         reader.camera_model = conf.camera_model
-        pycolmap.extract_features(db_path, image_dir, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
-                                  reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)
+        shots: dict[int, list[str]] = {}
+        for f in frames["frames"]:
+            shots.setdefault(f.get("shot", 0), []).append(f["name"])
+        for shot_names in shots.values():  # one self-calibrated camera per shot: a cut may change the zoom
+            pycolmap.extract_features(db_path, image_dir, image_names=shot_names,
+                                      camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
+                                      extraction_options=extraction, device=pycolmap.Device.cpu)
         timings["extract"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -145,34 +171,63 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
 
         t = time.perf_counter()
         (tmp / "mapper").mkdir()
-        models = pycolmap.incremental_mapping(db_path, image_dir, tmp / "mapper", options=_mapper_options(conf))
+        if conf.mapper == "global":
+            models = pycolmap.global_mapping(db_path, image_dir, tmp / "mapper", options=_global_options(conf))
+        else:
+            models = pycolmap.incremental_mapping(db_path, image_dir, tmp / "mapper",
+                                                  options=_mapper_options(conf))
         timings["map"] = time.perf_counter() - t
-        ranked = sorted(models.values(), key=lambda r: r.num_reg_images(), reverse=True)
+        ranked = sorted(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()), reverse=True)
         if not ranked or ranked[0].num_reg_images() < conf.min_model_frames:
             best = ranked[0].num_reg_images() if ranked else 0
             raise Unreconstructable(
                 f"{frames['video']}: no model with at least {conf.min_model_frames} frames (largest: {best} of "
                 f"{len(names)}); the video may lack texture or overlap between frames — try more frames (--frames)")
-        best = ranked[0]
-        (tmp / "model").mkdir()
-        best.write_binary(str(tmp / "model"))
+        kept = [r for r in ranked if r.num_reg_images() >= conf.min_model_frames]
+        times = {f["name"]: f["time"] for f in frames["frames"]}
+        segments = []
+        for k, rec in enumerate(kept):
+            folder = tmp / ("model" if k == 0 else f"segments/{k}")
+            folder.mkdir(parents=True)
+            rec.write_binary(str(folder))
+            t_reg = sorted(times[rec.images[i].name] for i in rec.reg_image_ids())
+            segments.append({"segment": k, **_summary(rec), "start": t_reg[0], "end": t_reg[-1]})
         shutil.rmtree(tmp / "mapper")
+        registered = sum(r.num_reg_images() for r in kept)
         report = {
             "video": frames["video"],
             "frames_sampled": len(names),
-            **_summary(best),
-            "registered_ratio": round(best.num_reg_images() / len(names), 4),
+            **_summary(kept[0]),
+            "registered_all_segments": registered,
+            "registered_ratio": round(registered / len(names), 4),
             "matching": "exhaustive" if exhaustive else "sequential+retrieval",
-            "discarded_models": [_summary(r) for r in ranked[1:]],
+            "mapper": conf.mapper,
+            "segments": segments,
+            "discarded_models": [_summary(r) for r in ranked[len(kept):]],
             "seconds": {k: round(v, 2) for k, v in timings.items()},
             "config": asdict(conf),
         }
         atomic_write_json(tmp / "report.json", report)
-    log.info("%s: registered %d/%d frames, %d points", frames["video"], report["registered"], len(names),
-             report["points3D"])
+    log.info("%s: registered %d/%d frames in %d segment(s), %d points in the largest", frames["video"], registered,
+             len(names), len(segments), report["points3D"])
     return report
 
 
-def load_model(sfm_dir: Path) -> pycolmap.Reconstruction:
-    """Read a video's kept model (COLMAP binary)."""
-    return pycolmap.Reconstruction(str(Path(sfm_dir) / "model"))
+def segment_dirs(sfm_dir: Path) -> dict[int, Path]:
+    """A video's kept models by segment: 0 is ``model/`` (the largest), then ``segments/<k>/``.
+
+    Workspaces made before segments existed have ``model/`` only, which reads as one segment.
+    """
+    sfm_dir = Path(sfm_dir)
+    out = {0: sfm_dir / "model"} if (sfm_dir / "model" / "images.bin").exists() else {}
+    if (sfm_dir / "segments").is_dir():
+        for d in (sfm_dir / "segments").iterdir():
+            if d.name.isdigit() and (d / "images.bin").exists():
+                out[int(d.name)] = d
+    return dict(sorted(out.items()))
+
+
+def load_model(sfm_dir: Path, segment: int = 0) -> pycolmap.Reconstruction:
+    """Read one of a video's kept models (COLMAP binary); segment 0 is the largest."""
+    sfm_dir = Path(sfm_dir)
+    return pycolmap.Reconstruction(str(sfm_dir / "model" if segment == 0 else sfm_dir / "segments" / str(segment)))

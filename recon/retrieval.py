@@ -63,3 +63,16 @@ def top_pairs(a: np.ndarray, b: np.ndarray, k: int) -> list[tuple[int, int, floa
     flat = np.argpartition(-sim.ravel(), k - 1)[:k]
     flat = flat[np.argsort(-sim.ravel()[flat], kind="stable")]
     return [(int(i // sim.shape[1]), int(i % sim.shape[1]), float(sim.ravel()[i])) for i in flat]
+
+
+def mutual_matches(da: np.ndarray, db: np.ndarray, ratio: float) -> np.ndarray:
+    """(m, 2) index pairs that are mutual nearest neighbours and pass the ratio test."""
+    if len(da) < 2 or len(db) < 2:
+        return np.zeros((0, 2), int)
+    sim = da @ db.T
+    nn_ab = np.argmax(sim, axis=1)
+    nn_ba = np.argmax(sim, axis=0)
+    top2 = -np.partition(-sim, 1, axis=1)[:, :2]
+    dist = np.sqrt(np.clip(2 - 2 * top2, 0, None))
+    keep = (nn_ba[nn_ab] == np.arange(len(da))) & (dist[:, 0] < ratio * dist[:, 1])
+    return np.c_[np.nonzero(keep)[0], nn_ab[keep]]

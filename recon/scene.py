@@ -7,7 +7,7 @@ is brought there by its Sim(3) ``shared_from_video`` (the identity for a scene's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,16 @@ class RegisteredFrame:
     segment: int = 0
     """Which of the video's models (segments: footage between cuts) the frame belongs to; poses are never
     interpolated across segments."""
+    video_size: tuple[int, int] | None = None
+    """Displayed (width, height) of the video, which user-facing pixel coordinates refer to; the camera is at the
+    (possibly downscaled) SfM frames' size. ``None``: the same as the camera's."""
+
+    @property
+    def video_scale(self) -> np.ndarray:
+        """(sx, sy): video pixels per SfM-frame pixel (``xy_video = xy_sfm * video_scale``)."""
+        if self.video_size is None:
+            return np.ones(2)
+        return np.array([self.video_size[0] / self.camera.width, self.video_size[1] / self.camera.height])
 
     @property
     def K(self) -> np.ndarray:
@@ -78,6 +88,9 @@ class SharedScene:
     point_video: np.ndarray
     """(N,) index into :attr:`videos` of the model each point comes from."""
     frames: list[RegisteredFrame]
+    sampled_times: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per video, the times of every frame given to SfM, registered or not: poses are not interpolated across a
+    sampled frame that failed to register (nothing is known about the camera there)."""
 
     def frames_of(self, video: str) -> list[RegisteredFrame]:
         return [f for f in self.frames if f.video == video]
@@ -85,7 +98,8 @@ class SharedScene:
 
 def interpolate_poses(frames: list[RegisteredFrame], times: np.ndarray) -> np.ndarray:
     """(N, 3, 4) cam_from_world at ``times`` between one video's registered frames: slerp of the rotations,
-    linear centres; the nearest registered pose outside their time range (videos are sampled, not tracked)."""
+    linear centres; the nearest registered pose outside their time range (videos are sampled, not tracked) and
+    between two frames of different segments (a cut: the camera jumps, it does not travel in between)."""
     if not frames:
         raise ValueError("no registered frames to interpolate between")
     frames = sorted(frames, key=lambda f: f.time)
@@ -98,47 +112,82 @@ def interpolate_poses(frames: list[RegisteredFrame], times: np.ndarray) -> np.nd
     else:
         R = Slerp(ft, rots)(q).as_matrix()
         C = np.stack([np.interp(q, ft, centres[:, i]) for i in range(3)], 1)
+        seg = np.array([f.segment for f in frames])
+        b = np.clip(np.searchsorted(ft, q, side="right"), 1, len(ft) - 1)
+        a = b - 1
+        cut = seg[a] != seg[b]
+        nearest = np.where(q - ft[a] <= ft[b] - q, a, b)[cut]
+        R[cut], C[cut] = rots[nearest].as_matrix(), centres[nearest]
     return np.concatenate([R, -np.einsum("nij,nj->ni", R, C)[..., None]], axis=2)
 
 
 def load_shared_scene(scene: str, sfm_dirs: dict[str, Path], frames_dirs: dict[str, Path],
-                      shared_from_video: dict[str, pycolmap.Sim3d]) -> SharedScene:
-    """Load the aligned videos' models and bring them into the shared frame (videos without a Sim(3) are left out)."""
-    points, colors, owner, frames = [], [], [], []
+                      shared_from_video: dict[str, pycolmap.Sim3d | dict[int, pycolmap.Sim3d]]) -> SharedScene:
+    """Load the aligned videos' models and bring them into the shared frame (videos without a Sim(3) are left out).
+
+    A video's entry is its segment 0's Sim(3), or a ``{segment: Sim(3)}`` of every aligned segment; each
+    frame records its segment, a video's frames are in time order across its segments.
+    """
+    points, colors, owner, frames, sampled = [], [], [], [], {}
     videos = sorted(v for v in shared_from_video if v in sfm_dirs)
     offset = 0
     for vi, video in enumerate(videos):
-        rec = load_model(sfm_dirs[video])
-        rec.transform(shared_from_video[video])
-        times = {f["name"]: f["time"] for f in load_frames(frames_dirs[video])["frames"]}
-        ids = sorted(rec.points3D)
-        index = {pid: offset + i for i, pid in enumerate(ids)}
-        points.append(np.array([rec.points3D[p].xyz for p in ids]).reshape(-1, 3))
-        colors.append(np.array([rec.points3D[p].color for p in ids], np.uint8).reshape(-1, 3))
-        owner.append(np.full(len(ids), vi))
-        offset += len(ids)
-        for image_id in sorted(rec.reg_image_ids(), key=lambda i: times[rec.images[i].name]):
-            image = rec.images[image_id]
-            obs = [(p.xy, index[p.point3D_id]) for p in image.points2D if p.has_point3D()]
-            frames.append(RegisteredFrame(
-                video=video, name=image.name, time=times[image.name], camera=rec.cameras[image.camera_id],
-                cam_from_world=image.cam_from_world().matrix(),
-                xy=np.array([o[0] for o in obs]).reshape(-1, 2),
-                point_index=np.array([o[1] for o in obs], int)))
+        meta = load_frames(frames_dirs[video])
+        times = {f["name"]: f["time"] for f in meta["frames"]}
+        sampled[video] = np.sort(np.array(list(times.values()), float))
+        video_size = (meta["video_width"], meta["video_height"]) if "video_width" in meta else None
+        transforms = shared_from_video[video]
+        video_frames = []
+        for segment, sim in sorted((transforms if isinstance(transforms, dict) else {0: transforms}).items()):
+            rec = load_model(sfm_dirs[video], segment)
+            rec.transform(sim)
+            ids = sorted(rec.points3D)
+            index = {pid: offset + i for i, pid in enumerate(ids)}
+            points.append(np.array([rec.points3D[p].xyz for p in ids]).reshape(-1, 3))
+            colors.append(np.array([rec.points3D[p].color for p in ids], np.uint8).reshape(-1, 3))
+            owner.append(np.full(len(ids), vi))
+            offset += len(ids)
+            for image_id in rec.reg_image_ids():
+                image = rec.images[image_id]
+                obs = [(p.xy, index[p.point3D_id]) for p in image.points2D if p.has_point3D()]
+                video_frames.append(RegisteredFrame(
+                    video=video, name=image.name, time=times[image.name], camera=rec.cameras[image.camera_id],
+                    cam_from_world=image.cam_from_world().matrix(),
+                    xy=np.array([o[0] for o in obs]).reshape(-1, 2),
+                    point_index=np.array([o[1] for o in obs], int), segment=segment, video_size=video_size))
+        frames.extend(sorted(video_frames, key=lambda f: f.time))
     return SharedScene(scene, videos,
                        np.concatenate(points) if points else np.zeros((0, 3)),
                        np.concatenate(colors) if colors else np.zeros((0, 3), np.uint8),
-                       np.concatenate(owner) if owner else np.zeros(0, int), frames)
+                       np.concatenate(owner) if owner else np.zeros(0, int), frames, sampled)
+
+
+def video_camera(frame: RegisteredFrame) -> pycolmap.Camera:
+    """The frame's camera rescaled to the displayed video (SfM ran on downscaled frames)."""
+    if frame.video_size is None:
+        return frame.camera
+    camera = pycolmap.Camera(frame.camera.todict())
+    camera.rescale(*frame.video_size)
+    return camera
 
 
 def cameras_json(scene: SharedScene) -> dict:
-    """The ``cameras --json`` contract: every registered frame's camera in the shared frame."""
-    return {"scene": scene.scene, "frames": [{
-        "video": f.video, "name": f.name, "time": f.time,
-        "cam_from_world": np.round(f.cam_from_world, 9).tolist(), "K": np.round(f.K, 6).tolist(),
-        "width": f.camera.width, "height": f.camera.height,
-        "camera_model": f.camera.model.name, "params": [round(float(p), 9) for p in f.camera.params],
-    } for f in scene.frames]}
+    """The ``cameras --json`` contract: every registered frame's camera in the shared frame.
+
+    ``K``, ``params``, ``width``/``height`` are in pixels of the displayed video (what a user clicks on);
+    ``sfm_width``/``sfm_height`` are the frames SfM ran on and ``scale`` = video pixels per SfM pixel (x, y).
+    """
+    out = []
+    for f in scene.frames:
+        camera, s = video_camera(f), f.video_scale
+        out.append({
+            "video": f.video, "name": f.name, "time": f.time, "segment": f.segment,
+            "cam_from_world": np.round(f.cam_from_world, 9).tolist(),
+            "K": np.round(np.diag([s[0], s[1], 1.0]) @ f.K, 6).tolist(),
+            "width": camera.width, "height": camera.height,
+            "sfm_width": f.camera.width, "sfm_height": f.camera.height, "scale": [round(float(x), 9) for x in s],
+            "camera_model": camera.model.name, "params": [round(float(p), 9) for p in camera.params]})
+    return {"scene": scene.scene, "frames": out}
 
 
 def intersect_rays(origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:

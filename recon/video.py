@@ -2,6 +2,9 @@
 
 Timestamps come from the container's presentation times, not from ``index / fps``, so frames of
 variable-frame-rate videos (phone recordings, YouTube re-encodes) still line up with their subtitles.
+Frames come out as the video is *displayed*: phone videos store sensor-oriented pixels plus a display
+matrix (rotation metadata), which is applied here, so every later stage and every pixel coordinate a user
+sees refers to the upright picture.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ class VideoInfo:
     fps: float
     times: np.ndarray
     """Presentation time of every frame in seconds, sorted, starting at the first frame."""
+    rotation: int = 0
+    """Counter-clockwise rotation (0, 90, 180, 270) applied to the stored pixels to display them upright;
+    ``width``/``height`` are the displayed size, i.e. already swapped for 90/270."""
 
     @property
     def num_frames(self) -> int:
@@ -55,13 +61,42 @@ def _open(path: Path) -> av.container.InputContainer:
     return container
 
 
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that display ``frame`` upright (its display matrix, rounded to 90°)."""
+    return round((frame.rotation or 0) / 90) % 4
+
+
+def _first_turns(packet: av.Packet) -> int | None:
+    """Quarter turns of the first frame this packet completes; ``None`` while the decoder needs more (or the
+    packet is damaged: the frame decoder will say so if it matters)."""
+    try:
+        for frame in packet.decode():
+            return _quarter_turns(frame)
+    except av.error.FFmpegError:
+        pass
+    return None
+
+
+def upright(frame: av.VideoFrame) -> np.ndarray:
+    """RGB pixels of a decoded frame as displayed (display-matrix rotation applied; flips are not)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    k = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+
+
 def probe(path: Path) -> VideoInfo:
-    """Read every frame's presentation timestamp by demuxing (no decoding)."""
+    """Read every frame's presentation timestamp by demuxing; only the first frame is decoded (for its rotation)."""
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
+        turns = None
         try:
-            pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
+            pts = []
+            for p in container.demux(stream):
+                if p.pts is not None and p.size > 0:
+                    pts.append(p.pts)
+                if turns is None and p.size > 0:  # decode until the first frame to learn the display rotation
+                    turns = _first_turns(p)
         except av.error.FFmpegError as e:
             raise InputError(f"{path}: the video is corrupt ({e.strerror or e}); re-download or re-encode it") from None
         if not pts:
@@ -71,7 +106,11 @@ def probe(path: Path) -> VideoInfo:
         times = np.sort(np.array([float((p - start) * base) for p in pts]))
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else (len(times) - 1) / max(times[-1], 1e-9)
-        return VideoInfo(path, stream.codec_context.width, stream.codec_context.height, fps, times)
+        w, h = stream.codec_context.width, stream.codec_context.height
+        turns = turns or 0
+        if turns % 2:
+            w, h = h, w
+        return VideoInfo(path, w, h, fps, times, rotation=90 * turns)
 
 
 def sample_indices(num_frames: int, n: int, mode: SamplingMode = "uniform", seed: int = 0) -> np.ndarray:
@@ -90,7 +129,7 @@ def sample_indices(num_frames: int, n: int, mode: SamplingMode = "uniform", seed
 
 
 def read_frames(path: Path, indices: np.ndarray | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Decode frames in presentation order and yield ``(index, time, rgb[H, W, 3] uint8)``.
+    """Decode frames in presentation order and yield ``(index, time, rgb[H, W, 3] uint8)``, upright.
 
     ``indices`` selects frames by presentation index (see :func:`probe`); ``None`` yields all frames.
     """
@@ -107,7 +146,7 @@ def read_frames(path: Path, indices: np.ndarray | None = None) -> Iterator[tuple
                 if start is None:
                     start = frame.pts
                 if wanted is None or index in wanted:
-                    yield index, float((frame.pts - start) * base), frame.to_ndarray(format="rgb24")
+                    yield index, float((frame.pts - start) * base), upright(frame)
                     if wanted is not None:
                         wanted.discard(index)
                         if not wanted:

@@ -1,17 +1,29 @@
 """Synthetic narrated how-to videos of car engine bays, with separate ground truth.
 
-The pipeline only ever sees the mp4 + srt files; ``ground_truth.json`` is for
-evaluation. See ``synth.generate`` for the output tree and ``synth.render`` /
-``synth.world`` for the coordinate conventions.
+The pipeline only ever sees the mp4 + subtitle files (SRT, YouTube auto-caption ``.en.vtt`` or Whisper
+JSON); ``ground_truth.json`` is for evaluation. Presets: ``WorldConfig.long()`` (real-length downloads with
+dwells, swings, jump cuts, inserts, hands) and ``WorldConfig.degraded()`` (blur, distortion, exposure jumps,
+hands, jump cuts); ``synth.footage`` holds the edit and the camera's flaws. See ``synth.generate`` for the
+output tree and ``synth.render`` / ``synth.world`` for the coordinate conventions.
 """
 
-from synth.generate import WorldConfig, generate_world, load_ground_truth, make_scene, make_variant, scene_names
+from synth.generate import (
+    PRESETS,
+    WorldConfig,
+    generate_world,
+    load_ground_truth,
+    make_scene,
+    make_variant,
+    scene_names,
+    world_config,
+)
 from synth.render import render_frame
 from synth.tasks import TASKS
 from synth.world import PARTS
 
 __all__ = [
     "PARTS",
+    "PRESETS",
     "TASKS",
     "WorldConfig",
     "generate_world",
@@ -20,4 +32,5 @@ __all__ = [
     "make_variant",
     "render_frame",
     "scene_names",
+    "world_config",
 ]

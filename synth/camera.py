@@ -7,6 +7,7 @@ for SfM. Poses are world-to-camera (OpenCV: x right, y down, z forward).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,8 @@ class CameraPath:
     """Frame timestamps (n_frames,), index / fps."""
     visits: list[Visit]
     """Dwells in temporal order."""
+    pose_at: Callable[[np.ndarray], np.ndarray] | None = None
+    """Poses (n, 3, 4) at any times of the path (sub-frame times for motion blur, skipped footage after cuts)."""
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, roll: float = 0.0) -> np.ndarray:
@@ -100,8 +103,17 @@ def plan_path(
     seconds: float,
     fps: float,
     size: tuple[int, int],
+    dwell: float = 0.0,
+    swing: float = 0.0,
+    cuts: list[tuple[float, float]] = (),
 ) -> CameraPath:
-    """Plan overview → (transition → dwell)* → pull-back, keeping visits that fit in ``seconds``."""
+    """Plan overview → (transition → dwell)* → pull-back, keeping visits that fit in ``seconds``.
+
+    ``dwell`` > 0 paces like real footage: dwells of about ``dwell`` seconds hovering over the part (slow
+    drifts a few cm around it), swings of about ``swing`` seconds between parts; 0 keeps the short pacing.
+    ``cuts`` (footage time, skipped seconds): a cut inside a dwell resumes from another side of the part,
+    as when a presenter stops and restarts the recording; the skipped footage hides the move.
+    """
     overview = rng.uniform(*OVERVIEW_SECONDS)
     keys: list[tuple[float, np.ndarray, np.ndarray]] = []  # (time, eye, target)
     az, el, dist = rng.uniform(-20, 20), rng.uniform(45, 60), rng.uniform(1.1, 1.5)
@@ -117,8 +129,12 @@ def plan_path(
         goal = parts[visit.part]
         eye0, eye1 = _dwell_views(rng, renderer, goal, K, size)
         # Slow enough that frames sampled ~1 s apart still overlap (zooming from the overview matters most).
-        transition = 1.0 + 2.0 * float(np.linalg.norm(eye0 - keys[-1][1]))
-        wanted = max(MIN_DWELL, 1.6 * len(visit.steps)) * rng.uniform(1.0, 1.4)
+        if dwell > 0:
+            transition = max(swing, 0.5) * rng.uniform(0.8, 1.25)
+            wanted = dwell * rng.uniform(0.8, 1.2)
+        else:
+            transition = 1.0 + 2.0 * float(np.linalg.norm(eye0 - keys[-1][1]))
+            wanted = max(MIN_DWELL, 1.6 * len(visit.steps)) * rng.uniform(1.0, 1.4)
         if t + transition + MIN_DWELL > seconds - OUTRO_SECONDS:
             break
         dwell = min(wanted, seconds - OUTRO_SECONDS - t - transition)
@@ -136,16 +152,72 @@ def plan_path(
         keys, visits = _stretch(keys, visits, slack)
     last_t, last_eye, last_target = keys[-1]
     keys.append((max(seconds, last_t + 0.5), last_eye + 0.35 * (last_eye - last_target), last_target))
+    if dwell > 0:
+        keys = _hover(rng, keys, visits)
+    for cut, skipped in cuts:
+        keys = _reframe(rng, renderer, keys, visits, cut, skipped, K, size)
+
+    kt = np.array([k[0] for k in keys])
+    eye_curve = PchipInterpolator(kt, np.array([k[1] for k in keys]))
+    target_curve = PchipInterpolator(kt, np.array([k[2] for k in keys]))
+    eye_shake, target_shake = _Shake(rng, 0.004), _Shake(rng, 0.006)
+    roll_shake = _Shake(rng, np.deg2rad(1.0))
+
+    def pose_at(t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float64)
+        eyes, targets = eye_curve(t) + eye_shake(t), target_curve(t) + target_shake(t)
+        roll = roll_shake(t)[:, 0]
+        return np.stack([look_at(e, g, r) for e, g, r in zip(eyes, targets, roll, strict=True)]).reshape(-1, 3, 4)
 
     times = np.arange(int(round(seconds * fps))) / fps
+    return CameraPath(K=K, poses=pose_at(times), times=times, visits=visits, pose_at=pose_at)
+
+
+def _reframe(
+    rng: np.random.Generator,
+    renderer: Renderer,
+    keys: list,
+    visits: list[Visit],
+    cut: float,
+    skipped: float,
+    K: np.ndarray,
+    size: tuple[int, int],
+) -> list:
+    """After a cut inside a dwell, film the rest of the dwell from 25–50° further round the part."""
+    visit = next((v for v in visits if v.start < cut and cut + skipped < v.end - 0.5), None)
+    if visit is None:
+        return keys  # the skipped footage already changes the view (a swing or another part)
     kt = np.array([k[0] for k in keys])
-    eyes = PchipInterpolator(kt, np.array([k[1] for k in keys]))(times)
-    targets = PchipInterpolator(kt, np.array([k[2] for k in keys]))(times)
-    eyes += _shake(rng, times, 0.004)
-    targets += _shake(rng, times, 0.006)
-    roll = _shake(rng, times, np.deg2rad(1.0))[:, 0]
-    poses = np.stack([look_at(e, g, r) for e, g, r in zip(eyes, targets, roll, strict=True)])
-    return CameraPath(K=K, poses=poses, times=times, visits=visits)
+    eye_at = PchipInterpolator(kt, np.array([k[1] for k in keys]))
+    target_at = PchipInterpolator(kt, np.array([k[2] for k in keys]))
+    goal = target_at(visit.start)
+    resume = cut + skipped
+    for _ in range(10):
+        rot = Rotation.from_rotvec([0, 0, rng.choice([-1, 1]) * np.deg2rad(rng.uniform(25, 50))]).as_matrix()
+        if _clear_view(renderer, goal + rot @ (eye_at(resume) - goal), goal, K, size):
+            break
+    out = [k for k in keys if k[0] <= cut or k[0] > visit.end]
+    out += [(t, goal + rot @ (e - goal), g) for t, e, g in keys if resume < t <= visit.end]
+    out += [(cut, eye_at(cut), target_at(cut)), (resume, goal + rot @ (eye_at(resume) - goal), target_at(resume))]
+    out = sorted(out, key=lambda k: k[0])
+    return [k for i, k in enumerate(out) if i == 0 or k[0] - out[i - 1][0] > 1e-6]
+
+
+def _hover(rng: np.random.Generator, keys: list, visits: list[Visit]) -> list:
+    """Hand-held hovering inside long dwells: a keyframe every 4–7 s, a few cm off the straight drift."""
+    out = list(keys)
+    by_time = {round(k[0], 9): k for k in keys}
+    for visit in visits:
+        start, end = by_time.get(round(visit.start, 9)), by_time.get(round(visit.end, 9))
+        if start is None or end is None:
+            continue
+        n = int((visit.end - visit.start) // rng.uniform(4.0, 7.0))
+        for a in np.arange(1, n) / n:
+            t = visit.start + a * (visit.end - visit.start)
+            eye = (1 - a) * start[1] + a * end[1] + rng.normal(0, 0.025, 3)
+            target = (1 - a) * start[2] + a * end[2] + rng.normal(0, 0.012, 3)
+            out.append((t, eye, target))
+    return sorted(out, key=lambda k: k[0])
 
 
 def _dwell_views(
@@ -179,11 +251,19 @@ def _stretch(keys: list, visits: list[Visit], slack: float) -> tuple[list, list[
     return out, visits
 
 
-def _shake(rng: np.random.Generator, times: np.ndarray, amplitude: float) -> np.ndarray:
-    """Smooth hand-held jitter: a few random low-frequency sinusoids per axis."""
-    freqs = rng.uniform(0.2, 1.5, (3, 3))
-    phases = rng.uniform(0, 2 * np.pi, (3, 3))
-    amps = amplitude * rng.uniform(0.3, 1.0, (3, 3)) / 1.7
-    return np.stack(
-        [(amps[a] * np.sin(2 * np.pi * freqs[a] * times[:, None] + phases[a])).sum(1) for a in range(3)], axis=1
-    )
+class _Shake:
+    """Smooth hand-held jitter: a few random low-frequency sinusoids per axis, evaluable at any time."""
+
+    def __init__(self, rng: np.random.Generator, amplitude: float) -> None:
+        self.freqs = rng.uniform(0.2, 1.5, (3, 3))
+        self.phases = rng.uniform(0, 2 * np.pi, (3, 3))
+        self.amps = amplitude * rng.uniform(0.3, 1.0, (3, 3)) / 1.7
+
+    def __call__(self, times: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [
+                (self.amps[a] * np.sin(2 * np.pi * self.freqs[a] * times[:, None] + self.phases[a])).sum(1)
+                for a in range(3)
+            ],
+            axis=1,
+        )

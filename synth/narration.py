@@ -103,9 +103,19 @@ class Narration:
 
 
 def narrate(
-    rng: np.random.Generator, visits: list[Visit], car: str, task_names: list[str], seconds: float
+    rng: np.random.Generator,
+    visits: list[Visit],
+    car: str,
+    task_names: list[str],
+    seconds: float,
+    extra_talk: float = 0.0,
 ) -> list[Narration]:
-    """Timed narration for one video: lines near each step with timing noise, plus noise talk."""
+    """Timed narration for one video: lines near each step with timing noise, plus noise talk.
+
+    ``extra_talk``: extra ungrounded lines per 10 s of video (half filler talk, half off-screen part mentions,
+    at random times, kept only where they fit between lines), for worlds whose narration is mostly not about
+    what the camera shows; 0 draws nothing more, so existing worlds stay identical.
+    """
 
     def pick(options):
         return options[int(rng.integers(len(options)))]
@@ -132,6 +142,13 @@ def narrate(
         extras.append(
             line(rng.uniform(0.5, seconds - 2.0), pick(_MENTIONS).format(p=pick(SYNONYMS[part])), part, "mention")
         )
+    for n in range(int(rng.poisson(extra_talk * seconds / 10.0)) if extra_talk > 0 else 0):
+        start = rng.uniform(0.0, max(seconds - 2.0, 0.1))
+        if n % 2 and off_screen:
+            part = pick(off_screen)
+            extras.append(line(start, pick(_MENTIONS).format(p=pick(SYNONYMS[part])), part, "mention"))
+        else:
+            extras.append(line(start, pick(_FILLERS), None, "filler"))
     return _fit(_sequential(steps, seconds), extras, seconds)
 
 

@@ -38,6 +38,8 @@ def oracle_scene(scene_dir: Path, frame_step: int = 3, pixel_step: int = 12) -> 
         us, vs = np.meshgrid(np.arange(pixel_step / 2, w, pixel_step), np.arange(pixel_step / 2, h, pixel_step))
         xy = np.c_[us.ravel(), vs.ravel()]
         for f in v["frames"][::frame_step]:
+            if f["cam_from_world"] is None:  # an insert: no view of the bay
+                continue
             K, P = np.array(f["K"]), np.array(f["cam_from_world"])
             cam = pycolmap.Camera.create_from_model_name(1, "PINHOLE", float(K[0, 0]), w, h)
             cam.params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]

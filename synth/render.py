@@ -3,7 +3,9 @@
 Cameras follow the OpenCV/COLMAP convention: ``cam_from_world`` = [R | t]
 maps world to camera coordinates (x right, y down, z forward) and pixel
 (u, v) covers [u, u+1) × [v, v+1), i.e. its centre is at (u + 0.5, v + 0.5)
-as in COLMAP; there is no lens distortion.
+as in COLMAP. Lens distortion, when asked for, is COLMAP's SIMPLE_RADIAL model
+(normalised x_d = x (1 + k1 r²)), rendered exactly by casting each pixel's
+undistorted ray rather than by resampling a pinhole image.
 """
 
 from __future__ import annotations
@@ -45,12 +47,25 @@ class Renderer:
         gid[~np.isfinite(t)] = len(self.gid_to_obj) - 1
         return t, self.gid_to_obj[gid], hit["primitive_normals"].numpy()
 
-    def render(self, K: np.ndarray, cam_from_world: np.ndarray, width: int, height: int) -> np.ndarray:
-        """Render one RGB uint8 image (height, width, 3)."""
+    def render(
+        self,
+        K: np.ndarray,
+        cam_from_world: np.ndarray,
+        width: int,
+        height: int,
+        k1: float = 0.0,
+        exposure: float = 1.0,
+        points: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Render one RGB uint8 image (height, width, 3).
+
+        ``k1``: SIMPLE_RADIAL distortion; ``exposure``: linear gain before the tone curve (auto-exposure);
+        ``points``: also return each pixel's world point (height, width, 3), 50 m along the ray on a miss.
+        """
         K = np.asarray(K, dtype=np.float64)
         pose = np.asarray(cam_from_world, dtype=np.float64)
         R, tvec = pose[:, :3], pose[:, 3]
-        dirs = _camera_rays(K.tobytes(), width, height) @ R.astype(np.float32)  # == (R^T d)^T
+        dirs = _camera_rays(K.tobytes(), width, height, float(k1)) @ R.astype(np.float32)  # == (R^T d)^T
         origin = (-R.T @ tvec).astype(np.float32)
         t, obj, normals = self.cast(np.broadcast_to(origin, dirs.shape), dirs)
         color = np.empty((dirs.shape[0], 3), dtype=np.float32)
@@ -73,8 +88,13 @@ class Renderer:
         shade = v.ambient + v.light * np.clip(n @ v.light_dir.astype(np.float32), 0, None)
         shade += 0.15 * np.clip(-np.sum(n * dirs, axis=1), 0, None)  # camera-side fill light
         shade = np.where(hit, shade, 1.0)
-        linear = np.clip(color * shade[:, None] * v.gain.astype(np.float32), 0, 1)
-        return _tone_curve(v.gamma)[(linear * 4095).astype(np.int32)].reshape(height, width, 3)
+        gain = v.gain.astype(np.float32) if exposure == 1.0 else (v.gain * exposure).astype(np.float32)
+        linear = np.clip(color * shade[:, None] * gain, 0, 1)
+        image = _tone_curve(v.gamma)[(linear * 4095).astype(np.int32)].reshape(height, width, 3)
+        if not points:
+            return image
+        depth = np.where(np.isfinite(t), t, 50.0)
+        return image, (origin + dirs * depth[:, None]).reshape(height, width, 3)
 
     def _texture(self, i: int, p: np.ndarray, n: np.ndarray, d: np.ndarray, t: np.ndarray, focal: float) -> np.ndarray:
         """Planar (box) projection of object ``i``'s texture over its extent, mip-mapped, bilinear."""
@@ -124,14 +144,36 @@ def _bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _camera_rays(k_bytes: bytes, width: int, height: int) -> np.ndarray:
-    """Unnormalised camera-frame ray directions K^-1 [u+0.5, v+0.5, 1] per pixel (row-major)."""
+def _camera_rays(k_bytes: bytes, width: int, height: int, k1: float = 0.0) -> np.ndarray:
+    """Unit camera-frame ray directions of every pixel centre (row-major), undistorted when ``k1`` != 0."""
     K = np.frombuffer(k_bytes, dtype=np.float64).reshape(3, 3)
     u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
     pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1)
     d = pix @ np.linalg.inv(K).T
+    if k1:
+        d[:, :2] *= (undistort_radius(np.hypot(d[:, 0], d[:, 1]), k1) / np.maximum(np.hypot(d[:, 0], d[:, 1]),
+                                                                                    1e-12))[:, None]
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     return d.astype(np.float32)
+
+
+def undistort_radius(r_distorted: np.ndarray, k1: float) -> np.ndarray:
+    """Invert r_d = r (1 + k1 r²) by Newton's method (monotonic for the moderate k1 of real lenses)."""
+    r = np.array(r_distorted, dtype=np.float64)
+    for _ in range(12):
+        r -= (r + k1 * r**3 - r_distorted) / (1 + 3 * k1 * r**2)
+    return r
+
+
+def project(K: np.ndarray, k1: float, cam_from_world: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Pixel coordinates (n, 2) of world points under the SIMPLE_RADIAL camera (u + 0.5 convention of K)."""
+    P = np.asarray(cam_from_world, dtype=np.float64)
+    X, Y, Z = (np.asarray(points)[:, i] for i in range(3))  # per-column products: a small (n, 3) @ (3, 3)
+    x, y, z = (P[r, 0] * X + P[r, 1] * Y + P[r, 2] * Z + P[r, 3] for r in range(3))  # matmul is 25× slower
+    z = np.maximum(z, 1e-6)
+    x, y = x / z, y / z
+    radial = 1 + k1 * (x * x + y * y)
+    return np.stack([K[0, 0] * x * radial + K[0, 1] * y * radial + K[0, 2], K[1, 1] * y * radial + K[1, 2]], axis=1)
 
 
 @lru_cache(maxsize=8)
@@ -147,7 +189,8 @@ def render_frame(
     width: int,
     height: int,
     video_variant: VideoVariant | None = None,
+    k1: float = 0.0,
 ) -> np.ndarray:
-    """Render an arbitrary view of a scene (canonical layout unless ``video_variant`` is given)."""
+    """Render an arbitrary view of a scene (canonical layout unless ``video_variant`` is given; ``k1``: distortion)."""
     renderer = scene if isinstance(scene, Renderer) else renderer_for(scene, video_variant)
-    return renderer.render(K, cam_from_world, width, height)
+    return renderer.render(K, cam_from_world, width, height, k1=k1)

@@ -96,6 +96,14 @@ class OrderVerifier(torch.nn.Module):
         return model
 
 
+def min_clips(conf: OrderConfig) -> int:
+    """Shortest video (in clips) that yields ordered sequences of ``M`` clips once its ends are trimmed."""
+    T = conf.M + conf.clip_len - 1
+    while T - 2 * int(conf.trim * T) - conf.clip_len + 1 < conf.M:
+        T += 1
+    return T
+
+
 def sample_sequences(videos: list[np.ndarray], conf: OrderConfig, rng: np.random.Generator) -> np.ndarray:
     """``[N, M, D]`` time-sorted clip sequences from the trimmed videos (vectorised per video)."""
     out = []

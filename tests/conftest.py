@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from howto3d import pipeline
+from howto3d.cli import main
 from howto3d.workspace import Workspace
 from synth import WorldConfig, generate_world
 
@@ -77,3 +80,25 @@ def trained_ws(pipeline_ws: tuple[Workspace, str]) -> tuple[Workspace, str, dict
 
     ws, scene = pipeline_ws
     return ws, scene, grounding_cmds.train(ws)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capfd, monkeypatch):
+    """Runs the real console entry point in-process (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> Result:
+        monkeypatch.setattr(sys, "argv", ["howto3d", *args])
+        capfd.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main()
+        out, err = capfd.readouterr()
+        return Result(int(e.value.code or 0), out, err)
+
+    return run

@@ -2,34 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
-
 import pytest
-
-from howto3d.cli import main
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def cli(capfd, monkeypatch):
-    """Runs the real console entry point in-process (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["howto3d", *args])
-        capfd.readouterr()
-        with pytest.raises(SystemExit) as e:
-            main()
-        out, err = capfd.readouterr()
-        return Result(int(e.value.code or 0), out, err)
-
-    return run
 
 
 def test_help_lists_the_contract(cli):

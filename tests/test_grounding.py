@@ -24,6 +24,7 @@ from grounding.narration import Narration, read_narrations
 from grounding.pairs import make_pairs, segments
 from recon.io import InputError
 from recon.scene import RegisteredFrame, SharedScene
+from synth.queries import PARAPHRASE_QUERIES
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +49,8 @@ def data(world):
         gts[s.scene] = json.loads((d / "ground_truth.json").read_text())
     filmed = {s: sorted({st["part"] for v in g["videos"].values() for st in v["steps"]}) for s, g in gts.items()}
     return {"scenes": scenes, "narrations": narrations, "gts": gts,
-            "queries": geval.queries_for(filmed), "gt_points": {s: g["parts"] for s, g in gts.items()},
+            "queries": geval.queries_for(filmed), "paraphrases": geval.queries_for(filmed, PARAPHRASE_QUERIES),
+            "gt_points": {s: g["parts"] for s, g in gts.items()},
             "chance": {s: sc.points for s, sc in scenes.items()}}
 
 
@@ -67,7 +69,9 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_conf(tiny_bert) -> GroundingConfig:
-    return GroundingConfig(encoder=str(tiny_bert), freeze_embeddings=False, lr_encoder=1e-3, patience=8)
+    """The tiny BERT fine-tuned end to end with a head (the classifier path; the index is built either way)."""
+    return GroundingConfig(encoder=str(tiny_bert), freeze_embeddings=False, lr_encoder=1e-3, patience=8,
+                           method="ensemble", trainable_layers=-1)
 
 
 @pytest.fixture(scope="session")
@@ -157,9 +161,11 @@ def test_tiny_model_beats_chance(data, trained, mode):
 
 def test_save_load_round_trip(tmp_path, data, tiny_conf):
     spaces, pairs, _ = gtrain.training_set(tiny_conf, data["scenes"], data["narrations"])
-    model, tokenizer, _ = gtrain.fit(replace(tiny_conf, epochs=2), spaces, pairs)
-    gmodel.save(model, tokenizer, tmp_path, {"scenes": sorted(pairs), "num_voxels": [500, 500], "max_tokens": 64})
-    loaded, loaded_tok, _ = gmodel.load(tmp_path)
+    model, tokenizer, _, index = gtrain.fit(replace(tiny_conf, epochs=2), spaces, pairs)
+    gmodel.save(model, tokenizer, tmp_path, {"scenes": sorted(pairs), "num_voxels": [500, 500], "max_tokens": 64},
+                index)
+    loaded, loaded_tok, _, loaded_index = gmodel.load(tmp_path)
+    assert loaded_index.keys() == index.keys() and all(torch.equal(index[k], loaded_index[k]) for k in index)
     texts = ["remove the dipstick", "loosen the clamp on the negative battery cable"]
     with torch.inference_mode():
         a = model.logits(model.embed(**gmodel.tokenize(tokenizer, texts, 64)), 1)
@@ -187,6 +193,7 @@ def test_query_contract_and_errors(tmp_path, trained):
     [r] = grounder.query(scene, ["x " * 5000])
     assert r["scene"] == scene and len(r["point"]) == 3 and len(r["top"]) == 5
     assert r["top"][0]["center"] == r["point"] and r["score"] == r["top"][0]["score"]
+    assert r["peaks"][0]["center"] == r["point"] and isinstance(r["uncertain"], bool) and 0 < r["score"] <= 1
     with pytest.raises(InputError, match="empty query"):
         grounder.query(scene, ["  "])
     with pytest.raises(InputError, match="no grounding model for scene 'nope'"):
@@ -213,14 +220,130 @@ def test_plot_pck(tmp_path, data, trained):
 
 
 @pytest.mark.slow
-def test_packaged_bert_grounds_heldout_instructions(tmp_path, data):
-    """The default (packaged BERT, centre supervision): PCK@30cm ≥ 0.7 and ≥ 2× chance on reworded queries."""
+def test_packaged_bert_grounds_paraphrase_queries(tmp_path, data):
+    """The default (packaged sentence encoder, index + head): questions and descriptions worded unlike any
+    narration land on their part (bounds: PCK_BOUNDS, well above chance)."""
     summary = gtrain.main(GroundingConfig(), data["scenes"], data["narrations"], tmp_path)
     grounder = gquery.load(tmp_path)
-    report = geval.evaluate(grounder, data["queries"], data["gt_points"], data["chance"])
-    print(f"packaged BERT: PCK@30cm {report['pck_at']} chance {report['chance_at']}, {summary['seconds']}")
-    assert report["pck_at"] >= 0.7
-    assert report["pck_at"] >= 2 * report["chance_at"]
+    report = geval.evaluate(grounder, data["paraphrases"], data["gt_points"], data["chance"])
+    print(f"packaged BERT: PCK@10cm {report['pck_fine']} PCK@30cm {report['pck_at']} chance {report['chance_at']}, "
+          f"{summary['seconds']}")
+    assert report["pck_at"] >= PCK_BOUNDS["oracle_30"] and report["pck_fine"] >= PCK_BOUNDS["oracle_10"]
+    assert report["pck_at"] >= 3 * report["chance_at"]
+    held = geval.evaluate(grounder, data["queries"], data["gt_points"], data["chance"])
+    assert held["pck_at"] >= 0.7 and held["pck_at"] >= 2 * held["chance_at"]
+
+
+@pytest.mark.slow
+def test_default_model_on_the_real_pipeline_beats_chance(trained_ws):
+    """Real pycolmap geometry, the default model trained once by the session fixture: paraphrase PCK vs chance."""
+    from howto3d import grounding_cmds
+
+    ws, _, _ = trained_ws
+    report = grounding_cmds.eval_grounding(ws, queries="paraphrase")
+    print(f"pipeline world: PCK@10cm {report['pck_fine']} PCK@30cm {report['pck_at']} chance {report['chance_at']}")
+    assert report["pck_at"] >= PCK_BOUNDS["pipeline_30"] and report["pck_at"] >= 2 * report["chance_at"]
+
+
+# --- the line index, calibrated answers, paraphrase queries ---------------------------------------------------
+
+PCK_BOUNDS = {"oracle_30": 0.75, "oracle_10": 0.5, "pipeline_30": 0.6}
+"""Lower bounds for the slow tests, with margin below what the default measured (see the README table)."""
+
+
+def test_index_returns_each_lines_own_voxel_for_its_own_text(trained):
+    folder, _ = trained["center"]
+    grounder = gquery.load(folder)
+    grounder.k, grounder.prior_power = 1, 0.0
+    for scene in grounder.scenes:
+        pairs = json.loads((folder / "scenes" / scene / "pairs.json").read_text())
+        texts = [p["text"] for p in pairs]
+        unique = [i for i, t in enumerate(texts) if texts.count(t) == 1]
+        assert len(unique) >= 20
+        probs = grounder.scores(scene, [texts[i] for i in unique], method="index")
+        own = grounder.index[scene].targets[unique].numpy()
+        assert np.array_equal(probs.argmax(1), own.argmax(1))
+        space = grounder.spaces[scene]
+        near = np.linalg.norm(space.centers[probs.argmax(1)] - [pairs[i]["point"] for i in unique], axis=1)
+        assert np.median(near) <= 2 * np.linalg.norm(space.size)
+
+
+def test_paraphrase_queries_never_repeat_narration_phrasing():
+    from synth.queries import PARAPHRASE_QUERIES, narration_lines, narration_overlap
+    from synth.world import PARTS
+
+    assert set(PARAPHRASE_QUERIES) == set(PARTS)
+    assert all(len(set(q)) >= 10 for q in PARAPHRASE_QUERIES.values())
+    assert len(narration_lines()) > 1000
+    assert narration_overlap() == []
+    # The check itself bites: a narration line, and a query sharing one 4-word phrase with the narration.
+    assert narration_overlap({"dipstick": ("Now pull out the dipstick!", "so where can I grab the dipstick and go")}) \
+        == ["Now pull out the dipstick!", "so where can I grab the dipstick and go"]
+
+
+def _grid_space(n: int = 10) -> voxels.VoxelSpace:
+    return voxels.VoxelSpace(np.zeros(3), np.full(3, 0.1), n, np.arange(n**3))
+
+
+def test_score_is_the_mass_near_the_answer_and_far_peaks_are_uncertain():
+    space = _grid_space()
+    centers = space.centers
+    near = gquery.neighbourhood(space, 1.5)
+    a, b = space.assign([[0.15, 0.15, 0.15]])[0], space.assign([[0.85, 0.85, 0.85]])[0]
+    around_a = np.linalg.norm(centers - centers[a], axis=1) <= 0.1 + 1e-9  # a and its 6 face neighbours
+    one = np.full(len(centers), 0.2 / (len(centers) - around_a.sum()))
+    one[around_a] = 0.8 / around_a.sum()
+    r = gquery.answer("s", "t", one, space, near, peak_separation=4.0, uncertain_ratio=0.5)
+    assert np.allclose(r["point"], centers[a]) and not r["uncertain"]
+    assert r["score"] == pytest.approx(one[near[a] > 0].sum(), abs=1e-6) and 0.8 < r["score"] < 0.85
+    two = np.full(len(centers), 1e-4)
+    two[a], two[b] = 0.5, 0.45
+    two /= two.sum()
+    r = gquery.answer("s", "t", two, space, near, peak_separation=4.0, uncertain_ratio=0.5)
+    assert r["uncertain"] and np.allclose(r["point"], centers[a])
+    assert np.allclose(r["peaks"][1]["center"], centers[b]) and r["peaks"][1]["score"] < r["score"]
+    # The same two peaks side by side are one place: not uncertain, and the score holds both.
+    c = space.assign([[0.25, 0.15, 0.15]])[0]
+    close = np.full(len(centers), 1e-4)
+    close[a], close[c] = 0.5, 0.45
+    close /= close.sum()
+    r = gquery.answer("s", "t", close, space, near, peak_separation=4.0, uncertain_ratio=0.5)
+    assert not r["uncertain"] and r["score"] > 0.9
+
+
+def test_untrained_or_worse_model_never_replaces_the_trained_one(tmp_path, data, trained, tiny_conf):
+    import shutil
+
+    folder = tmp_path / "grounding"
+    shutil.copytree(trained["center"][0], folder)
+    before = (folder / "model" / gmodel.WEIGHTS).read_bytes()
+    with pytest.raises(InputError, match="epochs = 0 would save an untrained model.*previous model is kept"):
+        gtrain.main(replace(tiny_conf, epochs=0), data["scenes"], data["narrations"], folder)
+    with pytest.raises(InputError, match="did not improve on the untrained model"):
+        gtrain.main(replace(tiny_conf, epochs=1, lr_head=0.0, lr_encoder=0.0), data["scenes"], data["narrations"],
+                    folder)
+    assert (folder / "model" / gmodel.WEIGHTS).read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+@pytest.mark.parametrize("damage", ["truncate_weights", "truncate_meta", "truncate_index"])
+def test_damaged_model_is_one_clear_line(tmp_path, trained, damage):
+    import shutil
+
+    folder = tmp_path / "grounding"
+    shutil.copytree(trained["center"][0], folder)
+    name = {"truncate_weights": gmodel.WEIGHTS, "truncate_meta": gmodel.META, "truncate_index": gmodel.INDEX}[damage]
+    path = folder / "model" / name
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
+    with pytest.raises(InputError, match=f"{name}: damaged or incomplete grounding model.*run `howto3d train` again"):
+        gquery.load(folder)
+
+
+def test_binary_batch_file_is_one_clear_line(tmp_path):
+    for name, raw in {"bin.txt": bytes(range(256)), "nul.txt": b"where is\x00 the dipstick\n"}.items():
+        (tmp_path / name).write_bytes(raw)
+        with pytest.raises(InputError, match=f"{name}: not a UTF-8 text file"):
+            gquery.read_queries(tmp_path / name)
 
 
 def test_workspace_query_before_train_is_an_input_error(tmp_path):

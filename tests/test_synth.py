@@ -136,3 +136,249 @@ def test_pycolmap_registers_frames(small_world, tmp_path: Path) -> None:
     sim = pycolmap.estimate_sim3d(np.array(est), np.array(ref))
     errors = np.linalg.norm(np.array([sim * e for e in est]) - np.array(ref), axis=1)
     assert errors.mean() < 0.01 * gt["extent"]
+
+
+# --- Real-length, edited and degraded footage (WorldConfig knobs; issues #12 and #13) ---
+
+EDITED_WORLD = WorldConfig.long(
+    videos=1, seconds=30.0, fps=4.0, width=320, height=180, dwell_seconds=8.0, cuts=1, inserts=1, hands=True,
+    caption_vtt_share=1.0, motion_blur=0.5, distortion_k1=-0.1, exposure_jumps=6.0, noise=2.0, seed=1,
+)
+
+
+@pytest.fixture(scope="module")
+def edited_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list[np.ndarray]]:
+    """One 30-s video with every knob on: (scene dir, its video's ground truth, decoded RGB frames)."""
+    (scene_dir,) = generate_world(tmp_path_factory.mktemp("edited"), EDITED_WORLD)
+    video = load_ground_truth(scene_dir / "ground_truth.json")["videos"]["video_00"]
+    return scene_dir, video, [f.to_ndarray(format="rgb24") for f in _frames(scene_dir / video["file"])]
+
+
+def _centre(pose: np.ndarray) -> np.ndarray:
+    return -pose[:, :3].T @ pose[:, 3]
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rgb.astype(np.float32).mean(axis=2) / 255.0)
+
+
+def _sift_matches(a: np.ndarray, b: np.ndarray) -> int:
+    """Mutual nearest-neighbour SIFT matches passing the 0.8 ratio test between two frames."""
+    sift = pycolmap.Sift(device=pycolmap.Device.cpu)
+    (_, da), (_, db) = sift.extract(_gray(a)), sift.extract(_gray(b))
+    if len(da) < 2 or len(db) < 2:
+        return 0
+    da, db = da / np.linalg.norm(da, axis=1, keepdims=True), db / np.linalg.norm(db, axis=1, keepdims=True)
+    dist = np.sqrt(np.maximum(2 - 2 * da @ db.T, 0))
+    ab, ba = dist.argmin(1), dist.argmin(0)
+    best2 = np.sort(dist, axis=1)[:, :2]
+    ok = (ba[ab] == np.arange(len(da))) & (best2[:, 0] < 0.8 * best2[:, 1])
+    return int(ok.sum())
+
+
+def test_edited_world_ground_truth(edited_world) -> None:
+    scene_dir, video, frames = edited_world
+    n = round(EDITED_WORLD.seconds * EDITED_WORLD.fps)
+    assert len(frames) == len(video["frames"]) == n and video["subtitle_format"] == "youtube_vtt"
+    assert not (scene_dir / "videos/video_00.srt").exists() and (scene_dir / video["subtitles"]).name == \
+        "video_00.en.vtt"
+    assert video["camera"]["model"] == "SIMPLE_RADIAL" and video["camera"]["params"][3] == pytest.approx(-0.1)
+    (insert,) = video["inserts"]
+    kinds = [f["kind"] for f in video["frames"]]
+    assert kinds == ["insert" if insert["first_frame"] <= i <= insert["last_frame"] else "bay" for i in range(n)]
+    for f in video["frames"]:
+        assert (f["cam_from_world"] is None) == (f["kind"] == "insert") and f["k1"] == pytest.approx(-0.1)
+    # Shots change exactly at the cut and at both ends of the insert.
+    (cut,) = video["cuts"]
+    shots = [f["shot"] for f in video["frames"]]
+    changes = {i for i in range(1, n) if shots[i] != shots[i - 1]}
+    assert changes == {cut["frame"], insert["first_frame"], insert["last_frame"] + 1}
+    # Every dwell piece holds on-screen bay frames, the part in front of the camera and inside the image.
+    assert video["dwells"]
+    for dwell in video["dwells"]:
+        inside = [f for f in video["frames"] if dwell["start"] - 1e-6 <= f["time"] <= dwell["end"] + 1e-6]
+        assert inside and all(f["kind"] == "bay" for f in inside)
+        for f in inside:
+            cam = f["cam_from_world"] @ np.append(video["parts"][dwell["part"]], 1.0)
+            u, v = (f["K"] @ cam)[:2] / cam[2]
+            assert cam[2] > 0.2 and 0 <= u < video["width"] and 0 <= v < video["height"]
+    # Hands only over dwells; exposure really jumps.
+    cover = np.array([f.get("hand_cover", 0.0) for f in video["frames"]])
+    in_dwell = np.array([any(d["start"] <= f["time"] <= d["end"] for d in video["dwells"]) for f in video["frames"]])
+    assert cover[in_dwell].max() > 0.02 and not cover[~in_dwell].any()
+    exposure = np.array([f["exposure"] for f in video["frames"]])
+    assert exposure.max() / exposure.min() > 1.25
+
+
+def test_cut_is_a_discontinuity(edited_world) -> None:
+    _, video, frames = edited_world
+    (cut,) = video["cuts"]
+    i = cut["frame"]
+    poses = {f["index"]: f["cam_from_world"] for f in video["frames"] if f["cam_from_world"] is not None}
+    steps = [np.linalg.norm(_centre(poses[k]) - _centre(poses[k - 1])) for k in poses if k - 1 in poses and k != i]
+    jump = np.linalg.norm(_centre(poses[i]) - _centre(poses[i - 1]))
+    assert jump > 0.05 and jump > 4 * np.median(steps)
+    diffs = [np.abs(frames[k].astype(float) - frames[k - 1]).mean() for k in poses if k - 1 in poses and k != i]
+    assert np.abs(frames[i].astype(float) - frames[i - 1]).mean() > 2 * np.median(diffs)
+
+
+def test_insert_shares_no_texture_with_the_bay(edited_world) -> None:
+    from synth.footage import INSERT_SOURCES
+    from synth.textures import PHOTO_SOURCES
+
+    _, video, frames = edited_world
+    (insert,) = video["inserts"]
+    assert insert["source"] == INSERT_SOURCES[insert["kind"]] and insert["source"] not in PHOTO_SOURCES
+    shot = frames[(insert["first_frame"] + insert["last_frame"]) // 2]
+    bay = [i for i, f in enumerate(video["frames"]) if f["kind"] == "bay"]
+    neighbours = _sift_matches(frames[bay[10]], frames[bay[11]])
+    across = max(_sift_matches(shot, frames[i]) for i in bay[:: max(1, len(bay) // 8)])
+    assert neighbours > 40 and across < 0.1 * neighbours
+
+
+def _vtt_cues(text: str) -> list[tuple[float, float, list[str]]]:
+    def secs(ts: str) -> float:
+        h, m, s = ts.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+
+    header, *blocks = text.split("\n\n")
+    assert header == "WEBVTT\nKind: captions\nLanguage: en"
+    cues = []
+    for block in filter(None, blocks):
+        timing, *lines = block.rstrip("\n").split("\n")
+        start, arrow, end, *settings = timing.split(" ")
+        assert arrow == "-->" and settings == ["align:start", "position:0%"] and len(lines) == 2
+        cues.append((secs(start), secs(end), lines))
+    return cues
+
+
+def test_youtube_auto_captions(edited_world) -> None:
+    import re
+
+    from synth.captions import asr_token
+
+    scene_dir, video, _ = edited_world
+    cues = _vtt_cues((scene_dir / video["subtitles"]).read_text())
+    main, transitions = cues[0::2], cues[1::2]
+    assert len(main) == len(transitions) > 3
+    words, previous, main_end = [], " ", -1.0
+    for (start, end, (above, typed)), (t0, t1, (shown, blank)) in zip(main, transitions, strict=True):
+        # The roll-up: the previous line on top (blank after a pause), the new line typed word by word.
+        if above == previous:
+            assert start == pytest.approx(main_end + 0.01, abs=1e-6) or not words
+        else:
+            assert above == " " and start - main_end > 1.0
+        stamps = [start] + [float(h) * 3600 + float(m) * 60 + float(s)
+                            for h, m, s in re.findall(r"<(\d\d):(\d\d):(\d\d\.\d\d\d)>", typed)]
+        assert all(a < b for a, b in zip(stamps, stamps[1:], strict=False)) and stamps[-1] < end
+        line = re.sub(r"<[^>]+>", "", typed)
+        assert line == line.lower() and not re.search(r"[^\w' ]", line) and len(line.split()) == len(stamps)
+        assert t0 == pytest.approx(end) and t1 - t0 == pytest.approx(0.01, abs=1e-6) and shown == line
+        assert blank == " "
+        words += line.split()
+        previous, main_end = line, end
+    assert [s for s, *_ in main] == sorted(s for s, *_ in main)
+    spoken = [asr_token(w) for n in video["narrations"] for w in n["text"].split()]
+    assert words == [w for w in spoken if w]
+    assert [w["word"] for w in video["words"]] == [w for n in video["narrations"] for w in n["text"].split()]
+
+
+def test_whisper_json() -> None:
+    import json
+
+    from synth.captions import to_whisper_json
+    from synth.narration import Narration
+
+    lines = [Narration(0.5, 2.0, "hey guys, welcome back", None, "filler"),
+             Narration(3.0, 5.5, "pull out the dipstick", "dipstick", "step")]
+    out = json.loads(to_whisper_json(lines))
+    assert out["language"] == "en" and [s["text"].strip() for s in out["segments"]] == [n.text for n in lines]
+    for seg, n in zip(out["segments"], lines, strict=True):
+        assert (seg["start"], seg["end"]) == (n.start, n.end)
+        assert [w["word"].strip() for w in seg["words"]] == n.text.split()
+        times = [(w["start"], w["end"]) for w in seg["words"]]
+        assert times[0][0] == n.start and times[-1][1] == pytest.approx(n.end)
+        following = times[1:] + [(n.end, n.end)]
+        assert all(a[1] <= b[0] + 1e-9 and a[0] < a[1] for a, b in zip(times, following, strict=True))
+
+
+def test_edited_world_is_deterministic(edited_world, tmp_path: Path) -> None:
+    scene_dir, _, frames = edited_world
+    (again,) = generate_world(tmp_path, EDITED_WORLD)
+    for name in ("ground_truth.json", "videos/video_00.en.vtt"):
+        assert (again / name).read_bytes() == (scene_dir / name).read_bytes()
+    decoded = [f.to_ndarray(format="rgb24") for f in _frames(again / "videos/video_00.mp4")]
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, frames, strict=True))
+
+
+@pytest.fixture(scope="module")
+def bay_renderer():
+    from synth.render import Renderer
+
+    cfg = WorldConfig(seed=0)
+    return Renderer(make_scene(cfg, 0), make_variant(cfg, 0, 0))
+
+
+def test_motion_blur_grows_with_speed(bay_renderer) -> None:
+    from synth.camera import BAY_CENTER, look_at
+    from synth.footage import motion_blur
+
+    w, h = 320, 180
+    K = np.array([[260.0, 0, w / 2], [0, 260.0, h / 2], [0, 0, 1]])
+    eye = BAY_CENTER + np.array([0.0, -0.6, 0.6])
+    pose = look_at(eye, BAY_CENTER)
+    image, points = bay_renderer.render(K, pose, w, h, points=True)
+
+    def sharpness(img: np.ndarray) -> float:
+        g = _gray(img)
+        return float(np.abs(np.diff(g, axis=1)).mean() + np.abs(np.diff(g, axis=0)).mean())
+
+    lengths, sharp = [], [sharpness(image)]
+    for speed in (0.02, 0.1, 0.3):  # metres the camera moves sideways while the shutter is open
+        shift = np.array([speed / 2, 0.0, 0.0])
+        blurred, px = motion_blur(image, points, K, 0.0, look_at(eye - shift, BAY_CENTER - shift),
+                                  look_at(eye + shift, BAY_CENTER + shift))
+        lengths.append(px)
+        sharp.append(sharpness(blurred))
+    assert lengths[0] < lengths[1] < lengths[2] and lengths[2] > 5 * lengths[0]
+    assert sharp[0] > sharp[1] > sharp[2] > sharp[3] and sharp[3] < 0.8 * sharp[0]
+
+
+def test_distortion_is_rendered_and_in_the_model(bay_renderer) -> None:
+    from synth.camera import BAY_CENTER, look_at
+    from synth.render import project
+
+    w, h, k1 = 320, 180, -0.15
+    K = np.array([[200.0, 0, w / 2], [0, 200.0, h / 2], [0, 0, 1]])
+    pose = look_at(BAY_CENTER + np.array([0.1, -0.9, 0.7]), BAY_CENTER)
+    pinhole, distorted = bay_renderer.render(K, pose, w, h), bay_renderer.render(K, pose, w, h, k1=k1)
+    # A straight 3D edge across the view (the bay's front edge) projects to a curve under the lens model.
+    edge = np.linspace([0.0, 0.0, 0.0], [1.4, 0.0, 0.0], 15)
+    def bend(uv: np.ndarray) -> float:
+        uv = uv[(uv[:, 0] >= 0) & (uv[:, 0] < w)]
+        return float(np.abs(np.polyval(np.polyfit(uv[:, 0], uv[:, 1], 1), uv[:, 0]) - uv[:, 1]).max())
+
+    assert bend(project(K, k1, pose, edge)) > 2.0 and bend(project(K, 0.0, pose, edge)) < 1e-6
+    # The distorted image is the pinhole image seen through exactly that model.
+    grid = np.stack(np.meshgrid(np.arange(10, w - 10, 7) + 0.5, np.arange(10, h - 10, 7) + 0.5), -1).reshape(-1, 2)
+    rays = np.c_[(grid - K[:2, 2]) / K[0, 0], np.ones(len(grid))]
+    from synth.render import undistort_radius
+
+    r = np.hypot(rays[:, 0], rays[:, 1])
+    rays[:, :2] *= (undistort_radius(r, k1) / r)[:, None]
+    src = rays[:, :2] * K[0, 0] + K[:2, 2]
+    ok = (src >= 0).all(1) & (src[:, 0] < w) & (src[:, 1] < h)
+    at = lambda img, p: img[p[:, 1].astype(int), p[:, 0].astype(int)].astype(float)  # noqa: E731
+    through_model = np.abs(at(distorted, grid[ok]) - at(pinhole, src[ok])).mean()
+    ignoring_model = np.abs(at(distorted, grid[ok]) - at(pinhole, grid[ok])).mean()
+    assert through_model < 8 and ignoring_model > 2 * through_model
+
+
+def test_long_preset_paces_like_real_footage() -> None:
+    cfg = WorldConfig.long()
+    assert (cfg.seconds, cfg.fps, cfg.width, cfg.height, cfg.cuts, cfg.inserts) == (150.0, 5.0, 480, 270, 1, 1)
+    degraded = WorldConfig.degraded()
+    assert degraded.videos == 5 and degraded.motion_blur > 0 and degraded.distortion_k1 < 0 and degraded.hands
+    assert WorldConfig.long(videos=3).videos == 3
+    with pytest.raises(ValueError, match="caption"):
+        generate_world(Path("/nonexistent"), WorldConfig(caption_vtt_share=0.8, caption_whisper_share=0.5))

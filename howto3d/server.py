@@ -1,0 +1,333 @@
+"""``howto3d serve``: the workspace as an HTTP API an AR client can call, plus a small web page.
+
+An AR client (phone app, WebXR page, Unity) cannot start a Python process per question, so the server loads
+each scene's model once and answers:
+
+- ``POST /query`` ``{"scene", "text"}`` → the ``query --json`` contract;
+- ``POST /localize`` (form: ``scene``, ``image``) → the ``localize --json`` contract;
+- ``POST /overlay`` (form: ``scene``, ``text``, ``image``) → the photo as PNG with the heatmap drawn in;
+- ``GET /scenes``, ``GET /scene/{S}/export.glb[?query=TEXT]``, ``GET /health``, and the page at ``/``.
+
+FastAPI + uvicorn: typed request models, multipart uploads and an asyncio loop that keeps answering while
+work runs elsewhere. Queries go to one thread that batches whatever is waiting into one BERT forward pass
+(8 concurrent clients cost about one pass, not eight) with a small LRU cache in front. Localization runs
+in a separate process: pycolmap holds the GIL for the whole SIFT extraction, so in a thread it would stall
+queries for its full duration. Errors are JSON ``{"error": "<the CLI's one-line message>"}`` with 400
+(bad input), 404 (unknown scene), 422 (photo not localized, for ``/overlay``) or 503 (no model trained).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import asynccontextmanager
+from multiprocessing import get_context
+from pathlib import Path
+
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from howto3d.workspace import Workspace
+from recon.io import InputError
+
+log = logging.getLogger("howto3d.server")
+
+WEB_DIR = Path(__file__).with_name("web")
+MAX_UPLOAD_BYTES = 40 << 20
+
+
+class QueryRequest(BaseModel):
+    scene: str
+    text: str
+
+
+class QueryBatcher:
+    """One thread answers queries in batches: concurrent requests share one BERT forward pass.
+
+    Same text → same answer (the model is fixed while serving), so recent answers are cached.
+    """
+
+    def __init__(self, grounder, max_batch: int = 32, cache_size: int = 1024):
+        self.grounder = grounder
+        self.max_batch = max_batch
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], dict] = OrderedDict()
+        self._lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="query-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, scene: str, text: str) -> Future:
+        fut: Future = Future()
+        with self._lock:
+            hit = self._cache.get((scene, text))
+            if hit is not None:
+                self._cache.move_to_end((scene, text))
+        if hit is not None:
+            fut.set_result(hit)
+        else:
+            self._queue.put((scene, text, fut))
+        return fut
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            for scene in dict.fromkeys(s for s, _, _ in batch):
+                self._answer(scene, [(t, f) for s, t, f in batch if s == scene])
+
+    def _answer(self, scene: str, items: list[tuple[str, Future]]) -> None:
+        texts = list(dict.fromkeys(t for t, _ in items))
+        try:
+            answers = dict(zip(texts, self.grounder.query(scene, texts), strict=True))
+        except Exception:  # one bad text (empty) must not fail the others: answer them one by one
+            answers = {}
+            for t in texts:
+                try:
+                    answers[t] = self.grounder.query(scene, [t])[0]
+                except Exception as e:  # noqa: BLE001 - handed to the waiting request
+                    answers[t] = e
+        for t, fut in items:
+            a = answers[t]
+            if isinstance(a, Exception):
+                fut.set_exception(a)
+                continue
+            fut.set_result(a)
+            with self._lock:
+                self._cache[(scene, t)] = a
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+
+
+# --- localization worker process: its own workspace handle and per-scene localizers -----------------------
+
+_WORKER: dict = {}
+
+
+def _worker_init(root: str, parent: int) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    _WORKER["ws"] = Workspace.open(Path(root))
+    _WORKER["scenes"] = {}
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose server died (killed, not shut down) would wait for work forever: leave with it."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _worker_scene(scene: str):
+    from howto3d import pipeline, viewer_cmds
+
+    if scene not in _WORKER["scenes"]:
+        ws = _WORKER["ws"]
+        shared = pipeline.shared_scene(ws, scene)
+        _WORKER["scenes"][scene] = (shared, viewer_cmds.localizer(ws, scene, shared))
+    return _WORKER["scenes"][scene]
+
+
+def _worker_warm(scene: str) -> int:
+    return len(_worker_scene(scene)[1].frames)
+
+
+def _worker_localize(scene: str, data: bytes, name: str) -> dict:
+    return _worker_scene(scene)[1].localize(data, name).to_json()
+
+
+def _worker_overlay(scene: str, data: bytes, name: str, heatmap) -> tuple[dict, bytes | None]:
+    from PIL import Image
+
+    from recon.localize import read_photo
+    from viewer.overlay import draw_frame
+
+    shared, localizer = _worker_scene(scene)
+    result = localizer.localize(data, name)
+    if result.frame is None:
+        return result.to_json(), None
+    img = draw_frame(read_photo(data)[0], shared, result.frame, heatmap, None, result.frame)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return result.to_json(), buf.getvalue()
+
+
+class Service:
+    """What the endpoints share: the workspace, the grounding model, the query batcher, the localization pool."""
+
+    def __init__(self, ws: Workspace, localize_workers: int = 1):
+        from grounding.query import load
+
+        self.ws = ws
+        self.grounder = load(ws.grounding_dir) if (ws.grounding_dir / "model").is_dir() else None
+        self.batcher = QueryBatcher(self.grounder) if self.grounder is not None else None
+        self.pool = ProcessPoolExecutor(max_workers=localize_workers, mp_context=get_context("spawn"),
+                                        initializer=_worker_init, initargs=(str(ws.root), os.getpid()))
+        self._shared: dict[str, object] = {}
+        self._glb: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def scene(self, name: str) -> str:
+        if name not in self.ws.scenes():
+            known = ", ".join(self.ws.scenes()) or "none"
+            raise HTTPException(404, f"{self.ws.root}: unknown scene {name!r}; scenes: {known}")
+        return name
+
+    def require_grounder(self):
+        if self.grounder is None:
+            raise HTTPException(503, f"{self.ws.root}: no trained grounding model; run `howto3d train`")
+        return self.grounder
+
+    def shared(self, scene: str):
+        from howto3d import pipeline
+
+        with self._lock:
+            if scene not in self._shared:
+                self._shared[scene] = pipeline.shared_scene(self.ws, scene)
+            return self._shared[scene]
+
+    def glb(self, scene: str, query: str | None) -> bytes:
+        from viewer.export import export
+
+        if query is None and scene in self._glb:
+            return self._glb[scene]
+        heatmap = self.require_grounder().heatmap(scene, query) if query is not None else None
+        with tempfile.TemporaryDirectory() as tmp:
+            data = export(self.shared(scene), Path(tmp) / "scene.glb", "glb", heatmap).read_bytes()
+        if query is None:
+            self._glb[scene] = data
+        return data
+
+
+async def _upload(image: UploadFile) -> bytes:
+    data = await image.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InputError(f"{image.filename}: larger than {MAX_UPLOAD_BYTES >> 20} MiB; send a smaller photo")
+    if not data:
+        raise InputError(f"{image.filename}: empty upload; send the photo's bytes as the 'image' field")
+    return data
+
+
+def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool = False) -> FastAPI:
+    """The FastAPI app of a workspace; ``warm`` loads every scene's localization index at start-up."""
+    ws = ws if isinstance(ws, Workspace) else Workspace.open(Path(ws))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service = Service(ws, localize_workers)
+        app.state.service = service
+        if warm:
+            for s in ws.scenes():
+                service.pool.submit(_worker_warm, s)
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(title="howto3d", summary="Ask where things are in a shared 3D space; localize photos in it.",
+                  lifespan=lifespan)
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    def svc(request: Request) -> Service:
+        return request.app.state.service
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, e: InputError) -> JSONResponse:
+        return JSONResponse({"error": str(e)}, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html")
+
+    @app.get("/health")
+    async def health(request: Request) -> dict:
+        s = svc(request)
+        return {"status": "ok", "workspace": str(ws.root), "grounding": s.grounder is not None,
+                "scenes": ws.scenes()}
+
+    @app.get("/scenes")
+    async def scenes(request: Request) -> dict:
+        g = svc(request).grounder
+        return {"scenes": [{"scene": s, "videos": [v.name for v in ws.videos(s)],
+                            "aligned": (ws.align_dir(s) / "transforms.json").exists(),
+                            "grounding": g is not None and s in g.spaces} for s in ws.scenes()]}
+
+    @app.post("/query")
+    async def query(request: Request, body: QueryRequest) -> dict:
+        s = svc(request)
+        s.scene(body.scene)
+        s.require_grounder()
+        return await asyncio.wrap_future(s.batcher.submit(body.scene, body.text))
+
+    @app.post("/localize")
+    async def localize(request: Request, scene: str = Form(...), image: UploadFile = File(...)) -> dict:
+        s = svc(request)
+        s.scene(scene)
+        data = await _upload(image)
+        result = await asyncio.wrap_future(s.pool.submit(_worker_localize, scene, data, image.filename or "upload"))
+        return {"scene": scene, "images": [result]}
+
+    @app.post("/overlay")
+    async def overlay(request: Request, scene: str = Form(...), text: str = Form(...),
+                      image: UploadFile = File(...)) -> Response:
+        s = svc(request)
+        s.scene(scene)
+        grounder = s.require_grounder()
+        data = await _upload(image)
+        heatmap = await asyncio.to_thread(grounder.heatmap, scene, text)
+        result, png = await asyncio.wrap_future(
+            s.pool.submit(_worker_overlay, scene, data, image.filename or "upload", heatmap))
+        if png is None:
+            raise HTTPException(422, f"{result['image']}: not localized in scene {scene!r} ({result.get('reason')}); "
+                                     "use a photo that shows more of the scene")
+        return Response(png, media_type="image/png", headers={"X-Howto3d-Inliers": str(result["inliers"])})
+
+    @app.get("/scene/{scene}/export.glb")
+    async def export_glb(request: Request, scene: str, query: str | None = None) -> Response:
+        s = svc(request)
+        s.scene(scene)
+        data = await asyncio.to_thread(s.glb, scene, query)
+        return Response(data, media_type="model/gltf-binary")
+
+    return app
+
+
+def serve(ws: Path, host: str = "127.0.0.1", port: int = 8000, localize_workers: int = 1) -> None:
+    """Run the server until interrupted (every scene's localization index is loaded at start-up)."""
+    import uvicorn
+
+    app = create_app(Workspace.open(ws), localize_workers, warm=True)
+    log.info("serving %s on http://%s:%d", ws, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+

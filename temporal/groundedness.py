@@ -1,0 +1,203 @@
+"""Which narration is grounded: a clip–caption alignment model and its AUCs (spec §8, seed 003).
+
+Narration is the only supervision of the 3D grounding model, and much of it is not about what the camera
+shows (intros, "subscribe", a part named while the camera is elsewhere). Following 003, groundedness is
+measured operationally: a joint embedding is trained on co-occurring (clip window, subtitle line) pairs and a
+line is grounded as far as the model can find *its own* window among the other windows of its video
+(segment-level AUC); the video's intra-video AUC says the same of all its lines together.
+
+Model: the clip features of a fixed-length window centred on the line (max-pooled over its 1-s clips, as
+003 max-pools) and the line's sentence embedding from the packaged BERT (frozen, mean-pooled: the sentence
+encoder's native pooling; 003 max-pools word vectors of its own vocabulary) go through gated units
+(Miech et al.) into a joint space; cosine similarity, hinge loss with margin 0.1 in both directions, negatives
+half from the same video and half from other videos.
+
+Lines are scored by a model that did not see their video (videos split into folds): trained on a line, a
+model can memorise even "thanks for watching", so in-sample scores would call everything grounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import ProgressFn
+
+Line = tuple[str, float, float]
+"""``(text, start_s, end_s)``: one subtitle line."""
+
+
+@dataclass
+class GroundednessConfig:
+    """The clip–caption model behind narration groundedness (003)."""
+
+    window_seconds: float = 5.0
+    """Fixed window (s) of clips around a line's midpoint (003 controls for clip length with 5-s segments)."""
+    dim: int = 64
+    """Joint embedding size."""
+    margin: float = 0.1
+    """Hinge margin δ (003)."""
+    negatives: int = 8
+    """Negatives per positive pair and direction, half from the same video, half from the others."""
+    epochs: int = 60
+    """Passes over the training lines of a fold."""
+    lr: float = 1e-3
+    """Adam learning rate (003)."""
+    folds: int = 4
+    """Videos are split into this many folds; a video's lines are scored by the model trained on the others
+    (one video alone is scored in-sample)."""
+    shuffle: bool = False
+    """Control: pair every line with a random window of its video for training (its AUC should be ~0.5)."""
+    seed: int = 0
+    """Seeds folds, negatives and initialisation."""
+
+
+class GatedEmbedding(nn.Module):
+    """``y = W x``; ``y ⊙ σ(W' y)``; L2-normalised (the gated embedding unit of Miech et al.)."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.fc = nn.Linear(dim_in, dim_out)
+        self.gate = nn.Linear(dim_out, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x)
+        return nn.functional.normalize(y * torch.sigmoid(self.gate(y)), dim=-1)
+
+
+class ClipCaptionModel(nn.Module):
+    def __init__(self, clip_dim: int, text_dim: int, dim: int):
+        super().__init__()
+        self.clip = GatedEmbedding(clip_dim, dim)
+        self.text = GatedEmbedding(text_dim, dim)
+
+    def similarity(self, clips: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity matrix ``[n_clips, n_texts]``."""
+        return self.clip(clips) @ self.text(texts).T
+
+
+def window_features(X: np.ndarray, centres: np.ndarray, seconds: float) -> np.ndarray:
+    """Max-pooled clip features of fixed windows ``[c − s/2, c + s/2)`` (clip t covers ``[t, t+1)``)."""
+    T = len(X)
+    out = np.empty((len(centres), X.shape[1]), dtype=np.float32)
+    for i, c in enumerate(centres):
+        lo = int(np.clip(np.floor(c - seconds / 2), 0, T - 1))
+        hi = int(np.clip(np.ceil(c + seconds / 2), lo + 1, T))
+        out[i] = X[lo:hi].max(0)
+    return out
+
+
+def auc(pos: float, neg: np.ndarray) -> float:
+    """P(positive > negative), ties 0.5; 0.5 without negatives."""
+    neg = np.asarray(neg)
+    if not len(neg):
+        return 0.5
+    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / len(neg))
+
+
+@dataclass
+class VideoGroundedness:
+    auc: float
+    """Intra-video AUC: aligned (window, line) pairs against mismatched pairs of the same video."""
+    lines: list[float]
+    """Segment-level AUC of each line: its window against the video's other windows, for its text."""
+
+
+def _train(clips: Sequence[np.ndarray], texts: Sequence[np.ndarray], conf: GroundednessConfig,
+           rng: np.random.Generator) -> ClipCaptionModel:
+    """One model on the lines of some videos (``clips[v][i]`` is the window of ``texts[v][i]``)."""
+    model = ClipCaptionModel(clips[0].shape[1], texts[0].shape[1], conf.dim)
+    opt = torch.optim.Adam(model.parameters(), lr=conf.lr)
+    C = torch.from_numpy(np.concatenate(clips))
+    W = torch.from_numpy(np.concatenate(texts))
+    vid = np.concatenate([np.full(len(c), v) for v, c in enumerate(clips)])
+    n = len(C)
+    same = [np.flatnonzero(vid == vid[i]) for i in range(n)]
+    other = [np.flatnonzero(vid != vid[i]) for i in range(n)]
+    if conf.shuffle:
+        perm = np.concatenate([rng.permutation(s) for s in (np.flatnonzero(vid == v) for v in range(len(clips)))])
+        C = C[torch.from_numpy(np.argsort(np.concatenate([np.flatnonzero(vid == v) for v in range(len(clips))]))
+                               [perm])]
+    half = max(conf.negatives // 2, 1)
+    for _ in range(conf.epochs):
+        neg = np.empty((n, 2 * half), dtype=np.int64)
+        for i in range(n):
+            s = same[i][same[i] != i]
+            pools = [s if len(s) else other[i], other[i] if len(other[i]) else s]
+            if not len(pools[0]):
+                pools = [np.array([i]), np.array([i])]
+            neg[i] = np.concatenate([rng.choice(p, half) for p in pools])
+        S = model.similarity(C, W)
+        pos = S.diagonal()[:, None]
+        idx = torch.from_numpy(neg)
+        rows = torch.arange(n)[:, None]
+        loss = (torch.clamp(conf.margin + S[rows, idx] - pos, min=0)        # wrong caption for the clip
+                + torch.clamp(conf.margin + S.T[rows, idx] - pos, min=0))   # wrong clip for the caption
+        opt.zero_grad()
+        loss.mean().backward()
+        opt.step()
+    return model
+
+
+@torch.no_grad()
+def _score(model: ClipCaptionModel, X: np.ndarray, lines: Sequence[Line], text: np.ndarray,
+           conf: GroundednessConfig) -> VideoGroundedness:
+    mids = np.array([(s + e) / 2 for _, s, e in lines])
+    pos_w = torch.from_numpy(window_features(X, mids, conf.window_seconds))
+    grid = np.arange(len(X)) + 0.5
+    all_w = torch.from_numpy(window_features(X, grid, conf.window_seconds))
+    t = torch.from_numpy(text)
+    S_lines = model.similarity(pos_w, t).numpy()  # [window of line i, text j]
+    S_grid = model.similarity(all_w, t).numpy()   # [every window, text j]
+    seg = []
+    for i, m in enumerate(mids):
+        far = np.abs(grid - m) >= conf.window_seconds / 2
+        seg.append(auc(S_lines[i, i], S_grid[far, i]))
+    n = len(lines)
+    mism = [(i, j) for i in range(n) for j in range(n) if i != j]
+    if mism:
+        neg = np.array([S_lines[i, j] for i, j in mism])
+        intra = float(np.mean([auc(S_lines[i, i], neg) for i in range(n)]))
+    else:
+        intra = 0.5
+    return VideoGroundedness(intra, seg)
+
+
+def groundedness(features: Mapping[str, np.ndarray], lines: Mapping[str, Sequence[Line]],
+                 embed: callable, conf: GroundednessConfig | None = None,
+                 progress: ProgressFn | None = None) -> dict[str, VideoGroundedness]:
+    """Segment-level AUC of every line and intra-video AUC of every video with lines.
+
+    ``features[v]`` is ``X[T, D]`` (1-s clips), ``lines[v]`` its subtitle lines, ``embed(texts) → [n, E]``
+    the sentence encoder. Features are standardised over the scene so no feature group dominates.
+    """
+    conf = conf or GroundednessConfig()
+    torch.manual_seed(conf.seed)
+    rng = np.random.default_rng(conf.seed)
+    names = sorted(v for v in features if lines.get(v))
+    if not names:
+        return {}
+    allX = np.concatenate([features[v] for v in names])
+    mean, std = allX.mean(0), allX.std(0) + 1e-6
+    Z = {v: ((features[v] - mean) / std).astype(np.float32) for v in names}
+    texts = {v: np.asarray(embed([t for t, _, _ in lines[v]]), dtype=np.float32) for v in names}
+    clips = {v: window_features(Z[v], np.array([(s + e) / 2 for _, s, e in lines[v]]), conf.window_seconds)
+             for v in names}
+    folds = min(conf.folds, len(names))
+    order = rng.permutation(len(names))
+    fold_of = {names[i]: n % folds for n, i in enumerate(order)}
+    out = {}
+    for f in range(folds):
+        held = [v for v in names if fold_of[v] == f]
+        train = [v for v in names if fold_of[v] != f] or held
+        model = _train([clips[v] for v in train], [texts[v] for v in train], conf, rng)
+        model.eval()
+        for v in held:
+            out[v] = _score(model, Z[v], lines[v], texts[v], conf)
+        if progress:
+            progress("groundedness", f + 1, folds)
+    return {v: out[v] for v in names}
