@@ -15,7 +15,7 @@ import numpy as np
 
 from howto3d.pipeline import shared_scene, world_from_shared
 from howto3d.workspace import Workspace
-from recon.io import InputError, read_json
+from recon.io import InputError, atomic_write_bytes, read_json
 from recon.scene import SharedScene
 
 log = logging.getLogger(__name__)
@@ -172,17 +172,20 @@ def photo_overlay(ws: Workspace, scene: str, image: Path, query: str, out: Path,
     """Localize a photo and write it (PNG) with the query's heatmap drawn in: the AR loop on the user's camera."""
     from PIL import Image
 
-    from recon.io import atomic_write_bytes
     from recon.localize import read_photo
     from viewer.overlay import draw_frame
 
     shared = shared_scene(ws, scene)
     heatmap = query_heatmap(ws, scene, query)
-    result = localizer(ws, scene, shared).localize(Path(image), str(image))
+    try:
+        data = Path(image).read_bytes()  # decoded once below for the pose, once for drawing: read once
+    except OSError as e:
+        raise InputError(f"{image}: cannot read the photo ({e.strerror}); give a JPEG or PNG file") from None
+    result = localizer(ws, scene, shared).localize(data, str(image))
     if result.frame is None:
         raise InputError(f"{image}: not localized in scene {scene!r} ({result.reason}); "
                          "use a photo that shows more of the scene")
-    img = draw_frame(read_photo(image)[0], shared, result.frame, heatmap, gt_markers(ws, scene, shared, gt_part),
+    img = draw_frame(read_photo(data)[0], shared, result.frame, heatmap, gt_markers(ws, scene, shared, gt_part),
                      result.frame)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")

@@ -28,7 +28,7 @@ import pycolmap
 from scipy.spatial import cKDTree
 
 from recon.io import atomic_dir, atomic_write_json
-from recon.reconstruct import load_model, segment_dirs
+from recon.reconstruct import load_model, read_features, segment_dirs
 from recon.retrieval import learn_codebook, mutual_matches, top_pairs, vlad
 from recon.sim3 import sim3_to_json
 
@@ -104,9 +104,7 @@ def load_video_model(name: str, sfm_dir: Path, segment: int = 0) -> VideoModel:
         for image_id in sorted(rec.reg_image_ids()):
             image = rec.images[image_id]
             db_id = by_name[image.name]
-            kp = db.read_keypoints(db_id)[:, :2].astype(np.float64)
-            d = db.read_descriptors(db_id).data.astype(np.float32)
-            d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-8
+            kp, d = read_features(db, db_id)
             pid = np.full(len(kp), -1, np.int64)
             for k, p in enumerate(image.points2D):
                 if p.has_point3D():

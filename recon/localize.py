@@ -26,8 +26,8 @@ import pycolmap
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.spatial import cKDTree
 
-from recon.align import mutual_matches
-from recon.retrieval import learn_codebook, vlad
+from recon.reconstruct import read_features
+from recon.retrieval import learn_codebook, mutual_matches, vlad
 from recon.scene import RegisteredFrame, SharedScene
 
 log = logging.getLogger(__name__)
@@ -255,9 +255,7 @@ def index_frames(scene: SharedScene, databases: dict[str, Path], radius: float) 
                 if f.name not in by_name:
                     log.warning("%s: frame %s is not in %s; skipped", video, f.name, databases[video])
                     continue
-                kp = db.read_keypoints(by_name[f.name])[:, :2].astype(np.float64)
-                d = db.read_descriptors(by_name[f.name]).data.astype(np.float32)
-                d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-8
+                kp, d = read_features(db, by_name[f.name])
                 pid = np.full(len(kp), -1, np.int64)
                 if len(f.xy) and len(kp):
                     dist, j = cKDTree(f.xy).query(kp, distance_upper_bound=max(radius, 1e-6))

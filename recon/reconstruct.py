@@ -231,3 +231,14 @@ def load_model(sfm_dir: Path, segment: int = 0) -> pycolmap.Reconstruction:
     """Read one of a video's kept models (COLMAP binary); segment 0 is the largest."""
     sfm_dir = Path(sfm_dir)
     return pycolmap.Reconstruction(str(sfm_dir / "model" if segment == 0 else sfm_dir / "segments" / str(segment)))
+
+
+def read_features(db: pycolmap.Database, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image's SIFT keypoints ``(n, 2)`` and L2-normalised float32 descriptors from a video's database.
+
+    Alignment and photo localization match against the features SfM already extracted: never recomputed.
+    """
+    kp = db.read_keypoints(image_id)[:, :2].astype(np.float64)
+    d = db.read_descriptors(image_id).data.astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-8
+    return kp, d
