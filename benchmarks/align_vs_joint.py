@@ -22,7 +22,7 @@ import pycolmap  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from howto3d import evaluation, pipeline  # noqa: E402
+from howto3d import evaluation, recon_cmds, scenes  # noqa: E402
 from howto3d.workspace import Workspace  # noqa: E402
 from recon.frames import load as load_frames  # noqa: E402
 from recon.scene import RegisteredFrame, SharedScene  # noqa: E402
@@ -72,12 +72,12 @@ def main() -> None:
         (scene_dir,) = generate_world(ws.root, WorldConfig(scenes=1, videos=args.videos, seconds=16.0, fps=5.0))
         scene = scene_dir.name
         t = time.perf_counter()
-        pipeline.reconstruct(ws, scene, frames=args.frames)
+        recon_cmds.reconstruct(ws, scene, frames=args.frames)
         t_recon = time.perf_counter() - t
-        pipeline.align(ws, scene)
+        recon_cmds.align(ws, scene)
         t_ours = time.perf_counter() - t
         gt = evaluation.load_gt(ws.ground_truth_path(scene))
-        ours = pipeline.shared_scene(ws, scene)
+        ours = scenes.shared_scene(ws, scene)
         ours_pck = evaluation.eval_transfer(ours, gt, ws.align_dir(scene))["pck_shared"]
         t_joint, joint_scene = joint(ws, scene, Path(tmp) / "joint")
         joint_pck = evaluation.eval_transfer(joint_scene, gt, Path(tmp) / "none")["pck_shared"]

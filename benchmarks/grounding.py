@@ -35,17 +35,27 @@ from grounding.narration import find_subtitles, read_narrations  # noqa: E402
 from synth.queries import PARAPHRASE_QUERIES  # noqa: E402
 
 SOURCE = {"method": "classifier", "trainable_layers": -1, "heldout_fraction": 0.15, "targets": "point",
-          "seen_weighting": False, "window_pad_seconds": 0.0, "prior_power": 0.0}
+          "seen_weighting": False, "window_pad_seconds": 0.0, "window_shift_seconds": 0.0, "prior_power": 0.0}
 """Today's model before this benchmark: BERT fine-tuned end to end, early stopping on a held-out split."""
 
 RAW_INDEX = {"method": "index", "targets": "point", "seen_weighting": False, "window_pad_seconds": 0.0,
-             "prior_power": 0.0}
+             "window_shift_seconds": 0.0, "index_weight_power": 1.0, "prior_power": 0.0}
+PREVIOUS = {"index_weight_power": 1.0}
+"""The default before issue #13's second round: pair weights to the power 1."""
+DEFAULT = "index, window + seen + 1 s neighbours, weight^4 (default)"
 VARIANTS: dict[str, dict] = {
     "fine-tuned BERT + head (source)": SOURCE,
     "index, one voxel per line": RAW_INDEX,
     "index, window targets": RAW_INDEX | {"targets": "window"},
     "index, window + seen weighting": RAW_INDEX | {"targets": "window", "seen_weighting": True},
-    "index, window + seen + 1 s neighbours (default)": {},
+    "index, window + seen + 1 s neighbours (previous default)": PREVIOUS,
+    "index, previous + window 1 s earlier": PREVIOUS | {"window_shift_seconds": 1.0},
+    DEFAULT: {},
+    "index, default + window 1 s earlier": {"window_shift_seconds": 1.0},
+    "index, default + window 2 s earlier": {"window_shift_seconds": 2.0},
+    "index, default + weight^2": {"index_weight_power": 2.0},
+    "index, default + weight^8": {"index_weight_power": 8.0},
+    "index, default, k 16, T 0.1": {"index_k": 16, "index_temperature": 0.1},
     "index, + narration prior (a=0.5)": {"prior_power": 0.5},
     "index, gaze supervision": {"supervision": "gaze", "targets": "point"},
     "index, no label smoothing": {"label_sigma": 0.0},
@@ -56,8 +66,8 @@ VARIANTS: dict[str, dict] = {
 }
 """Overrides of the default :class:`GroundingConfig` per variant."""
 
-QUERY_TIME = ("method", "index_k", "index_temperature", "prior_power", "ensemble_weight", "score_radius",
-              "peak_separation", "uncertain_ratio")
+QUERY_TIME = ("method", "index_k", "index_temperature", "index_weight_power", "prior_power", "ensemble_weight",
+              "score_radius", "peak_separation", "uncertain_ratio")
 """Settings read at query time: variants differing only in these share one trained model."""
 
 
@@ -80,12 +90,12 @@ def oracle_world(root: Path, pixel_step: int) -> dict:
 
 def workspace_world(root: Path) -> dict:
     from howto3d import grounding_cmds
-    from howto3d.pipeline import shared_scene
+    from howto3d import scenes as wscenes
     from howto3d.workspace import Workspace
 
     ws = Workspace.open(root)
-    scenes = {s: shared_scene(ws, s) for s in ws.select_scenes(None)}
-    narrations = {s: grounding_cmds._narrations(ws, s) for s in scenes}
+    scenes = {s: wscenes.shared_scene(ws, s) for s in ws.select_scenes(None)}
+    narrations = {s: wscenes.narrations(ws, s) for s in scenes}
     inputs = grounding_cmds.eval_inputs(ws, sorted(scenes), PARAPHRASE_QUERIES)
     return {"name": root.name, "scenes": scenes, "narrations": narrations, **inputs}
 
@@ -127,6 +137,7 @@ def run_variant(name: str, overrides: dict, worlds: list[dict], out: Path, encod
             per_epoch.append(have["per_epoch"])
         grounder = gquery.load(have["folder"])
         grounder.k, grounder.temperature = conf.index_k, conf.index_temperature
+        grounder.weight_power = conf.index_weight_power
         grounder.prior_power, grounder.ensemble_weight = conf.prior_power, conf.ensemble_weight
         reports.append(geval.evaluate(grounder, w["queries"], w["gt_points"], w["chance"], w["to_metric"],
                                       method=conf.method))
@@ -204,7 +215,7 @@ def main() -> None:
                 generate_world(d, cfg)
             oracle_dirs.append(d)
     worlds = [workspace_world(w) for w in args.workspaces] + [oracle_world(d, 2) for d in oracle_dirs]
-    names = args.variants or (["index, window + seen + 1 s neighbours (default)", "fine-tuned BERT + head (source)"]
+    names = args.variants or ([DEFAULT, "fine-tuned BERT + head (source)"]
                               if args.quick else list(VARIANTS))
     report: dict = {"label": args.label, "worlds": [w["name"] for w in worlds], "encoder": args.encoder,
                     "variants": {}}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import socket
 import subprocess
 import sys
@@ -34,13 +35,20 @@ PARTS = ["dipstick", "battery", "air filter", "coolant reservoir", "brake fluid"
 VERBS = ["where is the", "show me the", "find the", "how do I reach the", "point at the"]
 
 
-def _texts(n: int) -> list[str]:
-    """``n`` distinct queries (so none is answered from the cache)."""
-    return [f"{VERBS[i % len(VERBS)]} {PARTS[(i // len(VERBS)) % len(PARTS)]} ({i})" for i in range(n)]
+def _texts(n: int, tag: str) -> list[str]:
+    """``n`` distinct queries; another ``tag`` gives other texts (none answered from the cache)."""
+    return [f"{VERBS[i % len(VERBS)]} {PARTS[(i // len(VERBS)) % len(PARTS)]} ({tag} {i})" for i in range(n)]
 
 
-def _load(url: str, scene: str, texts: list[str], clients: int) -> tuple[np.ndarray, float]:
-    """Per-request latencies (s) and requests/s of ``texts`` sent by ``clients`` concurrent keep-alive clients."""
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load(url: str, scene: str, texts: list[str], clients: int, server: int) -> tuple[np.ndarray, float, float]:
+    """Per-request latencies (s), requests/s and the server's CPU ms per request, of ``texts`` sent by
+    ``clients`` concurrent keep-alive clients (CPU time per request stays comparable on a busy machine)."""
     chunks = [texts[i::clients] for i in range(clients)]
 
     def client(chunk: list[str]) -> list[float]:
@@ -53,10 +61,10 @@ def _load(url: str, scene: str, texts: list[str], clients: int) -> tuple[np.ndar
                 out.append(time.perf_counter() - t0)
         return out
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_s(server)
     with ThreadPoolExecutor(clients) as pool:
         lat = np.concatenate([np.array(x) for x in pool.map(client, chunks)])
-    return lat, len(texts) / (time.perf_counter() - t0)
+    return lat, len(texts) / (time.perf_counter() - t0), 1000 * (_cpu_s(server) - cpu0) / len(texts)
 
 
 def _photos(ws: Workspace, scene: str, n: int) -> list[bytes]:
@@ -74,6 +82,13 @@ def _photos(ws: Workspace, scene: str, n: int) -> list[bytes]:
     return out
 
 
+def _blank_jpeg() -> bytes:
+    """A featureless photo: localization answers it at once (not localized) once the worker is ready."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 36), (128, 128, 128)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ws", type=Path)
@@ -82,6 +97,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=800)
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="200 requests, 3 photos")
+    parser.add_argument("--no-localize", action="store_true", help="measure /query only")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.photos = 200, 3
@@ -112,15 +128,21 @@ def main() -> None:
                 raise SystemExit("the server did not start")
             time.sleep(0.1)
         startup = time.perf_counter() - t0
-        _load(url, scene, _texts(32)[::-1], args.clients)  # warm-up (other texts than the measured ones)
-        single, _ = _load(url, scene, _texts(args.requests)[:50], 1)
-        unique, unique_rps = _load(url, scene, _texts(args.requests), args.clients)
-        repeated, repeated_rps = _load(url, scene, _texts(10) * (args.requests // 10), args.clients)
-
-        photos = _photos(ws, scene, args.photos)
+        photos = [] if args.no_localize else _photos(ws, scene, args.photos)
         with httpx.Client(base_url=url, timeout=300) as c:
-            c.post("/localize", data={"scene": scene}, files={"image": ("warm.jpg", photos[0], "image/jpeg")})
-            secs, ok = [], 0
+            # The server loads every scene's localization index in its worker process at start-up; one
+            # /localize waits for that, so the query numbers below are not measured beside it.
+            warm = photos[0] if photos else _blank_jpeg()
+            c.post("/localize", data={"scene": scene}, files={"image": ("warm.jpg", warm, "image/jpeg")})
+        pid = server.pid
+        _load(url, scene, _texts(32, "warm-up"), args.clients, pid)  # other texts than the measured ones
+        single, single_rps, single_cpu = _load(url, scene, _texts(50, "single"), 1, pid)
+        unique, unique_rps, unique_cpu = _load(url, scene, _texts(args.requests, "unique"), args.clients, pid)
+        repeated, repeated_rps, repeated_cpu = _load(url, scene, _texts(10, "repeated") * (args.requests // 10),
+                                                     args.clients, pid)
+
+        secs, ok = [], 0
+        with httpx.Client(base_url=url, timeout=300) as c:
             for k, p in enumerate(photos):
                 t0 = time.perf_counter()
                 r = c.post("/localize", data={"scene": scene}, files={"image": (f"{k}.jpg", p, "image/jpeg")})
@@ -128,21 +150,26 @@ def main() -> None:
                 ok += r.json()["images"][0]["status"] == "localized"
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
     ms = lambda a, q: 1000 * float(np.percentile(a, q))  # noqa: E731
     print(f"\nhowto3d serve on {ws.root} (scene {scene}), server ready {startup:.1f} s after start\n")
-    print("| measurement                                   | p50 ms | p95 ms | requests/s |")
-    print("|-----------------------------------------------|--------|--------|------------|")
-    print(f"| cold `howto3d query` process (1 query)         | {cold * 1000:6.0f} |        |            |")
-    print(f"| /query, 1 client, unique texts                | {ms(single, 50):6.1f} | {ms(single, 95):6.1f} | "
-          f"{1 / np.mean(single):10.0f} |")
-    print(f"| /query, {args.clients} clients, unique texts ({len(unique)})      | {ms(unique, 50):6.1f} | "
-          f"{ms(unique, 95):6.1f} | {unique_rps:10.0f} |")
-    print(f"| /query, {args.clients} clients, 10 repeated texts ({len(repeated)}) | {ms(repeated, 50):6.1f} | "
-          f"{ms(repeated, 95):6.1f} | {repeated_rps:10.0f} |")
-    print(f"\n/localize, 640x360 JPEG: {np.mean(secs):.2f} s per photo (median {np.median(secs):.2f}, "
-          f"{len(secs)} photos, {ok} localized)")
+    print("| measurement                                   | p50 ms | p95 ms | requests/s | server CPU ms/req |")
+    print("|-----------------------------------------------|--------|--------|------------|-------------------|")
+    print(f"| cold `howto3d query` process (1 query)         | {cold * 1000:6.0f} |        |            |"
+          "                   |")
+    rows = [("1 client, unique texts", single, single_rps, single_cpu),
+            (f"{args.clients} clients, unique texts ({len(unique)})", unique, unique_rps, unique_cpu),
+            (f"{args.clients} clients, 10 repeated texts ({len(repeated)})", repeated, repeated_rps, repeated_cpu)]
+    for name, lat, rps, cpu in rows:
+        print(f"| /query, {name:<37} | {ms(lat, 50):6.1f} | {ms(lat, 95):6.1f} | {rps:10.0f} | {cpu:17.1f} |")
+    if secs:
+        print(f"\n/localize, 640x360 JPEG: {np.mean(secs):.2f} s per photo (median {np.median(secs):.2f}, "
+              f"{len(secs)} photos, {ok} localized)")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from temporal import dp as tdp  # noqa: E402
 from temporal.data import intervals_to_labels  # noqa: E402
 from temporal.discrim import DiscrimConfig, DiscrimVideo, train_discriminator, tune_alpha  # noqa: E402
-from temporal.dp import align_contiguous, align_one, fuse_actionness, oracle_scores, uniform_steps  # noqa: E402
-from temporal.metrics import action_ap, chance_actionness  # noqa: E402
+from temporal.metrics import action_ap, chance_actionness, recall_counts  # noqa: E402
 from temporal.models import StepVideo, TrainConfig, train_step_model  # noqa: E402
 from temporal.narration import constraint_mask  # noqa: E402
 from temporal.order import OrderConfig, train_order_verification  # noqa: E402
@@ -37,13 +37,13 @@ def dp_timings(quick: bool) -> Table:
     table = Table("T", "K", "A1 one-per-step (ms)", "A2 contiguous (ms)",
                   title="DP time (vs the previous code and CrossTask: benchmarks/dp.py)")
     rng = np.random.default_rng(0)
-    align_one(np.zeros((3, 2)))  # numba compiles (or loads its cache) on the first call: not a DP time
-    align_contiguous(np.zeros((3, 2)))
+    tdp.align_one(np.zeros((3, 2)))  # numba compiles (or loads its cache) on the first call: not a DP time
+    tdp.align_contiguous(np.zeros((3, 2)))
     for T in (300, 3000, 30000):
         for K in (5, 10, 20):
             S = rng.normal(size=(T, K))
             times = []
-            for f in (align_one, align_contiguous):
+            for f in (tdp.align_one, tdp.align_contiguous):
                 best = np.inf
                 for _ in range(1 if quick else 3):
                     t = time.perf_counter()
@@ -55,13 +55,11 @@ def dp_timings(quick: bool) -> Table:
 
 
 def pooled_recall(videos, scores) -> float:
-    hit = tot = 0
-    for v in videos:
-        S = scores(v)
-        Y = intervals_to_labels(v.intervals, len(v.X), S.shape[1])
-        hit += int(Y[align_one(S), np.arange(S.shape[1])].sum())
-        tot += int(Y.any(0).sum())
-    return hit / max(tot, 1)
+    """CrossTask recall pooled over all test videos (``temporal.metrics.recall_counts``, as everywhere)."""
+    counts = [recall_counts(intervals_to_labels(v.intervals, len(v.X), S.shape[1]),
+                            tdp.steps_to_labels(tdp.align_one(S), len(v.X)))
+              for v, S in ((v, scores(v)) for v in videos)]
+    return sum(h for h, _ in counts) / max(sum(n for _, n in counts), 1)
 
 
 def main(quick: bool) -> None:
@@ -143,7 +141,7 @@ def main(quick: bool) -> None:
 
     # post-processing of the component model's scores
     def fused(act, alpha):
-        return pooled_recall(test, lambda v: fuse_actionness(base.log_probs(v.X, v.task_id), act(v.X), alpha, True))
+        return pooled_recall(test, lambda v: tdp.fuse_actionness(base.log_probs(v.X, v.task_id), act(v.X), alpha, True))
 
     for name, act, ref in [("+ order actionness", order["Order verification (ours)"].actionness, "27.0"),
                            ("+ discrimination d", discr["Discrimination d (t=3)"].actionness, "-")]:
@@ -151,7 +149,7 @@ def main(quick: bool) -> None:
                     intervals_to_labels(v.intervals, len(v.X), len(steps[v.task_id]))) for v in hold]
         alpha, _ = tune_alpha(triples)
         rec.add_row(f"Component, shared {name} (alpha={alpha:.2f})", f"{100 * fused(act, alpha):.1f}", ref, "-")
-    orc = pooled_recall(test, lambda v: oracle_scores(base.log_probs(v.X, v.task_id), intervals_to_labels(
+    orc = pooled_recall(test, lambda v: tdp.oracle_scores(base.log_probs(v.X, v.task_id), intervals_to_labels(
         v.intervals, len(v.X), len(steps[v.task_id]))))
     rec.add_row("Component, shared, oracle background", f"{100 * orc:.1f}", "-", "-")
     console.print(rec)
@@ -161,7 +159,7 @@ def main(quick: bool) -> None:
 def _uniform(v, steps) -> np.ndarray:
     T, K = len(v.X), len(steps[v.task_id])
     S = np.zeros((T, K))
-    S[uniform_steps(T, K), np.arange(K)] = 1.0
+    S[tdp.uniform_steps(T, K), np.arange(K)] = 1.0
     return S
 
 

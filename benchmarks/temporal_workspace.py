@@ -21,10 +21,9 @@ from pathlib import Path
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from howto3d import grounding_cmds, pipeline  # noqa: E402
+from howto3d import grounding_cmds, recon_cmds, run, synthetic  # noqa: E402
 from howto3d import temporal_cmds as tc  # noqa: E402
 from howto3d.workspace import Workspace  # noqa: E402
-from temporal.features import FeatureConfig  # noqa: E402
 from temporal.video_steps import StepsConfig  # noqa: E402
 
 COMBOS = (["bovw", "color"], ["bovw", "color", "motion"], ["gaze"], ["motion", "gaze"],
@@ -32,9 +31,9 @@ COMBOS = (["bovw", "color"], ["bovw", "color", "motion"], ["gaze"], ["motion", "
 
 
 def build(root: Path) -> Workspace:
-    ws = pipeline.make_synthetic_workspace(root, scenes=1, videos=4, seconds=16.0, seed=0, fps=5.0)
-    pipeline.reconstruct(ws, None, frames=30)
-    pipeline.align(ws, None)
+    ws = synthetic.make_synthetic_workspace(root, scenes=1, videos=4, seconds=16.0, seed=0, fps=5.0)
+    recon_cmds.reconstruct(ws, None, frames=30)
+    recon_cmds.align(ws, None)
     grounding_cmds.train(ws)
     return ws
 
@@ -55,15 +54,13 @@ def main() -> None:
          for a in (0.0, 0.2)]
     for scene in ws.scenes():
         for kinds, conf in runs:
-            feats, _ = tc.clip_features(ws, scene, FeatureConfig(kinds=kinds))
-            tc.actionness(ws, scene, None, None, feats, conf)
-            tc.steps(ws, scene, feature_kinds=kinds, conf=conf)
+            tc.steps(ws, scene, feature_kinds=kinds, conf=conf)  # actionness of the same features comes with it
             r = tc.eval_steps(ws, scene)["scenes"][scene]
             cells = "  ".join(f"{m} {x['recall']:.2f}/{x['frame_f1']:.2f}" for m, x in r["methods"].items())
             print(f"{scene} {'+'.join(kinds):<26} grounded {conf.grounded_weight:.2f} act {conf.actionness_weight:.1f}"
                   f"  recall/F1: {cells}  actionness AP {r['actionness']['ap']:.2f} "
                   f"(chance {r['actionness']['chance']:.2f})", flush=True)
-    tc.run(ws)  # leave the workspace with its own settings' results
+    run.timelines(ws)  # leave the workspace with its own settings' results
 
 
 if __name__ == "__main__":

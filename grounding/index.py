@@ -3,8 +3,10 @@
 The packaged encoder is a sentence-embedding model trained for semantic similarity, so a reworded question
 ("where do I check the oil level") lands near the narration lines about the same part ("pull the dipstick
 out"). Every segment is embedded once; a query's ``k`` nearest segments vote with their voxel targets, weighted
-by a softmax of their cosine similarity and by the pair's own weight. Nothing is fitted, so a dozen narrated
-lines per part are enough and no word of the query needs to have been heard in training.
+by a softmax of their cosine similarity and by a power of the pair's own weight (how closely its frames look at
+what it points to: the words of a line spoken over an overview may match best, but its place is vague).
+Nothing is fitted, so a dozen narrated lines per part are enough and no word of the query needs to have been
+heard in training.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ class LineIndex:
     weights: torch.Tensor
     """(N,) each segment's weight (how well its frames look at what it votes for)."""
 
-    def votes(self, queries: torch.Tensor, k: int, temperature: float) -> torch.Tensor:
-        """(Q, N_V) voxel distribution per query from its ``k`` nearest segments (``queries``: unit (Q, D))."""
+    def votes(self, queries: torch.Tensor, k: int, temperature: float, weight_power: float = 1.0) -> torch.Tensor:
+        """(Q, N_V) voxel distribution per query from its ``k`` nearest segments (``queries``: unit (Q, D)),
+        each voter counting softmax(cosine / ``temperature``) × its weight ** ``weight_power``."""
         sims = queries @ self.embeddings.T
         k = min(k, sims.shape[1])
         top, idx = sims.topk(k, dim=1)
-        a = torch.softmax(top / temperature, dim=1) * self.weights[idx].clamp(min=1e-6)
+        a = torch.softmax(top / temperature, dim=1) * self.weights[idx].pow(weight_power).clamp(min=1e-12)
         a = a / a.sum(1, keepdim=True)
         return torch.einsum("qk,qkv->qv", a, self.targets[idx])
 

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
 
+from grounding import encoder as light
 from grounding.config import PACKAGED_ENCODER
 from recon.io import InputError, atomic_write_json
+
+if TYPE_CHECKING:  # training only: importing transformers costs ~1.7 s a query must not pay
+    from transformers import BertModel, PreTrainedTokenizerBase
 
 WEIGHTS = "model.safetensors"
 META = "grounding.json"
@@ -38,7 +42,9 @@ def encoder_path(name: str) -> Path:
 
 
 def load_encoder(name: str) -> tuple[BertModel, PreTrainedTokenizerBase]:
-    """Pre-trained BERT and its tokenizer, from local files only."""
+    """Pre-trained BERT and its tokenizer, from local files only, for training (inference: ``light``)."""
+    from transformers import AutoTokenizer, BertModel  # here, not at import: ~1.7 s of every cold query
+
     path = encoder_path(name)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     encoder = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
@@ -48,7 +54,7 @@ def load_encoder(name: str) -> tuple[BertModel, PreTrainedTokenizerBase]:
 class GroundingModel(nn.Module):
     """Mean-pooled BERT features → per-scene voxel logits."""
 
-    def __init__(self, encoder: BertModel, num_voxels: list[int]):
+    def __init__(self, encoder: BertModel | light.BertEncoder, num_voxels: list[int]):
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleList(nn.Linear(encoder.config.hidden_size, n) for n in num_voxels)
@@ -62,8 +68,11 @@ class GroundingModel(nn.Module):
         return self.heads[scene](features)
 
 
-def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
+def tokenize(tokenizer: PreTrainedTokenizerBase | light.Tokenizer, texts: list[str],
+             max_tokens: int) -> dict[str, torch.Tensor]:
     """Dynamic padding to the longest text of the batch; texts beyond ``max_tokens`` are truncated."""
+    if isinstance(tokenizer, light.Tokenizer):
+        return tokenizer(texts, max_tokens)
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
@@ -95,20 +104,21 @@ def save(model: GroundingModel, tokenizer: PreTrainedTokenizerBase, folder: Path
     atomic_write_json(folder / META, meta)
 
 
-def load(folder: Path) -> tuple[GroundingModel, PreTrainedTokenizerBase, dict, dict[str, torch.Tensor]]:
-    """Inverse of :func:`save` (safetensors only, no pickle); a damaged file is an :class:`InputError`."""
+def load(folder: Path) -> tuple[GroundingModel, light.Tokenizer, dict, dict[str, torch.Tensor]]:
+    """Inverse of :func:`save` for inference, on the light encoder (safetensors only, no pickle, no
+    ``transformers``); a damaged file is an :class:`InputError`."""
     current = folder / META
     try:
         meta = json.loads(current.read_text(encoding="utf-8"))
         current = folder / "config.json"
-        encoder = BertModel(BertConfig.from_json_file(str(current)), add_pooling_layer=False)
-        model = GroundingModel(encoder, meta["num_voxels"])
+        model = GroundingModel(light.BertEncoder(light.BertShape.from_json(current)), meta["num_voxels"])
         current = folder / WEIGHTS
-        model.load_state_dict(load_file(str(current)), strict=True)
+        # assign: the parameters become the loaded tensors instead of copies of them (a cold query's time)
+        model.load_state_dict(load_file(str(current)), strict=True, assign=True)
         current = folder / INDEX
         index = load_file(str(current)) if current.is_file() else {}
-        current = folder
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        current = folder / "tokenizer.json"
+        tokenizer = light.Tokenizer(folder)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
         raise InputError(f"{current}: damaged or incomplete grounding model ({type(e).__name__}); run "
                          "`howto3d train` again") from None

@@ -164,8 +164,9 @@ def make_pairs(conf: GroundingConfig, scene: SharedScene, narrations: dict[str, 
             if line_weight <= 0:
                 skipped["segments with line weight 0"] += 1
                 continue
-            inside = np.flatnonzero((times >= seg.start - conf.window_pad_seconds)
-                                    & (times <= seg.end + conf.window_pad_seconds))
+            lo = seg.start - conf.window_pad_seconds - conf.window_shift_seconds
+            hi = seg.end + conf.window_pad_seconds - conf.window_shift_seconds
+            inside = np.flatnonzero((times >= lo) & (times <= hi))
             if len(inside) == 0:
                 skipped["segments without registered frames"] += 1
                 continue

@@ -38,11 +38,13 @@ class Grounder:
             if index else {}
         self.k = int(conf.get("index_k", defaults.index_k))
         self.temperature = float(conf.get("index_temperature", defaults.index_temperature))
+        self.weight_power = float(conf.get("index_weight_power", defaults.index_weight_power))
         self.ensemble_weight = float(conf.get("ensemble_weight", defaults.ensemble_weight))
         self.prior_power = float(conf.get("prior_power", defaults.prior_power)) if index else 0.0
         self.score_radius = float(conf.get("score_radius", defaults.score_radius))
         self.peak_separation = float(conf.get("peak_separation", defaults.peak_separation))
         self.uncertain_ratio = float(conf.get("uncertain_ratio", defaults.uncertain_ratio))
+        self._near: dict[str, np.ndarray] = {}  # per scene: fixed while loaded, ~half a one-text query's time
 
     def _head(self, scene: str) -> int:
         if scene not in self.spaces:
@@ -64,7 +66,7 @@ class Grounder:
                 feats = self.model.embed(**enc)
                 probs = torch.softmax(self.model.logits(feats, head), dim=1)
                 if method != "classifier":
-                    votes = self.index[scene].votes(normalize(feats), self.k, self.temperature)
+                    votes = self.index[scene].votes(normalize(feats), self.k, self.temperature, self.weight_power)
                     probs = votes if method == "index" else \
                         (1 - self.ensemble_weight) * probs + self.ensemble_weight * votes
                 if self.prior_power > 0:
@@ -78,7 +80,9 @@ class Grounder:
         """The CLI contract: per text the answer point, its calibrated score, the top voxels and the peaks."""
         probs = self.scores(scene, texts, method=method)
         space = self.spaces[scene]
-        near = neighbourhood(space, self.score_radius)
+        near = self._near.get(scene)
+        if near is None:
+            near = self._near[scene] = neighbourhood(space, self.score_radius)
         return [answer(scene, text, p, space, near, self.peak_separation, self.uncertain_ratio)
                 for text, p in zip(texts, probs, strict=True)]
 

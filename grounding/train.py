@@ -28,7 +28,7 @@ from grounding import voxels
 from grounding.config import GroundingConfig
 from grounding.narration import Narration
 from grounding.pairs import Pair, make_pairs
-from recon.io import InputError, atomic_dir, atomic_write_json
+from recon.io import InputError, atomic_dir, atomic_write_json, read_json
 from recon.scene import SharedScene
 
 log = logging.getLogger(__name__)
@@ -255,3 +255,11 @@ def main(conf: GroundingConfig, scenes: dict[str, SharedScene], narrations: dict
     log.info("grounding model trained on %d pairs of %d scenes in %.0f s", stats["train_pairs"], len(names),
              summary["seconds"]["total"])
     return summary
+
+
+def load_summary(out_dir: Path) -> dict:
+    """The summary :func:`main` wrote with its model (an input error when either is missing)."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "summary.json").is_file() or not (out_dir / "model" / gmodel.WEIGHTS).is_file():
+        raise InputError(f"{out_dir}: no trained grounding model there; run `howto3d train` first")
+    return read_json(out_dir / "summary.json")

@@ -6,18 +6,30 @@ Errors a user can fix (bad files, unknown scenes, missing stages) print one read
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.text import Text
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from grounding.narration import subtitle_language
-from howto3d import cli_temporal, evaluation, grounding_cmds, pipeline, temporal_cmds, viewer_cmds
+from howto3d import (
+    cli_crosstask,
+    discover_cmds,
+    evaluation,
+    grounding_cmds,
+    recon_cmds,
+    reports,
+    scenes,
+    synthetic,
+    temporal_cmds,
+    viewer_cmds,
+)
+from howto3d import demo as demo_run
+from howto3d import run as run_stages
 from howto3d.progress import console, progress_bar, setup_logging
 from howto3d.workspace import Workspace, release_locks
 from recon import transfer as transfer_stage
@@ -33,13 +45,13 @@ WS = Annotated[Path, typer.Argument(help="Workspace folder.")]
 SceneOpt = Annotated[str | None, typer.Option("--scene", help="Only this scene (default: all scenes).")]
 Scene = Annotated[str, typer.Option("--scene", help="Scene name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+ExecutorOpt = Annotated[Literal["local", "ray"] | None, typer.Option(
+    "--executor", help="local: worker processes here; ray: Ray tasks on [run] ray_address, RAY_ADDRESS, else a "
+    "local Ray cluster. Saved in howto3d.toml.")]
 
 
-def _print_json(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, indent=1) + "\n")
-
-
-app.add_typer(cli_temporal.app, name="temporal")
+app.add_typer(cli_crosstask.app, name="crosstask")
+app.add_typer(cli_crosstask.app, name="temporal", hidden=True, callback=cli_crosstask.warn_deprecated)  # one release
 
 
 @app.callback()
@@ -76,14 +88,16 @@ def reconstruct(ws: WS, scene: SceneOpt = None,
                 frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames sampled per video.")] = None,
                 workers: Annotated[int | None, typer.Option(min=1, help="Videos reconstructed in parallel.")] = None,
                 force: Annotated[bool, typer.Option(help="Redo videos that finished or failed before.")] = False,
-                ) -> None:
+                executor: ExecutorOpt = None) -> None:
     """Reconstruct every video on its own with pycolmap (resumable)."""
     w = Workspace.open(ws).lock("reconstruct")
+    if executor is not None:
+        w.remember("run", "executor", executor)
     if frames is not None:
         w.remember("frames", "num_frames", frames)
     with progress_bar() as progress:
-        summary = pipeline.reconstruct(w, scene, workers=workers, force=force, progress=progress)
-    pipeline.print_reconstruct_summary(summary)
+        summary = recon_cmds.reconstruct(w, scene, workers=workers, force=force, progress=progress)
+    reports.print_reconstruct_summary(summary)
     failed = [r for r in summary if r["status"] != "done"]
     if summary and len(failed) == len(summary):
         _fail(f"every video failed to reconstruct ({len(failed)} of {len(summary)}); see the reasons above", 1)
@@ -91,23 +105,28 @@ def reconstruct(ws: WS, scene: SceneOpt = None,
 
 @app.command()
 def align(ws: WS, scene: SceneOpt = None,
-          force: Annotated[bool, typer.Option(help="Realign even if nothing changed.")] = False) -> None:
+          force: Annotated[bool, typer.Option(help="Realign even if nothing changed.")] = False,
+          executor: ExecutorOpt = None) -> None:
     """Align each scene's reconstructions into one shared frame (alignment graph)."""
     w = Workspace.open(ws).lock("align")
+    if executor is not None:
+        w.remember("run", "executor", executor)
     with progress_bar() as progress:
-        results = pipeline.align(w, scene, force=force, progress=progress)
-    pipeline.print_align_summary(results)
+        results = recon_cmds.align(w, scene, force=force, progress=progress)
+    reports.print_align_summary(results)
 
 
 @app.command()
-def train(ws: WS, epochs: Annotated[int | None, typer.Option(min=1, help="Maximum training epochs.")] = None) -> None:
-    """Train the text→voxel grounding model from the narrations (one BERT for all scenes)."""
+def train(ws: WS, epochs: Annotated[int | None, typer.Option(min=1, help="Maximum training epochs.")] = None,
+          force: Annotated[bool, typer.Option(help="Retrain even if nothing changed.")] = False) -> None:
+    """Train the text→voxel grounding model from the narrations (one BERT for all scenes; skipped when nothing
+    changed)."""
     w = Workspace.open(ws).lock("train")
     if epochs is not None:
         w.remember("grounding", "epochs", epochs)
     with progress_bar() as progress:
-        summary = grounding_cmds.train(w, epochs, progress)
-    grounding_cmds.print_train_summary(summary)
+        summary = run_stages.train(w, epochs, progress, force=force)
+    reports.print_train_summary(summary)
 
 
 @app.command()
@@ -126,9 +145,9 @@ def query(ws: WS, scene: Scene,
         raise InputError('give a query ("where is the dipstick") or --batch FILE')
     results = grounding_cmds.query(Workspace.open(ws), scene, texts, heatmap)
     if json_out:
-        _print_json(results[0] if len(results) == 1 else results)
+        reports.print_json(results[0] if len(results) == 1 else results)
     else:
-        grounding_cmds.print_query_results(results)
+        reports.print_query_results(results)
 
 
 @app.command("eval-grounding")
@@ -140,24 +159,18 @@ def eval_grounding(ws: Annotated[list[Path], typer.Argument(help="Workspace fold
                    json_out: JsonOpt = False) -> None:
     """Synthetic worlds: PCK@10/@30cm of queries against the true part positions, per part, over worlds."""
     report = grounding_cmds.eval_grounding([Workspace.open(w) for w in ws], plot, queries)
-    if json_out:
-        _print_json(report)
-    else:
-        grounding_cmds.print_eval_report(report)
+    reports.show(report, json_out, reports.print_eval_report)
 
 
 @app.command("eval-transfer")
 def eval_transfer(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
     """Synthetic worlds: camera accuracy and keypoint-transfer PCK (graph vs direct edges) against ground truth."""
     w = Workspace.open(ws)
-    shared = pipeline.shared_scene(w, scene)
+    shared = scenes.shared_scene(w, scene)
     gt = evaluation.load_gt(w.ground_truth_path(scene))
     report = {"cameras": evaluation.camera_errors(shared, gt),
               "transfer": evaluation.eval_transfer(shared, gt, w.align_dir(scene))}
-    if json_out:
-        _print_json(report)
-    else:
-        evaluation.print_report(report)
+    reports.show(report, json_out, reports.print_alignment_accuracy)
 
 
 @app.command("actionness")
@@ -168,13 +181,10 @@ def actionness_cmd(ws: WS, scene: Scene,
     w = Workspace.open(ws).lock("actionness")
     with progress_bar() as progress:
         act = temporal_cmds.actionness(w, w.require_scene(scene), video, progress)
-    out = {v: {"clip_seconds": 1.0, "actionness": [round(float(x), 4) for x in a]} for v, a in act.items()}
     if json_out:
-        _print_json(out)
+        reports.print_json(temporal_cmds.actionness_json(act))
     else:
-        for v, a in act.items():
-            console.print(f"{scene}/{v}: {len(a)} clips, most action at {int(a.argmax())}–{int(a.argmax()) + 1} s "
-                          f"→ {w.temporal_dir(scene) / 'actionness' / (v + '.json')}")
+        reports.print_actionness(scene, act, w.temporal_dir(scene) / "actionness")
 
 
 @app.command("steps")
@@ -190,9 +200,9 @@ def steps_cmd(ws: WS, scene: Scene, video: Annotated[str, typer.Option(help="Vid
     if video not in results:
         raise InputError(f"{scene}/{video}: no task for this video; pass --task (ids in the scene's task file)")
     if json_out:
-        _print_json(results[video])
+        reports.print_json(results[video])
     else:
-        temporal_cmds.print_steps(results)
+        reports.print_steps(results)
 
 
 @app.command("discover")
@@ -200,52 +210,35 @@ def discover_cmd(ws: WS, scene: Scene,
                  k: Annotated[int | None, typer.Option("--k", min=1, help="Key steps per task (default 7).")] = None,
                  json_out: JsonOpt = False) -> None:
     """Step timelines without a task list: key steps discovered from the videos, named from their narration."""
-    from howto3d import discover_cmds
-
     w = Workspace.open(ws).lock("discover")
     with progress_bar() as progress:
         results = discover_cmds.discover(w, w.require_scene(scene), k, progress)
-    if json_out:
-        _print_json(results)
-    else:
-        temporal_cmds.print_steps(results)
+    reports.show(results, json_out, reports.print_steps)
 
 
 @app.command("groundedness")
 def groundedness_cmd(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
     """How well each narration line is localized in its own video (segment-level AUC; 0.5 = not at all)."""
-    from howto3d import discover_cmds
-
     w = Workspace.open(ws).lock("groundedness")
     with progress_bar() as progress:
         report = discover_cmds.groundedness(w, w.require_scene(scene), progress)
-    if json_out:
-        _print_json(report)
-        return
-    for v, r in report["videos"].items():
-        console.print(f"[bold]{scene}/{v}[/bold]: intra-video AUC {r['auc']:.2f}")
-        for ln in r["lines"]:
-            console.print(f"  {ln['groundedness']:.2f}  {ln['start']:6.1f}–{ln['end']:6.1f} s  {ln['text']}",
-                          highlight=False)
+    reports.show(report, json_out, reports.print_groundedness)
 
 
 @app.command("eval-steps")
 def eval_steps(ws: WS, scene: SceneOpt = None, json_out: JsonOpt = False) -> None:
     """Synthetic worlds: step recall, frame F1 and actionness AP of the saved timelines vs ground truth."""
     report = temporal_cmds.eval_steps(Workspace.open(ws), scene)
-    if json_out:
-        _print_json(report)
-    else:
-        temporal_cmds.print_eval(report)
+    reports.show(report, json_out, reports.print_eval)
 
 
 @app.command()
 def cameras(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
     """Every registered frame's camera in the scene's shared frame."""
-    shared = pipeline.shared_scene(Workspace.open(ws), scene)
+    shared = scenes.shared_scene(Workspace.open(ws), scene)
     out = cameras_json(shared)
     if json_out:
-        _print_json(out)
+        reports.print_json(out)
     else:
         for v in shared.videos:
             times = [f["time"] for f in out["frames"] if f["video"] == v]
@@ -258,12 +251,12 @@ def transfer(ws: WS, scene: Scene,
              keypoints: Annotated[Path, typer.Option(help="Keypoints JSON.")], json_out: JsonOpt = False) -> None:
     """Transfer keypoints clicked in one video to every frame of the others."""
     w = Workspace.open(ws)
-    shared = pipeline.shared_scene(w, scene)
-    video = next((v.path for v in w.videos(scene) if v.name == source), None)
+    shared = scenes.shared_scene(w, scene)
+    video = scenes.video(w, scene, source).path if source in shared.videos else None
     localize = FrameLocalizer(viewer_cmds.localizer(w, scene, shared), video, source) if video else None
     out = transfer_stage.main(shared, source, read_json(keypoints), localize=localize)
     if json_out:
-        _print_json(out)
+        reports.print_json(out)
     else:
         for kp in out["keypoints"]:
             console.print(f"{kp['name']}: point {kp['point']}, seen in {len(kp['projections'])} frames of other videos")
@@ -305,7 +298,7 @@ def localize(ws: WS, scene: Scene,
     with progress_bar() as progress:
         out = viewer_cmds.localize(Workspace.open(ws), scene, images, progress)
     if json_out:
-        _print_json(out)
+        reports.print_json(out)
         return
     for r in out["images"]:
         if r["cam_from_world"] is None:
@@ -321,7 +314,7 @@ def serve(ws: WS, port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
           host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: the whole network).")] = "127.0.0.1",
           localize_workers: Annotated[int, typer.Option(min=1, help="Processes localizing photos.")] = 1) -> None:
     """HTTP API for AR clients (query, localize, overlay, GLB export) and a web page at /."""
-    from howto3d.server import serve as run_server
+    from howto3d.server import serve as run_server  # FastAPI/uvicorn: only `serve` pays for their import
 
     run_server(ws, host, port, localize_workers)
 
@@ -338,13 +331,15 @@ def export(ws: WS, scene: Scene, fmt: Annotated[str, typer.Option("--format", he
 
 
 @app.command()
-def run(ws: WS, frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames sampled per video.")] = None
-        ) -> None:
+def run(ws: WS, frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames sampled per video.")] = None,
+        executor: ExecutorOpt = None) -> None:
     """Every stage in order: reconstruct, align, train, actionness + steps (each skips what is already done)."""
     w = Workspace.open(ws).lock("run")
     if frames is not None:
         w.remember("frames", "num_frames", frames)
-    pipeline.run_all(w)
+    if executor is not None:
+        w.remember("run", "executor", executor)
+    run_stages.run_all(w)
 
 
 @app.command()
@@ -365,17 +360,15 @@ def synth(out: Annotated[Path, typer.Argument(help="Folder of the new synthetic 
                                                          "(all: synth.WorldConfig).")] = None) -> None:
     """Render a synthetic narrated engine-bay world as a ready workspace (with ground truth)."""
     with progress_bar() as progress:
-        pipeline.make_synthetic_workspace(out, scenes=scenes, videos=videos, seconds=seconds, seed=seed,
-                                          progress=progress, preset=preset, settings=set_ or [])
+        synthetic.make_synthetic_workspace(out, scenes=scenes, videos=videos, seconds=seconds, seed=seed,
+                                           progress=progress, preset=preset, settings=set_ or [])
     console.print(f"synthetic workspace ready: {out}")
 
 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="Demo folder.")] = Path("demo")) -> None:
     """Synthetic world → every stage → report. The README's main command."""
-    from howto3d import demo as demo_mod
-
-    demo_mod.main(out)
+    demo_run.main(out)
 
 
 _OS_FIXES = {

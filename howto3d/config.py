@@ -27,6 +27,25 @@ from temporal.video_steps import StepsConfig
 
 
 @dataclass
+class RunConfig:
+    """Where per-item work (a video's frames and SfM, a video pair's alignment) runs."""
+
+    executor: typing.Literal["local", "ray"] = "local"
+    """local: worker processes on this machine; ray: Ray tasks on a Ray cluster (inputs and outputs travel
+    through Ray's object store, so the nodes need no shared filesystem, only the same Python environment)."""
+    ray_address: str = ""
+    """Ray cluster to use with executor = "ray" ("": the RAY_ADDRESS environment variable, else a local cluster
+    started for this run)."""
+    workers: int = 0
+    """Tasks in flight at once (0: local = half the cores, ray = the cluster's CPUs / cpus_per_task)."""
+    cpus_per_task: int = 1
+    """With ray, CPUs requested by (and threads given to) each video's SfM task when reconstruct.num_threads is
+    -1; one thread per video packs a cluster best when videos outnumber cores."""
+    max_retries: int = 3
+    """With ray, times a task lost with its node or worker process is retried before its video is failed."""
+
+
+@dataclass
 class Config:
     """All stage settings of a workspace."""
 
@@ -44,6 +63,8 @@ class Config:
     """Actionness and step timelines of the videos (temporal stage)."""
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     """Localizing new photos in a scene's shared frame (recon stage)."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """Executor of the per-video and per-pair work (all stages that fan out)."""
 
 
 @cache
@@ -116,7 +137,7 @@ _AT_LEAST_ONE = {
     "grounding.divisions", "grounding.num_voxels", "grounding.depth_neighbors", "grounding.max_tokens",
     "grounding.epochs", "grounding.batch_size", "clip_features.samples_per_second", "clip_features.max_side",
     "clip_features.sift_features", "clip_features.words", "clip_features.gaze_divisions", "clip_features.max_points",
-    "temporal.epochs", "temporal.order_epochs",
+    "temporal.epochs", "temporal.order_epochs", "run.cpus_per_task",
 }
 """Counts and sizes: zero or less is never meaningful (0 frames, 0 voxel divisions, an empty batch)."""
 _RANGES: dict[str, tuple[float | None, float | None]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from howto3d import evaluation, grounding_cmds, pipeline, temporal_cmds, viewer_cmds
+from howto3d import evaluation, grounding_cmds, reports, run, scenes, synthetic, temporal_cmds, viewer_cmds
 from howto3d.progress import console, progress_bar
 from howto3d.workspace import Workspace
 
@@ -41,25 +41,25 @@ def main(out: Path, conf: DemoConfig | None = None) -> dict:
         ws = Workspace.open(ws_root)
     else:
         with progress_bar() as progress:
-            ws = pipeline.make_synthetic_workspace(ws_root, scenes=conf.scenes, videos=conf.videos,
-                                                   seconds=conf.seconds, seed=conf.seed, fps=conf.fps,
-                                                   progress=progress)
-    pipeline.run_all(ws, frames=conf.frames)
+            ws = synthetic.make_synthetic_workspace(ws_root, scenes=conf.scenes, videos=conf.videos,
+                                                    seconds=conf.seconds, seed=conf.seed, fps=conf.fps,
+                                                    progress=progress)
+    run.run_all(ws, frames=conf.frames)
     for scene in ws.scenes():
-        shared = pipeline.shared_scene(ws, scene)
+        shared = scenes.shared_scene(ws, scene)
         gt = evaluation.load_gt(ws.ground_truth_path(scene))
         console.rule(f"alignment of {scene} vs ground truth")
-        evaluation.print_report({"cameras": evaluation.camera_errors(shared, gt),
-                                 "transfer": evaluation.eval_transfer(shared, gt, ws.align_dir(scene))})
-    console.rule("grounding: held-out instructions vs true part positions")
+        reports.print_alignment_accuracy({"cameras": evaluation.camera_errors(shared, gt),
+                                          "transfer": evaluation.eval_transfer(shared, gt, ws.align_dir(scene))})
+    console.rule("grounding: questions worded unlike the narration vs true part positions")
     report = grounding_cmds.eval_grounding(ws, out / "pck.png")
-    grounding_cmds.print_eval_report(report)
+    reports.print_eval_report(report)
     scene = ws.scenes()[0]
     results = grounding_cmds.query(ws, scene, [conf.query])
-    grounding_cmds.print_query_results(results)
+    reports.print_query_results(results)
     console.rule("step timelines vs ground truth")
     steps_report = temporal_cmds.eval_steps(ws)
-    temporal_cmds.print_eval(steps_report)
+    reports.print_eval(steps_report)
     steps, actionness = temporal_cmds.timeline_inputs(ws, scene)
     pictures = viewer_cmds.demo_outputs(ws, scene, conf.query, out, gt_part=conf.query_part, steps=steps,
                                         actionness=actionness)

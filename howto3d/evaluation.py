@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pycolmap
 
+from howto3d.workspace import Workspace
+from recon.align import Alignment
 from recon.io import InputError, read_json
 from recon.scene import RegisteredFrame, SharedScene
-from recon.sim3 import sim3_from_json
 from recon.transfer import triangulate
 
 THRESHOLDS_CM = (1, 2, 3, 5, 8, 10, 15, 20)
@@ -97,14 +98,9 @@ def pck(errors_m: list[float], thresholds_cm=THRESHOLDS_CM) -> dict[str, float]:
 def eval_transfer(shared: SharedScene, gt: dict, align_dir) -> dict:
     """Keypoint-transfer PCK: shared frame (one global fit), and per video pair via the graph vs direct edges."""
     world_from_shared = fit_to_world(shared.frames, gt)
-    transforms = read_json(align_dir / "transforms.json") if (align_dir / "transforms.json").exists() else None
-    shared_from = {v: sim3_from_json(s) for v, s in transforms["shared_from_video"].items()} if transforms else {}
-    edges = {}
-    if (align_dir / "graph.json").exists():
-        for e in read_json(align_dir / "graph.json")["edges"]:
-            if e["accepted"]:
-                s = sim3_from_json(e["b_from_a"])
-                edges[(e["a"], e["b"])], edges[(e["b"], e["a"])] = s, s.inverse()
+    alignment = Alignment.load(align_dir) if Alignment.is_done(align_dir) else None
+    shared_from = alignment.shared_from_video if alignment else {}
+    edges = alignment.accepted_edges() if alignment else {}
     # A per-video world fit measures how well a point lands in *that video's* model (graph vs direct).
     world_from_video = {v: fit_to_world(shared.frames_of(v), gt, shared_from[v].inverse())
                         for v in shared.videos if v in shared_from}
@@ -130,25 +126,15 @@ def eval_transfer(shared: SharedScene, gt: dict, align_dir) -> dict:
             "median_error_cm": float(np.median(global_err) * 100) if global_err else None}
 
 
-def print_report(report: dict) -> None:
-    """Rich tables of :func:`camera_errors` and :func:`eval_transfer` results."""
-    from rich.table import Table
+def world_from_shared(ws: Workspace, scene: str, shared: SharedScene) -> pycolmap.Sim3d | None:
+    """Synthetic worlds only: the metric Sim(3) from the shared frame to the ground-truth world (metres).
 
-    from howto3d.progress import console
-
-    cams = Table(title="cameras vs ground truth (one Sim(3) fit of all shared-frame cameras)")
-    for col in ("video", "frames", "centre mean (cm)", "centre max (cm)", "rotation max (°)"):
-        cams.add_column(col)
-    for v, e in report["cameras"].items():
-        cams.add_row(v, str(e["frames"]), f"{e['centre_mean_m'] * 100:.2f}", f"{e['centre_max_m'] * 100:.2f}",
-                     f"{e['rotation_max_deg']:.2f}")
-    console.print(cams)
-    t = report["transfer"]
-    pcks = Table(title=f"keypoint transfer PCK ({t['keypoints']} triangulated keypoints)")
-    pcks.add_column("mode")
-    for th in THRESHOLDS_CM:
-        pcks.add_column(f"{th} cm")
-    for mode, label in (("pck_shared", "shared frame"), ("pck_graph", f"graph ({t['pairs_graph']} pairs)"),
-                        ("pck_direct", f"direct edges ({t['pairs_direct']} pairs)")):
-        pcks.add_row(label, *(f"{t[mode][f'{th}cm']:.2f}" for th in THRESHOLDS_CM))
-    console.print(pcks)
+    Fitted on all registered camera centres against their ground-truth centres; ``None`` without ground truth.
+    """
+    path = ws.ground_truth_path(scene)
+    if not path.exists():
+        return None
+    try:
+        return fit_to_world(shared.frames, read_json(path))
+    except InputError:
+        return None

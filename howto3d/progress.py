@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from recon.io import ProgressFn
+
 console = Console(stderr=True, markup=False)
 """Messages carry user paths and names (``[bogus]``, ``a[/]b``): never interpret them as rich markup."""
 
-ProgressFn = Callable[[str, int, int], None]
-"""``progress(description, done, total)``: how stages report progress without knowing about rich."""
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -1,7 +1,9 @@
 """Workspace-level viewer commands: ``view``, ``overlay``, ``export`` and the demo's pictures.
 
 They gather what the ``viewer`` stage draws (shared scene, grounding heatmap, subtitles, synthetic ground
-truth) from a workspace; the viewer modules themselves only take arrays and never load a model.
+truth) from a workspace; the viewer modules themselves only take arrays and never load a model. The viewer and
+localization modules are imported where they are used: they pull in Open3D and PIL, whose start-up every other
+command (``howto3d query`` above all) would otherwise pay.
 """
 
 from __future__ import annotations
@@ -13,27 +15,23 @@ from typing import Any
 
 import numpy as np
 
-from howto3d.pipeline import shared_scene, world_from_shared
+from howto3d import scenes as wscenes
+from howto3d.evaluation import world_from_shared
+from howto3d.scenes import shared_scene
+from howto3d.temporal_cmds import timeline_inputs
 from howto3d.workspace import Workspace
 from recon.io import InputError, atomic_write_bytes, read_json
+from recon.reconstruct import Model
 from recon.scene import SharedScene
+from recon.video import probe
 
 log = logging.getLogger(__name__)
 
 GT_COLOR = (0.1, 0.9, 0.2)
 
 
-def _grounder(ws: Workspace):
-    """The trained grounding model, or an error that says which command makes one."""
-    from grounding.query import load
-
-    if not ws.grounding_dir.exists():
-        raise InputError(f"{ws.root}: no grounding model yet; run `howto3d train`")
-    return load(ws.grounding_dir)
-
-
 def query_heatmap(ws: Workspace, scene: str, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return _grounder(ws).heatmap(scene, query)
+    return wscenes.grounder(ws).heatmap(scene, query)
 
 
 def gt_markers(ws: Workspace, scene: str, shared: SharedScene, part: str | None,
@@ -60,16 +58,14 @@ def gt_markers(ws: Workspace, scene: str, shared: SharedScene, part: str | None,
 def timelines(ws: Workspace, scene: str, steps: dict[str, list[dict]] | None = None,
               actionness: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, dict[str, Any]]:
     """Per video the timeline inputs that exist: subtitles, given predicted steps/actionness, synthetic GT steps."""
-    from grounding.narration import load_narrations
-    from recon.video import probe
-
     gt_path = ws.ground_truth_path(scene)
     gt = read_json(gt_path)["videos"] if gt_path.exists() else {}
+    narrations = wscenes.narrations(ws, scene)
     out = {}
     for v in ws.videos(scene):
         entry: dict[str, Any] = {"duration": probe(v.path).duration}
-        if v.subtitles:
-            entry["narrations"] = load_narrations(v.subtitles, f"{scene}/{v.name}")
+        if narrations[v.name]:
+            entry["narrations"] = narrations[v.name]
         if steps and v.name in steps:
             entry["steps"] = steps[v.name]
         if actionness and v.name in actionness:
@@ -92,23 +88,13 @@ def view(ws: Workspace, scene: str, query: str | None = None, screenshot: Path |
     from viewer.app import run_viewer
 
     try:
-        grounder = _grounder(ws)
+        grounder = wscenes.grounder(ws)
         query_fn = lambda text: grounder.heatmap(scene, text)  # noqa: E731
     except InputError as e:
         log.warning("%s; the query box is disabled", e)
         query_fn = None
-    from howto3d.temporal_cmds import timeline_inputs
-
     run_viewer(shared, heatmap, query_fn, timelines(ws, scene, *timeline_inputs(ws, scene)))
     return None
-
-
-def _video_path(ws: Workspace, scene: str, video: str) -> Path:
-    for v in ws.videos(scene):
-        if v.name == video:
-            return v.path
-    raise InputError(f"{ws.root}: scene {scene!r} has no video {video!r}; "
-                     f"videos: {', '.join(v.name for v in ws.videos(scene))}")
 
 
 def overlay(ws: Workspace, scene: str, video: str, query: str, out: Path, gt_part: str | None = None,
@@ -117,7 +103,7 @@ def overlay(ws: Workspace, scene: str, video: str, query: str, out: Path, gt_par
     from viewer.overlay import overlay as draw
 
     shared = shared_scene(ws, scene)
-    return draw(shared, _video_path(ws, scene, video), video, query_heatmap(ws, scene, query), out,
+    return draw(shared, wscenes.video(ws, scene, video).path, video, query_heatmap(ws, scene, query), out,
                 gt_markers(ws, scene, shared, gt_part, video), every)
 
 
@@ -141,7 +127,7 @@ def demo_outputs(ws: Workspace, scene: str, query: str, out_dir: Path, gt_part: 
     video = video or shared.videos[0]
     return {
         "screenshot": take(shared, out_dir / "scene.png", heatmap, markers=gt_markers(ws, scene, shared, gt_part)),
-        "overlay": draw(shared, _video_path(ws, scene, video), video, heatmap, out_dir / f"overlay_{video}.mp4",
+        "overlay": draw(shared, wscenes.video(ws, scene, video).path, video, heatmap, out_dir / f"overlay_{video}.mp4",
                         gt_markers(ws, scene, shared, gt_part, video)),
         "timeline": plot_timelines(out_dir / "timeline.png", timelines(ws, scene, steps, actionness)),
     }
@@ -151,7 +137,7 @@ def _localize_inputs(ws: Workspace, scene: str, shared: SharedScene | None):
 
     shared = shared if shared is not None else shared_scene(ws, scene)
     conf = ws.config.localize
-    return conf, shared, {v: ws.sfm_dir(scene, v) / "database.db" for v in shared.videos}
+    return conf, shared, {v: Model(ws.sfm_dir(scene, v)).database for v in shared.videos}
 
 
 def localizer(ws: Workspace, scene: str, shared: SharedScene | None = None):

@@ -23,14 +23,21 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from grounding.narration import find_subtitles, subtitle_files
 from howto3d.config import Config, load_config, to_toml
-from recon.io import InputError, atomic_write_bytes, atomic_write_json, file_fingerprint, read_json
+from recon.io import (
+    InputError,
+    atomic_write_bytes,
+    atomic_write_json,
+    file_fingerprint,
+    params_fingerprint,
+    read_json,
+)
 
 log = logging.getLogger("howto3d")
 
@@ -243,9 +250,44 @@ class Workspace:
             log.info("removed %d temporary file(s) left by an interrupted run", len(stale))
         return len(stale)
 
-    # ---- stage records ------------------------------------------------------------------
+    # ---- stage records: one way to skip finished work -------------------------------------------
     def record(self, stage: str) -> StageRecord:
         return StageRecord(self.root / "state" / f"{stage}.json")
+
+    def step(self, stage: str, key: str, inputs: Mapping[str, Path | str | None], params: Any) -> Step:
+        """The record of one item of a stage (``key``, e.g. ``civic/video_00``) for these inputs and settings.
+
+        ``inputs`` name what the item is made from: a file (fingerprinted by content), an upstream fingerprint
+        (a string, e.g. :meth:`recon.reconstruct.Model.fingerprint`) or ``None`` (absent). ``params`` is any
+        JSON-able value (a config's ``asdict``). A changed input or setting makes a new fingerprint, so exactly
+        the items that depend on it are redone. The names document; the fingerprint hashes the inputs in the
+        order given (so records of earlier releases, made the same way, stay valid).
+        """
+        fp = params_fingerprint([*map(_input_fingerprint, inputs.values()), params])
+        record = self.record(stage)
+        return Step(stage, key, fp, record, record.get(key, fp))
+
+    def run_step(self, stage: str, key: str, inputs: Mapping[str, Path | str | None], params: Any,
+                 fn: Callable[[], T], *, load: Callable[[], T] | None = None, force: bool = False) -> T:
+        """Run ``fn`` for one item unless it already finished from the same inputs and settings; then ``load()``
+        (the stage's reader of what ``fn`` wrote) is the result, and an output that cannot be read is redone.
+
+        Every stage of the workspace skips and resumes through here (or :meth:`step` when its items run in
+        worker processes), so `howto3d run` twice does nothing the second time.
+        """
+        step = self.step(stage, key, inputs, params)
+        if step.done and not force and load is not None:
+            try:
+                result = load()
+            except (InputError, OSError, KeyError, ValueError) as e:
+                log.info("%s: %s output unreadable (%s): redone", key, stage, e)
+            else:
+                log.info("%s: %s skipped (inputs and settings unchanged)", key, stage)
+                return result
+        t = time.perf_counter()
+        result = fn()
+        step.put("done", seconds=round(time.perf_counter() - t, 2))
+        return result
 
 
 _HELD: dict[Path, int] = {}
@@ -269,6 +311,45 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+T = TypeVar("T")
+
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+"""File fingerprints of this process by (path, size, mtime): a long video is hashed once per command."""
+
+
+def _input_fingerprint(value: Path | str | None) -> str | None:
+    if not isinstance(value, Path):
+        return value
+    try:
+        st = value.stat()
+    except FileNotFoundError:
+        return None
+    key = (str(value.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = file_fingerprint(value)
+    return _FINGERPRINTS[key]
+
+
+@dataclass
+class Step:
+    """One item of a stage as recorded: ``entry`` is its record when made from the same fingerprint."""
+
+    stage: str
+    key: str
+    fingerprint: str
+    record: StageRecord
+    entry: dict[str, Any] | None
+
+    @property
+    def done(self) -> bool:
+        return self.entry is not None and self.entry["status"] == "done"
+
+    def put(self, status: str, **info: Any) -> None:
+        """Record the item's outcome (``done`` or ``failed`` with an ``error``), merged under the record's lock."""
+        self.record.put(self.key, self.fingerprint, status, **info)
+        self.entry = self.record.items[self.key]
 
 
 class StageRecord:

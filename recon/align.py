@@ -1,25 +1,21 @@
 """Cross-video alignment without a joint reconstruction (source §5.3.2–5.3.4).
 
 The nodes are *segments*: each kept model of a video (segment 0, the largest, is named like the video;
-segment k > 0 is ``<video>#<k>``), so the two sides of a cut are aligned like two videos. For every pair
-of nodes (other videos' segments and the same video's): retrieve similar frames (VLAD), match SIFT between
+segment k > 0 is ``<video>#<k>``), so the two sides of a cut are aligned like two videos. For each candidate
+pair of nodes (every pair in a small scene; each node's most similar ones by whole-node VLAD, kept connected, in
+a large one: O(n·k) pairs, not O(n²)): retrieve similar frames (VLAD), match SIFT between
 them (mutual nearest neighbours + ratio test + fundamental-matrix RANSAC), lift the 2D matches to 3D–3D
 through both models, and fit a robust Sim(3). Accepted alignments are the edges of a graph whose shortest
-paths compose every node into the reference's frame, the scene's *shared frame*.
-
-Output folder::
-
-    out_dir/graph.json        nodes, accepted and rejected edges (inliers, ratio, residual, Sim(3))
-    out_dir/transforms.json   {"reference", "shared_from_video": {video: Sim(3) of segment 0},
-                               "shared_from_segment": {video: {"<k>": Sim(3)}}, "unaligned": {video: why},
-                               "unaligned_segments": {video: {"<k>": why}}}
+paths compose every node into the reference's frame, the scene's *shared frame*. The output folder is
+read and written by :class:`Alignment` only.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import networkx as nx
@@ -27,10 +23,10 @@ import numpy as np
 import pycolmap
 from scipy.spatial import cKDTree
 
-from recon.io import atomic_dir, atomic_write_json
-from recon.reconstruct import load_model, read_features, segment_dirs
+from recon.io import InputError, atomic_dir, atomic_write_json, read_json
+from recon.reconstruct import Model, load_model, read_features, segment_dirs
 from recon.retrieval import learn_codebook, mutual_matches, top_pairs, vlad
-from recon.sim3 import sim3_to_json
+from recon.sim3 import sim3_from_json, sim3_to_json
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +60,12 @@ class AlignConfig:
     own Sim(3) may follow them; across all of a video's neighbours only the static structure agrees."""
     refine_sweeps: int = 5
     """Sweeps of the graph-wide refinement (0: keep the composed shortest-path transforms)."""
+    video_pairs_per_node: int = 5
+    """Node pairs matched per node: each node's top-k most similar nodes by mean-VLAD retrieval, plus a maximum
+    spanning tree of that similarity so the candidates connect every node, plus, for a node left unlinked, its
+    next k candidates towards the aligned ones; 0 matches every pair. Pairs grow as O(n·k) instead of O(n²); with
+    k = 5 a scene of up to 6 nodes still matches every pair (as before), and redundant edges beyond the top few
+    add little to the graph-wide refinement."""
     seed: int = 0
     """Seed of the codebook and of RANSAC."""
 
@@ -73,7 +75,6 @@ class VideoModel:
     """What alignment needs of one reconstructed video: its model and each registered frame's features."""
 
     name: str
-    rec: pycolmap.Reconstruction
     image_ids: list[int]
     keypoints: list[np.ndarray]
     """Per registered frame, (n, 2) keypoint positions."""
@@ -81,12 +82,24 @@ class VideoModel:
     """Per registered frame, (n, 128) L2-normalised float32 SIFT descriptors."""
     point_ids: list[np.ndarray]
     """Per registered frame, (n,) 3D point id observed by each keypoint (-1 when none)."""
+    points3d_ids: np.ndarray
+    """(m,) sorted ids of the model's 3D points ..."""
+    points3d_xyz: np.ndarray
+    """... and their (m, 3) positions: plain arrays, so a model (or a slice of it) can travel to another process."""
+    size: float
+    """Robust size of the whole model: median distance of its points to their median."""
 
-    @property
-    def size(self) -> float:
-        """Robust size of the model: median distance of its points to their median."""
-        xyz = np.array([p.xyz for p in self.rec.points3D.values()])
-        return float(np.median(np.linalg.norm(xyz - np.median(xyz, axis=0), axis=1)))
+    def xyz(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of the given 3D point ids."""
+        return self.points3d_xyz[np.searchsorted(self.points3d_ids, ids)].reshape(-1, 3)
+
+    def frames(self, keep: list[int]) -> VideoModel:
+        """Only the given frames (in that order) and the 3D points they observe: what one pair's matching needs."""
+        pids = [self.point_ids[i] for i in keep]
+        used = np.isin(self.points3d_ids, np.concatenate([p[p >= 0] for p in pids]) if pids else [])
+        return VideoModel(self.name, [self.image_ids[i] for i in keep], [self.keypoints[i] for i in keep],
+                          [self.descriptors[i] for i in keep], pids, self.points3d_ids[used],
+                          self.points3d_xyz[used], self.size)
 
 
 def node_name(video: str, segment: int) -> str:
@@ -97,7 +110,7 @@ def node_name(video: str, segment: int) -> str:
 def load_video_model(name: str, sfm_dir: Path, segment: int = 0) -> VideoModel:
     """Read one of a video's models and the SIFT features of its registered frames from its database."""
     rec = load_model(sfm_dir, segment)
-    db = pycolmap.Database.open(str(Path(sfm_dir) / "database.db"))
+    db = pycolmap.Database.open(str(Model(sfm_dir).database))
     try:
         by_name = {im.name: im.image_id for im in db.read_all_images()}
         ids, kps, descs, pids = [], [], [], []
@@ -115,7 +128,10 @@ def load_video_model(name: str, sfm_dir: Path, segment: int = 0) -> VideoModel:
             pids.append(pid)
     finally:
         db.close()
-    return VideoModel(name, rec, ids, kps, descs, pids)
+    point_ids = np.array(sorted(rec.points3D), np.int64)
+    xyz = np.array([rec.points3D[p].xyz for p in point_ids]).reshape(-1, 3)
+    size = float(np.median(np.linalg.norm(xyz - np.median(xyz, axis=0), axis=1))) if len(xyz) else 0.0
+    return VideoModel(name, ids, kps, descs, pids, point_ids, xyz, size)
 
 
 def _lift(points: np.ndarray, kp: np.ndarray, pid: np.ndarray, radius: float) -> np.ndarray:
@@ -154,9 +170,7 @@ def correspondences_3d(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int,
     if not links:
         return np.zeros((0, 3)), np.zeros((0, 3)), verified
     la, lb = np.array(sorted(links)).T
-    xa = np.array([a.rec.points3D[p].xyz for p in la])
-    xb = np.array([b.rec.points3D[p].xyz for p in lb])
-    return xa, xb, verified
+    return a.xyz(la), b.xyz(lb), verified
 
 
 def align_pair(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]], conf: AlignConfig) -> dict:
@@ -186,9 +200,58 @@ def align_pair(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]]
                             f"({conf.min_inliers}, {conf.min_inlier_ratio:.0%})")
         return result
     result["accepted"] = True
-    result["_sim"] = sim
     result["_points"] = (xa, xb)
     return result
+
+
+@dataclass
+class PairJob:
+    """One node pair's matching, self-contained (no paths, plain arrays) so any process or machine can run it."""
+
+    a: VideoModel
+    b: VideoModel
+    frame_pairs: list[tuple[int, int, float]]
+    """Retrieved frame pairs, indexing the frames of ``a`` and ``b`` as sliced here."""
+    conf: AlignConfig
+
+
+def pair_job(a: VideoModel, b: VideoModel, ga: np.ndarray, gb: np.ndarray, conf: AlignConfig) -> PairJob:
+    """Retrieve a node pair's most similar frames and slice both models down to them."""
+    pairs = top_pairs(ga, gb, conf.frame_pairs)
+    fa, fb = sorted({i for i, _, _ in pairs}), sorted({j for _, j, _ in pairs})
+    ia, ib = {f: n for n, f in enumerate(fa)}, {f: n for n, f in enumerate(fb)}
+    return PairJob(a.frames(fa), b.frames(fb), [(ia[i], ib[j], s) for i, j, s in pairs], conf)
+
+
+def run_pair_job(job: PairJob) -> dict:
+    """:func:`align_pair` of a :class:`PairJob`: the per-pair work a caller's ``map`` may run anywhere."""
+    return align_pair(job.a, job.b, job.frame_pairs, job.conf)
+
+
+def node_similarity(globals_: list[np.ndarray]) -> np.ndarray:
+    """Whole-node retrieval score: cosine similarity of the nodes' mean frame VLADs (n × n)."""
+    means = np.stack([g.mean(axis=0) for g in globals_])
+    means /= np.linalg.norm(means, axis=1, keepdims=True) + 1e-12
+    return means @ means.T
+
+
+def candidate_pairs(similarity: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """Node pairs worth matching: each node's ``k`` most similar nodes plus a maximum spanning tree of the
+    similarity (so the candidates connect every node); every pair when ``k`` is 0 or covers them all.
+
+    At most n·k + n − 1 pairs, however many nodes."""
+    n = len(similarity)
+    if k <= 0 or k >= n - 1:
+        return list(itertools.combinations(range(n), 2))
+    chosen: set[tuple[int, int]] = set()
+    for i in range(n):
+        others = [j for j in np.argsort(-similarity[i], kind="stable") if j != i][:k]
+        chosen.update((min(i, j), max(i, j)) for j in map(int, others))
+    g = nx.Graph()
+    g.add_weighted_edges_from((i, j, float(similarity[i, j])) for i, j in itertools.combinations(range(n), 2))
+    g.add_nodes_from(range(n))
+    chosen.update((min(i, j), max(i, j)) for i, j in nx.maximum_spanning_tree(g).edges())
+    return sorted(chosen)
 
 
 def compose_graph(videos: list[str], edges: list[dict]) -> tuple[str | None, dict[str, pycolmap.Sim3d], dict[str, str]]:
@@ -253,9 +316,27 @@ def refine(reference: str, shared: dict[str, pycolmap.Sim3d], edges: list[dict],
     return out, stats
 
 
-def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=None) -> dict:
+def _match(pairs: list[tuple[int, int]], models: list[VideoModel], globals_: list[np.ndarray], conf: AlignConfig,
+           map_pairs: Callable[[Callable, Iterable], Iterator], progress) -> list[dict]:
+    """Match node pairs through ``map_pairs`` (results in order); accepted edges get their Sim(3) back."""
+    jobs = (pair_job(models[i], models[j], globals_[i], globals_[j], conf) for i, j in pairs)
+    edges = []
+    for n, e in enumerate(map_pairs(run_pair_job, jobs)):
+        if e["accepted"]:
+            e["_sim"] = sim3_from_json(e["b_from_a"])
+        log.info("%s ↔ %s: %d 3D–3D, %d inliers (%s)", e["a"], e["b"], e["correspondences_3d"], e["inliers"],
+                 "accepted" if e["accepted"] else e["reason"])
+        edges.append(e)
+        if progress:
+            progress("aligning video pairs", n + 1, len(pairs))
+    return edges
+
+
+def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=None,
+         map_pairs: Callable[[Callable, Iterable], Iterator] | None = None) -> dict:
     """Align every segment of the given reconstructed videos of one scene; write graph.json and transforms.json
-    atomically."""
+    atomically. ``map_pairs(fn, jobs)`` (default: the built-in ``map``) runs the per-pair work, so a caller can
+    spread it over processes or machines; the jobs carry arrays only, no paths."""
     segments = [(v, k) for v in sorted(sfm_dirs) for k in segment_dirs(sfm_dirs[v])]
     names = [node_name(v, k) for v, k in segments]
     models = [load_video_model(node_name(v, k), sfm_dirs[v], k) for v, k in segments]
@@ -263,39 +344,114 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
     segments, names, models = [segments[i] for i in kept], [names[i] for i in kept], [models[i] for i in kept]
     codebook = learn_codebook([d for m in models for d in m.descriptors], k=conf.codebook_size, seed=conf.seed)
     globals_ = [np.stack([vlad(d, codebook) for d in m.descriptors]) for m in models]
-    edges = []
-    pairs = list(itertools.combinations(range(len(models)), 2))
-    for n, (i, j) in enumerate(pairs):
-        frame_pairs = top_pairs(globals_[i], globals_[j], conf.frame_pairs)
-        e = align_pair(models[i], models[j], frame_pairs, conf)
-        log.info("%s ↔ %s: %d 3D–3D, %d inliers (%s)", e["a"], e["b"], e["correspondences_3d"], e["inliers"],
-                 "accepted" if e["accepted"] else e["reason"])
-        edges.append(e)
-        if progress:
-            progress("aligning video pairs", n + 1, len(pairs))
+    similarity = node_similarity(globals_) if models else np.zeros((0, 0))
+    pairs = candidate_pairs(similarity, conf.video_pairs_per_node)
+    total = len(names) * (len(names) - 1) // 2
+    if len(pairs) < total:
+        log.info("matching %d of %d node pairs (each node's %d most similar + a spanning tree)", len(pairs), total,
+                 conf.video_pairs_per_node)
+    edges = _match(pairs, models, globals_, conf, map_pairs or map, progress)
     reference, shared, unaligned = compose_graph(names, edges)
+    if unaligned and len(pairs) < total:  # top-k missed their partners: try each one's next k towards the aligned
+        tried = set(pairs)
+        more = []
+        for u in (names.index(v) for v in unaligned):
+            ranked = [int(j) for j in np.argsort(-similarity[u], kind="stable")
+                      if names[j] in shared and (min(u, j), max(u, j)) not in tried]
+            more += [(min(u, j), max(u, j)) for j in ranked[:conf.video_pairs_per_node]]
+        more = sorted(set(more))
+        log.info("%d node(s) not linked by their top pairs (%s): matching %d more pair(s)", len(unaligned),
+                 ", ".join(sorted(unaligned)), len(more))
+        edges += _match(more, models, globals_, conf, map_pairs or map, progress)
+        pairs += more
+        reference, shared, unaligned = compose_graph(names, edges)
     refined: dict[str, dict] = {}
     if reference is not None:
         shared, refined = refine(reference, shared, edges, conf, models[names.index(reference)].size)
     for v, why in unaligned.items():
         log.warning("%s: not aligned (%s)", v, why)
-    by_segment: dict[str, dict[str, dict]] = {}
-    lost: dict[str, dict[str, str]] = {}
+    alignment = Alignment(reference, {}, {}, {}, {
+        "nodes": names, "reference": reference, "config": asdict(conf), "refined": refined,
+        "pairs": {"matched": len(pairs), "all": total},
+        "edges": [{k: v for k, v in e.items() if not k.startswith("_")} for e in edges]})
     for (video, k), node in zip(segments, names, strict=True):
         if node in shared:
-            by_segment.setdefault(video, {})[str(k)] = sim3_to_json(shared[node])
+            alignment.shared_from_segment.setdefault(video, {})[k] = shared[node]
         else:
-            lost.setdefault(video, {})[str(k)] = unaligned[node]
-    videos = sorted(sfm_dirs)
-    unaligned_videos = {v: unaligned[v] for v in videos if v not in by_segment and v in unaligned}
-    graph = {"nodes": names, "reference": reference, "config": asdict(conf), "refined": refined,
-             "edges": [{k: v for k, v in e.items() if not k.startswith("_")} for e in edges]}
-    transforms = {"reference": reference,
-                  "shared_from_video": {v: sim3_to_json(shared[v]) for v in videos if v in shared},
-                  "shared_from_segment": by_segment, "unaligned": unaligned_videos, "unaligned_segments": lost}
-    with atomic_dir(out_dir) as tmp:
-        atomic_write_json(tmp / "graph.json", graph)
-        atomic_write_json(tmp / "transforms.json", transforms)
-    return {"reference": reference, "aligned": sorted(by_segment), "unaligned": unaligned_videos,
-            "segments": {v: sorted(int(k) for k in s) for v, s in by_segment.items()},
-            "unaligned_segments": lost, "edges": graph["edges"]}
+            alignment.unaligned_segments.setdefault(video, {})[str(k)] = unaligned[node]
+    alignment.unaligned.update({v: unaligned[v] for v in sorted(sfm_dirs)
+                                if v not in alignment.shared_from_segment and v in unaligned})
+    alignment.save(out_dir)
+    return alignment.summary()
+
+
+@dataclass
+class Alignment:
+    """A scene's alignment as saved in its folder — the one reader and writer of these files::
+
+        graph.json        nodes, accepted and rejected edges (inliers, ratio, residual, ``b_from_a`` Sim(3))
+        transforms.json   {"reference", "shared_from_video": {video: Sim(3) of segment 0},
+                           "shared_from_segment": {video: {"<k>": Sim(3)}}, "unaligned": {video: why},
+                           "unaligned_segments": {video: {"<k>": why}}}
+    """
+
+    reference: str | None
+    shared_from_segment: dict[str, dict[int, pycolmap.Sim3d]]
+    """Each aligned segment's Sim(3) into the shared frame, by video then segment (0 = the largest model)."""
+    unaligned: dict[str, str]
+    """Videos none of whose segments reached the shared frame, with the reason."""
+    unaligned_segments: dict[str, dict[str, str]]
+    graph: dict = field(default_factory=dict)
+    """``graph.json``: nodes, reference, config, refinement and every tried edge."""
+
+    @property
+    def shared_from_video(self) -> dict[str, pycolmap.Sim3d]:
+        """Segment 0 of each video whose largest model is aligned (the per-video transform of older releases)."""
+        return {v: segs[0] for v, segs in self.shared_from_segment.items() if 0 in segs}
+
+    def accepted_edges(self) -> dict[tuple[str, str], pycolmap.Sim3d]:
+        """``b_from_a`` of every accepted edge, in both directions, keyed by (a, b) node names."""
+        out = {}
+        for e in self.graph.get("edges", []):
+            if e["accepted"]:
+                s = sim3_from_json(e["b_from_a"])
+                out[(e["a"], e["b"])], out[(e["b"], e["a"])] = s, s.inverse()
+        return out
+
+    def summary(self) -> dict:
+        """What ``align`` reports (and the CLI prints): reference, aligned/unaligned videos, segments, edges."""
+        return {"reference": self.reference, "aligned": sorted(self.shared_from_segment),
+                "unaligned": self.unaligned,
+                "segments": {v: sorted(s) for v, s in self.shared_from_segment.items()},
+                "unaligned_segments": self.unaligned_segments, "edges": self.graph.get("edges", [])}
+
+    def save(self, out_dir: Path) -> None:
+        transforms = {
+            "reference": self.reference,
+            "shared_from_video": {v: sim3_to_json(s) for v, s in sorted(self.shared_from_video.items())},
+            "shared_from_segment": {v: {str(k): sim3_to_json(s) for k, s in sorted(segs.items())}
+                                    for v, segs in sorted(self.shared_from_segment.items())},
+            "unaligned": self.unaligned, "unaligned_segments": self.unaligned_segments}
+        with atomic_dir(Path(out_dir)) as tmp:
+            atomic_write_json(tmp / "graph.json", self.graph)
+            atomic_write_json(tmp / "transforms.json", transforms)
+
+    @staticmethod
+    def is_done(out_dir: Path) -> bool:
+        return (Path(out_dir) / "transforms.json").is_file()
+
+    @classmethod
+    def load(cls, out_dir: Path) -> Alignment:
+        """Read a scene's alignment; folders written before segments existed read as segment 0 of each video."""
+        out_dir = Path(out_dir)
+        if not cls.is_done(out_dir):
+            raise InputError(f"{out_dir}: no alignment there; run `howto3d align`")
+        data = read_json(out_dir / "transforms.json")
+        if "shared_from_segment" in data:
+            by_segment = {v: {int(k): sim3_from_json(s) for k, s in segs.items()}
+                          for v, segs in data["shared_from_segment"].items()}
+        else:
+            by_segment = {v: {0: sim3_from_json(s)} for v, s in data["shared_from_video"].items()}
+        graph = read_json(out_dir / "graph.json") if (out_dir / "graph.json").is_file() else {}
+        return cls(data.get("reference"), by_segment, data.get("unaligned", {}), data.get("unaligned_segments", {}),
+                   graph)

@@ -37,15 +37,20 @@ class FramesConfig:
     num_frames: int = 80
     """Frames sampled per video (the source samples a fixed number; 80 suits 30–120 s videos). Under 'motion'
     sampling the least a video gets: long or busy videos get more, up to ``max_frames``."""
-    sampling: Literal["motion", "uniform", "random"] = "uniform"
-    """'motion' spreads frames evenly in how much the view changed (a hover costs few frames, a quick swing
-    many); 'uniform' spreads them evenly in time; 'random' draws them at random (seeded) as in the source."""
+    sampling: Literal["motion", "uniform", "random"] = "motion"
+    """'motion' (default) spreads frames evenly in how much the view changed (a hover costs few frames, a quick
+    swing many; it also detects cuts); 'uniform' spreads them evenly in time; 'random' draws them at random
+    (seeded) as in the source."""
     max_frames: int = 400
     """'motion': the most frames a video gets however long or busy it is (bounds SfM cost); ≤ num_frames keeps
     exactly num_frames."""
     base_fps: float = 3.0
     """'motion': candidate frames decoded per second to measure the motion (raised for short videos so
     there are at least twice ``num_frames`` candidates)."""
+    swing_motion: float = 0.05
+    """'motion': a break in overlap next to faster camera motion than this (median keypoint displacement between
+    candidates, as a fraction of the image diagonal) is a quick swing between parts, not a cut: it keeps the
+    shot's camera (a cut starts a new self-calibrated one)."""
     motion_measure: Literal["displacement", "match_ratio"] = "displacement"
     """'motion': how view change is measured between candidates: median SIFT keypoint displacement, or the
     share of keypoints that stop matching."""
@@ -189,10 +194,14 @@ def motion_indices(conf: FramesConfig, video: Path, info: VideoInfo) -> tuple[np
     clock = np.cumsum(unit)
     # A cut: nothing in common with the previous candidate nor the one after (a blurred frame matches its
     # neighbours again); each shot gets its own camera in SfM, as a cut may change the zoom.
+    # A quick swing between two parts breaks overlap too, but the camera moves fast into or out of it, while the
+    # footage on both sides of a cut is as steady as the rest of the shot.
     cut = np.zeros(len(feats), bool)
     for i in np.nonzero(pairs[:, 1] >= 1.0)[0]:
         after = view_change(feats[i - 1], feats[i + 1], diagonal)[1] if i + 1 < len(feats) else 1.0
-        cut[i] = after >= 1.0 and sharp_ok[i - 1] and sharp_ok[i]
+        around = [pairs[j, 0] for j in (i - 1, i + 1) if 0 < j < len(pairs)]
+        swing = max(around, default=0.0) >= conf.swing_motion
+        cut[i] = after >= 1.0 and sharp_ok[i - 1] and sharp_ok[i] and not swing
     cap = max(conf.num_frames, conf.max_frames)
     n = int(np.clip(np.ceil(clock[-1]), conf.num_frames, cap))
     levels = (np.arange(n) + 0.5) * clock[-1] / n
@@ -205,6 +214,11 @@ def motion_indices(conf: FramesConfig, video: Path, info: VideoInfo) -> tuple[np
     log.info("%s: %d of %d candidate frames kept (%.1f motion units, %d blurry passed over)", Path(video).name,
              len(chosen), len(candidates), clock[-1], stats["blurry_skipped"])
     return candidates[chosen], stats
+
+
+def is_done(frames_dir: Path) -> bool:
+    """Frames were sampled (written atomically, so a partial folder never looks done)."""
+    return (Path(frames_dir) / "frames.json").is_file()
 
 
 def load(frames_dir: Path) -> dict:

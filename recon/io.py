@@ -12,9 +12,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(description, done, total)``: how every stage reports progress without knowing about rich."""
 
 
 class InputError(Exception):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,13 +25,13 @@ import pycolmap
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.spatial import cKDTree
 
+from recon.io import ProgressFn
 from recon.reconstruct import read_features
 from recon.retrieval import learn_codebook, mutual_matches, vlad
 from recon.scene import RegisteredFrame, SharedScene
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -268,7 +267,7 @@ def index_frames(scene: SharedScene, databases: dict[str, Path], radius: float) 
 
 
 def main(conf: LocalizeConfig, scene: SharedScene, databases: dict[str, Path], images: list[Path],
-         progress: Progress | None = None) -> dict:
+         progress: ProgressFn | None = None) -> dict:
     """Localize ``images`` (paths) in ``scene``: the ``localize --json`` contract."""
     localizer = build(conf, scene, databases)
     results = []

@@ -24,7 +24,7 @@ import numpy as np
 import pycolmap
 
 from recon.frames import load as load_frames
-from recon.io import InputError, atomic_dir, atomic_write_json
+from recon.io import InputError, atomic_dir, atomic_write_json, file_fingerprint, params_fingerprint, read_json
 from recon.retrieval import learn_codebook, vlad
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,37 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
     log.info("%s: registered %d/%d frames in %d segment(s), %d points in the largest", frames["video"], registered,
              len(names), len(segments), report["points3D"])
     return report
+
+
+@dataclass(frozen=True)
+class Model:
+    """A video's SfM folder as :func:`main` writes it — the one reader of its layout: ``model/`` (segment 0,
+    the largest), ``segments/<k>/`` (other kept models), ``database.db`` (SIFT), ``report.json``."""
+
+    dir: Path
+
+    @staticmethod
+    def is_done(sfm_dir: Path) -> bool:
+        """A reconstruction finished (written atomically, so a partial one never looks done)."""
+        return (Path(sfm_dir) / "model" / "images.bin").is_file()
+
+    @property
+    def database(self) -> Path:
+        """SIFT keypoints and descriptors of every frame: alignment and photo localization match against them."""
+        return Path(self.dir) / "database.db"
+
+    def segments(self) -> dict[int, Path]:
+        return segment_dirs(self.dir)
+
+    def load(self, segment: int = 0) -> pycolmap.Reconstruction:
+        return load_model(self.dir, segment)
+
+    def report(self) -> dict:
+        return read_json(Path(self.dir) / "report.json")
+
+    def fingerprint(self) -> str:
+        """Content of every kept model's points: what alignment and everything after it depend on."""
+        return params_fingerprint({str(k): file_fingerprint(d / "points3D.bin") for k, d in self.segments().items()})
 
 
 def segment_dirs(sfm_dir: Path) -> dict[int, Path]:

@@ -13,12 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.io import InputError
+
 Interval = tuple[int, float, float]
 """``(step_1based, start_sec, end_sec)``: one annotated (or constraint) interval."""
 
 
-class DataError(ValueError):
-    """A dataset file is missing or malformed; the message names the file and the fix."""
+class DataError(InputError):
+    """A dataset file is missing or malformed; the message names the file and the fix (an input error: the CLI
+    prints it as one line, exit 2)."""
 
 
 @dataclass
@@ -120,15 +123,20 @@ def write_intervals(path: Path, intervals: list[Interval]) -> None:
     Path(path).write_text("".join(f"{s},{float(a)!r},{float(b)!r}\n" for s, a, b in intervals))
 
 
-def read_features(path: Path, dim: int | None = None) -> np.ndarray:
-    """Per-clip features ``[T, D]`` as float32; checks shape so bad files fail here, not in training."""
+def read_npy(path: Path, expected: str) -> np.ndarray:
+    """A ``.npy`` array, never unpickled; a missing or unreadable file is one line naming it and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: feature file not found (expected a [T, D] .npy array per video)")
+        raise DataError(f"{path}: file not found (expected {expected})")
     try:
-        X = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
-        raise DataError(f"{path}: not a readable .npy array ({e}); re-save it with numpy.save") from None
+        raise DataError(f"{path}: not a readable .npy array ({e}); save it with numpy.save") from None
+
+
+def read_features(path: Path, dim: int | None = None) -> np.ndarray:
+    """Per-clip features ``[T, D]`` as float32; checks shape so bad files fail here, not in training."""
+    X = read_npy(path, "a [T, D] .npy array of features per video")
     if X.ndim != 2 or X.shape[0] == 0:
         raise DataError(f"{path}: features must have shape [T, D] with T > 0, got {X.shape}")
     if dim is not None and X.shape[1] != dim:
@@ -286,7 +294,7 @@ class CrossTask:
     def load(cls, root: Path) -> CrossTask:
         root = Path(root)
         if not root.is_dir():
-            raise DataError(f"{root}: dataset folder not found (create one with `howto3d temporal synth {root}`)")
+            raise DataError(f"{root}: dataset folder not found (create one with `howto3d crosstask synth {root}`)")
         primary = read_tasks(root / "tasks_primary.txt")
         related = read_tasks(root / "tasks_related.txt") if (root / "tasks_related.txt").exists() else {}
         train = read_videos(root / "videos.csv")

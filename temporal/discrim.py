@@ -9,20 +9,20 @@ post-processes localization (alpha) and segmentation (beta) scores (E3).
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from . import ProgressFn
+from recon.io import ProgressFn
+
 from .dp import align_one, fuse_actionness
+from .io import load_model, save_model
 
 
 def step_probabilities(S: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -122,20 +122,14 @@ class Discriminator(torch.nn.Module):
         return torch.sigmoid(self.visual_logit(torch.as_tensor(V, dtype=torch.float32))).numpy()
 
     def save(self, path: Path, conf: DiscrimConfig) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, path / "model.safetensors")
-        (path / "config.json").write_text(json.dumps({
-            "kind": "discriminator", "dim_v": self.Wv.in_features, "dim_a": self.Wa.in_features,
-            "conf": asdict(conf)}, indent=1))
+        save_model(path, "discriminator", self.state_dict(),
+                   {"dim_v": self.Wv.in_features, "dim_a": self.Wa.in_features, "conf": asdict(conf)})
 
     @classmethod
     def load(cls, path: Path) -> Discriminator:
-        cfg = json.loads((Path(path) / "config.json").read_text())
-        if cfg.get("kind") != "discriminator":
-            raise ValueError(f"{path}/config.json: not a discrimination model")
+        w, cfg = load_model(path, "discriminator", "train one with `temporal.discrim.train_discriminator`")
         model = cls(cfg["dim_v"], cfg["dim_a"], cfg["conf"]["hidden"])
-        model.load_state_dict(load_file(Path(path) / "model.safetensors"))
+        model.load_state_dict(w)
         return model
 
 

@@ -157,7 +157,7 @@ def _contiguous_loop(C: np.ndarray, M: np.ndarray, has_mask: bool, sl: float, bg
 @cache
 def _kernels():
     """numba-compiled ``(_one_loop, _contiguous_loop)``, built on first use."""
-    import numba
+    import numba  # here, not at the top: importing numba costs ~0.2 s at every CLI start-up
 
     def jit(f):
         try:

@@ -9,21 +9,27 @@ of the shared space project near the image centre). Clip ``t`` covers ``[t, t + 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pycolmap
 from PIL import Image
+from safetensors import SafetensorError
+from safetensors.numpy import load, save
 
+from recon.io import InputError, ProgressFn, atomic_write_bytes, atomic_write_json, read_json
 from recon.retrieval import bow, learn_codebook
 from recon.scene import RegisteredFrame, SharedScene, interpolate_poses
 from recon.video import probe, read_frames
 
-from . import ProgressFn
-
 KINDS = ("bovw", "color", "motion", "gaze")
 """Feature groups: image content (bovw, color) and 3D (motion, gaze; zero for a video without poses)."""
+
+CLIP_SECONDS = 1.0
+"""Length of one clip: row ``t`` of every temporal array covers ``[t, t + 1)`` s (written into every artefact)."""
+
+FEATURES_META, FEATURES_DATA = "features.json", "features.safetensors"
 
 
 @dataclass
@@ -243,3 +249,26 @@ def select(X: np.ndarray, conf: FeatureConfig, kinds: Sequence[str]) -> np.ndarr
             cols.append(np.arange(start, start + dims[k]))
         start += dims[k]
     return X[:, np.concatenate(cols)]
+
+
+# ----------------------------------------------------------------------------- the saved artefact
+
+
+def save_features(folder: Path, features: dict[str, np.ndarray], conf: FeatureConfig) -> None:
+    """``features.safetensors`` (``X[T, D]`` per video, every kind of ``conf``) + ``features.json`` (settings,
+    clips per video), the JSON written last so a folder with it has the arrays too."""
+    atomic_write_bytes(folder / FEATURES_DATA, save({k: np.ascontiguousarray(v) for k, v in features.items()}))
+    atomic_write_json(folder / FEATURES_META, {"config": asdict(conf), "clip_seconds": CLIP_SECONDS,
+                                               "clips": {v: len(x) for v, x in features.items()}})
+
+
+def load_features(folder: Path) -> tuple[dict[str, np.ndarray], FeatureConfig]:
+    """The saved features and the settings they were computed with (an input error when absent or unreadable)."""
+    meta = read_json(folder / FEATURES_META)
+    try:
+        feats = load((folder / FEATURES_DATA).read_bytes())
+    except (OSError, SafetensorError) as e:
+        raise InputError(f"{folder / FEATURES_DATA}: unreadable clip features ({e}); delete it to recompute") from None
+    if set(feats) != set(meta["clips"]):
+        raise InputError(f"{folder}: {FEATURES_META} and {FEATURES_DATA} disagree; delete both to recompute")
+    return feats, FeatureConfig(**meta["config"])

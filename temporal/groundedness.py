@@ -14,18 +14,21 @@ half from the same video and half from other videos.
 
 Lines are scored by a model that did not see their video (videos split into folds): trained on a line, a
 model can memorise even "thanks for watching", so in-sample scores would call everything grounded.
+
+Owns ``groundedness.json`` (:class:`GroundednessReport`); nothing else parses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import ProgressFn
+from recon.io import InputError, ProgressFn, atomic_write_json, read_json
 
 Line = tuple[str, float, float]
 """``(text, start_s, end_s)``: one subtitle line."""
@@ -168,7 +171,7 @@ def _score(model: ClipCaptionModel, X: np.ndarray, lines: Sequence[Line], text: 
 
 
 def groundedness(features: Mapping[str, np.ndarray], lines: Mapping[str, Sequence[Line]],
-                 embed: callable, conf: GroundednessConfig | None = None,
+                 embed: Callable[[Sequence[str]], np.ndarray], conf: GroundednessConfig | None = None,
                  progress: ProgressFn | None = None) -> dict[str, VideoGroundedness]:
     """Segment-level AUC of every line and intra-video AUC of every video with lines.
 
@@ -201,3 +204,52 @@ def groundedness(features: Mapping[str, np.ndarray], lines: Mapping[str, Sequenc
         if progress:
             progress("groundedness", f + 1, folds)
     return {v: out[v] for v in names}
+
+
+# ----------------------------------------------------------------------------- the saved report
+
+REPORT = "groundedness.json"
+
+
+@dataclass
+class GroundednessReport:
+    """``groundedness.json``: ``{"scene", "videos": {video: {"auc", "lines": [{"start", "end", "text",
+    "groundedness"}]}}}`` (the JSON contract of ``howto3d groundedness --json``)."""
+
+    scene: str
+    videos: dict[str, dict]
+
+    @classmethod
+    def of(cls, scene: str, lines: Mapping[str, Sequence[Line]], result: Mapping[str, VideoGroundedness],
+           ) -> GroundednessReport:
+        """The report of :func:`groundedness`'s ``result`` for these lines (videos without a result left out)."""
+        return cls(scene, {v: {"auc": round(r.auc, 4),
+                               "lines": [{"start": s, "end": e, "text": t, "groundedness": round(g, 4)}
+                                         for (t, s, e), g in zip(lines[v], r.lines, strict=True)]}
+                           for v, r in sorted(result.items())})
+
+    def to_json(self) -> dict:
+        return {"scene": self.scene, "videos": self.videos}
+
+    def save(self, folder: Path) -> None:
+        atomic_write_json(folder / REPORT, self.to_json())
+
+    @classmethod
+    def load(cls, folder: Path) -> GroundednessReport:
+        data = read_json(folder / REPORT)
+        if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
+            raise InputError(f"{folder / REPORT}: no 'videos' object; delete it to recompute")
+        return cls(data.get("scene", ""), data["videos"])
+
+    @staticmethod
+    def is_done(folder: Path) -> bool:
+        return (folder / REPORT).is_file()
+
+    def scores(self) -> dict[str, list[float]]:
+        """Per-line groundedness per video."""
+        return {v: [ln["groundedness"] for ln in r["lines"]] for v, r in self.videos.items()}
+
+    def covers(self, lines: Mapping[str, Sequence[Line]]) -> bool:
+        """Whether the report scores exactly these lines (every video with lines, same text and times)."""
+        return all(v in self.videos and [(ln["text"], ln["start"], ln["end"]) for ln in self.videos[v]["lines"]]
+                   == [tuple(x) for x in ls] for v, ls in lines.items() if ls)

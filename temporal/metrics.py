@@ -22,14 +22,20 @@ def step_recall(Y_true: Mapping[str, Mapping[str, np.ndarray]],
     out = {}
     for task, ys_true in Y_true.items():
         ys_pred = Y_pred.get(task, {})
-        hit = total = 0
-        for vid in set(ys_true) & set(ys_pred):
-            yt, yp = ys_true[vid], ys_pred[vid]
-            T = min(len(yt), len(yp))
-            total += int((yt.sum(0) > 0).sum())
-            hit += int((yt[:T].astype(np.int64) * yp[:T]).sum())
+        counts = [recall_counts(ys_true[vid], ys_pred[vid]) for vid in set(ys_true) & set(ys_pred)]
+        hit, total = sum(h for h, _ in counts), sum(n for _, n in counts)
         out[task] = hit / total if total else float("nan")
     return out
+
+
+def recall_counts(Y_true: np.ndarray, Y_pred: np.ndarray) -> tuple[int, int]:
+    """CrossTask recall of one video as ``(hits, annotated steps)``: the one place recall is counted, so the
+    CrossTask folders, the workspace's own videos and the benchmarks report the same number.
+
+    ``Y_true[T, K]`` 0/1 annotation, ``Y_pred[T, K]`` one-hot prediction (``dp.steps_to_labels``).
+    """
+    T = min(len(Y_true), len(Y_pred))
+    return int((Y_true[:T].astype(np.int64) * Y_pred[:T]).sum()), int((Y_true.sum(0) > 0).sum())
 
 
 def mean_over_tasks(per_task: Mapping[str, float]) -> float:

@@ -8,16 +8,16 @@ unseen tasks can be scored by recombining components. Training alternates DP-pro
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from . import ProgressFn
+from recon.io import ProgressFn
+
 from .dp import MASK_PENALTY, align_one, steps_to_labels
+from .io import load_model, save_model
 from .narration import tokens
 
 SHARE_MODES = ("none", "task_words", "steps", "words")
@@ -98,23 +98,15 @@ class StepModel(torch.nn.Module):
 
     def save(self, path: Path) -> None:
         """``model.safetensors`` (weights, normalisation, A) + ``config.json`` (components, tasks)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {"weight": self.linear.weight.detach(), "bias": self.linear.bias.detach(),
-                   "mean": self.mean, "std": self.std}
-        save_file({k: v.contiguous() for k, v in tensors.items()}, path / "model.safetensors")
-        cfg = {"kind": "step_model", "dim": self.linear.in_features, "share": self.share,
-               "dropout": self.dropout.p, "components": self.components, "task_steps": self.task_steps}
-        (path / "config.json").write_text(json.dumps(cfg, indent=1))
+        save_model(path, "step_model", {"weight": self.linear.weight, "bias": self.linear.bias, "mean": self.mean,
+                                        "std": self.std},
+                   {"dim": self.linear.in_features, "share": self.share, "dropout": self.dropout.p,
+                    "components": self.components, "task_steps": self.task_steps})
 
     @classmethod
     def load(cls, path: Path) -> StepModel:
-        path = Path(path)
-        cfg = json.loads((path / "config.json").read_text())
-        if cfg.get("kind") != "step_model":
-            raise ValueError(f"{path / 'config.json'}: not a step model (train one with `temporal train`)")
+        w, cfg = load_model(path, "step_model", "train one with `howto3d crosstask train`")
         model = cls(cfg["dim"], cfg["components"], cfg["task_steps"], cfg["share"], cfg["dropout"])
-        w = load_file(path / "model.safetensors")
         with torch.no_grad():
             model.linear.weight.copy_(w["weight"])
             model.linear.bias.copy_(w["bias"])

@@ -8,15 +8,15 @@ clips that carry order, i.e. actions, so ``S`` becomes an actionness score witho
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from . import ProgressFn
+from recon.io import ProgressFn
+
+from .io import load_model, save_model
 
 
 @dataclass
@@ -79,20 +79,13 @@ class OrderVerifier(torch.nn.Module):
         self.S.bias.neg_()
 
     def save(self, path: Path, conf: OrderConfig) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, path / "model.safetensors")
-        (path / "config.json").write_text(json.dumps({"kind": "order_verifier", "dim": self.mean.shape[0],
-                                                      "conf": asdict(conf)}, indent=1))
+        save_model(path, "order_verifier", self.state_dict(), {"dim": self.mean.shape[0], "conf": asdict(conf)})
 
     @classmethod
     def load(cls, path: Path) -> OrderVerifier:
-        path = Path(path)
-        cfg = json.loads((path / "config.json").read_text())
-        if cfg.get("kind") != "order_verifier":
-            raise ValueError(f"{path / 'config.json'}: not an order-verification model")
+        w, cfg = load_model(path, "order_verifier", "train one with `howto3d crosstask actionness`")
         model = cls(cfg["dim"])
-        model.load_state_dict(load_file(path / "model.safetensors"))
+        model.load_state_dict(w)
         return model
 
 

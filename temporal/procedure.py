@@ -20,7 +20,6 @@ nearest state overall is not among the task's ``k`` selected ones is background 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,10 +28,14 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import MiniBatchKMeans
+from sklearn.feature_extraction.text import TfidfVectorizer
 from torch import nn
 
-from . import ProgressFn
+from recon.io import ProgressFn
+
 from .data import CrossTask, DataError, intervals_to_labels, labels_to_dense
+from .features import CLIP_SECONDS
+from .io import save_model
 
 BACKGROUND_MODES = ("none", "states")
 SPLITS = ("train", "test", "all")
@@ -222,16 +225,13 @@ class Discovered:
 
     def save(self, folder: Path) -> None:
         """safetensors weights + JSON (no pickle)."""
-        from safetensors.torch import save_file
-
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"net.{k}": v.contiguous() for k, v in self.net.state_dict().items()}
+        tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         tensors |= {"centres": torch.from_numpy(self.centres.astype(np.float32)),
                     "mean": torch.from_numpy(self.mean.astype(np.float32)),
                     "std": torch.from_numpy(self.std.astype(np.float32))}
-        save_file(tensors, str(folder / "procedure.safetensors"))
-        (folder / "procedure.json").write_text(json.dumps({"config": asdict(self.conf), "tasks": self.tasks,
-                                                           "selected": self.selected, "groups": self.groups}))
+        save_model(folder, "key_step_discovery", tensors, {"config": asdict(self.conf), "tasks": self.tasks,
+                                                           "selected": self.selected, "groups": self.groups},
+                   weights="procedure.safetensors", meta_name="procedure.json")
 
 
 def discover(videos: Sequence[tuple[str, np.ndarray]], conf: ProcedureConfig | None = None,
@@ -341,7 +341,7 @@ def discover_crosstask(data: CrossTask, conf: ProcedureConfig, split: str = "tes
     (empty when no video of the split is annotated).
     """
     if split not in SPLITS:
-        raise ValueError(f"--split {split!r}: choose from {', '.join(SPLITS)}")
+        raise DataError(f"--split {split!r}: choose from {', '.join(SPLITS)}")
     out_videos = {"train": data.train, "test": data.test, "all": data.train + data.test}[split]
     if not out_videos:
         raise DataError(f"{data.root}: no videos in split {split!r} (videos.csv / videos_val.csv)")
@@ -376,3 +376,80 @@ def discover_crosstask(data: CrossTask, conf: ProcedureConfig, split: str = "tes
         if task_pred:
             report["task_accuracy"] = float(np.mean([task_pred[v] == t for v, (t, _) in truth.items()]))
     return pred, report
+
+
+# ----------------------------------------------------------------------------- a scene's own videos
+
+Line = tuple[str, float, float]
+
+
+def step_names(lines: Sequence[Line], segments: Mapping[int, Sequence[tuple[float, float]]],
+               words: int = 3) -> dict[int, str]:
+    """A readable name per key step: its most distinctive narration words.
+
+    The lines overlapping a key step's segments form one document per key step; words are ranked by TF-IDF
+    across the task's key steps (English stop words dropped), so words every step shares ("now", "oil") lose
+    to the ones that single this step out. A key step with no narration is "key step N".
+    """
+    docs = {j: " ".join(t for t, s, e in lines if any(s < b and e > a for a, b in segs))
+            for j, segs in segments.items()}
+    names = {j: f"key step {j}" for j in segments}
+    spoken = [j for j, d in docs.items() if d.strip()]
+    if not spoken:
+        return names
+    try:
+        tfidf = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
+        M = tfidf.fit_transform([docs[j] for j in spoken]).toarray()
+    except ValueError:  # only stop words
+        return names
+    vocab = tfidf.get_feature_names_out()
+    for row, j in zip(M, spoken, strict=True):
+        top = [vocab[i] for i in np.argsort(-row, kind="stable")[:words] if row[i] > 0]
+        if top:
+            names[j] = " ".join(top)
+    return names
+
+
+def label_runs(y: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(label, start, end)`` runs of non-zero labels."""
+    change = np.flatnonzero(np.diff(y)) + 1
+    starts, ends = np.r_[0, change], np.r_[change, len(y)]
+    return [(int(y[s]), int(s), int(e)) for s, e in zip(starts, ends, strict=True) if y[s] != 0]
+
+
+def named_timelines(conf: ProcedureConfig, features: Mapping[str, np.ndarray], tasks: Mapping[str, str],
+                    lines: Mapping[str, Sequence[Line]], scene: str = "",
+                    progress: ProgressFn | None = None) -> dict[str, dict]:
+    """Key-step timelines of a scene's videos without a step list, in the shape of ``video_steps.Timelines``.
+
+    ``tasks`` is each video's task (one model over several tasks gets the task head). Key steps are named from
+    the narration over all of a task's videos at once, so one key step has one name in every video.
+    """
+    names = sorted(features)
+    conf = ProcedureConfig(**{**asdict(conf), "multi_task": len(set(tasks.values())) > 1})
+    model = discover([(tasks[v], features[v]) for v in names], conf, progress=progress)
+    labels = {v: model.labels(features[v], tasks[v]) for v in names}
+    out = {}
+    for task in sorted(set(tasks.values())):
+        vids = [v for v in names if tasks[v] == task]
+        runs = {v: label_runs(labels[v]) for v in vids}
+        # one document per key step over all of the task's videos (offset apart in time), so names agree
+        task_lines = [(t, s + 1e6 * n, e + 1e6 * n) for n, v in enumerate(vids) for t, s, e in lines.get(v, [])]
+        segs = {j: [(a + 1e6 * n, b + 1e6 * n) for n, v in enumerate(vids) for lab, a, b in runs[v] if lab == j]
+                for j in range(1, conf.k + 1)}
+        named = step_names(task_lines, segs)
+        for v in vids:
+            steps = []
+            for j in range(1, conf.k + 1):
+                mine = [(a, b) for lab, a, b in runs[v] if lab == j]
+                if not mine:
+                    continue
+                a, b = max(mine, key=lambda r: r[1] - r[0])
+                steps.append({"task": task, "step": named[j], "label": named[j], "key_step": j,
+                              "clip": int((a + b - 1) // 2), "start": float(a), "end": float(b),
+                              "segments": [[float(s), float(e)] for s, e in mine]})
+            steps.sort(key=lambda st: st["start"])
+            out[v] = {"video": v, "scene": scene, "tasks": [task], "task_source": "discovered",
+                      "clip_seconds": CLIP_SECONDS, "clips": len(labels[v]), "k": conf.k, "steps": steps,
+                      "methods": {"discovered": {"labels": labels[v].tolist()}}}
+    return out

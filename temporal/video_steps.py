@@ -4,18 +4,33 @@ Array-level glue between the library pieces for videos that come with subtitles 
 becomes step constraints (the only supervision of the step model, no labels), the grounding model's heatmaps
 become 3D-grounded scores, actionness is mixed in, and order-constrained DP gives one contiguous segment per step
 (timelines, frame F1) whose centre is the step's clip (step recall, CrossTask).
+
+Owns ``steps/model/`` (the step model) and ``steps/<video>.json`` (:class:`Timelines`: tasks, step segments and
+every method's clips/labels; discovered key steps are saved in the same shape); nothing else parses them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .dp import align_contiguous, align_one, uniform_steps, znorm
-from .metrics import action_ap, chance_actionness, frame_prf, segment_labels
+from recon.io import InputError, ProgressFn, atomic_dir, atomic_write_json, read_json
+
+from .dp import align_contiguous, align_one, steps_to_labels, uniform_steps, znorm
+from .features import CLIP_SECONDS
+from .metrics import action_ap, chance_actionness, frame_prf, recall_counts, segment_labels
+from .models import StepModel, StepVideo, TrainConfig, train_step_model
 from .narration import tfidf_embed
+from .tasks import TaskFile, step_list, video_tasks
+
+log = logging.getLogger(__name__)
+
+Line = tuple[str, float, float]
+"""A narration line: text, start and end (seconds)."""
 
 METHODS = ("uniform", "learned", "grounded", "fused")
 """Step-score variants localized for every video (the saved timeline is ``fused``)."""
@@ -163,14 +178,15 @@ def truth_labels(gt_steps: Sequence[dict], steps: Sequence[tuple[str, str]], T: 
     return y, sum(int(np.ceil(s["end"])) > int(np.floor(s["start"])) for s in gt_steps)
 
 
-def step_hits(gt_steps: Sequence[dict], steps: Sequence[tuple[str, str]], clips: np.ndarray) -> int:
-    """Annotated steps whose predicted clip lies inside their ground-truth clips (CrossTask recall numerator)."""
-    pred = {s: int(c) for s, c in zip(steps, clips, strict=True)}
-    hits = 0
+def truth_matrix(gt_steps: Sequence[dict], steps: Sequence[tuple[str, str]], T: int) -> np.ndarray:
+    """``Y[T, K]`` 0/1 ground truth of the predicted steps (CrossTask's dense annotation, for recall)."""
+    index = {s: k for k, s in enumerate(steps)}
+    Y = np.zeros((T, len(steps)), np.uint8)
     for s in gt_steps:
-        c = pred.get((s["task"], s["step"]))
-        hits += c is not None and int(np.floor(s["start"])) <= c < int(np.ceil(s["end"]))
-    return hits
+        k = index.get((s["task"], s["step"]))
+        if k is not None:
+            Y[int(np.floor(s["start"])):min(int(np.ceil(s["end"])), T), k] = 1
+    return Y
 
 
 def evaluate_video(gt_steps: Sequence[dict], steps: Sequence[tuple[str, str]], clips: dict[str, np.ndarray],
@@ -182,11 +198,12 @@ def evaluate_video(gt_steps: Sequence[dict], steps: Sequence[tuple[str, str]], c
     for s in gt_steps:
         fg[int(np.floor(s["start"])):min(int(np.ceil(s["end"])), T)] = True
     y_true = np.where(fg & (y_true == 0), -1, y_true)
+    Y_true = truth_matrix(gt_steps, steps, T)
     out = {"annotated": n}
     for m in clips:
         p, r, f = frame_prf(y_true, labels[m])
-        out[m] = {"hits": step_hits(gt_steps, steps, clips[m]), "frame_precision": p, "frame_recall": r,
-                  "frame_f1": f}
+        out[m] = {"hits": recall_counts(Y_true, steps_to_labels(clips[m], T))[0], "frame_precision": p,
+                  "frame_recall": r, "frame_f1": f}
     return out
 
 
@@ -245,3 +262,144 @@ def actionness_report(actionness: Sequence[np.ndarray], gt_steps: Sequence[Seque
     trim = [chance_actionness(len(a), rng, INTRO_OUTRO) for a in actionness]
     return {"ap": action_ap(list(actionness), ivs), "chance": float(labels.mean()),
             "chance_trim": action_ap(trim, ivs)}
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+GroundedFn = Callable[[str, list[str], int], np.ndarray | None]
+"""``grounded(video, step_phrases, T) -> S[T, K]`` 3D-grounded step scores, or ``None`` when the video has none
+(not in the shared reconstruction, no grounding model): how the workspace hands the grounding stage in."""
+
+
+@dataclass
+class StepInputs:
+    """Everything step localization of one scene reads, found by the caller (the workspace adapter)."""
+
+    features: dict[str, np.ndarray]
+    """``X[T, D]`` per video (every video of the scene trains the step model)."""
+    lines: Mapping[str, Sequence[Line]]
+    """Narration per video (``[]`` without subtitles): the model's only supervision, and the task guess."""
+    task_file: TaskFile
+    actionness: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """Per-clip actionness per video (missing videos go without)."""
+    grounded: GroundedFn | None = None
+    task_override: Mapping[str, list[str]] = field(default_factory=dict)
+    """Tasks given on the command line, per video (``--task``)."""
+    feature_kinds: list[str] = field(default_factory=list)
+    """Recorded in every result (which clip features were used)."""
+    scene: str = ""
+
+
+@dataclass
+class Timelines:
+    """Step timelines of a scene's videos, ``steps/<video>.json`` each, and the step model behind them."""
+
+    videos: dict[str, dict]
+    """Per video: ``{"video", "scene", "tasks", "task_source", "clip_seconds", "clips", "features", "steps",
+    "methods"}`` (the JSON contract of ``howto3d steps --json``)."""
+    model: StepModel | None = None
+
+    def save(self, folder: Path) -> None:
+        if self.model is not None:
+            with atomic_dir(folder / "model") as tmp:
+                self.model.save(tmp)
+        for v, r in self.videos.items():
+            atomic_write_json(folder / f"{v}.json", r)
+
+    @staticmethod
+    def load(folder: Path, videos: Sequence[str] | None = None) -> dict[str, dict]:
+        """Saved results per video: ``videos`` (each must be there) or every saved one."""
+        if videos is None:
+            videos = sorted(p.stem for p in folder.glob("*.json"))
+        out = {}
+        for v in videos:
+            r = read_json(folder / f"{v}.json")
+            if not isinstance(r, dict) or not {"steps", "tasks", "clips"} <= set(r):
+                raise InputError(f"{folder / f'{v}.json'}: not a step timeline; delete it to recompute")
+            out[v] = r
+        return out
+
+
+def main(conf: StepsConfig, inputs: StepInputs, progress: ProgressFn | None = None) -> Timelines:
+    """Step timelines of every video of the scene that gets a task.
+
+    The step model is trained on all the videos from their narration constraints only; each video is then
+    localized with four score variants (``METHODS``): the uniform baseline, learned, 3D-grounded (when
+    ``inputs.grounded`` gives scores) and fused, and the fused DP is its timeline.
+    """
+    feats, lines, tf = inputs.features, inputs.lines, inputs.task_file
+    assigned: dict[str, tuple[list[str], str]] = {}
+    for v in sorted(feats):
+        tasks, source = video_tasks(tf, v, [t for t, _, _ in lines.get(v, [])], inputs.task_override.get(v))
+        if not tasks:
+            log.warning("%s/%s: skipped: its narration matches no task of %s; give --task or a 'videos' entry",
+                        inputs.scene, v, tf.path.name)
+            continue
+        assigned[v] = (tasks, source)
+    if not assigned:
+        raise InputError(f"{tf.path}: no video of scene {inputs.scene!r} could be given a task; add a 'videos' "
+                         "table")
+    task_steps, masks, train = {}, {}, []
+    for v, (tasks, _) in assigned.items():
+        key = "+".join(tasks)
+        task_steps[key] = [s for _, s in step_list(tf, tasks)]
+        masks[v] = step_constraints(lines.get(v, []), task_steps[key], len(feats[v]), conf)
+        train.append(StepVideo(key, feats[v], masks[v]))
+    model = train_step_model(train, task_steps, TrainConfig(epochs=conf.epochs, pretrain_epochs=conf.pretrain_epochs,
+                                                            seed=conf.seed), progress)
+    out = {}
+    for v, (tasks, source) in assigned.items():
+        key, seq = "+".join(tasks), step_list(tf, tasks)
+        X, T, K, mask, act = feats[v], len(feats[v]), len(seq), masks[v], inputs.actionness.get(v)
+        learned = model.log_probs(X, key)
+        grounded = inputs.grounded(v, [s for _, s in seq], T) if inputs.grounded is not None else None
+        scores = {"uniform": None, "learned": fuse(learned, None, act, conf),
+                  "grounded": None if grounded is None else fuse(None, grounded, act, conf),
+                  "fused": fuse(learned, grounded, act, conf)}
+        methods = {}
+        for m, S in scores.items():
+            if m == "grounded" and S is None:
+                continue
+            clips, y = localize(S, T, K, None if m == "uniform" else mask, conf)
+            methods[m] = {"clips": clips.tolist(), "labels": y.tolist()}
+        fused = methods["fused"]
+        out[v] = {"video": v, "scene": inputs.scene, "tasks": tasks, "task_source": source,
+                  "clip_seconds": CLIP_SECONDS, "clips": T, "features": list(inputs.feature_kinds),
+                  "steps": segments(np.array(fused["labels"]), seq, np.array(fused["clips"])), "methods": methods}
+    return Timelines(out, model)
+
+
+def evaluate_scene(truth: Mapping[str, dict], videos: Sequence[str], saved: Mapping[str, dict],
+                   actionness: Mapping[str, np.ndarray], rerun: str = "") -> tuple[dict, list[str]]:
+    """A scene's step timelines and actionness against ground truth ``{video: {"tasks", "steps"}}``.
+
+    Returns the scene report (per video and pooled per method: CrossTask recall, frame F1; actionness AP next
+    to its baselines) and what was skipped and why; ``rerun`` is the command that makes missing timelines.
+    """
+    out, skipped, a_list, g_list = {}, [], [], []
+    for v in videos:
+        if v not in truth:
+            skipped.append(f"{v}: no ground truth for this video")
+            continue
+        if v in actionness:
+            a_list.append(actionness[v])
+            g_list.append(truth[v]["steps"])
+        if v not in saved:
+            skipped.append(f"{v}: no step results; run `{rerun} --video {v}`")
+            continue
+        r = saved[v]
+        if r.get("task_source") == "discovered":
+            skipped.append(f"{v}: discovered key steps have no step names to score (`howto3d crosstask discover` "
+                           "evaluates discovery on CrossTask-format data)")
+            continue
+        seq = [(st["task"], st["step"]) for st in r["steps"]]
+        ev = evaluate_video(truth[v]["steps"], seq, {m: np.array(x["clips"]) for m, x in r["methods"].items()},
+                            {m: np.array(x["labels"]) for m, x in r["methods"].items()}, r["clips"])
+        out[v] = {"tasks": r["tasks"], "true_tasks": truth[v]["tasks"], **ev}
+    methods = [m for m in METHODS if out and all(m in e for e in out.values())]
+    total = sum(e["annotated"] for e in out.values())
+    summary = {m: {"recall": sum(e[m]["hits"] for e in out.values()) / max(total, 1),
+                   "frame_f1": float(np.mean([e[m]["frame_f1"] for e in out.values()]))} for m in methods}
+    return {"videos": out, "methods": summary, "annotated": total,
+            "actionness": actionness_report(a_list, g_list) if a_list else None}, skipped

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from howto3d import pipeline
+from howto3d import recon_cmds
 from howto3d.cli import main
 from howto3d.workspace import Workspace
 from synth import WorldConfig, generate_world
@@ -68,8 +68,8 @@ def pipeline_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, st
     (other,) = generate_world(tmp_path_factory.mktemp("intruder"), INTRUDER_WORLD)
     intruder = scene_dir / "videos" / "intruder.mp4"
     (other / "videos" / "video_00.mp4").rename(intruder)
-    pipeline.reconstruct(ws, scene_dir.name, frames=30)
-    pipeline.align(ws, scene_dir.name)
+    recon_cmds.reconstruct(ws, scene_dir.name, frames=30)
+    recon_cmds.align(ws, scene_dir.name)
     return ws, scene_dir.name
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
+import networkx as nx
 import numpy as np
 import pycolmap
+import pytest
 
-from recon.align import AlignConfig, compose_graph, refine
+from recon.align import AlignConfig, VideoModel, candidate_pairs, compose_graph, refine
 
 
 def _sim(rng: np.random.Generator) -> pycolmap.Sim3d:
@@ -50,3 +54,57 @@ def test_refinement_keeps_the_static_structure_when_a_moved_part_dominates_one_p
         ref_from_v = world_from[reference].inverse() * world_from[v]
         err = np.linalg.norm(refined[v] * local[v][:300] - ref_from_v * local[v][:300], axis=1)
         assert err.max() < 0.005, (v, err.max())
+
+
+# ---- which node pairs are matched: O(n·k), connected ----------------------------------------------------------
+def _clustered_similarity(sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarity of node descriptors drawn around one centre per cluster, and each node's cluster."""
+    rng = np.random.default_rng(seed)
+    label = np.repeat(np.arange(len(sizes)), sizes)
+    centres = rng.normal(size=(len(sizes), 32))
+    x = centres[label] + 0.3 * rng.normal(size=(len(label), 32))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x @ x.T, label
+
+
+def test_top_k_pairs_keep_each_nodes_best_and_connect_clusters_with_few_bridges():
+    sim, label = _clustered_similarity([6, 6, 6])
+    n, k = len(sim), 2
+    pairs = candidate_pairs(sim, k)
+    assert len(pairs) == len(set(pairs)) and all(i < j for i, j in pairs)
+    g = nx.Graph(pairs)
+    g.add_nodes_from(range(n))
+    assert nx.is_connected(g)  # the spanning tree links the clusters ...
+    assert sum(label[i] != label[j] for i, j in pairs) == 2  # ... with exactly the bridges it needs
+    for i in range(n):  # every node keeps its own k most similar
+        best = [j for j in np.argsort(-sim[i]) if j != i][:k]
+        assert all((min(i, j), max(i, j)) in pairs for j in best)
+    assert len(pairs) <= n * k + n - 1 < n * (n - 1) // 2
+
+
+@pytest.mark.parametrize("n", [7, 20, 60])
+def test_top_k_pair_count_grows_linearly(n):
+    sim, _ = _clustered_similarity([n // 3, n // 3, n - 2 * (n // 3)], seed=n)
+    assert len(candidate_pairs(sim, 3)) <= 4 * n - 1
+
+
+def test_every_pair_when_k_is_zero_or_the_scene_is_small():
+    sim, _ = _clustered_similarity([3, 3])
+    everything = list(itertools.combinations(range(6), 2))
+    assert candidate_pairs(sim, 0) == everything
+    assert candidate_pairs(sim, AlignConfig().video_pairs_per_node) == everything  # today's accuracy up to 6 nodes
+    assert candidate_pairs(sim[:1, :1], 3) == []
+
+
+def test_a_models_frame_slice_keeps_its_points_and_size():
+    rng = np.random.default_rng(0)
+    ids = np.array([3, 8, 11, 20, 31])
+    xyz = rng.normal(size=(5, 3))
+    pid = [np.array([3, -1, 8]), np.array([11, 20, -1]), np.array([31, 3, -1])]
+    model = VideoModel("v", [1, 2, 3], [rng.normal(size=(3, 2)) for _ in pid],
+                       [rng.normal(size=(3, 128)).astype(np.float32) for _ in pid], pid, ids, xyz, 1.5)
+    part = model.frames([2, 0])
+    assert part.image_ids == [3, 1] and part.size == 1.5
+    assert list(part.points3d_ids) == [3, 8, 31]  # only the points these frames observe travel
+    assert np.array_equal(part.xyz(np.array([31, 3])), model.xyz(np.array([31, 3])))
+    assert np.array_equal(part.xyz(np.array([31, 3])), xyz[[4, 0]])

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from grounding.narration import read_narrations
 from grounding.query import read_queries
-from howto3d import pipeline, temporal_cmds
+from howto3d import recon_cmds, temporal_cmds
 from howto3d.config import Config, from_dict, to_toml
 from howto3d.workspace import Workspace, release_locks
 from recon.io import InputError, atomic_dir, atomic_write_json
@@ -315,7 +315,7 @@ def test_frames_of_a_run_killed_during_sfm_are_kept(small_world, tmp_path):
     stamp = frames_json.stat().st_mtime_ns
     assert ws.record("reconstruct").items == {}
     try:
-        summary = pipeline.reconstruct(Workspace(ws.root).lock("test"), "s")  # the lock sweeps the dead run's temps
+        summary = recon_cmds.reconstruct(Workspace(ws.root).lock("test"), "s")  # the lock sweeps the dead run's temps
     finally:
         release_locks()
     assert summary[0]["status"] == "done" and frames_json.stat().st_mtime_ns == stamp

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.metrics import roc_auc_score
 
+from howto3d import run, temporal_cmds
+from recon.io import read_json
 from temporal.groundedness import GroundednessConfig, auc, groundedness, window_features
+from temporal.procedure import step_names
 
 PARTS = ["dipstick", "battery", "filter", "coolant", "spark"]
 FILLER = ["welcome back to the channel", "thanks for watching", "like and subscribe", "this is an easy job",
@@ -66,11 +71,6 @@ def test_step_lines_score_higher_than_filler_and_shuffled_model_is_chance():
 
 @pytest.mark.slow
 def test_workspace_groundedness_and_discovered_steps(pipeline_ws, cli):
-    import json
-
-    from howto3d import discover_cmds, temporal_cmds
-    from recon.io import read_json
-
     ws, scene = pipeline_ws
     res = cli("groundedness", str(ws.root), "--scene", scene, "--json")
     assert res.returncode == 0, res.stderr
@@ -90,7 +90,7 @@ def test_workspace_groundedness_and_discovered_steps(pipeline_ws, cli):
     before = {p.name: p.read_bytes() for p in steps_dir.glob("*.json")}
     task_file.rename(hidden)
     try:
-        done = temporal_cmds.run(ws)
+        done = run.timelines(ws)
         assert temporal_cmds.load_steps(ws, scene)["video_00"]["steps"] == done[scene]["video_00"]["steps"]
     finally:
         hidden.rename(task_file)
@@ -105,6 +105,6 @@ def test_workspace_groundedness_and_discovered_steps(pipeline_ws, cli):
         assert len(r["methods"]["discovered"]["labels"]) == r["clips"]
         assert all(st["step"] and 0 <= st["start"] < st["end"] <= r["clips"] for st in r["steps"])
     assert sum(len(r["steps"]) for r in steps.values()) >= 4  # measured: 1-3 named key steps per video
-    names = discover_cmds.step_names([("remove the dipstick", 0, 3), ("now wipe the dipstick clean", 4, 6),
+    names = step_names([("remove the dipstick", 0, 3), ("now wipe the dipstick clean", 4, 6),
                                       ("open the oil filler cap", 10, 12)], {1: [(0, 7)], 2: [(9, 13)], 3: []})
     assert names[1].split()[0] == "dipstick" and "cap" in names[2] and names[3] == "key step 3"

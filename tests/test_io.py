@@ -42,7 +42,7 @@ def test_sampled_frames_are_the_frames_at_their_timestamps(make_video, tmp_path)
 def test_frames_stage_writes_images_and_timestamps(make_video, tmp_path):
     path = tmp_path / "clip.mp4"
     make_video(path, n=30)
-    meta = sample_frames(FramesConfig(num_frames=4), path, tmp_path / "frames")
+    meta = sample_frames(FramesConfig(num_frames=4, sampling="uniform"), path, tmp_path / "frames")
     assert [f["time"] for f in meta["frames"]] == [0.0, 1.0, 1.9, 2.9]
     assert all((tmp_path / "frames" / "images" / f["name"]).is_file() for f in meta["frames"])
     assert json.loads((tmp_path / "frames" / "frames.json").read_text())["width"] == 96

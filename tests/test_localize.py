@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from howto3d import pipeline, viewer_cmds
+from howto3d import evaluation, scenes, viewer_cmds
 from recon.localize import read_photo
 from recon.video import read_frames
 from synth import WorldConfig
@@ -73,8 +73,8 @@ def unseen_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Photo]:
 def localized(pipeline_ws, unseen_photos):
     """(workspace, scene, shared scene, world_from_shared Sim(3), localizer, results per photo)."""
     ws, scene = pipeline_ws
-    shared = pipeline.shared_scene(ws, scene)
-    sim = pipeline.world_from_shared(ws, scene, shared)
+    shared = scenes.shared_scene(ws, scene)
+    sim = evaluation.world_from_shared(ws, scene, shared)
     loc = viewer_cmds.localizer(ws, scene, shared)
     return ws, scene, shared, sim, loc, [loc.localize(p.path) for p in unseen_photos]
 

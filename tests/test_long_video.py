@@ -14,7 +14,7 @@ import pycolmap
 import pytest
 from PIL import Image, ImageFilter
 
-from howto3d import evaluation, pipeline
+from howto3d import evaluation, recon_cmds, scenes
 from howto3d.workspace import Workspace
 from recon import frames as frames_stage
 from recon.io import read_json
@@ -72,14 +72,11 @@ CUT_WORLD = WorldConfig(scenes=1, videos=3, seconds=60.0, seed=5, width=480, hei
 @pytest.fixture(scope="module")
 def cut_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str]:
     """A 2-minute video with a cut (two shots of the bay spliced) and a 1-minute video, reconstructed + aligned."""
-    ws = Workspace.init(tmp_path_factory.mktemp("long") / "ws")
-    toml = ws.root / "howto3d.toml"
-    toml.write_text(toml.read_text().replace('sampling = "uniform"', 'sampling = "motion"'))
-    ws = Workspace.open(ws.root)
+    ws = Workspace.init(tmp_path_factory.mktemp("long") / "ws")  # motion sampling: the default
     (scene_dir,) = generate_world(ws.root, CUT_WORLD)
     splice(scene_dir, ["video_00", "video_01"], "long_00")
-    pipeline.reconstruct(ws, scene_dir.name, frames=40, workers=1)
-    pipeline.align(ws, scene_dir.name)
+    recon_cmds.reconstruct(ws, scene_dir.name, frames=40, workers=1)
+    recon_cmds.align(ws, scene_dir.name)
     return ws, scene_dir.name
 
 
@@ -87,13 +84,16 @@ def cut_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str]:
 def test_a_video_with_a_cut_is_aligned_on_both_sides(cut_ws):
     ws, scene = cut_ws
     gt = evaluation.load_gt(ws.ground_truth_path(scene))
-    shared = pipeline.shared_scene(ws, scene)
+    shared = scenes.shared_scene(ws, scene)
     assert sorted(shared.videos) == ["long_00", "video_02"]
     cut = gt["videos"]["long_00"]["cuts"][0]
     long_frames = shared.frames_of("long_00")
     before = {f.segment for f in long_frames if f.time < cut}
     after = {f.segment for f in long_frames if f.time >= cut}
     assert before and after, "one side of the cut has no aligned frame"
+    detected = frames_stage.load(ws.frames_dir(scene, "long_00"))["selection"]["cuts"]
+    assert len(detected) == 1 and abs(detected[0] - cut) <= 0.5, f"swings between dwells are not cuts: {detected}"
+    assert frames_stage.load(ws.frames_dir(scene, "video_02"))["selection"]["cuts"] == []
     covered, total = dwell_coverage(shared, gt)
     assert covered == total, f"{covered}/{total} dwells have registered frames in the shared frame"
     for video, err in evaluation.camera_errors(shared, gt).items():
@@ -122,13 +122,13 @@ def test_a_workspace_from_before_segments_still_loads(pipeline_ws, tmp_path):
     shutil.copytree(ws.root, old)
     path = old / "scenes" / scene / "align" / "transforms.json"
     transforms = read_json(path)
-    new = pipeline.shared_scene(ws, scene)
+    new = scenes.shared_scene(ws, scene)
     for key in ("shared_from_segment", "unaligned_segments"):
         del transforms[key]
     path.write_text(json.dumps(transforms))
     for segments in (old / "scenes" / scene / "sfm").glob("*/segments"):
         shutil.rmtree(segments)
-    before = pipeline.shared_scene(Workspace.open(old), scene)
+    before = scenes.shared_scene(Workspace.open(old), scene)
     assert {f.segment for f in before.frames} == {0}
     assert [(f.video, f.name) for f in before.frames] == [(f.video, f.name) for f in new.frames if f.segment == 0]
 
@@ -159,12 +159,12 @@ def test_segments_are_graph_nodes_aligned_into_the_shared_frame(pipeline_ws, tmp
             rec.transform(pycolmap.Sim3d(2.5, pycolmap.Rotation3d(np.array([0.3, -0.2, 0.1, 0.9])), [1.0, -2.0, 0.5]))
         folder.mkdir(parents=True, exist_ok=True)
         rec.write_binary(str(folder))
-    pipeline.align(ws2, scene, force=True)
+    recon_cmds.align(ws2, scene, force=True)
     transforms = read_json(ws2.align_dir(scene) / "transforms.json")
     assert sorted(transforms["shared_from_segment"]["video_00"]) == ["0", "1"]
     graph = read_json(ws2.align_dir(scene) / "graph.json")
     assert "video_00#1" in graph["nodes"]
-    shared = pipeline.shared_scene(ws2, scene)
+    shared = scenes.shared_scene(ws2, scene)
     frames = shared.frames_of("video_00")
     assert {f.name for f in frames if f.segment == 1} == second and {f.name for f in frames if f.segment == 0} == first
     assert [f.time for f in frames] == sorted(f.time for f in frames)

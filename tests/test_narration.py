@@ -138,8 +138,9 @@ def test_bad_subtitles_raise_one_clear_error_and_the_lenient_loader_warns_once(t
 
 
 def test_a_bad_subtitle_file_does_not_stop_the_other_videos(tmp_path):
-    """The per-video readers of train/steps/view go on without the bad file's narration."""
-    from howto3d import grounding_cmds, temporal_cmds
+    """The one per-video reader of train/steps/view (``howto3d.scenes.narrations``) goes on without the bad
+    file's narration."""
+    from howto3d import scenes
     from howto3d.workspace import Workspace
 
     ws = Workspace.init(tmp_path / "ws")
@@ -149,10 +150,8 @@ def test_a_bad_subtitle_file_does_not_stop_the_other_videos(tmp_path):
         (videos / f"{v}.mp4").write_bytes(b"")
     (videos / "a.en.srt").write_bytes(BAD["latin1.srt"])
     (videos / "b.en.vtt").write_bytes((DATA / "youtube_auto.en.vtt").read_bytes())
-    narrations = grounding_cmds._narrations(ws, "s")
+    narrations = scenes.narrations(ws, "s")
     assert narrations["a"] == [] and [n.text for n in narrations["b"]] == [t for t, _, _ in AUTO_LINES]
-    lines = temporal_cmds._lines(ws, "s")
-    assert lines["a"] == [] and len(lines["b"]) == 4
 
 
 def _outcome(path: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from howto3d import evaluation, grounding_cmds, pipeline, viewer_cmds
+from howto3d import evaluation, grounding_cmds, scenes, viewer_cmds
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def test_train_query_and_pictures_on_the_real_pipeline(trained_ws, tmp_path):
     assert len(result["point"]) == 3 and result["top"] and (tmp_path / "h.ply").is_file()
     report = grounding_cmds.eval_grounding(ws, tmp_path / "pck.png")
     assert report["pck_at"] > report["chance_at"], report  # trained on ~20 narrations per video, still above chance
-    shared = pipeline.shared_scene(ws, scene)
+    shared = scenes.shared_scene(ws, scene)
     pictures = viewer_cmds.demo_outputs(ws, scene, f"where is the {filmed[0].replace('_', ' ')}", tmp_path,
                                         gt_part=filmed[0], video=shared.videos[0])
     img = np.asarray(Image.open(pictures["screenshot"]).convert("RGB"))

@@ -11,9 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from howto3d import evaluation, pipeline
+from howto3d import evaluation, recon_cmds, scenes
 from howto3d.workspace import Workspace
 from recon.io import read_json
+from recon.scene import load_shared_scene
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def test_every_video_registers_and_matches_ground_truth(pipeline_ws):
         report = read_json(ws.sfm_dir(scene, video) / "report.json")
         assert report["registered"] >= 0.9 * report["frames_sampled"], video
         # each video on its own: centres within 1% of the scene's size after a Sim(3) fit, rotations < 1°
-        alone = pipeline.load_shared_scene(scene, {video: ws.sfm_dir(scene, video)},
+        alone = load_shared_scene(scene, {video: ws.sfm_dir(scene, video)},
                                            {video: ws.frames_dir(scene, video)}, {video: evaluation.pycolmap.Sim3d()})
         err = evaluation.camera_errors(alone, gt)[video]
         assert err["centre_max_m"] < 0.01 * extent, (video, err)
@@ -40,7 +41,7 @@ def test_all_videos_share_one_frame_and_the_intruder_stays_out(pipeline_ws):
     assert "intruder" in transforms["unaligned"]
     graph = read_json(ws.align_dir(scene) / "graph.json")
     assert not any(e["accepted"] and "intruder" in (e["a"], e["b"]) for e in graph["edges"])
-    shared = pipeline.shared_scene(ws, scene)
+    shared = scenes.shared_scene(ws, scene)
     gt = evaluation.load_gt(ws.ground_truth_path(scene))
     for video, err in evaluation.camera_errors(shared, gt).items():
         # metres, after one Sim(3) fit of all cameras: every camera of every video within 2 cm, < 1°
@@ -49,7 +50,7 @@ def test_all_videos_share_one_frame_and_the_intruder_stays_out(pipeline_ws):
 
 def test_keypoint_transfer_pck(pipeline_ws):
     ws, scene = pipeline_ws
-    shared = pipeline.shared_scene(ws, scene)
+    shared = scenes.shared_scene(ws, scene)
     report = evaluation.eval_transfer(shared, evaluation.load_gt(ws.ground_truth_path(scene)), ws.align_dir(scene))
     assert report["keypoints"] >= 12
     assert report["pck_shared"]["5cm"] >= 0.9, report
@@ -71,7 +72,7 @@ def test_cameras_and_transfer_follow_the_cli_contract(pipeline_ws, tmp_path):
     assert {"video", "time", "width", "height"} <= set(f)
     # click a landmark in two frames of video_00 (its true projection), transfer it to the others
     gt = evaluation.load_gt(ws.ground_truth_path(scene))
-    shared = pipeline.shared_scene(ws, scene)
+    shared = scenes.shared_scene(ws, scene)
     lm = gt["landmarks"][0]
     obs = evaluation.clicks(gt, "video_00", np.array(lm["position"]), shared.frames_of("video_00"))
     kp = tmp_path / "kp.json"
@@ -104,15 +105,15 @@ def test_bad_videos_fail_alone_and_reruns_skip_finished_work(pipeline_ws, make_v
     (ws.sfm_dir(scene, "video_03").parent / ".video_03.abc.tmp").mkdir()
     record = ws.record("reconstruct")
     record.drop(f"{scene}/video_03")
-    summary = {r["key"].split("/")[1]: r for r in pipeline.reconstruct(Workspace.open(ws.root), scene, frames=30)}
+    summary = {r["key"].split("/")[1]: r for r in recon_cmds.reconstruct(Workspace.open(ws.root), scene, frames=30)}
     for bad in ("empty", "corrupt", "flat"):
         assert summary[bad]["status"] == "failed" and f"{bad}.mp4" in summary[bad]["error"], summary[bad]
     assert summary["video_03"]["status"] == "done" and not summary["video_03"].get("skipped")
     for v in ("video_00", "video_01", "video_02"):
         assert summary[v].get("skipped"), v
         assert (ws.sfm_dir(scene, v) / "model" / "images.bin").stat().st_mtime_ns == models[v]
-    again = pipeline.reconstruct(Workspace.open(ws.root), scene, frames=30)
+    again = recon_cmds.reconstruct(Workspace.open(ws.root), scene, frames=30)
     assert all(r.get("skipped") for r in again)
     for bad in ("empty", "corrupt", "flat"):
         (videos / f"{bad}.mp4").unlink()
-    pipeline.align(ws, scene)  # video_03's model was rebuilt: later tests need a current shared frame
+    recon_cmds.align(ws, scene)  # video_03's model was rebuilt: later tests need a current shared frame

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from howto3d import pipeline
+from howto3d import scenes
 from howto3d.evaluation import fit_to_world
 from recon.frames import FramesConfig
 from recon.frames import main as sample_frames
@@ -71,7 +71,7 @@ def test_rotated_phone_video_decodes_upright_with_its_displayed_size(tmp_path, d
 @pytest.fixture(scope="module")
 def scene_and_truth(pipeline_ws) -> tuple[SharedScene, dict]:
     ws, scene = pipeline_ws
-    return pipeline.shared_scene(ws, scene), read_json(ws.ground_truth_path(scene))
+    return scenes.shared_scene(ws, scene), read_json(ws.ground_truth_path(scene))
 
 
 def _clicks_on_unsampled_frames(shared: SharedScene, gt: dict, video: str, X: np.ndarray, n: int = 4) -> list[dict]:

@@ -4,9 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from howto3d.cli_temporal import app
 from temporal.data import CrossTask
 from temporal.procedure import (
     ProcedureConfig,
@@ -17,8 +15,6 @@ from temporal.procedure import (
     subset_cost,
 )
 from temporal.synthetic import SynthConfig, generate
-
-runner = CliRunner()
 
 
 def test_greedy_selection_recovers_planted_states():
@@ -74,18 +70,17 @@ def test_multi_task_classifies_and_background_states_label_background(folder):
     assert 0.2 < (y == 0).mean() < 0.95 and y.max() <= 7
 
 
-def test_cli_contract_and_determinism(folder, tmp_path):
+def test_cli_contract_and_determinism(folder, tmp_path, cli):
     outs = []
     for n in range(2):
         pred = tmp_path / f"pred{n}.json"
-        res = runner.invoke(app, ["discover", str(folder), "--k", "7", "--epochs", "2", "--out", str(pred),
-                                  "--json"])
-        assert res.exit_code == 0, res.output
-        assert {"ours", "random"} <= set(json.loads(res.output))
+        res = cli("crosstask", "discover", str(folder), "--k", "7", "--epochs", "2", "--out", str(pred), "--json")
+        assert res.returncode == 0, res.stderr
+        assert {"ours", "random"} <= set(json.loads(res.stdout))
         outs.append(json.loads(pred.read_text()))
     data = CrossTask.load(folder)
     assert set(outs[0]) == {v.video_id for v in data.test}
     assert all(len(y) == data.length(v) and min(y) >= 0 and max(y) <= 7 for v, y in outs[0].items())
     assert outs[0] == outs[1]
-    res = runner.invoke(app, ["discover", str(folder / "missing"), "--out", str(tmp_path / "x.json")])
-    assert res.exit_code == 2 and "not found" in res.output
+    res = cli("crosstask", "discover", str(folder / "missing"), "--out", str(tmp_path / "x.json"))
+    assert res.returncode == 2 and "not found" in res.stderr and "Traceback" not in res.stderr

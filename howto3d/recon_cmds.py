@@ -1,0 +1,160 @@
+"""The recon stage over a workspace: frames + SfM per video in worker processes or Ray tasks, then alignment
+per scene (its video pairs on Ray too with ``[run] executor = "ray"``).
+
+Stages are plain functions over paths (``recon.frames.main``, ``recon.reconstruct.main``, ``recon.align.main``);
+this module finds their inputs in the workspace and records what they did through ``Workspace.step`` /
+``Workspace.run_step`` (skip, resume, one bad video never stopping the others).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from howto3d import scenes
+from howto3d.config import RunConfig
+from howto3d.executor import Task, guarded, mapper, run_tasks
+from howto3d.workspace import Step, Video, Workspace
+from recon import align as align_stage
+from recon import frames as frames_stage
+from recon import reconstruct as recon_stage
+from recon.align import Alignment
+from recon.io import ProgressFn
+
+log = logging.getLogger("howto3d")
+
+
+def _sample_frames(conf: frames_stage.FramesConfig, video: Path, frames_dir: Path) -> dict:
+    """Worker: sample a video's frames (recorded by the driver, so a later SfM failure or kill keeps them)."""
+    t = time.perf_counter()
+    return {**guarded(frames_stage.main, conf, video, frames_dir), "seconds": time.perf_counter() - t}
+
+
+def _structure_from_motion(conf: recon_stage.ReconstructConfig, frames_dir: Path, sfm_dir: Path) -> dict:
+    """Worker: per-video SfM on the sampled frames; errors come back as data, not exceptions."""
+    t = time.perf_counter()
+    result = guarded(recon_stage.main, conf, frames_dir, sfm_dir)
+    if result["status"] == "done":
+        result = {"status": "done", "report": {k: v for k, v in result.items() if k != "status"}}
+    return {**result, "seconds": time.perf_counter() - t}
+
+
+def run_config(ws: Workspace, executor: str | None) -> RunConfig:
+    """The workspace's ``[run]`` settings, with a command's ``--executor`` (when given) in place of its own."""
+    return replace(ws.config.run, executor=executor) if executor else ws.config.run
+
+
+def reconstruct(ws: Workspace, scene: str | None, *, frames: int | None = None, workers: int | None = None,
+                force: bool = False, progress: ProgressFn | None = None, executor: str | None = None) -> list[dict]:
+    """Sample frames and reconstruct every video of the selected scenes; skip videos already done."""
+    config = ws.config
+    run = run_config(ws, executor)
+    frames_conf = replace(config.frames, num_frames=frames) if frames else config.frames
+    recon_conf = config.reconstruct
+    threads = recon_conf.num_threads
+    if run.executor == "ray" and threads <= 0:  # "all cores" of an unknown node: request, and use, a known number
+        threads = run.cpus_per_task
+    task_conf = replace(recon_conf, num_threads=threads)  # the record keeps recon_conf: threads change no result
+    todo: list[tuple[Video, Step, Step]] = []
+    summary = []
+    for s in ws.select_scenes(scene):
+        videos = ws.videos(s)
+        if not videos:
+            log.warning("scene %s has no videos: skipped", s)
+        for v in videos:
+            key = f"{s}/{v.name}"
+            frames_step = ws.step("frames", key, {"video": v.path}, asdict(frames_conf))
+            step = ws.step("reconstruct", key, {"frames": frames_step.fingerprint}, asdict(recon_conf))
+            if step.entry and not force:
+                why = "already reconstructed" if step.done else f"failed before: {step.entry['error']}"
+                log.info("%s: skipped (%s; inputs unchanged%s)", key, why,
+                         "" if step.done else ", use --force to retry")
+                summary.append({"key": key, **step.entry, "skipped": True})
+                continue
+            todo.append((v, frames_step, step))
+    workers = workers or run.workers or (0 if run.executor == "ray" else max(1, (os.cpu_count() or 1) // 2))
+    desc = "reconstructing videos"
+    if progress and todo:
+        progress(desc, 0, len(todo))
+
+    def sfm_task(i: int) -> Task:
+        v = todo[i][0]
+        return Task((i, "sfm"), _structure_from_motion,
+                    (task_conf, ws.frames_dir(v.scene, v.name), ws.sfm_dir(v.scene, v.name)),
+                    inputs=(1,), output=2, num_cpus=max(1, threads))
+
+    def finish(task: Task, result: dict) -> list[Task]:
+        i, phase = task.key
+        v, frames_step, step = todo[i]
+        key = step.key
+        if result["status"] == "failed":
+            _remove_partial(ws, v)
+            free = shutil.disk_usage(ws.root).free
+            if free < _LOW_DISK:  # SQLite/pycolmap report a full disk in many ways, or abort
+                result["error"] = (f"{ws.root}: the disk is full ({free >> 20} MiB free; {result['error']}); "
+                                   "free space there and rerun (finished videos are kept)")
+        elif phase == "frames":
+            frames_step.put("done", seconds=round(result["seconds"], 2))
+            return [sfm_task(i)]
+        info = {"seconds": round(result["seconds"], 2)}
+        if result["status"] == "done":
+            info |= {k: result["report"][k] for k in ("registered", "frames_sampled", "points3D")}
+            info["segments"] = len(result["report"]["segments"])
+            log.info("%s: registered %d/%d frames in %.0f s (%d segment(s))", key,
+                     result["report"]["registered_all_segments"], info["frames_sampled"], result["seconds"],
+                     info["segments"])
+        else:
+            info["error"] = result["error"]
+            log.error("%s: %s", key, result["error"])
+            if "traceback" in result:
+                log.debug("%s", result["traceback"])
+        step.put(result["status"], **info)
+        summary.append({"key": key, "status": result["status"], **info})
+        if progress:
+            progress(desc, len([r for r in summary if not r.get("skipped")]), len(todo))
+        return []
+
+    def first_task(i: int) -> Task:
+        v, frames_step, _ = todo[i]
+        if frames_step.done and not force and frames_stage.is_done(ws.frames_dir(v.scene, v.name)):
+            return sfm_task(i)
+        return Task((i, "frames"), _sample_frames, (frames_conf, v.path, ws.frames_dir(v.scene, v.name)),
+                    inputs=(1,), output=2)
+
+    run_tasks(map(first_task, range(len(todo))), workers, finish, run)
+    return sorted(summary, key=lambda r: r["key"])
+
+
+_LOW_DISK = 64 << 20
+"""Below this much free space a failed video is reported as a full disk (SQLite makes pycolmap fail or abort)."""
+
+
+def _remove_partial(ws: Workspace, v: Video) -> None:
+    """Temporary folders a dead or failed worker left for this video (others' may still be in use)."""
+    for parent in (ws.frames_dir(v.scene, v.name).parent, ws.sfm_dir(v.scene, v.name).parent):
+        for p in parent.glob(f".{glob.escape(v.name)}.*.tmp") if parent.is_dir() else []:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def align(ws: Workspace, scene: str | None, *, force: bool = False, progress: ProgressFn | None = None,
+          executor: str | None = None) -> dict:
+    """Align every scene's reconstructed videos into its shared frame (skipped when inputs are unchanged)."""
+    conf = ws.config.align
+    map_pairs = mapper(run_config(ws, executor))
+    results = {}
+    for s in ws.select_scenes(scene):
+        models = {v: ws.sfm_dir(s, v) for v in scenes.reconstructed_videos(ws, s)}
+        if not models:
+            log.warning("%s: no reconstructed video to align: skipped (run `howto3d reconstruct`)", s)
+            continue
+        results[s] = ws.run_step(
+            "align", s, scenes.model_fingerprints(ws, s), asdict(conf),
+            lambda s=s, models=models: align_stage.main(conf, models, ws.align_dir(s), progress=progress,
+                                                        map_pairs=map_pairs),
+            load=lambda s=s: Alignment.load(ws.align_dir(s)).summary(), force=force)
+    return results

@@ -1,0 +1,147 @@
+"""The Ray executor (issue #18): same results as the local one, no shared filesystem, per-video failures, resume.
+
+One local Ray cluster (2 CPUs) serves the module and is shut down after it; its workers get their own TMPDIR.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+import pytest
+
+from howto3d import recon_cmds
+from howto3d.config import RunConfig
+from howto3d.executor import Task, pack_files, run_tasks, unpack_files
+from howto3d.workspace import Workspace, release_locks
+from recon.align import Alignment
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A local 2-CPU cluster whose workers' temporary folder is not the test's: (address, worker TMPDIR)."""
+    worker_tmp = tmp_path_factory.mktemp("ray_worker_tmp")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                   runtime_env={"env_vars": {"TMPDIR": str(worker_tmp)}})
+    try:
+        yield ctx.address_info["address"], worker_tmp
+    finally:
+        ray.shutdown()
+
+
+def test_folders_round_trip_as_bytes(tmp_path):
+    src = tmp_path / "src"
+    (src / "model").mkdir(parents=True)
+    (src / "frames.json").write_text("{}")
+    (src / "model" / "images.bin").write_bytes(bytes(range(256)))
+    unpack_files(pack_files(src), tmp_path / "dst")
+    assert pack_files(tmp_path / "dst") == pack_files(src)
+    assert pack_files(src / "frames.json") == {"frames.json": b"{}"}
+    with pytest.raises(ValueError, match="outside"):
+        unpack_files({"../evil": b""}, tmp_path / "x")
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "x").exists()
+
+
+def _copy_where_it_runs(src: Path, out: Path) -> dict:
+    """Task run on a Ray worker: says where its input and output live, and copies the input to the output."""
+    out.mkdir()
+    (out / "copy.bin").write_bytes(src.read_bytes())
+    return {"status": "done", "src": str(src), "out": str(out)}
+
+
+@pytest.mark.slow
+def test_workers_get_bytes_in_their_own_temp_dir_and_only_the_driver_writes(ray_cluster, tmp_path):
+    _, worker_tmp = ray_cluster
+    src, out = tmp_path / "ws" / "video.mp4", tmp_path / "ws" / "out" / "video"
+    src.parent.mkdir()
+    src.write_bytes(os.urandom(300_000))  # above Ray's inline size: through the object store
+    results = []
+    run_tasks([Task("v", _copy_where_it_runs, (src, out), inputs=(0,), output=1)], 0,
+              lambda t, r: results.append(r) or [], RunConfig(executor="ray"))
+    (r,) = results
+    assert r["status"] == "done" and "files" not in r
+    assert Path(r["src"]).is_relative_to(worker_tmp) and Path(r["out"]).is_relative_to(worker_tmp)
+    assert (out / "copy.bin").read_bytes() == src.read_bytes()  # written here, by the driver
+    assert not list(worker_tmp.iterdir())  # the worker cleaned up after itself
+
+
+def _workspace(root: Path, videos: dict[str, Path | bytes], **settings) -> Workspace:
+    ws = Workspace.init(root)
+    folder = ws.scene_dir("s") / "videos"
+    folder.mkdir(parents=True)
+    for name, src in videos.items():
+        if isinstance(src, bytes):
+            (folder / name).write_bytes(src)
+        else:
+            shutil.copy(src, folder / name)
+    ws.remember("frames", "num_frames", 12)
+    ws.remember("reconstruct", "num_threads", 1)  # the same threads both ways, so the same models
+    for (section, key), value in settings.items():
+        ws.remember(section, key, value)
+    return ws
+
+
+def _registered(ws: Workspace, video: str) -> list[str]:
+    rec = pycolmap.Reconstruction(str(ws.sfm_dir("s", video) / "model"))
+    return sorted(rec.images[i].name for i in rec.reg_image_ids())
+
+
+@pytest.mark.slow
+def test_reconstruct_and_align_on_ray_match_local_and_a_killed_run_resumes(ray_cluster, small_world, tmp_path):
+    address, _ = ray_cluster
+    _, (scene_dir,) = small_world
+    good = {f"v{i}.mp4": scene_dir / "videos" / f"video_0{i}.mp4" for i in range(2)}
+    ws = _workspace(tmp_path / "ray", good | {"corrupt.mp4": os.urandom(4096)})
+    ws.remember("run", "executor", "ray")
+    ws.remember("run", "ray_address", address)  # the killed CLI run joins the test's cluster
+    ws.remember("run", "workers", 1)  # one video at a time, so the kill lands between two videos
+
+    # A CLI run on Ray (from howto3d.toml), killed once a video is recorded done.
+    run = subprocess.Popen([str(Path(sys.executable).parent / "howto3d"), "reconstruct", str(ws.root)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not any(e["status"] == "done" for e in ws.record("reconstruct").items.values()):
+        assert run.poll() is None, run.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no video finished on Ray"
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    finished = {k for k, e in ws.record("reconstruct").items.items() if e["status"] == "done"}
+    assert len(finished) == 1
+    stamps = {k: (ws.sfm_dir("s", k.split("/")[1]) / "model" / "images.bin").stat().st_mtime_ns for k in finished}
+
+    ws.remember("run", "workers", 0)
+    try:
+        summary = recon_cmds.reconstruct(Workspace(ws.root).lock("test"), None, executor="ray")
+    finally:
+        release_locks()
+    by_key = {r["key"]: r for r in summary}
+    assert all(by_key[k].get("skipped") for k in finished)  # not redone ...
+    assert all((ws.sfm_dir("s", k.split("/")[1]) / "model" / "images.bin").stat().st_mtime_ns == t
+               for k, t in stamps.items())  # ... and not rewritten
+    assert by_key["s/v0"]["status"] == by_key["s/v1"]["status"] == "done"
+    assert by_key["s/corrupt"]["status"] == "failed" and "corrupt.mp4" in by_key["s/corrupt"]["error"]
+    assert not list(ws.root.rglob(".*.tmp"))
+
+    local = _workspace(tmp_path / "local", good)
+    local_summary = {r["key"]: r for r in recon_cmds.reconstruct(local, None)}
+    for v in ("v0", "v1"):
+        assert _registered(ws, v) == _registered(local, v) and len(_registered(ws, v)) >= 6
+        assert by_key[f"s/{v}"]["registered"] == local_summary[f"s/{v}"]["registered"]
+
+    recon_cmds.align(ws, None, executor="ray")
+    recon_cmds.align(local, None)
+    on_ray, here = Alignment.load(ws.align_dir("s")), Alignment.load(local.align_dir("s"))
+    assert sorted(on_ray.shared_from_video) == sorted(here.shared_from_video) == ["v0", "v1"]
+    for v, s in here.shared_from_video.items():
+        assert np.allclose(on_ray.shared_from_video[v].matrix(), s.matrix(), atol=1e-9)
