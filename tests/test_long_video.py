@@ -72,7 +72,8 @@ CUT_WORLD = WorldConfig(scenes=1, videos=3, seconds=60.0, seed=5, width=480, hei
 @pytest.fixture(scope="module")
 def cut_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str]:
     """A 2-minute video with a cut (two shots of the bay spliced) and a 1-minute video, reconstructed + aligned."""
-    ws = Workspace.init(tmp_path_factory.mktemp("long") / "ws")  # motion sampling: the default
+    ws = Workspace.init(tmp_path_factory.mktemp("long") / "ws")
+    ws.remember("frames", "sampling", "motion")  # 'auto' would sample this 2-minute video uniformly
     (scene_dir,) = generate_world(ws.root, CUT_WORLD)
     splice(scene_dir, ["video_00", "video_01"], "long_00")
     recon_cmds.reconstruct(ws, scene_dir.name, frames=40, workers=1)
