@@ -44,7 +44,8 @@ def main(out: Path, conf: DemoConfig | None = None) -> dict:
             ws = synthetic.make_synthetic_workspace(ws_root, scenes=conf.scenes, videos=conf.videos,
                                                     seconds=conf.seconds, seed=conf.seed, fps=conf.fps,
                                                     progress=progress)
-    run.run_all(ws, frames=conf.frames)
+    ws.remember("frames", "num_frames", conf.frames)  # saved, so `howto3d run` on the demo workspace skips it all
+    run.run_all(ws)
     for scene in ws.scenes():
         shared = scenes.shared_scene(ws, scene)
         gt = evaluation.load_gt(ws.ground_truth_path(scene))

@@ -49,10 +49,11 @@ def timelines(ws: Workspace, progress: ProgressFn | None = None) -> dict[str, di
     return done
 
 
-def run_all(ws: Workspace, frames: int | None = None) -> None:
-    """reconstruct → align → train → actionness + steps, printing each stage's summary; stages skip finished work."""
+def run_all(ws: Workspace) -> None:
+    """reconstruct → align → train → actionness + steps with the workspace's settings, printing each stage's
+    summary; stages skip finished work."""
     with progress_bar() as progress:
-        summary = recon_cmds.reconstruct(ws, None, frames=frames, progress=progress)
+        summary = recon_cmds.reconstruct(ws, None, progress=progress)
     reports.print_reconstruct_summary(summary)
     with progress_bar() as progress:
         results = recon_cmds.align(ws, None, progress=progress)
