@@ -38,14 +38,14 @@ def timelines(ws: Workspace, progress: ProgressFn | None = None) -> dict[str, di
         if not scenes.reconstructed_videos(ws, s):
             log.warning("%s: temporal skipped: no reconstructed video yet", s)
             continue
+        if find_task_file(ws.scene_dir(s)) is not None:
+            done[s] = temporal_cmds.steps(ws, s, progress=progress)  # features and actionness first, inside
+            continue
+        log.warning("%s: no tasks.json/tasks.toml in %s: key steps discovered from the videos instead "
+                    "(`howto3d discover`)", s, ws.scene_dir(s))
         feats = temporal_cmds.features_of(ws, s, progress=progress)
         temporal_cmds.actionness(ws, s, None, progress, feats)
-        if find_task_file(ws.scene_dir(s)) is None:
-            log.warning("%s: no tasks.json/tasks.toml in %s: key steps discovered from the videos instead "
-                        "(`howto3d discover`)", s, ws.scene_dir(s))
-            done[s] = discover_cmds.discover(ws, s, progress=progress, features=feats)
-            continue
-        done[s] = temporal_cmds.steps(ws, s, progress=progress)
+        done[s] = discover_cmds.discover(ws, s, progress=progress, features=feats)
     return done
 
 
