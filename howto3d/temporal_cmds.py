@@ -26,7 +26,6 @@ from grounding.model import META, WEIGHTS
 from howto3d import scenes
 from howto3d.workspace import Workspace
 from recon.io import InputError, ProgressFn, read_json
-from recon.scene import SharedScene
 from temporal import actionness as act_stage
 from temporal import video_steps as vs
 from temporal.features import (
@@ -103,13 +102,6 @@ def features_of(ws: Workspace, scene: str, conf: FeatureConfig | None = None,
     return {v: select(x, full, conf.kinds) for v, x in _all_kinds(ws, scene, full, progress).items()}
 
 
-def clip_features(ws: Workspace, scene: str, conf: FeatureConfig | None = None,
-                  progress: ProgressFn | None = None) -> tuple[dict[str, np.ndarray], SharedScene | None]:
-    """:func:`features_of` and the scene's shared reconstruction (``None`` when it has none, logged)."""
-    feats = features_of(ws, scene, conf, progress)
-    return feats, scenes.shared_or_none(ws, scene, "motion, gaze and 3D-grounded scores are zero/skipped")
-
-
 def _select(ws: Workspace, scene: str, video: str | None) -> list[str]:
     if video is not None:
         return [scenes.video(ws, scene, video).name]
@@ -164,15 +156,14 @@ def grounding_inputs(ws: Workspace, scene: str) -> dict[str, object]:
             "grounding/voxels": ws.grounding_dir / "scenes" / scene / "voxels.json"}
 
 
-def _grounded_fn(ws: Workspace, scene: str, shared: SharedScene | None, spp: int) -> vs.GroundedFn | None:
+def _grounded_fn(ws: Workspace, scene: str, spp: int) -> vs.GroundedFn | None:
     """3D-grounded step scores of the scene's videos, or ``None`` (the reason logged) without a model for it."""
     try:
         grounder: gquery.Grounder = scenes.grounder(ws, scene)
     except InputError as e:
         log.warning("%s: no 3D-grounded step scores (%s)", scene, e)
         return None
-    if shared is None:
-        shared = scenes.shared_or_none(ws, scene, "no 3D-grounded step scores")
+    shared = scenes.shared_or_none(ws, scene, "no 3D-grounded step scores")
 
     def grounded(video: str, phrases: list[str], T: int) -> np.ndarray | None:
         if shared is None or not shared.frames_of(video):
@@ -204,14 +195,12 @@ def save_timelines(ws: Workspace, scene: str, timelines: vs.Timelines) -> None:
 
 def steps(ws: Workspace, scene: str, video: str | None = None, task: list[str] | None = None,
           progress: ProgressFn | None = None, feature_kinds: list[str] | None = None,
-          conf: vs.StepsConfig | None = None,
-          features: tuple[dict[str, np.ndarray], SharedScene | None] | None = None) -> dict[str, dict]:
+          conf: vs.StepsConfig | None = None) -> dict[str, dict]:
     """Step timelines of the scene's videos (``video``: only that one is returned; all are saved).
 
     ``task`` overrides the task of ``video``; ``feature_kinds`` and ``conf`` override the workspace settings
-    (benchmarks compare combinations with them); ``features`` is what ``clip_features`` returned, when the
-    caller has it already. Redone only when an input (features, subtitles, task file, actionness, grounding
-    model, reconstruction) or a setting changes.
+    (benchmarks compare combinations with them). Redone only when an input (features, subtitles, task file,
+    actionness, grounding model, reconstruction) or a setting changes.
     """
     conf = conf or ws.config.temporal
     fconf = ws.config.clip_features
@@ -219,14 +208,14 @@ def steps(ws: Workspace, scene: str, video: str | None = None, task: list[str] |
         fconf = replace(fconf, kinds=list(feature_kinds))
     selected = _select(ws, scene, video)
     tf = task_file(ws, scene)
-    feats, shared = features or (features_of(ws, scene, fconf, progress), None)
+    feats = features_of(ws, scene, fconf, progress)
     act = actionness(ws, scene, None, progress, feats, conf)  # of the same features (skipped when saved)
     override = {v: task for v in selected} if task else {}
     folder = ws.temporal_dir(scene) / "steps"
 
     def compute() -> dict[str, dict]:
         inputs = vs.StepInputs(feats, narration_lines(ws, scene), tf, act,
-                               _grounded_fn(ws, scene, shared, fconf.samples_per_second), override,
+                               _grounded_fn(ws, scene, fconf.samples_per_second), override,
                                list(fconf.kinds), scene)
         result = vs.main(conf, inputs, progress)
         save_timelines(ws, scene, result)
