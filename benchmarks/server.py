@@ -1,6 +1,6 @@
 """``howto3d serve`` throughput: /query latency and requests/s with concurrent clients, /localize s per photo.
 
-    python benchmarks/server.py WS [--scene S] [--clients 8] [--requests 800] [--quick]
+    python benchmarks/server.py [WS] [--scene S] [--clients 8] [--requests 800] [--quick]
 
 Starts the real server (``howto3d serve``, its own process) on a trained workspace, then measures side by side:
 a cold ``howto3d query`` process (what a client would pay without the server), ``/query`` with unique texts
@@ -89,9 +89,21 @@ def _blank_jpeg() -> bytes:
     return buf.getvalue()
 
 
+def _small_workspace() -> Workspace:
+    """The small trained workspace of ``benchmarks/query.py`` (one builder for both benchmarks)."""
+    import importlib.util
+    import tempfile
+
+    spec = importlib.util.spec_from_file_location("bench_query", Path(__file__).with_name("query.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.small_workspace(Path(tempfile.mkdtemp(prefix="bench_server_")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ws", type=Path)
+    parser.add_argument("ws", type=Path, nargs="?", help="a trained workspace (default: the small one that "
+                        "benchmarks/query.py builds)")
     parser.add_argument("--scene")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=800)
@@ -101,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.requests, args.photos = 200, 3
-    ws = Workspace.open(args.ws)
+    ws = Workspace.open(args.ws) if args.ws else _small_workspace()
     scene = args.scene or ws.scenes()[0]
     exe = Path(sys.executable).with_name("howto3d")
 

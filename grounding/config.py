@@ -100,7 +100,7 @@ class GroundingConfig:
     seed: int = 0
     """Seed of the pair split, shuffling, head initialisation and dropout: same seed, same model."""
     min_groundedness: float = 0.0
-    """Leave out narration lines whose groundedness (segment-level AUC in their own video, `howto3d
-    groundedness`; 0.5 = not localized) is below this; 0 keeps every line (today's behaviour: the filter has not
-    been measured to help PCK yet). Each line's score and whether it was kept land in ``lines.json`` beside
-    ``pairs.json``."""
+    """Leave out narration lines whose groundedness (`howto3d groundedness`: the rank of the line's window, for
+    its text, against the other videos' windows at the same time; 0.5 = not localized) is below this; 0 keeps
+    every line (today's behaviour: the filter has not been measured to help PCK yet). Each line's score and
+    whether it was kept land in ``lines.json`` beside ``pairs.json``."""

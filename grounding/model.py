@@ -111,9 +111,12 @@ def load(folder: Path) -> tuple[GroundingModel, light.Tokenizer, dict, dict[str,
     try:
         meta = json.loads(current.read_text(encoding="utf-8"))
         current = folder / "config.json"
-        model = GroundingModel(light.BertEncoder(light.BertShape.from_json(current)), meta["num_voxels"])
+        shape = light.BertShape.from_json(current)
+        with torch.device("meta"):  # no allocation, no random init: every parameter is assigned from the file
+            model = GroundingModel(light.BertEncoder(shape), meta["num_voxels"])
         current = folder / WEIGHTS
-        # assign: the parameters become the loaded tensors instead of copies of them (a cold query's time)
+        # assign: the parameters become the loaded tensors instead of copies of them (a cold query's time);
+        # strict: a parameter missing from the file would be left on the meta device, so it is an error
         model.load_state_dict(load_file(str(current)), strict=True, assign=True)
         current = folder / INDEX
         index = load_file(str(current)) if current.is_file() else {}

@@ -29,6 +29,8 @@ class Grounder:
         self.tokenizer = tokenizer
         self.max_tokens = int(meta["max_tokens"])
         self.scenes = list(meta["scenes"])
+        self.frames: dict[str, dict] = meta.get("frames", {})
+        """Per scene, the shared frame the model was trained in (as given to training); absent in older models."""
         self.spaces = spaces
         conf = meta.get("config", {})
         defaults = GroundingConfig()

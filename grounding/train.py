@@ -223,8 +223,13 @@ def _train_heads(conf: GroundingConfig, model: gmodel.GroundingModel, tokenizer,
 
 def main(conf: GroundingConfig, scenes: dict[str, SharedScene], narrations: dict[str, dict[str, list[Narration]]],
          out_dir: Path, progress: Progress | None = None,
-         line_weights: dict[str, dict[str, list[float]]] | None = None) -> dict:
-    """Build pairs and voxel spaces, train the shared model, write everything under ``out_dir``; a summary."""
+         line_weights: dict[str, dict[str, list[float]]] | None = None, frames: dict[str, dict] | None = None
+         ) -> dict:
+    """Build pairs and voxel spaces, train the shared model, write everything under ``out_dir``; a summary.
+
+    ``frames``: per scene, the caller's record of the shared frame the scenes are in, stored with the model and
+    the voxels so that later readers can tell when the frame has moved since (opaque data here).
+    """
     t0 = time.perf_counter()
     spaces, pairs, skipped = training_set(conf, scenes, narrations, line_weights)
     if not pairs:
@@ -235,7 +240,8 @@ def main(conf: GroundingConfig, scenes: dict[str, SharedScene], narrations: dict
     names = sorted(pairs)
     summary = {
         "scenes": {n: {"pairs": len(pairs.get(n, [])), "voxels": len(spaces[n].cells) if n in spaces else 0,
-                       "skipped": dict(skipped[n])} for n in sorted(scenes)},
+                       "skipped": dict(skipped[n]), **({"frame": frames[n]} if frames and n in frames else {})}
+                   for n in sorted(scenes)},
         "supervision": conf.supervision,
         "method": conf.method,
         "encoder": conf.encoder,
@@ -248,7 +254,8 @@ def main(conf: GroundingConfig, scenes: dict[str, SharedScene], narrations: dict
             atomic_write_json(tmp / "scenes" / n / "pairs.json", [p.to_json() for p in pairs[n]])
         gmodel.save(model, tokenizer, tmp / "model", {
             "scenes": names, "num_voxels": [len(spaces[n].cells) for n in names],
-            "max_tokens": conf.max_tokens, "pooling": "mean", "method": conf.method, "config": asdict(conf)}, index)
+            "max_tokens": conf.max_tokens, "pooling": "mean", "method": conf.method, "config": asdict(conf),
+            "frames": {n: frames[n] for n in names if frames and n in frames}}, index)
         atomic_write_json(tmp / "history.json", stats["history"])
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
         atomic_write_json(tmp / "summary.json", summary)

@@ -14,28 +14,17 @@ from typing import Annotated, Literal, NoReturn
 import typer
 from rich.text import Text
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
+from typer.core import TyperGroup
 
 from grounding.narration import subtitle_language
-from howto3d import (
-    cli_crosstask,
-    discover_cmds,
-    evaluation,
-    grounding_cmds,
-    recon_cmds,
-    reports,
-    scenes,
-    synthetic,
-    temporal_cmds,
-    viewer_cmds,
-)
-from howto3d import demo as demo_run
-from howto3d import run as run_stages
+from howto3d import reports
 from howto3d.progress import console, progress_bar, setup_logging
 from howto3d.workspace import Workspace, release_locks
-from recon import transfer as transfer_stage
 from recon.io import InputError, read_json
-from recon.scene import cameras_json
-from recon.transfer import FrameLocalizer
+
+# Start-up time: this module imports only what every command needs (typer, rich, the workspace and its config);
+# each command imports its stage adapter inside its function, so a cold `howto3d query` pays for torch and
+# nothing else (no pycolmap, Open3D, scikit-learn, networkx; tests/test_startup.py keeps it so).
 
 log = logging.getLogger("howto3d")
 app = typer.Typer(help="Turn narrated how-to videos into a shared 3D space you can ask questions of.",
@@ -50,8 +39,36 @@ ExecutorOpt = Annotated[Literal["local", "ray"] | None, typer.Option(
     "local Ray cluster. Saved in howto3d.toml.")]
 
 
-app.add_typer(cli_crosstask.app, name="crosstask")
-app.add_typer(cli_crosstask.app, name="temporal", hidden=True, callback=cli_crosstask.warn_deprecated)  # one release
+class _CrossTaskGroup(TyperGroup):
+    """``howto3d crosstask`` whose commands (torch, scikit-learn) are imported only when one of them runs or its
+    own help is shown, not by every other command."""
+
+    def _load(self) -> None:
+        if not self.commands:
+            from howto3d import cli_crosstask
+
+            self.commands.update(typer.main.get_group(cli_crosstask.app).commands)
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> typer.core.TyperCommand | None:
+        self._load()
+        return super().get_command(ctx, cmd_name)
+
+
+def _warn_deprecated() -> None:
+    from howto3d import cli_crosstask
+
+    cli_crosstask.warn_deprecated()
+
+
+_crosstask = typer.Typer(cls=_CrossTaskGroup, no_args_is_help=True)
+_CROSSTASK_HELP = ("Step localization, actionness and key-step discovery on CrossTask-format folders "
+                   "(per-clip features).")  # as cli_crosstask.app says; shown without importing it
+app.add_typer(_crosstask, name="crosstask", help=_CROSSTASK_HELP)
+app.add_typer(_crosstask, name="temporal", hidden=True, help=_CROSSTASK_HELP, callback=_warn_deprecated)  # one release
 
 
 @app.callback()
@@ -90,6 +107,8 @@ def reconstruct(ws: WS, scene: SceneOpt = None,
                 force: Annotated[bool, typer.Option(help="Redo videos that finished or failed before.")] = False,
                 executor: ExecutorOpt = None) -> None:
     """Reconstruct every video on its own with pycolmap (resumable)."""
+    from howto3d import recon_cmds
+
     w = Workspace.open(ws).lock("reconstruct")
     if executor is not None:
         w.remember("run", "executor", executor)
@@ -106,13 +125,18 @@ def reconstruct(ws: WS, scene: SceneOpt = None,
 @app.command()
 def align(ws: WS, scene: SceneOpt = None,
           force: Annotated[bool, typer.Option(help="Realign even if nothing changed.")] = False,
+          reanchor: Annotated[bool, typer.Option(
+              help="Create the shared frame anew (new reference video and up; every pair matched again). "
+                   "Without it the frame stays put when videos are added or removed.")] = False,
           executor: ExecutorOpt = None) -> None:
     """Align each scene's reconstructions into one shared frame (alignment graph)."""
+    from howto3d import recon_cmds
+
     w = Workspace.open(ws).lock("align")
     if executor is not None:
         w.remember("run", "executor", executor)
     with progress_bar() as progress:
-        results = recon_cmds.align(w, scene, force=force, progress=progress)
+        results = recon_cmds.align(w, scene, force=force, reanchor=reanchor, progress=progress)
     reports.print_align_summary(results)
 
 
@@ -121,6 +145,8 @@ def train(ws: WS, epochs: Annotated[int | None, typer.Option(min=1, help="Maximu
           force: Annotated[bool, typer.Option(help="Retrain even if nothing changed.")] = False) -> None:
     """Train the text→voxel grounding model from the narrations (one BERT for all scenes; skipped when nothing
     changed)."""
+    from howto3d import run as run_stages
+
     w = Workspace.open(ws).lock("train")
     if epochs is not None:
         w.remember("grounding", "epochs", epochs)
@@ -136,6 +162,8 @@ def query(ws: WS, scene: Scene,
           heatmap: Annotated[Path | None, typer.Option("--heatmap", help="Write the heatmap as PLY.")] = None,
           json_out: JsonOpt = False) -> None:
     """Where is it? Text → 3D heatmap and point in the scene's shared frame."""
+    from howto3d import grounding_cmds
+
     texts = [text] if text is not None else []
     if batch is not None:
         if not batch.is_file():
@@ -143,7 +171,15 @@ def query(ws: WS, scene: Scene,
         texts += grounding_cmds.gquery.read_queries(batch)
     if not texts:
         raise InputError('give a query ("where is the dipstick") or --batch FILE')
-    results = grounding_cmds.query(Workspace.open(ws), scene, texts, heatmap)
+    import torch  # what the query loads anyway
+
+    threads = torch.get_num_threads()
+    if len(texts) == 1:  # one ~10-token pass: a second OpenMP thread only adds hand-offs (~1 s on a busy machine)
+        torch.set_num_threads(1)
+    try:
+        results = grounding_cmds.query(Workspace.open(ws), scene, texts, heatmap)
+    finally:
+        torch.set_num_threads(threads)
     if json_out:
         reports.print_json(results[0] if len(results) == 1 else results)
     else:
@@ -156,17 +192,62 @@ def eval_grounding(ws: Annotated[list[Path], typer.Argument(help="Workspace fold
                    queries: Annotated[str, typer.Option(help="Query set: paraphrase (worded unlike the narration) "
                                                               "or heldout (wikiHow-style instructions).")]
                    = "paraphrase",
-                   json_out: JsonOpt = False) -> None:
-    """Synthetic worlds: PCK@10/@30cm of queries against the true part positions, per part, over worlds."""
-    report = grounding_cmds.eval_grounding([Workspace.open(w) for w in ws], plot, queries)
-    reports.show(report, json_out, reports.print_eval_report)
+                   json_out: JsonOpt = False,
+                   scene: Annotated[str | None, typer.Option(help="With --parts: the scene they are in.")] = None,
+                   parts: Annotated[Path | None, typer.Option(help="Your own scene: part positions JSON (points in "
+                                                              "the shared frame or clicks); --queries is then a "
+                                                              "JSON file {part: [texts]}.")] = None) -> None:
+    """PCK@10/@30cm of queries against part positions, per part: synthetic worlds' truth (pooled over worlds), or
+    your own scene's parts and queries (--scene S --parts PARTS.json --queries QUERIES.json)."""
+    from howto3d import grounding_cmds
+
+    if parts is None:
+        report = grounding_cmds.eval_grounding([Workspace.open(w) for w in ws], plot, queries)
+        reports.show(report, json_out, reports.print_eval_report)
+        return
+    from howto3d import scenes, viewer_cmds
+
+    if len(ws) != 1 or scene is None or not queries.endswith(".json"):
+        raise InputError("with --parts give one workspace, --scene S and --queries QUERIES.json ({part: [texts]})")
+    w = Workspace.open(ws[0])
+    locate = viewer_cmds.frame_localizers(w, scene, scenes.shared_scene(w, scene))
+    report = grounding_cmds.eval_user_grounding(w, scene, parts, Path(queries), plot, localize_for=locate)
+    reports.show(report, json_out, lambda r: console.print(
+        f"{r['scene']}: {len(r['queries'])} queries, PCK@{r['at_fine']:g} {r['pck_fine']:.2f} "
+        f"(chance {r['chance_fine']:.2f}), PCK@{r['at']:g} {r['pck_at']:.2f} (chance {r['chance_at']:.2f}), "
+        f"median error {r['median_error_m']:.3f} ({'m' if r['units'] == 'metres' else 'scene sizes'})"))
 
 
 @app.command("eval-transfer")
-def eval_transfer(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
-    """Synthetic worlds: camera accuracy and keypoint-transfer PCK (graph vs direct edges) against ground truth."""
+def eval_transfer(ws: WS, scene: Scene, json_out: JsonOpt = False,
+                  annotations: Annotated[list[Path] | None, typer.Option(
+                      help="Your own videos: a folder of <video>.json (or files), each the `transfer` input format "
+                           "of one video's clicked keypoints.")] = None,
+                  thresholds: Annotated[str | None, typer.Option(
+                      help="With --annotations: comma-separated PCK thresholds (cm in a metric frame, else model "
+                           "units; default 1–20 cm or 0.5–15 % of the scene size).")] = None) -> None:
+    """Keypoint-transfer PCK: synthetic worlds against ground truth (camera accuracy, graph vs direct edges), or
+    your own videos from keypoints you clicked in several videos (--annotations)."""
+    from howto3d import evaluation, scenes
+
     w = Workspace.open(ws)
     shared = scenes.shared_scene(w, scene)
+    if annotations:
+        from howto3d import viewer_cmds
+
+        try:
+            ths = [float(t) for t in thresholds.split(",")] if thresholds else None
+        except ValueError:
+            raise InputError(f"--thresholds {thresholds!r}: give numbers separated by commas, e.g. 2,5,10") from None
+        report = evaluation.eval_user_transfer(
+            shared, evaluation.read_annotations(annotations, shared.videos), scenes.frame_state(w, scene)["units"],
+            ths, localize_for=viewer_cmds.frame_localizers(w, scene, shared))
+        reports.show(report, json_out, lambda r: console.print(
+            f"{r['scene']}: {r['pairs']} keypoint pairs, PCK ({r['error_units']}) "
+            + ", ".join(f"@{t}: {p:.2f}" for t, p in r["pck"].items())
+            + "; reprojection PCK (px) " + ", ".join(f"@{t}: {p:.2f}" for t, p in r["pixels"]["pck"].items())
+            + "".join(f"\nskipped {x.get('video', '')} {x['name']}: {x['why']}" for x in r["skipped"]), markup=False))
+        return
     gt = evaluation.load_gt(w.ground_truth_path(scene))
     report = {"cameras": evaluation.camera_errors(shared, gt),
               "transfer": evaluation.eval_transfer(shared, gt, w.align_dir(scene))}
@@ -178,6 +259,8 @@ def actionness_cmd(ws: WS, scene: Scene,
                    video: Annotated[str | None, typer.Option(help="Only save this video (default: all).")] = None,
                    json_out: JsonOpt = False) -> None:
     """Per-clip actionness (order verification trained on the scene's videos), saved in the workspace."""
+    from howto3d import temporal_cmds
+
     w = Workspace.open(ws).lock("actionness")
     with progress_bar() as progress:
         act = temporal_cmds.actionness(w, w.require_scene(scene), video, progress)
@@ -193,6 +276,8 @@ def steps_cmd(ws: WS, scene: Scene, video: Annotated[str, typer.Option(help="Vid
                                                        "entry, else the narration's best match).")] = None,
               json_out: JsonOpt = False) -> None:
     """Step segments of a video: DP over learned + 3D-grounded step scores, narration constraints, actionness."""
+    from howto3d import temporal_cmds
+
     w = Workspace.open(ws).lock("steps")
     tasks = [t.strip() for t in task.split(",") if t.strip()] if task else None
     with progress_bar() as progress:
@@ -210,6 +295,8 @@ def discover_cmd(ws: WS, scene: Scene,
                  k: Annotated[int | None, typer.Option("--k", min=1, help="Key steps per task (default 7).")] = None,
                  json_out: JsonOpt = False) -> None:
     """Step timelines without a task list: key steps discovered from the videos, named from their narration."""
+    from howto3d import discover_cmds
+
     w = Workspace.open(ws).lock("discover")
     with progress_bar() as progress:
         results = discover_cmds.discover(w, w.require_scene(scene), k, progress)
@@ -219,6 +306,8 @@ def discover_cmd(ws: WS, scene: Scene,
 @app.command("groundedness")
 def groundedness_cmd(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
     """How well each narration line is localized in its own video (segment-level AUC; 0.5 = not at all)."""
+    from howto3d import discover_cmds
+
     w = Workspace.open(ws).lock("groundedness")
     with progress_bar() as progress:
         report = discover_cmds.groundedness(w, w.require_scene(scene), progress)
@@ -228,6 +317,8 @@ def groundedness_cmd(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
 @app.command("eval-steps")
 def eval_steps(ws: WS, scene: SceneOpt = None, json_out: JsonOpt = False) -> None:
     """Synthetic worlds: step recall, frame F1 and actionness AP of the saved timelines vs ground truth."""
+    from howto3d import temporal_cmds
+
     report = temporal_cmds.eval_steps(Workspace.open(ws), scene)
     reports.show(report, json_out, reports.print_eval)
 
@@ -235,6 +326,9 @@ def eval_steps(ws: WS, scene: SceneOpt = None, json_out: JsonOpt = False) -> Non
 @app.command()
 def cameras(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
     """Every registered frame's camera in the scene's shared frame."""
+    from howto3d import scenes
+    from recon.scene import cameras_json
+
     shared = scenes.shared_scene(Workspace.open(ws), scene)
     out = cameras_json(shared)
     if json_out:
@@ -250,6 +344,10 @@ def transfer(ws: WS, scene: Scene,
              source: Annotated[str, typer.Option(help="Video whose frames the keypoints were clicked in.")],
              keypoints: Annotated[Path, typer.Option(help="Keypoints JSON.")], json_out: JsonOpt = False) -> None:
     """Transfer keypoints clicked in one video to every frame of the others."""
+    from howto3d import scenes, viewer_cmds
+    from recon import transfer as transfer_stage
+    from recon.transfer import FrameLocalizer
+
     w = Workspace.open(ws)
     shared = scenes.shared_scene(w, scene)
     video = scenes.video(w, scene, source).path if source in shared.videos else None
@@ -264,10 +362,48 @@ def transfer(ws: WS, scene: Scene,
             console.print(f"{skipped['name']}: skipped ({skipped['why']})")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def scale(ctx: typer.Context, ws: WS, scene: Scene,
+          source: Annotated[str, typer.Option(help="Video whose frames the keypoints were clicked in.")],
+          keypoints: Annotated[Path, typer.Option(help="Keypoints JSON (the `transfer` input; may also hold "
+                                                  '"distances": [{"a", "b", "metres"}]).')],
+          distance: Annotated[list[str] | None, typer.Option(
+              metavar="NAME_A NAME_B METRES",
+              help="A known length between two keypoints; repeatable (least-squares scale).")] = None,
+          json_out: JsonOpt = False) -> None:
+    """Make the scene's shared frame metric from a known length ("this battery is 0.24 m wide")."""
+    from howto3d import recon_cmds, viewer_cmds
+
+    w = Workspace.open(ws).lock("scale")
+    out = recon_cmds.scale(w, scene, source, keypoints, _distances(distance or [], ctx.args),
+                           lambda shared: viewer_cmds.frame_localizers(w, scene, shared)(source))
+    reports.show(out, json_out, lambda r: console.print(
+        f"{r['scene']}: shared frame now in metres (scale {r['scale']:.6g}, RMS residual {r['residual'] * 100:.2f} cm "
+        f"over {len(r['distances'])} length(s))"))
+
+
+def _distances(first: list[str], rest: list[str]) -> list[tuple[str, str, float]]:
+    """``--distance A B METRES`` (repeatable): typer takes one value per option, the other two arrive in order
+    among the extra arguments."""
+    usage = "give each length as --distance NAME_A NAME_B METRES"
+    if len(rest) != 2 * len(first):
+        raise InputError(f"unexpected arguments {' '.join(rest)!r}; {usage}")
+    out = []
+    for i, a in enumerate(first):
+        b, metres = rest[2 * i:2 * i + 2]
+        try:
+            out.append((a, b, float(metres)))
+        except ValueError:
+            raise InputError(f"--distance {a} {b} {metres}: METRES must be a number; {usage}") from None
+    return out
+
+
 @app.command()
 def view(ws: WS, scene: Scene, query: Annotated[str | None, typer.Option(help="Show this query's heatmap.")] = None,
          screenshot: Annotated[Path | None, typer.Option(help="Render headless to this PNG instead.")] = None) -> None:
     """Open the 3D viewer (points, cameras, heatmaps, timelines); --screenshot renders it headless."""
+    from howto3d import viewer_cmds
+
     out = viewer_cmds.view(Workspace.open(ws), scene, query, screenshot)
     if out is not None:
         console.print(f"screenshot: {out}")
@@ -281,6 +417,8 @@ def overlay(ws: WS, scene: Scene, query: Annotated[str, typer.Option(help="What 
             gt_part: Annotated[str | None, typer.Option(help="Synthetic worlds: draw this part's truth.")] = None,
             ) -> None:
     """Draw a query's heatmap over every frame of a video, or over your own photo (the AR-assistant preview)."""
+    from howto3d import viewer_cmds
+
     if (video is None) == (image is None):
         raise InputError("give either --video NAME (a video of the workspace) or --image PHOTO (a new photo)")
     w = Workspace.open(ws)
@@ -295,6 +433,8 @@ def localize(ws: WS, scene: Scene,
              images: Annotated[list[Path], typer.Argument(help="Photos (JPEG/PNG) of the scene.")],
              json_out: JsonOpt = False) -> None:
     """Find where each photo's camera is in the scene's shared frame (retrieval + SIFT + PnP)."""
+    from howto3d import viewer_cmds
+
     with progress_bar() as progress:
         out = viewer_cmds.localize(Workspace.open(ws), scene, images, progress)
     if json_out:
@@ -324,6 +464,8 @@ def export(ws: WS, scene: Scene, fmt: Annotated[str, typer.Option("--format", he
            query: Annotated[str | None, typer.Option(help="Include this query's heatmap.")] = None,
            out: Annotated[Path | None, typer.Option(help="Output file.")] = None) -> None:
     """Export points, cameras and a heatmap as GLB (AR apps, Blender) or PLY."""
+    from howto3d import viewer_cmds
+
     if fmt not in ("glb", "ply"):
         raise InputError(f"--format {fmt!r}: use glb or ply")
     path = viewer_cmds.export(Workspace.open(ws), scene, fmt, query, out or Path(f"{scene}.{fmt}"))
@@ -334,6 +476,8 @@ def export(ws: WS, scene: Scene, fmt: Annotated[str, typer.Option("--format", he
 def run(ws: WS, frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames sampled per video.")] = None,
         executor: ExecutorOpt = None) -> None:
     """Every stage in order: reconstruct, align, train, actionness + steps (each skips what is already done)."""
+    from howto3d import run as run_stages
+
     w = Workspace.open(ws).lock("run")
     if frames is not None:
         w.remember("frames", "num_frames", frames)
@@ -359,6 +503,8 @@ def synth(out: Annotated[Path, typer.Argument(help="Folder of the new synthetic 
                                                          "motion_blur=0.5, distortion_k1=-0.1, hands=true, fps=5 "
                                                          "(all: synth.WorldConfig).")] = None) -> None:
     """Render a synthetic narrated engine-bay world as a ready workspace (with ground truth)."""
+    from howto3d import synthetic
+
     with progress_bar() as progress:
         synthetic.make_synthetic_workspace(out, scenes=scenes, videos=videos, seconds=seconds, seed=seed,
                                            progress=progress, preset=preset, settings=set_ or [])
@@ -368,6 +514,8 @@ def synth(out: Annotated[Path, typer.Argument(help="Folder of the new synthetic 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="Demo folder.")] = Path("demo")) -> None:
     """Synthetic world → every stage → report. The README's main command."""
+    from howto3d import demo as demo_run
+
     demo_run.main(out)
 
 
@@ -400,7 +548,7 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except InputError as e:
-        _fail(str(e), 2)
+        _fail(str(e), getattr(e, "exit_code", 2))  # a stale artefact (work to redo) exits 1
     except NoArgsIsHelpError as e:
         e.show()
         sys.exit(0)

@@ -17,13 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from grounding.config import GroundingConfig
-from recon.align import AlignConfig
-from recon.frames import FramesConfig
+from recon.config import AlignConfig, FramesConfig, LocalizeConfig, ReconstructConfig
 from recon.io import InputError
-from recon.localize import LocalizeConfig
-from recon.reconstruct import ReconstructConfig
-from temporal.features import FeatureConfig
-from temporal.video_steps import StepsConfig
+from temporal.config import FeatureConfig, StepsConfig
 
 
 @dataclass

@@ -6,7 +6,8 @@ inputs, runs them through :meth:`Workspace.run_step` and hands ``train`` the lin
 stage's artefact types) under ``WS/scenes/<scene>/temporal/``::
 
     steps/<video>.json        discovered key steps, ``"task_source": "discovered"`` (same shape as ``steps``)
-    groundedness.json         {"scene", "videos": {video: {"auc", "lines": [{"start", "end", "text", "groundedness"}]}}}
+    groundedness.json         {"scene", "videos": {video: {"auc", "lines": [{"start", "end", "text", "groundedness",
+                                                                 "segment_auc"}]}}}
 """
 
 from __future__ import annotations

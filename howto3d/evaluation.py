@@ -1,4 +1,5 @@
-"""Evaluation against a synthetic world's ground truth (``ground_truth.json``); stages never read it.
+"""Evaluation against a synthetic world's ground truth (``ground_truth.json``; stages never read it), and on the
+user's own videos from their clicked keypoints alone (``eval_user_transfer``, ``user_parts``).
 
 Alignment accuracy: one Sim(3) fit of all shared-frame camera centres to their true centres, then
 per-video centre and rotation errors in metres/degrees. Keypoint transfer (source §5.5.1): landmarks
@@ -8,6 +9,9 @@ true 3D positions; PCK over 1–20 cm, through the alignment graph and over dire
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pycolmap
 
@@ -15,7 +19,7 @@ from howto3d.workspace import Workspace
 from recon.align import Alignment
 from recon.io import InputError, read_json
 from recon.scene import RegisteredFrame, SharedScene
-from recon.transfer import triangulate
+from recon.transfer import FORMAT, Localize, observe, parse_observations, triangulate
 
 THRESHOLDS_CM = (1, 2, 3, 5, 8, 10, 15, 20)
 
@@ -138,3 +142,169 @@ def world_from_shared(ws: Workspace, scene: str, shared: SharedScene) -> pycolma
         return fit_to_world(shared.frames, read_json(path))
     except InputError:
         return None
+
+
+# ---- on the user's own videos: no ground truth, only their clicks -------------------------------------------
+
+USER_THRESHOLDS_CM = THRESHOLDS_CM
+USER_THRESHOLDS_SIZE = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15)
+"""Without a metric frame, thresholds are these fractions of the scene's robust size (median distance of its
+points to their median), so they mean the same on any scene."""
+PIXEL_THRESHOLDS = (5, 10, 20, 50)
+"""Pixel thresholds of the reprojection check, in the displayed video's pixels."""
+
+
+def read_annotations(paths: list[Path], videos: list[str]) -> dict[str, dict]:
+    """The user's clicks per video: each file (or each ``*.json`` of a folder) is one video's keypoints in the
+    ``transfer`` input format; the video is the file's ``"video"`` field, else its stem (``video_00.json``)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.json"))
+            if not found:
+                raise InputError(f"{p}: no *.json annotation files; write one per video (<video>.json) in the "
+                                 f"`transfer` input format")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such annotation file or folder")
+    out: dict[str, dict] = {}
+    for f in files:
+        data = read_json(f)
+        if not isinstance(data, dict) or not isinstance(data.get("keypoints"), list):
+            raise InputError(f"{f}: {FORMAT}")
+        video = str(data.get("video", f.stem))
+        if video not in videos:
+            raise InputError(f"{f}: video {video!r} is not aligned in the scene (aligned: {', '.join(videos)}); "
+                             'name the file <video>.json or add "video": NAME')
+        if video in out:
+            raise InputError(f"{f}: a second annotation file for video {video!r}; keep one file per video")
+        out[video] = data
+    return out
+
+
+def robust_size(points: np.ndarray) -> float:
+    """Median distance of the points to their median: a scene's size that a few far outliers do not change."""
+    return float(np.median(np.linalg.norm(points - np.median(points, axis=0), axis=1))) if len(points) else 1.0
+
+
+def _pck_at(errors: list[float], thresholds) -> dict[str, float]:
+    e = np.asarray(errors, float)
+    return {f"{t:g}": round(float((e <= t).mean()), 4) if len(e) else 0.0 for t in thresholds}
+
+
+def eval_user_transfer(shared: SharedScene, annotations: dict[str, dict], units: str = "model",
+                       thresholds: list[float] | None = None, metres_per_unit: float | None = None,
+                       localize_for: Callable[[str], Localize | None] | None = None) -> dict:
+    """Keypoint transfer measured on the user's own clicks (source §5.5.1, without ground truth).
+
+    Every keypoint is triangulated in every video it was clicked in (each video's own cameras, in the shared
+    frame). For each keypoint seen in ≥ 2 videos and each pair of them: the 3D distance between the two
+    triangulations (what a transfer through the alignment would get wrong, plus both videos' click noise), and
+    the pixel distance between the user's click in one video and the other video's point projected there.
+    Distances are in centimetres when the frame is metric (``units == "metres"``, or ``metres_per_unit`` given:
+    a known scale), else in model units with ``thresholds`` defaulting to fractions of the scene's size.
+    """
+    metric = units == "metres" or metres_per_unit is not None
+    to_out = (metres_per_unit or 1.0) * 100 if metric else 1.0
+    size = robust_size(shared.points)
+    if thresholds is None:
+        thresholds = list(USER_THRESHOLDS_CM) if metric else [round(f * size, 6) for f in USER_THRESHOLDS_SIZE]
+    points: dict[str, dict[str, np.ndarray]] = {}
+    used: dict[str, dict[str, list]] = {}
+    skipped = []
+    for video, data in sorted(annotations.items()):
+        localize = localize_for(video) if localize_for else None
+        for i, kp in enumerate(data["keypoints"]):
+            name = str(kp.get("name", f"keypoint_{i}")) if isinstance(kp, dict) else f"keypoint_{i}"
+            try:
+                if not isinstance(kp, dict):
+                    raise InputError(f"keypoint {i} is not an object; {FORMAT}")
+                X = triangulate(shared, video, kp.get("observations", []), name=name, localize=localize)
+                seen, _ = observe(shared, video, parse_observations(kp["observations"], name), localize=localize)
+            except InputError as e:
+                skipped.append({"video": video, "name": name, "why": str(e)})
+                continue
+            points.setdefault(name, {})[video] = X
+            used.setdefault(name, {})[video] = seen
+    errors_3d, errors_px, per_kp = [], [], {}
+    for name, by_video in sorted(points.items()):
+        vids = sorted(by_video)
+        if len(vids) < 2:
+            skipped.append({"name": name, "why": f"clicked (with a known camera) in one video only ({vids[0]})"})
+            continue
+        e3 = [float(np.linalg.norm(by_video[a] - by_video[b])) * to_out
+              for i, a in enumerate(vids) for b in vids[i + 1:]]
+        epx = []
+        for s in vids:
+            for t in vids:
+                if s == t:
+                    continue
+                for _, frame, xy, _ in used[name][t]:
+                    proj, depth = frame.project(by_video[s][None])
+                    if depth[0] > 0:
+                        epx.append(float(np.linalg.norm((proj[0] - xy) * frame.video_scale)))
+        errors_3d += e3
+        errors_px += epx
+        per_kp[name] = {"videos": vids, "pairs": len(e3), "pck": _pck_at(e3, thresholds),
+                        "median_error": round(float(np.median(e3)), 4),
+                        "median_error_px": round(float(np.median(epx)), 2) if epx else None}
+    return {
+        "scene": shared.scene, "units": "metres" if metric else "model",
+        "error_units": "cm" if metric else "model", "scene_size": round(size * to_out, 6),
+        "thresholds": list(thresholds), "pairs": len(errors_3d), "pck": _pck_at(errors_3d, thresholds),
+        "median_error": round(float(np.median(errors_3d)), 4) if errors_3d else None,
+        "pixels": {"thresholds": list(PIXEL_THRESHOLDS), "projections": len(errors_px),
+                   "pck": _pck_at(errors_px, PIXEL_THRESHOLDS),
+                   "median_error": round(float(np.median(errors_px)), 2) if errors_px else None},
+        "keypoints": per_kp, "skipped": skipped,
+    }
+
+
+PARTS_FORMAT = ('parts JSON must look like {"parts": {"dipstick": [x, y, z], "battery": {"video": "video_00", '
+                '"observations": [{"time": 3.2, "xy": [u, v]}, ...]}}}: a point in the shared frame, or clicks in '
+                'frames of one video (triangulated as `transfer` does)')
+
+
+def user_parts(shared: SharedScene, path: Path, localize_for: Callable[[str], Localize | None] | None = None
+               ) -> dict[str, np.ndarray]:
+    """The user's part positions in the shared frame: given as points, or triangulated from their clicks."""
+    data = read_json(path)
+    parts = data.get("parts") if isinstance(data, dict) else None
+    if not isinstance(parts, dict) or not parts:
+        raise InputError(f"{path}: {PARTS_FORMAT}")
+    out = {}
+    for name, value in parts.items():
+        if isinstance(value, list):
+            xyz = np.asarray(value, float) if all(isinstance(x, int | float) for x in value) else np.zeros(0)
+            if xyz.shape != (3,) or not np.isfinite(xyz).all():
+                raise InputError(f"{path}: part {name!r}: {value!r} is not a point [x, y, z]; {PARTS_FORMAT}")
+            out[name] = xyz
+        elif isinstance(value, dict) and "video" in value and "observations" in value:
+            video = str(value["video"])
+            if video not in shared.videos:
+                raise InputError(f"{path}: part {name!r}: video {video!r} is not aligned in scene {shared.scene!r} "
+                                 f"(aligned: {', '.join(shared.videos)})")
+            try:
+                out[name] = triangulate(shared, video, value["observations"], name=name,
+                                        localize=localize_for(video) if localize_for else None)
+            except InputError as e:
+                raise InputError(f"{path}: {e}") from None
+        else:
+            raise InputError(f"{path}: part {name!r}: {PARTS_FORMAT}")
+    return out
+
+
+def user_queries(path: Path, parts: dict[str, np.ndarray]) -> dict[str, list[str]]:
+    """``{part: [texts]}`` from the user's queries file, every part known to the parts file."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not data or not all(
+            isinstance(v, list) and v and all(isinstance(t, str) and t.strip() for t in v) for v in data.values()):
+        raise InputError(f'{path}: queries JSON must map each part to its texts: {{"dipstick": ["where is the '
+                         'dipstick", "pull out the oil level stick"]}')
+    unknown = sorted(set(data) - set(parts))
+    if unknown:
+        raise InputError(f"{path}: parts {', '.join(unknown)} have no position in the parts file; add them there "
+                         "or remove their queries")
+    return {p: list(texts) for p, texts in data.items()}

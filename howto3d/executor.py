@@ -134,9 +134,11 @@ class _Shipped:
 
     files: dict[str, bytes]
     is_file: bool
+    origin: str
+    """The path on the driver, which messages name (the worker's copy means nothing to the user)."""
 
 
-def _on_worker(fn: Callable[..., dict], args: tuple, output: int | None) -> dict:
+def _on_worker(fn: Callable[..., Any], args: tuple, output: int | None) -> Any:
     """Ray task body: materialise shipped inputs in the worker's own temporary folder, run the stage there and
     return its output folder's files with the result (the workspace is never touched here)."""
     with tempfile.TemporaryDirectory(prefix="howto3d-task-") as tmp:
@@ -150,6 +152,10 @@ def _on_worker(fn: Callable[..., dict], args: tuple, output: int | None) -> dict
             out.parent.mkdir()
             local[output] = out
         result = fn(*local)
+        if isinstance(result, dict) and isinstance(result.get("error"), str):
+            for a, here in zip(args, local, strict=True):
+                if isinstance(a, _Shipped):
+                    result["error"] = result["error"].replace(str(here), a.origin)
         if out is not None and result.get("status") == "done" and out.is_dir():
             result["files"] = pack_files(out)
         return result
@@ -159,7 +165,7 @@ def _ray_args(task: Task) -> tuple:
     """The task's args as a worker off this machine gets them: inputs as bytes, the output folder by name only."""
     args = list(task.args)
     for i in task.inputs:
-        args[i] = _Shipped(pack_files(args[i]), Path(args[i]).is_file())
+        args[i] = _Shipped(pack_files(args[i]), Path(args[i]).is_file(), str(args[i]))
     if task.output is not None:
         args[task.output] = Path(args[task.output]).name
     return tuple(args)
@@ -230,21 +236,45 @@ def _run_ray(tasks: Iterable[Task], workers: int, on_done: Callable[[Task, dict]
             ray.cancel(ref, force=True)
 
 
+def _map_on_worker(fn: Callable, item: Any) -> Any:
+    """Ray task body of :func:`mapper`: a tuple item's shipped files are materialised in the worker's own
+    temporary folder first (the workspace is never touched here)."""
+    if not isinstance(item, tuple):
+        return fn(item)
+    return _on_worker(lambda *args: fn(args), item, None)
+
+
+def _ship(item: Any) -> Any:
+    """A map item as it travels: the top-level ``Path`` elements of a tuple item go as the files' bytes."""
+    if not isinstance(item, tuple):
+        return item
+    return tuple(_Shipped(pack_files(a), a.is_file(), str(a)) if isinstance(a, Path) else a for a in item)
+
+
 def mapper(run: RunConfig | None) -> Callable[[Callable, Iterable], Iterator] | None:
-    """A ``map(fn, items)`` running each call as a Ray task (results in order), or None for the in-process map."""
+    """A ``map(fn, items)`` running each call as a Ray task (results in order), or None for the in-process map.
+
+    Items are arrays and settings; a tuple item's top-level ``Path`` elements are input *files*, whose bytes
+    travel to the worker (no shared filesystem). An exception ``fn`` raises on the worker is raised here as
+    itself (an input error stays one line), as the in-process map would.
+    """
     if run is None or run.executor != "ray":
         return None
 
     def ray_map(fn: Callable, items: Iterable) -> Iterator:
         ray = ray_session(run)
-        remote = ray.remote(fn).options(num_cpus=1, max_retries=run.max_retries)
+        remote = ray.remote(_map_on_worker).options(num_cpus=1, max_retries=run.max_retries)
         queue, pending = deque(items), deque()
         limit = _in_flight(ray, run.workers, run)
         try:
             while queue or pending:
                 while queue and len(pending) < limit:
-                    pending.append(remote.remote(queue.popleft()))
-                yield ray.get(pending.popleft())
+                    pending.append(remote.remote(fn, _ship(queue.popleft())))
+                try:
+                    result = ray.get(pending.popleft())
+                except ray.exceptions.RayTaskError as e:
+                    raise (e.cause or e) from None
+                yield result
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -1,4 +1,5 @@
-"""Workspace-level grounding commands (``train``, ``query``, ``eval-grounding``).
+"""Workspace-level grounding commands (``train``, ``query``, ``eval-grounding`` on synthetic worlds or on the
+user's own part positions and queries).
 
 The grounding package works on in-memory scenes and a model folder; this module finds them in the workspace
 (shared scenes and narrations through ``howto3d.scenes``, the model under ``WS/grounding``) and trains through
@@ -8,17 +9,21 @@ The grounding package works on in-memory scenes and a model folder; this module 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grounding import evaluate as geval
 from grounding import query as gquery
-from grounding import train as gtrain
 from howto3d import scenes as wscenes
-from howto3d.evaluation import world_from_shared
 from howto3d.workspace import Workspace
 from recon.io import InputError, ProgressFn, read_json
-from synth.queries import PARAPHRASE_QUERIES
+
+# Training, evaluation and the synthetic query sets (pycolmap, scipy, Open3D) are imported by the functions that
+# use them: a cold `howto3d query` imports this module and must not pay for them (tests/test_startup.py).
+if TYPE_CHECKING:
+    from recon.transfer import Localize
 
 log = logging.getLogger("howto3d")
 
@@ -46,6 +51,8 @@ def train(ws: Workspace, epochs: int | None = None, progress: ProgressFn | None 
           line_weights: LineWeights | None = None, force: bool = False) -> dict:
     """Train the shared grounding model on every scene that has a shared frame; skipped when no scene's geometry,
     narration or setting changed since the last training."""
+    from grounding import train as gtrain
+
     conf = ws.config.grounding
     if epochs is not None:
         conf = replace(conf, epochs=epochs)
@@ -58,15 +65,18 @@ def train(ws: Workspace, epochs: int | None = None, progress: ProgressFn | None 
     def fit() -> dict:
         shared = {s: wscenes.shared_scene(ws, s) for s in names}
         narrations = {s: wscenes.narrations(ws, s) for s in names}
-        return gtrain.main(conf, shared, narrations, ws.grounding_dir, progress, line_weights=line_weights)
+        frames = {s: wscenes.frame_state(ws, s) for s in names}  # what later commands check for staleness
+        return gtrain.main(conf, shared, narrations, ws.grounding_dir, progress, line_weights=line_weights,
+                           frames=frames)
 
     return ws.run_step("train", "grounding", inputs, [asdict(conf), names, line_weights], fit,
                        load=lambda: gtrain.load_summary(ws.grounding_dir), force=force)
 
 
 def query(ws: Workspace, scene: str, texts: list[str], heatmap_ply: Path | None = None) -> list[dict]:
-    """Ground each text in ``scene``; with ``heatmap_ply`` the (first) query's heatmap is written there too."""
-    grounder = wscenes.grounder(ws)
+    """Ground each text in ``scene``; with ``heatmap_ply`` the (first) query's heatmap is written there too.
+    Refused when the scene's shared frame moved since training (:class:`howto3d.scenes.StaleFrameError`)."""
+    grounder = wscenes.grounder(ws, scene)
     results = grounder.query(scene, texts)
     if heatmap_ply is not None and texts:
         centers, scores, _ = grounder.heatmap(scene, texts[0])
@@ -80,6 +90,8 @@ QUERY_SETS = ("paraphrase", "heldout")
 def query_set(name: str) -> dict[str, tuple[str, ...] | list[str]]:
     """The evaluation queries: 'paraphrase' (questions and descriptions worded unlike any narration, the
     default) or 'heldout' (wikiHow-style instructions, closer to the narration)."""
+    from synth.queries import PARAPHRASE_QUERIES
+
     if name not in QUERY_SETS:
         raise InputError(f"unknown query set {name!r}: use one of {', '.join(QUERY_SETS)}")
     return PARAPHRASE_QUERIES if name == "paraphrase" else geval.HELDOUT_QUERIES
@@ -88,6 +100,8 @@ def query_set(name: str) -> dict[str, tuple[str, ...] | list[str]]:
 def eval_inputs(ws: Workspace, scenes: list[str], queries: dict) -> dict:
     """Per evaluable scene: queries of its filmed parts, true part positions (m), chance points (m) and the map
     from the shared frame to metres. Scenes without ground truth or a usable alignment are logged and skipped."""
+    from howto3d.evaluation import world_from_shared
+
     parts, gt_points, chance, to_metric, not_filmed = {}, {}, {}, {}, {}
     for scene in scenes:
         path = ws.ground_truth_path(scene)
@@ -137,6 +151,38 @@ def eval_grounding(ws: Workspace | list[Workspace], out_png: Path | None = None,
         report["not_filmed"] = {r["workspace"]: r["not_filmed"] for r in reports}
         report["per_world"] = [{k: r[k] for k in ("workspace", "pck_at", "chance_at", "pck_fine", "chance_fine")}
                                for r in reports]
+    if out_png is not None:
+        geval.plot_pck(report, out_png)
+    return report
+
+
+def eval_user_grounding(ws: Workspace, scene: str, parts_path: Path, queries_path: Path,
+                        out_png: Path | None = None, metres_per_unit: float | None = None,
+                        localize_for: Callable[[str], Localize | None] | None = None) -> dict:
+    """Grounding measured on the user's own scene: their queries ``{part: [texts]}`` against their part positions
+    (points in the shared frame, or clicks triangulated like ``transfer``), as ``grounding.evaluate`` scores the
+    synthetic worlds, chance included (a random point of the scene).
+
+    Distances are in metres when the frame is metric (``howto3d scale``; or ``metres_per_unit`` given), else in
+    units of the scene's robust size (median distance of its points to their median): thresholds 0.01–1 of it.
+    ``localize_for(video)`` poses clicked frames SfM did not register (``viewer_cmds.frame_localizers``).
+    """
+    from howto3d import evaluation
+
+    grounder = wscenes.grounder(ws, scene)
+    shared = wscenes.shared_scene(ws, scene)
+    units = wscenes.frame_state(ws, scene)["units"]
+    parts = evaluation.user_parts(shared, parts_path, localize_for)
+    queries = evaluation.user_queries(queries_path, parts)
+    metric = units == "metres" or metres_per_unit is not None
+    factor = (metres_per_unit or 1.0) if metric else 1.0 / evaluation.robust_size(shared.points)
+    report = geval.evaluate(grounder, geval.queries_for({scene: sorted(queries)}, queries),
+                            {scene: {p: x * factor for p, x in parts.items()}}, {scene: shared.points * factor},
+                            {scene: lambda p: p * factor})
+    report |= {"scene": scene, "units": "metres" if metric else "model",
+               "distance_unit": "m" if metric else "scene_size",
+               "scene_size": round(evaluation.robust_size(shared.points) * (factor if metric else 1.0), 6),
+               "parts_file": str(parts_path), "queries_file": str(queries_path)}
     if out_png is not None:
         geval.plot_pck(report, out_png)
     return report

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from recon import align as align_stage
 from recon import frames as frames_stage
 from recon import reconstruct as recon_stage
 from recon.align import Alignment
-from recon.io import ProgressFn
+from recon.io import InputError, ProgressFn, read_json
+from recon.scene import SharedScene
+from recon.transfer import Localize
 
 log = logging.getLogger("howto3d")
 
@@ -141,9 +144,12 @@ def _remove_partial(ws: Workspace, v: Video) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def align(ws: Workspace, scene: str | None, *, force: bool = False, progress: ProgressFn | None = None,
-          executor: str | None = None) -> dict:
-    """Align every scene's reconstructed videos into its shared frame (skipped when inputs are unchanged)."""
+def align(ws: Workspace, scene: str | None, *, force: bool = False, reanchor: bool = False,
+          progress: ProgressFn | None = None, executor: str | None = None) -> dict:
+    """Align every scene's reconstructed videos into its shared frame (skipped when inputs are unchanged).
+
+    The frame is kept when videos are added or removed (only their pairs are matched); ``reanchor`` creates it
+    anew (new reference and up; a metric scale is carried over when a video aligned in both frames allows)."""
     conf = ws.config.align
     map_pairs = mapper(run_config(ws, executor))
     results = {}
@@ -152,9 +158,52 @@ def align(ws: Workspace, scene: str | None, *, force: bool = False, progress: Pr
         if not models:
             log.warning("%s: no reconstructed video to align: skipped (run `howto3d reconstruct`)", s)
             continue
+        fingerprints = scenes.model_fingerprints(ws, s)
         results[s] = ws.run_step(
-            "align", s, scenes.model_fingerprints(ws, s), asdict(conf),
-            lambda s=s, models=models: align_stage.main(conf, models, ws.align_dir(s), progress=progress,
-                                                        map_pairs=map_pairs),
-            load=lambda s=s: Alignment.load(ws.align_dir(s)).summary(), force=force)
+            "align", s, fingerprints, asdict(conf),
+            lambda s=s, models=models, fingerprints=fingerprints: align_stage.main(
+                conf, models, ws.align_dir(s), progress=progress, map_pairs=map_pairs, fingerprints=fingerprints,
+                reanchor=reanchor),
+            load=lambda s=s: Alignment.load(ws.align_dir(s)).summary(), force=force or reanchor)
     return results
+
+
+def scale(ws: Workspace, scene: str, source: str, keypoints: Path, distances: list[tuple[str, str, float]],
+          localizer: Callable[[SharedScene], Localize] | None = None) -> dict:
+    """Make a scene's shared frame metric from known lengths between keypoints clicked in ``source``.
+
+    The named keypoints are triangulated in the current frame, the least-squares scale over every given length
+    (``--distance`` and the file's ``"distances"``) rescales the alignment about its origin (``Alignment.rescaled``)
+    and it is saved atomically; scaling an already metric frame again refines it. Everything made in the old
+    frame (grounding voxels and model, 3D-grounded steps) is redone by the next ``run``. ``localizer(shared)``
+    poses clicked frames SfM did not register; it is built only when such a click needs it.
+    """
+    from recon.frame import file_distances, measure  # imports open3d: only this command pays for it
+
+    ws.require_scene(scene)
+    align_dir = ws.align_dir(scene)
+    if not Alignment.is_done(align_dir):
+        raise InputError(f"{align_dir}: scene {scene!r} has no shared frame to scale yet; run `howto3d align "
+                         f"{ws.root} --scene {scene}` first")
+    request = read_json(keypoints)
+    distances = list(distances) + file_distances(request, str(keypoints))
+    shared = scenes.shared_scene(ws, scene)
+    made: list = []
+
+    def localize(t: float):  # the localization index is built on the first click that needs it
+        if not made:
+            made.append(localizer(shared))
+        return made[0](t)
+
+    m = measure(shared, source, request, distances, str(keypoints), localize if localizer else None)
+    alignment = Alignment.load(align_dir)
+    before = alignment.frame.get("units", "model")
+    scaled = alignment.rescaled(m["scale"], "metres")
+    scaled.frame["scale_measured"] = {"source": source, "keypoints": keypoints.name, "factor": m["scale"],
+                                      "residual_m": m["residual"], "distances": m["distances"]}
+    scaled.save(align_dir)
+    log.info("%s: shared frame scaled by %.6g (%s → metres; RMS residual %.4f m over %d length(s))", scene,
+             m["scale"], before, m["residual"], len(distances))
+    return {"scene": scene, "scale": scaled.frame["metric_scale"], "units": "metres",
+            "residual": round(m["residual"], 6), "factor": m["scale"], "units_before": before,
+            "distances": [d | {"after": round(d["model"] * m["scale"], 6)} for d in m["distances"]]}

@@ -10,7 +10,6 @@ from typing import Any
 
 from rich.table import Table
 
-from howto3d.evaluation import THRESHOLDS_CM
 from howto3d.progress import console
 
 
@@ -42,6 +41,8 @@ def print_align_summary(results: dict) -> None:
 
 def print_alignment_accuracy(report: dict) -> None:
     """Rich tables of :func:`camera_errors` and :func:`eval_transfer` results."""
+    from howto3d.evaluation import THRESHOLDS_CM  # here: evaluation imports pycolmap, which a query must not
+
     cams = Table(title="cameras vs ground truth (one Sim(3) fit of all shared-frame cameras)")
     for col in ("video", "frames", "centre mean (cm)", "centre max (cm)", "rotation max (°)"):
         cams.add_column(col)

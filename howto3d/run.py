@@ -51,7 +51,8 @@ def timelines(ws: Workspace, progress: ProgressFn | None = None) -> dict[str, di
 
 def run_all(ws: Workspace) -> None:
     """reconstruct → align → train → actionness + steps with the workspace's settings, printing each stage's
-    summary; stages skip finished work."""
+    summary; stages skip finished work. ``[run] executor`` (``run --executor`` saves it) sends every stage's
+    per-video and per-pair work (frames + SfM, alignment pairs, clip features) to Ray."""
     with progress_bar() as progress:
         summary = recon_cmds.reconstruct(ws, None, progress=progress)
     reports.print_reconstruct_summary(summary)

@@ -7,17 +7,24 @@ Reading goes through each stage's own artefact type (``recon.reconstruct.Model``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from typing import TYPE_CHECKING
 
-import pycolmap
+import numpy as np
 
 from grounding import query as gquery
 from grounding.narration import Narration, load_narrations
 from howto3d.workspace import Video, Workspace
-from recon.align import Alignment
-from recon.io import InputError
-from recon.reconstruct import Model
-from recon.scene import SharedScene, load_shared_scene
+from recon.io import InputError, read_json
+
+# The recon readers (pycolmap, networkx, scipy) are imported by the functions that read geometry, not here:
+# a query only loads the grounding model and checks the frame from JSON (cold start, tests/test_startup.py).
+if TYPE_CHECKING:
+    import pycolmap
+
+    from recon.scene import SharedScene
 
 log = logging.getLogger("howto3d")
 
@@ -32,11 +39,15 @@ def video(ws: Workspace, scene: str, name: str) -> Video:
 
 def reconstructed_videos(ws: Workspace, scene: str) -> list[str]:
     """Videos of a scene whose reconstruction finished."""
+    from recon.reconstruct import Model
+
     return [v.name for v in ws.videos(scene) if Model.is_done(ws.sfm_dir(scene, v.name))]
 
 
 def model_fingerprints(ws: Workspace, scene: str) -> dict[str, str]:
     """Fingerprint of every reconstructed video's models: the input of whatever reads the scene's geometry."""
+    from recon.reconstruct import Model
+
     return {v: Model(ws.sfm_dir(scene, v)).fingerprint() for v in reconstructed_videos(ws, scene)}
 
 
@@ -45,6 +56,10 @@ def shared_from_segment(ws: Workspace, scene: str) -> dict[str, dict[int, pycolm
 
     Before ``align`` a single-video scene is its own shared frame; a multi-video scene needs ``align``.
     """
+    import pycolmap
+
+    from recon.align import Alignment
+
     if Alignment.is_done(ws.align_dir(scene)):
         return Alignment.load(ws.align_dir(scene)).shared_from_segment
     videos = reconstructed_videos(ws, scene)
@@ -56,8 +71,100 @@ def shared_from_segment(ws: Workspace, scene: str) -> dict[str, dict[int, pycolm
                      "run `howto3d align`")
 
 
+class StaleFrameError(InputError):
+    """An artefact was made in a shared frame that has moved since (re-alignment, ``--reanchor``, ``scale``).
+
+    Not a usage mistake but work to redo, hence exit code 1 (``howto3d.cli.main`` reads ``exit_code``)."""
+
+    exit_code = 1
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sim3_digest(sim: dict) -> str:
+    """Digest of one stored Sim(3) as the 3×4 matrix it applies (``q`` and ``-q`` are one rotation), quantized
+    to 1e-9 of its largest entry: a transform re-read and re-written is the same frame, a real move is not."""
+    x, y, z, w = np.asarray(sim["rotation_xyzw"], float) / np.linalg.norm(sim["rotation_xyzw"])
+    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    M = np.hstack([float(sim["scale"]) * R, np.asarray(sim["translation"], float)[:, None]])
+    ref = float(np.abs(M).max()) or 1.0
+    return _digest(np.round(M / ref * 1e9).astype(np.int64).tolist() + [f"{ref:.6e}"])
+
+
+def frame_state(ws: Workspace, scene: str) -> dict:
+    """The scene's shared frame as artefacts record it: its units and a digest of each aligned segment's Sim(3)
+    (``"<video>#<k>"``), plus ``fingerprint``, one digest of it all.
+
+    Read from ``align/transforms.json`` as plain JSON rather than through ``recon.align.Alignment`` so that a
+    query's staleness check costs no pycolmap/networkx import. A scene without alignment (one video) is its own
+    frame: the identity.
+    """
+    path = ws.align_dir(scene) / "transforms.json"
+    data = read_json(path) if path.is_file() else {}
+    by_segment = data.get("shared_from_segment") or {v: {"0": s} for v, s in data.get("shared_from_video", {}).items()}
+    if not path.is_file():
+        identity = {"scale": 1.0, "rotation_xyzw": [0.0, 0.0, 0.0, 1.0], "translation": [0.0, 0.0, 0.0]}
+        by_segment = {v: {"0": identity} for v in reconstructed_videos(ws, scene)}
+    frame = data.get("frame") or {}
+    segments = {f"{v}#{k}": _sim3_digest(s) for v, segs in sorted(by_segment.items()) for k, s in sorted(segs.items())}
+    state = {"units": frame.get("units", "model"), "segments": segments}
+    return {**state, "fingerprint": _digest(state)}
+
+
+def frame_fingerprint(ws: Workspace, scene: str) -> str:
+    """One stable digest of the scene's shared frame (every aligned segment's transform and the units): it changes
+    when ``align --reanchor``, ``scale`` or a re-alignment moves the frame, not when nothing moved."""
+    return frame_state(ws, scene)["fingerprint"]
+
+
+def frame_moved(recorded: dict | None, current: dict) -> str | None:
+    """Why an artefact made in frame ``recorded`` no longer holds in ``current`` (``None``: it holds).
+
+    Only the segments the artefact was made from count: a video added (or removed) since leaves the others where
+    they were, so it is not a move (``run`` retrains to include it); ``None`` recorded means "unknown".
+    """
+    if not recorded:
+        return None
+    if recorded.get("units") != current["units"]:
+        return f"units {recorded.get('units')} → {current['units']}"
+    old, new = recorded.get("segments", {}), current["segments"]
+    common = set(old) & set(new)
+    if not common:
+        return "none of the videos it was made from is aligned any more"
+    moved = sorted(s for s in common if old[s] != new[s])
+    return f"{len(moved)} of {len(common)} aligned segments moved ({', '.join(moved[:3])})" if moved else None
+
+
+_warned_unknown: set[str] = set()
+
+
+def check_frame(ws: Workspace, scene: str, recorded: dict | None, made_by: str = "train") -> None:
+    """Refuse (:class:`StaleFrameError`, one line) to answer in a frame that moved since ``made_by`` ran.
+
+    Artefacts made before frames were recorded (``recorded`` is ``None``) still work: the frame is "unknown", with
+    one warning per workspace, scene and process.
+    """
+    if recorded is None:
+        if f"{ws.root}/{scene}" not in _warned_unknown:
+            _warned_unknown.add(f"{ws.root}/{scene}")
+            log.warning("scene %s: the output of `howto3d %s` does not record its shared frame (made before this "
+                        "release): it cannot be checked against the current one; rerun `howto3d %s` to record it",
+                        scene, made_by, made_by)
+        return
+    why = frame_moved(recorded, frame_state(ws, scene))
+    if why:
+        raise StaleFrameError(f"{ws.align_dir(scene) / 'transforms.json'}: the shared frame of scene {scene} changed "
+                              f"since `{made_by}`; run `howto3d {made_by}` (or `howto3d run`) ({why})")
+
+
 def shared_scene(ws: Workspace, scene: str) -> SharedScene:
     """The scene's aligned videos, every aligned segment of each, in its shared frame (points, registered frames)."""
+    from recon.scene import load_shared_scene
+
     ws.require_scene(scene)
     transforms = shared_from_segment(ws, scene)
     return load_shared_scene(scene, {v: ws.sfm_dir(scene, v) for v in transforms},
@@ -90,8 +197,10 @@ def subtitle_inputs(ws: Workspace, scene: str) -> dict[str, object]:
 
 
 def grounder(ws: Workspace, scene: str | None = None) -> gquery.Grounder:
-    """The trained grounding model; with ``scene``, also checked to know that scene (else an input error)."""
+    """The trained grounding model; with ``scene``, also checked to know that scene (else an input error) and to
+    have been trained in the scene's current shared frame (else :class:`StaleFrameError`)."""
     model = gquery.load(ws.grounding_dir)
     if scene is not None:
         model.scores(scene, [])  # raises when the model has no head for this scene
+        check_frame(ws, scene, model.frames.get(scene))
     return model

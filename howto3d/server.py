@@ -40,6 +40,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from howto3d import scenes, viewer_cmds
+from howto3d.scenes import StaleFrameError
 from howto3d.workspace import Workspace
 from recon.align import Alignment
 from recon.io import InputError
@@ -214,9 +215,12 @@ class Service:
             raise HTTPException(404, f"{self.ws.root}: unknown scene {name!r}; scenes: {known}")
         return name
 
-    def require_grounder(self):
+    def require_grounder(self, scene: str | None = None):
+        """The model; with ``scene``, checked to be trained in that scene's current shared frame (409 else)."""
         if self.grounder is None:
             raise HTTPException(503, f"{self.ws.root}: no trained grounding model; run `howto3d train`")
+        if scene is not None and scene in self.grounder.spaces:
+            scenes.check_frame(self.ws, scene, self.grounder.frames.get(scene))
         return self.grounder
 
     def shared(self, scene: str):
@@ -228,7 +232,7 @@ class Service:
     def glb(self, scene: str, query: str | None) -> bytes:
         if query is None and scene in self._glb:
             return self._glb[scene]
-        heatmap = self.require_grounder().heatmap(scene, query) if query is not None else None
+        heatmap = self.require_grounder(scene).heatmap(scene, query) if query is not None else None
         with tempfile.TemporaryDirectory() as tmp:
             data = export(self.shared(scene), Path(tmp) / "scene.glb", "glb", heatmap).read_bytes()
         if query is None:
@@ -270,7 +274,7 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool = Fal
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, e: InputError) -> JSONResponse:
-        return JSONResponse({"error": str(e)}, status_code=400)
+        return JSONResponse({"error": str(e)}, status_code=409 if isinstance(e, StaleFrameError) else 400)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
@@ -297,7 +301,7 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool = Fal
     async def query(request: Request, body: QueryRequest) -> dict:
         s = svc(request)
         s.scene(body.scene)
-        s.require_grounder()
+        s.require_grounder(body.scene)
         return await asyncio.wrap_future(s.batcher.submit(body.scene, body.text))
 
     @app.post("/localize")
@@ -313,7 +317,7 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool = Fal
                       image: UploadFile = File(...)) -> Response:
         s = svc(request)
         s.scene(scene)
-        grounder = s.require_grounder()
+        grounder = s.require_grounder(scene)
         data = await _upload(image)
         heatmap = await asyncio.to_thread(grounder.heatmap, scene, text)
         result, png = await asyncio.wrap_future(

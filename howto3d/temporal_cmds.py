@@ -24,6 +24,7 @@ import numpy as np
 from grounding import query as gquery
 from grounding.model import META, WEIGHTS
 from howto3d import scenes
+from howto3d.executor import mapper
 from howto3d.workspace import Workspace
 from recon.io import InputError, ProgressFn, read_json
 from temporal import actionness as act_stage
@@ -73,7 +74,7 @@ def _geometry_inputs(ws: Workspace, scene: str) -> dict[str, object]:
 def _all_kinds(ws: Workspace, scene: str, full: FeatureConfig, progress: ProgressFn | None
                ) -> dict[str, np.ndarray]:
     """Every kind of clip feature (``full``) of every video, computed once per change of videos, poses or
-    settings."""
+    settings; each video's share as a Ray task with ``[run] executor = "ray"`` (only this process writes)."""
     videos = {v.name: v.path for v in ws.videos(scene)}
     if not videos:
         raise InputError(f"{ws.scene_dir(scene) / 'videos'}: no videos; add some with `howto3d add`")
@@ -81,8 +82,8 @@ def _all_kinds(ws: Workspace, scene: str, full: FeatureConfig, progress: Progres
 
     def compute() -> dict[str, np.ndarray]:
         shared = scenes.shared_or_none(ws, scene, "motion and gaze features are zero")
-        feats = scene_features(videos, shared, full, progress)
-        save_features(folder, feats, full)
+        feats = scene_features(videos, shared, full, progress, map_videos=mapper(ws.config.run))
+        save_features(folder, feats, full, scenes.frame_state(ws, scene) if shared is not None else None)
         return feats
 
     inputs = {**{f"video/{v}": p for v, p in videos.items()}, **_geometry_inputs(ws, scene)}
@@ -160,6 +161,8 @@ def _grounded_fn(ws: Workspace, scene: str, spp: int) -> vs.GroundedFn | None:
     """3D-grounded step scores of the scene's videos, or ``None`` (the reason logged) without a model for it."""
     try:
         grounder: gquery.Grounder = scenes.grounder(ws, scene)
+    except scenes.StaleFrameError:
+        raise  # grounded scores from the old frame on the new cameras would be silently wrong
     except InputError as e:
         log.warning("%s: no 3D-grounded step scores (%s)", scene, e)
         return None
@@ -216,7 +219,7 @@ def steps(ws: Workspace, scene: str, video: str | None = None, task: list[str] |
     def compute() -> dict[str, dict]:
         inputs = vs.StepInputs(feats, narration_lines(ws, scene), tf, act,
                                _grounded_fn(ws, scene, fconf.samples_per_second), override,
-                               list(fconf.kinds), scene)
+                               list(fconf.kinds), scene, scenes.frame_state(ws, scene))
         result = vs.main(conf, inputs, progress)
         save_timelines(ws, scene, result)
         return result.videos

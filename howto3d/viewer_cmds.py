@@ -31,7 +31,8 @@ GT_COLOR = (0.1, 0.9, 0.2)
 
 
 def query_heatmap(ws: Workspace, scene: str, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return wscenes.grounder(ws).heatmap(scene, query)
+    """The query's heatmap; refused when the scene's shared frame moved since training (never drawn stale)."""
+    return wscenes.grounder(ws, scene).heatmap(scene, query)
 
 
 def gt_markers(ws: Workspace, scene: str, shared: SharedScene, part: str | None,
@@ -88,8 +89,10 @@ def view(ws: Workspace, scene: str, query: str | None = None, screenshot: Path |
     from viewer.app import run_viewer
 
     try:
-        grounder = wscenes.grounder(ws)
+        grounder = wscenes.grounder(ws, scene)
         query_fn = lambda text: grounder.heatmap(scene, text)  # noqa: E731
+    except wscenes.StaleFrameError:
+        raise  # a query box answering in the old frame would look right and be wrong
     except InputError as e:
         log.warning("%s; the query box is disabled", e)
         query_fn = None
@@ -145,6 +148,24 @@ def localizer(ws: Workspace, scene: str, shared: SharedScene | None = None):
     from recon.localize import build
 
     return build(*_localize_inputs(ws, scene, shared))
+
+
+def frame_localizers(ws: Workspace, scene: str, shared: SharedScene):
+    """``video -> FrameLocalizer`` for clicks on frames SfM did not register (``transfer``, evaluation on the
+    user's clicks); the scene's localization index is built once, on the first video asked for."""
+    from recon.transfer import FrameLocalizer
+
+    index: list = []
+    made: dict[str, FrameLocalizer] = {}
+
+    def localize_for(video: str) -> FrameLocalizer:
+        if video not in made:
+            if not index:
+                index.append(localizer(ws, scene, shared))
+            made[video] = FrameLocalizer(index[0], wscenes.video(ws, scene, video).path, video)
+        return made[video]
+
+    return localize_for
 
 
 def localize(ws: Workspace, scene: str, images: list[Path], progress=None) -> dict:

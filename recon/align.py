@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import networkx as nx
@@ -23,51 +24,13 @@ import numpy as np
 import pycolmap
 from scipy.spatial import cKDTree
 
+from recon.config import AlignConfig
 from recon.io import InputError, atomic_dir, atomic_write_json, read_json
 from recon.reconstruct import Model, load_model, read_features, segment_dirs
 from recon.retrieval import learn_codebook, mutual_matches, top_pairs, vlad
 from recon.sim3 import sim3_from_json, sim3_to_json
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AlignConfig:
-    """How videos of a scene are aligned into one shared frame."""
-
-    frame_pairs: int = 30
-    """Top-N_M retrieved frame pairs matched per video pair."""
-    codebook_size: int = 64
-    """VLAD codebook size (learned on the scene's own SIFT descriptors)."""
-    ratio: float = 0.85
-    """Lowe ratio test on SIFT matches (lower is stricter)."""
-    fundamental_max_error: float = 4.0
-    """RANSAC threshold (pixels) of the fundamental-matrix check on each frame pair."""
-    min_pair_matches: int = 15
-    """Frame pairs with fewer geometrically verified matches are dropped."""
-    lift_radius_px: float = 3.0
-    """A matched keypoint without a 3D point takes the 3D point of the nearest observed keypoint within this radius."""
-    inlier_threshold: float = 0.03
-    """Sim(3) RANSAC inlier threshold, as a fraction of the target model's robust size (median point spread)."""
-    min_inliers: int = 40
-    """An alignment needs at least this many 3D–3D inliers to become an edge."""
-    min_inlier_ratio: float = 0.25
-    """... and at least this inlier ratio."""
-    refine_threshold: float = 0.01
-    """Inlier threshold of the graph-wide refinement, as a fraction of the reference model's robust size.
-
-    Parts that moved between videos can outnumber the static structure in one video pair, so a pair's
-    own Sim(3) may follow them; across all of a video's neighbours only the static structure agrees."""
-    refine_sweeps: int = 5
-    """Sweeps of the graph-wide refinement (0: keep the composed shortest-path transforms)."""
-    video_pairs_per_node: int = 5
-    """Node pairs matched per node: each node's top-k most similar nodes by mean-VLAD retrieval, plus a maximum
-    spanning tree of that similarity so the candidates connect every node, plus, for a node left unlinked, its
-    next k candidates towards the aligned ones; 0 matches every pair. Pairs grow as O(n·k) instead of O(n²); with
-    k = 5 a scene of up to 6 nodes still matches every pair (as before), and redundant edges beyond the top few
-    add little to the graph-wide refinement."""
-    seed: int = 0
-    """Seed of the codebook and of RANSAC."""
 
 
 @dataclass
@@ -254,48 +217,68 @@ def candidate_pairs(similarity: np.ndarray, k: int) -> list[tuple[int, int]]:
     return sorted(chosen)
 
 
+def _graph(nodes: list[str], edges: list[dict]) -> nx.Graph:
+    """Accepted edges between the given nodes, weighted 1/inliers (strong links are short)."""
+    g = nx.Graph()
+    g.add_nodes_from(nodes)
+    for e in edges:
+        if e["accepted"] and e["a"] in g and e["b"] in g:
+            g.add_edge(e["a"], e["b"], weight=1.0 / e["inliers"], sim=e["_sim"], src=e["a"])
+    return g
+
+
 def compose_graph(videos: list[str], edges: list[dict]) -> tuple[str | None, dict[str, pycolmap.Sim3d], dict[str, str]]:
     """Reference video and ``shared_from_video`` for every video connected to it (Dijkstra over 1/inliers).
 
     The reference is the best-connected video (largest total inliers) of the largest component.
     """
-    g = nx.Graph()
-    g.add_nodes_from(videos)
-    for e in edges:
-        if e["accepted"]:
-            g.add_edge(e["a"], e["b"], weight=1.0 / e["inliers"], sim=e["_sim"], src=e["a"])
     if not videos:
         return None, {}, {}
+    g = _graph(videos, edges)
     component = max(nx.connected_components(g), key=lambda c: (len(c), sorted(c)))
     strength = dict(g.degree(weight=None))
     inliers = {v: sum(1.0 / d["weight"] for _, _, d in g.edges(v, data=True)) for v in component}
     reference = max(sorted(component), key=lambda v: (inliers[v], strength[v]))
-    paths = nx.single_source_dijkstra_path(g, reference, weight="weight")
+    shared, unaligned = compose_onto(videos, edges, {reference: pycolmap.Sim3d()}, reference)
+    return reference, shared, unaligned
+
+
+def compose_onto(nodes: list[str], edges: list[dict], fixed: dict[str, pycolmap.Sim3d],
+                 reference: str) -> tuple[dict[str, pycolmap.Sim3d], dict[str, str]]:
+    """``frame_from_node`` of every node linked to the ``fixed`` ones, which keep the transforms given: each other
+    node is composed along its shortest path (Dijkstra over 1/inliers) from the nearest fixed node.
+
+    With only the reference fixed (at the identity) this is a first alignment; with the nodes of a previous
+    alignment fixed, new videos join a frame that does not move. Unlinked nodes come back with the reason."""
+    g = _graph(nodes, edges)
+    paths = nx.multi_source_dijkstra_path(g, sorted(fixed), weight="weight")
     shared: dict[str, pycolmap.Sim3d] = {}
     for v, path in paths.items():
-        t = pycolmap.Sim3d()  # ref_from_v, built from the reference outwards
+        t = fixed[path[0]]  # frame_from_v, built from the fixed node outwards
         for u, w in itertools.pairwise(path):
             d = g.edges[u, w]
             w_from_u = d["sim"] if d["src"] == u else d["sim"].inverse()
             t = t * w_from_u.inverse()
         shared[v] = t
-    unaligned = {v: "no accepted alignment links it to the reference video " + reference
-                 for v in videos if v not in shared}
-    return reference, shared, unaligned
+    unaligned = {v: f"no accepted alignment links it to the reference video {reference} or the videos aligned with it"
+                 for v in nodes if v not in shared}  # one wording: a rerun that moved nothing rewrites the same file
+    return shared, unaligned
 
 
 def refine(reference: str, shared: dict[str, pycolmap.Sim3d], edges: list[dict], conf: AlignConfig,
-           reference_size: float) -> tuple[dict[str, pycolmap.Sim3d], dict[str, dict]]:
+           reference_size: float, fixed: Collection[str] = ()) -> tuple[dict[str, pycolmap.Sim3d], dict[str, dict]]:
     """Use every accepted edge, not just the shortest-path tree: robust block-coordinate refitting.
 
     Each non-reference video's Sim(3) is refitted by RANSAC to *all* its 3D–3D correspondences with its
     aligned neighbours, the neighbours' points placed in the shared frame by their current transforms; the
     reference fixes the gauge. Static structure agrees across neighbours while a moved part's offset
     differs per neighbour, so a tight threshold keeps the static majority. Sweeps spread cycle redundancy.
+    The ``fixed`` nodes (kept from a previous alignment) keep their transforms and only pull the others;
+    edges reused from a previous run carry no correspondences and pull nothing.
     """
     links: dict[str, list[tuple[np.ndarray, str, np.ndarray]]] = {v: [] for v in shared}
     for e in edges:
-        if e["accepted"] and e["a"] in shared and e["b"] in shared:
+        if e["accepted"] and "_points" in e and e["a"] in shared and e["b"] in shared:
             xa, xb = e["_points"]
             links[e["a"]].append((xa, e["b"], xb))
             links[e["b"]].append((xb, e["a"], xa))
@@ -305,7 +288,7 @@ def refine(reference: str, shared: dict[str, pycolmap.Sim3d], edges: list[dict],
     out, stats = dict(shared), {}
     for _ in range(conf.refine_sweeps):
         for v in sorted(out):
-            if v == reference or not links[v]:
+            if v == reference or v in fixed or not links[v]:
                 continue
             src = np.concatenate([own for own, _, _ in links[v]])
             tgt = np.concatenate([out[u] * other for _, u, other in links[v]])
@@ -322,6 +305,7 @@ def _match(pairs: list[tuple[int, int]], models: list[VideoModel], globals_: lis
     jobs = (pair_job(models[i], models[j], globals_[i], globals_[j], conf) for i, j in pairs)
     edges = []
     for n, e in enumerate(map_pairs(run_pair_job, jobs)):
+        e["reused"] = False
         if e["accepted"]:
             e["_sim"] = sim3_from_json(e["b_from_a"])
         log.info("%s ↔ %s: %d 3D–3D, %d inliers (%s)", e["a"], e["b"], e["correspondences_3d"], e["inliers"],
@@ -332,51 +316,209 @@ def _match(pairs: list[tuple[int, int]], models: list[VideoModel], globals_: lis
     return edges
 
 
+def _video_of(node: str) -> str:
+    """The video of a graph node (inverse of :func:`node_name`)."""
+    video, _, k = node.rpartition("#")
+    return video if video and k.isdigit() else node
+
+
+_FRAME_ONLY = {"upright"}
+"""Settings that shape only a new frame: changing them keeps the edges and transforms of a kept frame."""
+
+
+@dataclass
+class _Kept:
+    """What a run keeps of the previous alignment (see :func:`main`)."""
+
+    frame: dict
+    fixed: dict[str, pycolmap.Sim3d]
+    """Aligned nodes whose transform is kept exactly (their video's models are unchanged)."""
+    edges: list[dict]
+    """Tried edges between nodes of unchanged videos (accepted ones with their Sim(3) back)."""
+    rematch: set[str]
+    """Nodes whose pairs are matched: new or changed videos (every node when the matching settings changed)."""
+    codebook: np.ndarray | None
+
+
+def _keep(previous: Alignment | None, conf: AlignConfig, fingerprints: dict[str, str], names: list[str],
+          reanchor: bool) -> tuple[_Kept | None, dict]:
+    """What of ``previous`` this run keeps (``None``: create the frame anew) and why, as graph.json records it."""
+    if previous is None:
+        return None, {"status": "created", "why": "first alignment"}
+    if reanchor:
+        return None, {"status": "reanchored", "why": "asked for (--reanchor)"}
+    old_fps, reference = previous.graph.get("fingerprints"), previous.frame.get("reference")
+    if old_fps is None or reference is None:
+        return None, {"status": "created", "why": "the previous alignment predates recorded shared frames"}
+    video = _video_of(reference)
+    if video not in fingerprints:
+        return None, {"status": "reanchored", "why": f"the reference video {video} was removed"}
+    if fingerprints[video] != old_fps.get(video) or reference not in names:
+        return None, {"status": "reanchored", "why": f"the reference video {video} was reconstructed again"}
+    unchanged = {v for v, fp in fingerprints.items() if old_fps.get(v) == fp}
+    old_conf, new_conf = previous.graph.get("config", {}), asdict(conf)
+    same = all(old_conf[k] == new_conf[k] for k in old_conf.keys() & new_conf.keys() - _FRAME_ONLY)
+    stored = {node_name(v, k): s for v, segs in previous.shared_from_segment.items() for k, s in segs.items()}
+    if not same:
+        log.info("align settings changed since the last alignment: every pair is matched again; the shared frame "
+                 "(reference %s) is kept", reference)
+        return _Kept(previous.frame, {reference: stored[reference]}, [], set(names), None), {
+            "status": "kept", "why": "settings changed: every pair matched again"}
+    keep = {n for n in names if _video_of(n) in unchanged}
+    edges = []
+    for e in previous.graph.get("edges", []):
+        if e["a"] in keep and e["b"] in keep:
+            edges.append(e | {"reused": True} | ({"_sim": sim3_from_json(e["b_from_a"])} if e["accepted"] else {}))
+    return _Kept(previous.frame, {n: s for n, s in stored.items() if n in keep}, edges, set(names) - keep,
+                 previous.codebook), {"status": "kept", "why": None}
+
+
+_UPRIGHT_MAX_POINTS = 200_000
+"""Points handed to the gravity-up estimate (a seeded sample): a median and a plane need no more."""
+
+
+def _new_frame(conf: AlignConfig, reference: str, ref_from_node: dict[str, pycolmap.Sim3d],
+               sources: dict[str, tuple[Path, int, VideoModel]], previous: Alignment | None,
+               fingerprints: dict[str, str]) -> tuple[dict, pycolmap.Sim3d]:
+    """A new frame record and ``frame_from_reference``: upright (``conf.upright``) around the aligned cameras and
+    points, metric when the previous frame was and a video aligned in both carries its scale over."""
+    frame_from_reference, up = pycolmap.Sim3d(), {"method": "off: the reference video's own SfM frame"}
+    if conf.upright:
+        from recon.frame import upright  # imports open3d: paid only when a frame is created
+
+        cams, points = [], []
+        for node, sim in sorted(ref_from_node.items()):
+            sfm_dir, segment, model = sources[node]
+            rec = load_model(sfm_dir, segment)
+            rec.transform(sim)
+            cams += [rec.images[i].cam_from_world().matrix() for i in sorted(rec.reg_image_ids())]
+            points.append(sim * model.points3d_xyz)
+        pts = np.concatenate(points)
+        if len(pts) > _UPRIGHT_MAX_POINTS:
+            pts = pts[np.sort(np.random.default_rng(conf.seed).choice(len(pts), _UPRIGHT_MAX_POINTS, replace=False))]
+        try:
+            frame_from_reference, up = upright(cams, pts)
+        except InputError as e:
+            log.warning("the shared frame keeps the reference video's orientation: %s", e)
+            up = {"method": "none", "why": str(e)}
+    frame = {"reference": reference, "frame_from_reference": None, "metric_scale": None, "units": "model", "up": up,
+             "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    if previous is not None and previous.frame.get("units") == "metres":
+        old_fps = previous.graph.get("fingerprints", {})
+        ratios = [old.scale / ref_from_node[n].scale for n, old in
+                  ((node_name(v, k), s) for v, segs in previous.shared_from_segment.items() for k, s in segs.items())
+                  if n in ref_from_node and old_fps.get(_video_of(n)) == fingerprints.get(_video_of(n))]
+        if ratios:
+            factor = float(np.median(ratios))
+            frame_from_reference = pycolmap.Sim3d(factor, pycolmap.Rotation3d(), np.zeros(3)) * frame_from_reference
+            frame |= {"metric_scale": factor, "units": "metres",
+                      "scale_from": f"carried over from the previous frame through {len(ratios)} unchanged segment(s)"}
+            log.warning("the metric scale of the previous frame was carried over through %d video segment(s) aligned "
+                        "in both frames; run `howto3d scale` again for the full accuracy of a measured length",
+                        len(ratios))
+        else:
+            log.warning("the metric scale of the previous frame is lost (no unchanged video aligned in both frames): "
+                        "outputs are in model units until you run `howto3d scale` again")
+    frame["frame_from_reference"] = sim3_to_json(frame_from_reference)
+    return frame, frame_from_reference
+
+
 def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=None,
-         map_pairs: Callable[[Callable, Iterable], Iterator] | None = None) -> dict:
-    """Align every segment of the given reconstructed videos of one scene; write graph.json and transforms.json
-    atomically. ``map_pairs(fn, jobs)`` (default: the built-in ``map``) runs the per-pair work, so a caller can
-    spread it over processes or machines; the jobs carry arrays only, no paths."""
+         map_pairs: Callable[[Callable, Iterable], Iterator] | None = None,
+         fingerprints: dict[str, str] | None = None, reanchor: bool = False) -> dict:
+    """Align every segment of the given reconstructed videos of one scene into its shared frame; write graph.json,
+    transforms.json and codebook.npy atomically.
+
+    The frame (reference, gravity-up rotation, origin, later a metric scale) is created once and kept: with a
+    previous alignment in ``out_dir``, videos whose models are unchanged (``fingerprints``: video → model
+    fingerprint, computed here when not given) keep their transforms exactly, their tried edges are reused and
+    only pairs involving a new or changed video are matched, so adding a video moves nothing already aligned. The
+    frame is created anew with ``reanchor`` or when the reference video was removed or reconstructed again.
+    ``map_pairs(fn, jobs)`` (default: the built-in ``map``) runs the per-pair work, so a caller can spread it over
+    processes or machines; the jobs carry arrays only, no paths."""
+    out_dir, map_pairs = Path(out_dir), map_pairs or map
+    if fingerprints is None:
+        fingerprints = {v: Model(d).fingerprint() for v, d in sfm_dirs.items()}
     segments = [(v, k) for v in sorted(sfm_dirs) for k in segment_dirs(sfm_dirs[v])]
     names = [node_name(v, k) for v, k in segments]
     models = [load_video_model(node_name(v, k), sfm_dirs[v], k) for v, k in segments]
-    kept = [i for i, m in enumerate(models) if m.descriptors]  # a model without registered frames links nothing
-    segments, names, models = [segments[i] for i in kept], [names[i] for i in kept], [models[i] for i in kept]
-    codebook = learn_codebook([d for m in models for d in m.descriptors], k=conf.codebook_size, seed=conf.seed)
+    usable = [i for i, m in enumerate(models) if m.descriptors]  # a model without registered frames links nothing
+    segments, names, models = [segments[i] for i in usable], [names[i] for i in usable], [models[i] for i in usable]
+    previous = Alignment.load(out_dir) if Alignment.is_done(out_dir) else None
+    kept, status = _keep(previous, conf, fingerprints, names, reanchor)
+    if status["status"] == "reanchored" and not reanchor:
+        log.warning("re-anchoring the shared frame from scratch: %s (new reference and up; every pair matched "
+                    "again; outputs made in the old frame must be redone)", status["why"])
+    elif status["status"] == "reanchored":
+        log.info("re-anchoring the shared frame from scratch, as asked (new reference and up; every pair matched "
+                 "again)")
+    if kept is not None and kept.codebook is not None:
+        codebook = kept.codebook
+    else:
+        codebook = learn_codebook([d for m in models for d in m.descriptors], k=conf.codebook_size, seed=conf.seed)
     globals_ = [np.stack([vlad(d, codebook) for d in m.descriptors]) for m in models]
     similarity = node_similarity(globals_) if models else np.zeros((0, 0))
-    pairs = candidate_pairs(similarity, conf.video_pairs_per_node)
+    candidates = candidate_pairs(similarity, conf.video_pairs_per_node)
+    rematch = kept.rematch if kept else set(names)
+    pairs = [(i, j) for i, j in candidates if names[i] in rematch or names[j] in rematch]
+    reused = kept.edges if kept else []
     total = len(names) * (len(names) - 1) // 2
-    if len(pairs) < total:
-        log.info("matching %d of %d node pairs (each node's %d most similar + a spanning tree)", len(pairs), total,
-                 conf.video_pairs_per_node)
-    edges = _match(pairs, models, globals_, conf, map_pairs or map, progress)
-    reference, shared, unaligned = compose_graph(names, edges)
-    if unaligned and len(pairs) < total:  # top-k missed their partners: try each one's next k towards the aligned
-        tried = set(pairs)
+    if len(candidates) < total:
+        log.info("candidate node pairs: %d of %d (each node's %d most similar + a spanning tree)", len(candidates),
+                 total, conf.video_pairs_per_node)
+    if kept is not None:
+        log.info("shared frame kept (reference %s); %d edge(s) between unchanged videos reused (%s); matching %d "
+                 "pair(s) with new or changed videos (%s); retrieval codebook %s", kept.frame["reference"],
+                 len(reused), ", ".join(f"{e['a']}↔{e['b']}" for e in reused) or "none", len(pairs),
+                 ", ".join(sorted(rematch)) or "none", "reused" if kept.codebook is not None else "learned again")
+    edges = reused + _match(pairs, models, globals_, conf, map_pairs, progress)
+    fixed_ref: dict[str, pycolmap.Sim3d] = {}
+    if kept is not None:  # work in the reference model's units (thresholds are relative to its size)
+        reference_from_frame = sim3_from_json(kept.frame["frame_from_reference"]).inverse()
+        fixed_ref = {n: reference_from_frame * s for n, s in kept.fixed.items()}
+
+    def compose() -> tuple[str | None, dict[str, pycolmap.Sim3d], dict[str, str]]:
+        if kept is None:
+            return compose_graph(names, edges)
+        return (kept.frame["reference"], *compose_onto(names, edges, fixed_ref, kept.frame["reference"]))
+
+    reference, shared, unaligned = compose()
+    tried = set(pairs) | {tuple(sorted((names.index(e["a"]), names.index(e["b"])))) for e in reused}
+    if unaligned and len(tried) < total:  # top-k missed their partners: try each one's next k towards the aligned
         more = []
         for u in (names.index(v) for v in unaligned):
             ranked = [int(j) for j in np.argsort(-similarity[u], kind="stable")
-                      if names[j] in shared and (min(u, j), max(u, j)) not in tried]
+                      if names[j] in shared and (min(u, j), max(u, j)) not in tried
+                      and (names[u] in rematch or names[j] in rematch)]
             more += [(min(u, j), max(u, j)) for j in ranked[:conf.video_pairs_per_node]]
         more = sorted(set(more))
-        log.info("%d node(s) not linked by their top pairs (%s): matching %d more pair(s)", len(unaligned),
-                 ", ".join(sorted(unaligned)), len(more))
-        edges += _match(more, models, globals_, conf, map_pairs or map, progress)
-        pairs += more
-        reference, shared, unaligned = compose_graph(names, edges)
+        if more:
+            log.info("%d node(s) not linked by their top pairs (%s): matching %d more pair(s)", len(unaligned),
+                     ", ".join(sorted(unaligned)), len(more))
+            edges += _match(more, models, globals_, conf, map_pairs, progress)
+            pairs += more
+            reference, shared, unaligned = compose()
     refined: dict[str, dict] = {}
+    frame, frame_from_reference = {}, pycolmap.Sim3d()
     if reference is not None:
-        shared, refined = refine(reference, shared, edges, conf, models[names.index(reference)].size)
+        shared, refined = refine(reference, shared, edges, conf, models[names.index(reference)].size,
+                                 fixed=fixed_ref)
+        if kept is not None:
+            frame, frame_from_reference = kept.frame, sim3_from_json(kept.frame["frame_from_reference"])
+        else:
+            sources = {n: (sfm_dirs[v], k, m) for (v, k), n, m in zip(segments, names, models, strict=True)}
+            frame, frame_from_reference = _new_frame(conf, reference, shared, sources, previous, fingerprints)
     for v, why in unaligned.items():
         log.warning("%s: not aligned (%s)", v, why)
     alignment = Alignment(reference, {}, {}, {}, {
         "nodes": names, "reference": reference, "config": asdict(conf), "refined": refined,
-        "pairs": {"matched": len(pairs), "all": total},
-        "edges": [{k: v for k, v in e.items() if not k.startswith("_")} for e in edges]})
+        "frame": status, "kept": sorted(fixed_ref), "fingerprints": dict(sorted(fingerprints.items())),
+        "pairs": {"matched": len(pairs), "reused": len(reused), "all": total},
+        "edges": [{k: v for k, v in e.items() if not k.startswith("_")} for e in edges]}, frame, codebook)
     for (video, k), node in zip(segments, names, strict=True):
-        if node in shared:
-            alignment.shared_from_segment.setdefault(video, {})[k] = shared[node]
+        if node in shared:  # a kept node keeps its stored transform bit for bit
+            alignment.shared_from_segment.setdefault(video, {})[k] = (
+                kept.fixed[node] if kept is not None and node in kept.fixed else frame_from_reference * shared[node])
         else:
             alignment.unaligned_segments.setdefault(video, {})[str(k)] = unaligned[node]
     alignment.unaligned.update({v: unaligned[v] for v in sorted(sfm_dirs)
@@ -385,14 +527,24 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
     return alignment.summary()
 
 
+FRAME_UNITS = ("model", "metres")
+
+
 @dataclass
 class Alignment:
     """A scene's alignment as saved in its folder — the one reader and writer of these files::
 
-        graph.json        nodes, accepted and rejected edges (inliers, ratio, residual, ``b_from_a`` Sim(3))
+        graph.json        nodes, accepted and rejected edges (inliers, ratio, residual, ``b_from_a`` Sim(3), whether
+                          reused from the previous run), each video's model fingerprint, how the frame was made
         transforms.json   {"reference", "shared_from_video": {video: Sim(3) of segment 0},
                            "shared_from_segment": {video: {"<k>": Sim(3)}}, "unaligned": {video: why},
-                           "unaligned_segments": {video: {"<k>": why}}}
+                           "unaligned_segments": {video: {"<k>": why}},
+                           "frame": {"reference", "frame_from_reference": Sim(3), "metric_scale", "units",
+                                     "up", "created"}}
+        codebook.npy      the VLAD retrieval codebook, reused when videos are added
+
+    Every ``shared_from_segment`` is ``frame_from_reference ∘ reference_from_segment``: whatever reads it is in
+    the upright (and, after ``scale``, metric) frame.
     """
 
     reference: str | None
@@ -403,11 +555,22 @@ class Alignment:
     unaligned_segments: dict[str, dict[str, str]]
     graph: dict = field(default_factory=dict)
     """``graph.json``: nodes, reference, config, refinement and every tried edge."""
+    frame: dict = field(default_factory=dict)
+    """The shared frame as recorded once (JSON-ready; empty for alignments made before frames were recorded):
+    ``reference`` node, ``frame_from_reference`` Sim(3), ``metric_scale`` (None or model → metres), ``units``
+    ("model" | "metres"), ``up`` (how gravity was estimated), ``created`` (UTC)."""
+    codebook: np.ndarray | None = None
+    """The retrieval codebook alignment used (``None`` for older folders)."""
 
     @property
     def shared_from_video(self) -> dict[str, pycolmap.Sim3d]:
         """Segment 0 of each video whose largest model is aligned (the per-video transform of older releases)."""
         return {v: segs[0] for v, segs in self.shared_from_segment.items() if 0 in segs}
+
+    @property
+    def units(self) -> str:
+        """Units of the shared frame: "metres" after ``scale``, else "model" (arbitrary SfM units)."""
+        return self.frame.get("units", "model")
 
     def accepted_edges(self) -> dict[tuple[str, str], pycolmap.Sim3d]:
         """``b_from_a`` of every accepted edge, in both directions, keyed by (a, b) node names."""
@@ -418,12 +581,32 @@ class Alignment:
                 out[(e["a"], e["b"])], out[(e["b"], e["a"])] = s, s.inverse()
         return out
 
+    def rescaled(self, factor: float, units: str) -> Alignment:
+        """The same alignment in a frame scaled by ``factor`` about its origin (orientation and origin kept): every
+        stored transform is scaled alike and ``metric_scale`` accumulates, so ``scale`` can be run again."""
+        if not (np.isfinite(factor) and factor > 0):
+            raise ValueError(f"a frame's scale factor must be positive and finite, got {factor}")
+        if units not in FRAME_UNITS:
+            raise ValueError(f"units must be one of {FRAME_UNITS}, got {units!r}")
+        by = pycolmap.Sim3d(float(factor), pycolmap.Rotation3d(), np.zeros(3))
+        frame_from_reference = sim3_from_json(self.frame["frame_from_reference"]) if self.frame else pycolmap.Sim3d()
+        frame = {**self.frame, "reference": self.frame.get("reference", self.reference),
+                 "frame_from_reference": sim3_to_json(by * frame_from_reference),
+                 "metric_scale": float(factor) * (self.frame.get("metric_scale") or 1.0), "units": units}
+        if units == "model":
+            frame["metric_scale"] = None
+        return replace(self, frame=frame,
+                       shared_from_segment={v: {k: by * s for k, s in segs.items()}
+                                            for v, segs in self.shared_from_segment.items()})
+
     def summary(self) -> dict:
-        """What ``align`` reports (and the CLI prints): reference, aligned/unaligned videos, segments, edges."""
+        """What ``align`` reports (and the CLI prints): reference, aligned/unaligned videos, segments, edges, and
+        the frame (kept, created or re-anchored, and why; pairs matched and reused)."""
         return {"reference": self.reference, "aligned": sorted(self.shared_from_segment),
                 "unaligned": self.unaligned,
                 "segments": {v: sorted(s) for v, s in self.shared_from_segment.items()},
-                "unaligned_segments": self.unaligned_segments, "edges": self.graph.get("edges", [])}
+                "unaligned_segments": self.unaligned_segments, "edges": self.graph.get("edges", []),
+                "frame": self.frame, "anchoring": self.graph.get("frame"), "pairs": self.graph.get("pairs")}
 
     def save(self, out_dir: Path) -> None:
         transforms = {
@@ -431,10 +614,12 @@ class Alignment:
             "shared_from_video": {v: sim3_to_json(s) for v, s in sorted(self.shared_from_video.items())},
             "shared_from_segment": {v: {str(k): sim3_to_json(s) for k, s in sorted(segs.items())}
                                     for v, segs in sorted(self.shared_from_segment.items())},
-            "unaligned": self.unaligned, "unaligned_segments": self.unaligned_segments}
+            "unaligned": self.unaligned, "unaligned_segments": self.unaligned_segments, "frame": self.frame}
         with atomic_dir(Path(out_dir)) as tmp:
             atomic_write_json(tmp / "graph.json", self.graph)
             atomic_write_json(tmp / "transforms.json", transforms)
+            if self.codebook is not None:
+                np.save(tmp / "codebook.npy", np.asarray(self.codebook, np.float32), allow_pickle=False)
 
     @staticmethod
     def is_done(out_dir: Path) -> bool:
@@ -453,5 +638,7 @@ class Alignment:
         else:
             by_segment = {v: {0: sim3_from_json(s)} for v, s in data["shared_from_video"].items()}
         graph = read_json(out_dir / "graph.json") if (out_dir / "graph.json").is_file() else {}
+        codebook = out_dir / "codebook.npy"
         return cls(data.get("reference"), by_segment, data.get("unaligned", {}), data.get("unaligned_segments", {}),
-                   graph)
+                   graph, data.get("frame") or {},
+                   np.load(codebook, allow_pickle=False) if codebook.is_file() else None)

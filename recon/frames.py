@@ -14,63 +14,20 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pycolmap
 from PIL import Image
 from scipy.ndimage import laplace, median_filter
 
+from recon.config import FramesConfig
 from recon.io import atomic_dir, atomic_write_json, read_json
 from recon.retrieval import mutual_matches
 from recon.video import VideoInfo, probe, read_frames, sample_indices
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FramesConfig:
-    """How frames are sampled from each video."""
-
-    num_frames: int = 80
-    """Frames sampled per video (the source samples a fixed number; 80 suits 30–120 s videos). Under 'motion'
-    sampling the least a video gets: long or busy videos get more, up to ``max_frames``."""
-    sampling: Literal["auto", "motion", "uniform", "random"] = "auto"
-    """'motion' spreads frames evenly in how much the view changed (a hover costs few frames, a quick swing many;
-    it also detects cuts); 'uniform' spreads them evenly in time; 'random' draws them at random (seeded) as in the
-    source; 'auto' (default): 'motion' for videos longer than ``auto_motion_seconds``, else 'uniform'."""
-    auto_motion_seconds: float = 120.0
-    """'auto': videos longer than this are sampled by motion (short clips keep evenly spaced frames, which gave
-    better 3D-grounded step timelines on 16–20-s clips)."""
-    max_frames: int = 400
-    """'motion': the most frames a video gets however long or busy it is (bounds SfM cost); ≤ num_frames keeps
-    exactly num_frames."""
-    base_fps: float = 3.0
-    """'motion': candidate frames decoded per second to measure the motion (raised for short videos so
-    there are at least twice ``num_frames`` candidates)."""
-    swing_motion: float = 0.05
-    """'motion': a break in overlap next to faster camera motion than this (median keypoint displacement between
-    candidates, as a fraction of the image diagonal) is a quick swing between parts, not a cut: it keeps the
-    shot's camera (a cut starts a new self-calibrated one)."""
-    motion_measure: Literal["displacement", "match_ratio"] = "displacement"
-    """'motion': how view change is measured between candidates: median SIFT keypoint displacement, or the
-    share of keypoints that stop matching."""
-    motion_step: float = 0.2
-    """'motion': view change that earns one frame — median displacement as a fraction of the image diagonal
-    (or, for 'match_ratio', the share of keypoints lost); 0.2 leaves ~75% overlap between kept frames."""
-    max_gap: float = 6.0
-    """'motion': seconds of a still view that earn one frame (hovering still gets frames for its narration)."""
-    blur_ratio: float = 0.5
-    """'motion': a candidate whose sharpness (variance of the Laplacian) is below this fraction of the median
-    of its neighbours (±3 candidates) is not kept (motion blur)."""
-    max_side: int = 1024
-    """Frames larger than this (longest side, pixels) are downscaled: SIFT gains little above it."""
-    jpeg_quality: int = 95
-    """JPEG quality of the stored frames."""
-    seed: int = 0
-    """Seed of random sampling."""
 
 
 def main(conf: FramesConfig, video: Path, out_dir: Path) -> dict:

@@ -25,6 +25,7 @@ import pycolmap
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.spatial import cKDTree
 
+from recon.config import LocalizeConfig
 from recon.io import ProgressFn
 from recon.reconstruct import read_features
 from recon.retrieval import learn_codebook, mutual_matches, vlad
@@ -32,37 +33,6 @@ from recon.scene import RegisteredFrame, SharedScene
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclass
-class LocalizeConfig:
-    """How a new photo is localized in a scene's shared frame."""
-
-    retrieved_frames: int = 8
-    """Registered frames retrieved (VLAD) and matched per photo."""
-    per_video: int = 2
-    """... plus this many of every video's most similar frames: parts that moved between videos then disagree."""
-    codebook_size: int = 64
-    """VLAD codebook size (learned on the scene's registered frames)."""
-    ratio: float = 0.85
-    """Lowe ratio test on SIFT matches (lower is stricter)."""
-    lift_radius_px: float = 3.0
-    """A matched frame keypoint without a 3D point takes the nearest observed keypoint's point within this radius."""
-    max_error: float = 0.005
-    """PnP RANSAC inlier threshold as a fraction of the photo's longer side (3.2 px at 640 px).
-
-    Tight on purpose: parts that moved between cars fit a wrong pose/focal loosely, and at 0.01 they pulled
-    close-ups 9-12 cm off; at 0.005 the static structure wins (0.1-0.3 cm)."""
-    min_inliers: int = 30
-    """A pose needs at least this many 2D–3D inliers ..."""
-    min_inlier_ratio: float = 0.15
-    """... and at least this fraction of the 2D–3D matches as inliers; below either, the photo is not localized."""
-    max_side: int = 1024
-    """Photos larger than this (longer side, pixels) are downscaled for SIFT; the pose is reported at full size."""
-    max_num_features: int = 4096
-    """SIFT features extracted from the photo (the reconstruction's default)."""
-    seed: int = 0
-    """Seed of the codebook and of RANSAC."""
 
 
 @dataclass

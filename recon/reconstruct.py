@@ -18,11 +18,11 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pycolmap
 
+from recon.config import ReconstructConfig
 from recon.frames import load as load_frames
 from recon.io import InputError, atomic_dir, atomic_write_json, file_fingerprint, params_fingerprint, read_json
 from recon.retrieval import learn_codebook, vlad
@@ -32,35 +32,6 @@ log = logging.getLogger(__name__)
 
 class Unreconstructable(InputError):
     """SfM produced no usable model for a video (too few features, no overlap, a cut every second...)."""
-
-
-@dataclass
-class ReconstructConfig:
-    """How each video is reconstructed."""
-
-    camera_model: str = "SIMPLE_RADIAL"
-    """COLMAP camera model shared by all frames of a shot (self-calibrated; a video without detected cuts is
-    one shot)."""
-    max_num_features: int = 4096
-    """SIFT features per frame."""
-    matching: Literal["auto", "exhaustive", "sequential"] = "auto"
-    """'exhaustive' matches all frame pairs (O(N²)); 'sequential' matches neighbours in time plus retrieved
-    loop-closing pairs (O(N)); 'auto' is exhaustive up to ``exhaustive_max_frames`` frames."""
-    exhaustive_max_frames: int = 100
-    """Largest frame count matched exhaustively under 'auto'."""
-    mapper: Literal["incremental", "global"] = "incremental"
-    """'incremental': COLMAP's incremental mapper (video preset); 'global': pycolmap's global mapper (GLOMAP:
-    rotation averaging + global positioning + bundle adjustment)."""
-    sequential_overlap: int = 10
-    """Frames after each frame matched under 'sequential'."""
-    loop_closure_neighbors: int = 5
-    """Retrieved (VLAD) frames per frame matched under 'sequential' to close loops (0 disables)."""
-    min_model_frames: int = 6
-    """Models with fewer registered frames are discarded (cuts and edits give small side models)."""
-    num_threads: int = -1
-    """Threads for pycolmap (-1: all cores)."""
-    seed: int = 0
-    """Seed of the mapper's random choices."""
 
 
 def _mapper_options(conf: ReconstructConfig) -> pycolmap.IncrementalPipelineOptions:

@@ -8,8 +8,9 @@ of the shared space project near the image centre). Clip ``t`` covers ``[t, t + 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from recon.retrieval import bow, learn_codebook
 from recon.scene import RegisteredFrame, SharedScene, interpolate_poses
 from recon.video import probe, read_frames
 
+from .config import FeatureConfig
+
 KINDS = ("bovw", "color", "motion", "gaze")
 """Feature groups: image content (bovw, color) and 3D (motion, gaze; zero for a video without poses)."""
 
@@ -31,30 +34,10 @@ CLIP_SECONDS = 1.0
 
 FEATURES_META, FEATURES_DATA = "features.json", "features.safetensors"
 
+MapFn = Callable[[Callable, Iterable], Iterator]
+"""``map(fn, jobs)`` with results in order: the built-in one, or a caller's over processes or machines."""
 
-@dataclass
-class FeatureConfig:
-    """Which per-second features, and how they are computed."""
-
-    kinds: list[str] = field(default_factory=lambda: ["bovw", "color", "motion", "gaze"])
-    """Feature groups concatenated per clip, from bovw, color, motion, gaze. All four: the only combination
-    whose actionness beats chance and whose fused steps beat uniform on both benchmark worlds."""
-    samples_per_second: int = 2
-    """Frames decoded per one-second clip; the clip's feature is their mean."""
-    max_side: int = 320
-    """Frames are downscaled to this longest side before SIFT and colour statistics."""
-    sift_features: int = 300
-    """SIFT features per frame for the bag of words."""
-    words: int = 64
-    """Visual words (k-means centres over the scene's RootSIFT descriptors)."""
-    gaze_divisions: int = 4
-    """Cells per axis of the gaze grid over the scene's robust box (divisions³ cells)."""
-    gaze_sigma: float = 0.35
-    """Width of the image-centre weighting of the gaze, as a fraction of the half image diagonal."""
-    max_points: int = 20000
-    """Scene points used for the gaze (a seeded subsample)."""
-    seed: int = 0
-    """Seed of the codebook and the point subsample."""
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -165,9 +148,35 @@ def scene_geometry(scene: SharedScene, conf: FeatureConfig) -> tuple[np.ndarray,
     return pts, lo, hi
 
 
-def _decode(video: Path, conf: FeatureConfig, sift: pycolmap.FeatureExtractor,
-            ) -> tuple[float, np.ndarray, np.ndarray, list, np.ndarray]:
-    """Duration, sample times and clips, per-sample SIFT descriptors and colour statistics of one video."""
+@dataclass
+class Decoded:
+    """One video's samples: what the scene-wide codebook and the per-clip means need."""
+
+    duration: float
+    times: np.ndarray
+    """(N,) sample times (s)."""
+    clip: np.ndarray
+    """(N,) clip index of each sample."""
+    descs: list[np.ndarray]
+    """Per sample, the SIFT descriptors of its frame."""
+    colors: np.ndarray
+    """(N, 22) colour statistics per sample."""
+
+    @property
+    def clips(self) -> int:
+        return max(1, int(np.ceil(self.duration - 1e-6)))
+
+
+def _sift(conf: FeatureConfig) -> pycolmap.FeatureExtractor:
+    opts = pycolmap.FeatureExtractionOptions()
+    opts.sift.max_num_features = conf.sift_features
+    opts.sift.first_octave = 0  # no upsampled octave: 4x faster on small frames, enough words for a histogram
+    opts.num_threads = 1
+    return pycolmap.FeatureExtractor.create(opts, pycolmap.Device.cpu)
+
+
+def _decode(video: Path, conf: FeatureConfig, sift: pycolmap.FeatureExtractor) -> Decoded:
+    """Sample times and clips, per-sample SIFT descriptors and colour statistics of one video."""
     info = probe(video)
     times, clip = sample_times(info.duration, conf.samples_per_second)
     idx = np.minimum(np.searchsorted(info.times, times), info.num_frames - 1)
@@ -183,56 +192,93 @@ def _decode(video: Path, conf: FeatureConfig, sift: pycolmap.FeatureExtractor,
     missing = per_frame.get(int(uniq[-1])) or next(iter(per_frame.values()))
     descs = [per_frame.get(int(i), missing)[0] for i in idx]
     colors = np.stack([per_frame.get(int(i), missing)[1] for i in idx])
-    return info.duration, times, clip, descs, colors
+    return Decoded(info.duration, times, clip, descs, colors)
+
+
+def decode_video(job: tuple[Path, FeatureConfig, str]) -> Decoded | str:
+    """Job of :func:`scene_features`' map: one video file in, arrays out (so it can run on another machine);
+    a video that cannot be read gives its one-line reason instead, and the scene's other videos go on. The
+    job's ``str`` is the file as the user knows it (the path may be a worker's copy), named in that reason."""
+    video, conf, shown = job
+    if not log.isEnabledFor(logging.DEBUG):
+        pycolmap.logging.minloglevel = 2  # COLMAP's INFO lines: noise here, and glog files in a worker's TMPDIR
+    try:
+        return _decode(video, conf, _sift(conf))
+    except InputError as e:
+        return str(e).replace(str(video), shown)
+
+
+Geometry = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A scene's point subsample and robust box (``scene_geometry``)."""
+
+
+def view_features(job: tuple[ClipCameras, int, Geometry, FeatureConfig]) -> dict[str, np.ndarray]:
+    """Job of :func:`scene_features`' map: one video's motion and gaze features (of ``conf.kinds``) from its
+    interpolated cameras and the scene's points; arrays in, arrays out."""
+    cams, T, (pts, lo, hi), conf = job
+    out = {}
+    if "motion" in conf.kinds:
+        out["motion"] = motion_features(cams, T, float(np.linalg.norm(hi - lo)), (lo + hi) / 2)
+    if "gaze" in conf.kinds:
+        out["gaze"] = gaze_features(cams, T, pts, lo, hi, conf)
+    return out
 
 
 def scene_features(videos: dict[str, Path], scene: SharedScene | None, conf: FeatureConfig | None = None,
-                   progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
+                   progress: ProgressFn | None = None, map_videos: MapFn | None = None) -> dict[str, np.ndarray]:
     """``X[T, D]`` per video of one scene; the bag-of-words codebook is shared by the scene's videos.
 
-    ``scene`` gives poses and points for motion/gaze; videos it does not register get zeros there.
+    ``scene`` gives poses and points for motion/gaze; videos it does not register get zeros there. The
+    per-video work (decoding + SIFT, then motion + gaze) runs through ``map_videos(fn, jobs)`` (default: the
+    built-in ``map``), so a caller can spread it over processes or machines: a job is one video file or arrays.
+    A video that cannot be decoded is left out with a warning; the others go on.
     """
     conf = conf or FeatureConfig()
     bad = [k for k in conf.kinds if k not in KINDS]
     if bad or not conf.kinds:
         raise ValueError(f"unknown feature kinds {bad}; choose from {', '.join(KINDS)}")
-    opts = pycolmap.FeatureExtractionOptions()
-    opts.sift.max_num_features = conf.sift_features
-    opts.sift.first_octave = 0  # no upsampled octave: 4x faster on small frames, enough words for a histogram
-    opts.num_threads = 1
-    sift = pycolmap.FeatureExtractor.create(opts, pycolmap.Device.cpu)
-    decoded = {}
-    for n, (name, path) in enumerate(sorted(videos.items()), 1):
-        decoded[name] = _decode(path, conf, sift)
+    run = map_videos or map
+    names = sorted(videos)
+    decoded: dict[str, Decoded] = {}
+    failed = []
+    results = run(decode_video, [(videos[v], conf, str(videos[v])) for v in names])
+    for n, (name, d) in enumerate(zip(names, results, strict=True), 1):
+        if isinstance(d, str):
+            log.warning("%s: no clip features (%s)", name, d)
+            failed.append(d)
+        else:
+            decoded[name] = d
         if progress:
-            progress("clip features: decoding", n, len(videos))
+            progress("clip features: decoding", n, len(names))
+    if not decoded:
+        raise InputError(f"no video of the scene could be decoded ({failed[0] if failed else 'no videos'})")
     codebook = None
     if "bovw" in conf.kinds:
-        codebook = learn_codebook([d for *_, descs, _ in decoded.values() for d in descs], k=conf.words,
-                                  seed=conf.seed)
-    geom = scene_geometry(scene, conf) if scene is not None and len(scene.points) else None
+        codebook = learn_codebook([x for d in decoded.values() for x in d.descs], k=conf.words, seed=conf.seed)
+    views: dict[str, dict[str, np.ndarray]] = {}
+    if scene is not None and len(scene.points) and {"motion", "gaze"} & set(conf.kinds):
+        geom = scene_geometry(scene, conf)
+        cams = {v: clip_cameras(scene.frames_of(v), d.times, d.clip) for v, d in decoded.items()}
+        posed = [v for v in decoded if cams[v] is not None]
+        jobs = [(cams[v], decoded[v].clips, geom, conf) for v in posed]
+        for n, (name, view) in enumerate(zip(posed, run(view_features, jobs), strict=True), 1):
+            views[name] = view
+            if progress:
+                progress("clip features: camera motion and gaze", n, len(posed))
+    dims = {"motion": 8, "gaze": conf.gaze_divisions ** 3}
     out = {}
-    for name, (duration, times, clip, descs, colors) in decoded.items():
-        T = max(1, int(np.ceil(duration - 1e-6)))
-        frames = scene.frames_of(name) if scene is not None else []
-        cams = clip_cameras(frames, times, clip) if geom else None
+    for name, d in decoded.items():
+        T = d.clips
         parts = []
         for kind in conf.kinds:
             if kind == "bovw":
-                hist = np.stack([bow(d, codebook) for d in descs])
+                hist = np.stack([bow(x, codebook) for x in d.descs])
                 hist = np.pad(hist, ((0, 0), (0, conf.words - hist.shape[1])))  # tiny data: fewer centres
-                parts.append(clip_mean(np.sqrt(hist / np.maximum(hist.sum(1, keepdims=True), 1)), clip, T))
+                parts.append(clip_mean(np.sqrt(hist / np.maximum(hist.sum(1, keepdims=True), 1)), d.clip, T))
             elif kind == "color":
-                parts.append(clip_mean(colors, clip, T))
-            elif kind == "motion":
-                if cams is None:
-                    parts.append(np.zeros((T, 8)))
-                else:
-                    pts, lo, hi = geom
-                    parts.append(motion_features(cams, T, float(np.linalg.norm(hi - lo)), (lo + hi) / 2))
-            elif kind == "gaze":
-                parts.append(np.zeros((T, conf.gaze_divisions ** 3)) if cams is None
-                             else gaze_features(cams, T, *geom, conf))
+                parts.append(clip_mean(d.colors, d.clip, T))
+            else:
+                parts.append(views[name][kind] if name in views else np.zeros((T, dims[kind])))
         out[name] = np.concatenate(parts, 1).astype(np.float32)
     return out
 
@@ -254,12 +300,15 @@ def select(X: np.ndarray, conf: FeatureConfig, kinds: Sequence[str]) -> np.ndarr
 # ----------------------------------------------------------------------------- the saved artefact
 
 
-def save_features(folder: Path, features: dict[str, np.ndarray], conf: FeatureConfig) -> None:
+def save_features(folder: Path, features: dict[str, np.ndarray], conf: FeatureConfig,
+                  frame: dict | None = None) -> None:
     """``features.safetensors`` (``X[T, D]`` per video, every kind of ``conf``) + ``features.json`` (settings,
-    clips per video), the JSON written last so a folder with it has the arrays too."""
+    clips per video, and ``frame``: the caller's record of the shared frame the gaze was computed in), the JSON
+    written last so a folder with it has the arrays too."""
     atomic_write_bytes(folder / FEATURES_DATA, save({k: np.ascontiguousarray(v) for k, v in features.items()}))
     atomic_write_json(folder / FEATURES_META, {"config": asdict(conf), "clip_seconds": CLIP_SECONDS,
-                                               "clips": {v: len(x) for v, x in features.items()}})
+                                               "clips": {v: len(x) for v, x in features.items()},
+                                               **({"frame": frame} if frame is not None else {})})
 
 
 def load_features(folder: Path) -> tuple[dict[str, np.ndarray], FeatureConfig]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from recon.io import InputError, ProgressFn, atomic_dir, atomic_write_json, read_json
 
+from .config import StepsConfig
 from .dp import align_contiguous, align_one, steps_to_labels, uniform_steps, znorm
 from .features import CLIP_SECONDS
 from .metrics import action_ap, chance_actionness, frame_prf, recall_counts, segment_labels
@@ -34,43 +35,6 @@ Line = tuple[str, float, float]
 
 METHODS = ("uniform", "learned", "grounded", "fused")
 """Step-score variants localized for every video (the saved timeline is ``fused``)."""
-
-
-@dataclass
-class StepsConfig:
-    """Step localization and actionness on the workspace's videos."""
-
-    grounded_weight: float = 0.75
-    """Weight of the 3D-grounded scores against the learned ones in the fused scores (0 = learned only;
-    0.75 measured best of 0.5/0.75 on two synthetic worlds, benchmarks/temporal_workspace.py)."""
-    actionness_weight: float = 0.0
-    """Weight of actionness mixed into every step's score (spec A5); 0 by default: on a world where the
-    unsupervised actionness is below chance it cost recall, on another it gained as much."""
-    actionness_prior: float = 0.5
-    """Weight of the intro/outro prior (``middle_clips``) mixed into the saved actionness: the order model is
-    informative but uneven on short videos (AP 0.64–0.85 over four reconstructions of one world). 0.5: mean AP
-    over ten synthetic scenes 0.74 → 0.79, against 0.69 for the chance+trim baseline (README)."""
-    position_weight: float = 0.3
-    """Weight of a position prior mixed into the step scores: step k of K is expected near (k + ½)/K of the
-    video (the uniform baseline as a soft score), so the DP has a default where the evidence is flat, e.g. between
-    steps on one part. 0.3 raised mean grounded recall 0.38 → 0.52 on four synthetic scenes (A1 clips)."""
-    use_constraints: bool = True
-    """Keep each step inside the narration window that talks about it (training and localization)."""
-    constraint_penalty: float = 1e4
-    """Cost, in standard deviations of the step scores, of placing a step outside its narration window when
-    localizing (1e4: hard constraint; small: a soft prior that strong visual or 3D evidence can overrule)."""
-    constraint_pad: float = 2.0
-    """Seconds a step may start before / end after the subtitle cue that talks about it."""
-    background: float = 0.5
-    """Cost of a background clip in the segment DP, in standard deviations of the fused scores."""
-    epochs: int = 30
-    """Step model: epochs of alternating DP assignment / gradient step."""
-    pretrain_epochs: int = 10
-    """Step model: epochs on random feasible assignments first."""
-    order_epochs: int = 15
-    """Actionness (order verification): training epochs."""
-    seed: int = 0
-    """Seed of the step and actionness models."""
 
 
 def cue_step_similarity(lines: Sequence[tuple[str, float, float]], steps: Sequence[str]) -> np.ndarray:
@@ -289,6 +253,9 @@ class StepInputs:
     feature_kinds: list[str] = field(default_factory=list)
     """Recorded in every result (which clip features were used)."""
     scene: str = ""
+    frame: dict | None = None
+    """The caller's record of the shared frame the features' gaze and the grounded scores were made in, copied
+    into every result (``"frame"``) so a reader can tell when the frame has moved since; opaque here."""
 
 
 @dataclass
@@ -367,6 +334,8 @@ def main(conf: StepsConfig, inputs: StepInputs, progress: ProgressFn | None = No
         out[v] = {"video": v, "scene": inputs.scene, "tasks": tasks, "task_source": source,
                   "clip_seconds": CLIP_SECONDS, "clips": T, "features": list(inputs.feature_kinds),
                   "steps": segments(np.array(fused["labels"]), seq, np.array(fused["clips"])), "methods": methods}
+        if inputs.frame is not None:
+            out[v]["frame"] = inputs.frame
     return Timelines(out, model)
 
 

@@ -10,6 +10,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.metrics import roc_auc_score
 
 from howto3d import run, temporal_cmds
+from howto3d.discover_cmds import _encoder
 from recon.io import read_json
 from temporal.groundedness import GroundednessConfig, auc, groundedness, window_features
 from temporal.procedure import step_names
@@ -80,8 +81,29 @@ def test_workspace_groundedness_and_discovered_steps(pipeline_ws, cli):
     for v, r in report["videos"].items():
         assert 0 <= r["auc"] <= 1
         assert len(r["lines"]) == len(gt[v]["narrations"])
-        assert all(set(ln) == {"start", "end", "text", "groundedness"} and 0 <= ln["groundedness"] <= 1
-                   for ln in r["lines"])
+        assert all(set(ln) == {"start", "end", "text", "groundedness", "segment_auc"}
+                   and 0 <= ln["groundedness"] <= 1 for ln in r["lines"])
+
+    # Step lines (about the part on screen) against the others (here: one intro per video). Every video opens on
+    # a similar view, so 003's within-video segment AUC tends to rank the intros first (measured on one build of
+    # this world, seeds 0/1/2: step-vs-other AUC 0.37/0.16/0.35; 0.60 on another build, seed 0); ranked against
+    # what the other videos show at the same moment (the default) they lose that edge (0.80/0.70/0.38; > 0.65 on
+    # the other build). Four intros make the AUC coarse and seed- and build-dependent, so the bound is only
+    # "steps rank above intros" (a score that prefers intros, as 003's does here, fails it).
+    videos = sorted(report["videos"])
+    is_step = np.array([n["kind"] == "step" for v in videos for n in gt[v]["narrations"]])
+    score = np.array([ln["groundedness"] for v in videos for ln in report["videos"][v]["lines"]])
+    assert 0 < is_step.sum() < len(is_step)
+    assert roc_auc_score(is_step, score) > 0.5, (score[is_step].mean(), score[~is_step].mean())
+    feats, lines, embed = temporal_cmds.features_of(ws, scene), temporal_cmds.narration_lines(ws, scene), _encoder(ws)
+    own = groundedness(feats, lines, embed, GroundednessConfig(against="own_video"))
+    own_score = np.concatenate([own[v].lines for v in videos])
+    assert [ln["segment_auc"] for v in videos for ln in report["videos"][v]["lines"]] == \
+        pytest.approx(own_score, abs=0.01)  # the report keeps 003's score too (same seed, same model)
+    # control: trained on lines paired with random windows of their video, the model localizes nothing
+    shuffled = groundedness(feats, lines, embed, GroundednessConfig(shuffle=True))
+    assert abs(np.mean([r.auc for r in shuffled.values()]) - 0.5) < 0.12
+    assert abs(np.mean(np.concatenate([r.lines for r in shuffled.values()])) - 0.5) < 0.1
 
     # a scene without a task file: `run`'s temporal stage discovers named key steps instead of skipping
     task_file = ws.scene_dir(scene) / "tasks.json"

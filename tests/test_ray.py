@@ -17,11 +17,12 @@ import numpy as np
 import pycolmap
 import pytest
 
-from howto3d import recon_cmds
+from howto3d import temporal_cmds
 from howto3d.config import RunConfig
 from howto3d.executor import Task, pack_files, run_tasks, unpack_files
-from howto3d.workspace import Workspace, release_locks
+from howto3d.workspace import Workspace
 from recon.align import Alignment
+from temporal.features import load_features
 
 ray = pytest.importorskip("ray")
 
@@ -97,17 +98,20 @@ def _registered(ws: Workspace, video: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_reconstruct_and_align_on_ray_match_local_and_a_killed_run_resumes(ray_cluster, small_world, tmp_path):
-    address, _ = ray_cluster
+def test_run_on_ray_matches_local_and_a_killed_run_resumes(ray_cluster, small_world, tmp_path, cli):
+    """`howto3d run --executor ray` end to end (SfM, alignment pairs and clip features as Ray tasks)."""
+    address, worker_tmp = ray_cluster
     _, (scene_dir,) = small_world
-    good = {f"v{i}.mp4": scene_dir / "videos" / f"video_0{i}.mp4" for i in range(2)}
+    good = {f"v{i}{ext}": scene_dir / "videos" / f"video_0{i}{ext}" for i in range(2) for ext in (".mp4", ".srt")}
     ws = _workspace(tmp_path / "ray", good | {"corrupt.mp4": os.urandom(4096)})
-    ws.remember("run", "executor", "ray")
     ws.remember("run", "ray_address", address)  # the killed CLI run joins the test's cluster
     ws.remember("run", "workers", 1)  # one video at a time, so the kill lands between two videos
+    local = _workspace(tmp_path / "local", good)
+    for w in (ws, local):
+        shutil.copy(scene_dir / "tasks.json", w.scene_dir("s") / "tasks.json")
 
-    # A CLI run on Ray (from howto3d.toml), killed once a video is recorded done.
-    run = subprocess.Popen([str(Path(sys.executable).parent / "howto3d"), "reconstruct", str(ws.root)],
+    # A CLI run on Ray, killed once a video is recorded done.
+    run = subprocess.Popen([str(Path(sys.executable).parent / "howto3d"), "run", str(ws.root), "--executor", "ray"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 240
     while not any(e["status"] == "done" for e in ws.record("reconstruct").items.values()):
@@ -116,32 +120,41 @@ def test_reconstruct_and_align_on_ray_match_local_and_a_killed_run_resumes(ray_c
         time.sleep(0.05)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
-    finished = {k for k, e in ws.record("reconstruct").items.items() if e["status"] == "done"}
-    assert len(finished) == 1
+    finished = {k: e for k, e in ws.record("reconstruct").items.items() if e["status"] == "done"}
+    assert len(finished) == 1 and ws.config.run.executor == "ray"  # --executor is remembered
     stamps = {k: (ws.sfm_dir("s", k.split("/")[1]) / "model" / "images.bin").stat().st_mtime_ns for k in finished}
 
+    # The same command again (in-process, on the test's cluster): it resumes and runs every stage.
     ws.remember("run", "workers", 0)
-    try:
-        summary = recon_cmds.reconstruct(Workspace(ws.root).lock("test"), None, executor="ray")
-    finally:
-        release_locks()
-    by_key = {r["key"]: r for r in summary}
-    assert all(by_key[k].get("skipped") for k in finished)  # not redone ...
+    on_ray = cli("run", str(ws.root), "--executor", "ray")
+    assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    records = ws.record("reconstruct").items
+    assert all(records[k] == e for k, e in finished.items())  # not redone ...
     assert all((ws.sfm_dir("s", k.split("/")[1]) / "model" / "images.bin").stat().st_mtime_ns == t
                for k, t in stamps.items())  # ... and not rewritten
-    assert by_key["s/v0"]["status"] == by_key["s/v1"]["status"] == "done"
-    assert by_key["s/corrupt"]["status"] == "failed" and "corrupt.mp4" in by_key["s/corrupt"]["error"]
-    assert not list(ws.root.rglob(".*.tmp"))
+    assert records["s/v0"]["status"] == records["s/v1"]["status"] == "done"
+    assert records["s/corrupt"]["status"] == "failed" and "corrupt.mp4" in records["s/corrupt"]["error"]
+    # the corrupt video has no clip features; the message names the workspace file, not a worker's copy
+    logged = "".join(on_ray.stderr.split())  # rich wraps long lines
+    assert f"corrupt:noclipfeatures({ws.scene_dir('s') / 'videos' / 'corrupt.mp4'}:" in logged
+    assert "howto3d-task-" not in logged
+    assert not list(ws.root.rglob(".*.tmp")) and not list(worker_tmp.iterdir())
 
-    local = _workspace(tmp_path / "local", good)
-    local_summary = {r["key"]: r for r in recon_cmds.reconstruct(local, None)}
+    here = cli("run", str(local.root), "--executor", "local")
+    assert here.returncode == 0, here.stderr[-3000:]
     for v in ("v0", "v1"):
         assert _registered(ws, v) == _registered(local, v) and len(_registered(ws, v)) >= 6
-        assert by_key[f"s/{v}"]["registered"] == local_summary[f"s/{v}"]["registered"]
+        assert records[f"s/{v}"]["registered"] == local.record("reconstruct").items[f"s/{v}"]["registered"]
+    aligned, aligned_here = Alignment.load(ws.align_dir("s")), Alignment.load(local.align_dir("s"))
+    assert sorted(aligned.shared_from_video) == sorted(aligned_here.shared_from_video) == ["v0", "v1"]
+    for v, s in aligned_here.shared_from_video.items():
+        assert np.allclose(aligned.shared_from_video[v].matrix(), s.matrix(), atol=1e-9)
+    feats, feats_here = load_features(ws.temporal_dir("s"))[0], load_features(local.temporal_dir("s"))[0]
+    assert sorted(feats) == sorted(feats_here) == ["v0", "v1"]
+    assert all(np.array_equal(feats[v], feats_here[v]) for v in feats)  # computed on Ray vs here
+    act, act_here = temporal_cmds.load_actionness(ws, "s"), temporal_cmds.load_actionness(local, "s")
+    assert sorted(act) == ["v0", "v1"] and all(np.array_equal(act[v], act_here[v]) for v in act)
+    steps, steps_here = temporal_cmds.load_steps(ws, "s"), temporal_cmds.load_steps(local, "s")
+    assert sorted(steps) == ["v0", "v1"]
+    assert all(steps[v]["steps"] == steps_here[v]["steps"] and steps[v]["steps"] for v in steps)
 
-    recon_cmds.align(ws, None, executor="ray")
-    recon_cmds.align(local, None)
-    on_ray, here = Alignment.load(ws.align_dir("s")), Alignment.load(local.align_dir("s"))
-    assert sorted(on_ray.shared_from_video) == sorted(here.shared_from_video) == ["v0", "v1"]
-    for v, s in here.shared_from_video.items():
-        assert np.allclose(on_ray.shared_from_video[v].matrix(), s.matrix(), atol=1e-9)

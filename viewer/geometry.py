@@ -12,6 +12,7 @@ import numpy as np
 import open3d as o3d
 from matplotlib import colormaps
 
+from recon.frame import camera_up
 from recon.scene import SharedScene
 
 Heatmap = tuple[np.ndarray, np.ndarray, "float | np.ndarray"]
@@ -178,24 +179,12 @@ class View:
 
 
 def scene_up(scene: SharedScene) -> np.ndarray:
-    """Upward direction of the shared frame.
-
-    People film with little roll, so camera x-axes are horizontal: up is the direction most orthogonal to
-    all of them. When they barely vary (one viewpoint) that is ambiguous, and the cameras' mean "image up"
-    (OpenCV -y), made orthogonal to their mean x-axis, is used instead.
-    """
-    if not scene.frames:
+    """Upward direction of the shared frame, from the cameras as ``align`` estimates it (``recon.frame.camera_up``):
+    +z to a fraction of a degree in an upright frame (the default), and still right for frames made before or
+    with ``[align] upright = false``."""
+    if len(scene.frames) < 2:
         return np.array([0.0, 0.0, 1.0])
-    xs = np.array([f.cam_from_world[0, :3] for f in scene.frames])
-    image_up = -np.mean([f.cam_from_world[1, :3] for f in scene.frames], axis=0)
-    w, V = np.linalg.eigh(xs.T @ xs / len(xs))
-    if w[0] < 0.25 * w[1]:
-        up = V[:, 0]
-    else:
-        x = xs.mean(axis=0) / max(np.linalg.norm(xs.mean(axis=0)), 1e-9)
-        up = image_up - (image_up @ x) * x
-    up = up * (1 if up @ image_up >= 0 else -1)
-    return up / max(np.linalg.norm(up), 1e-9)
+    return camera_up(np.array([f.cam_from_world for f in scene.frames]))[0]
 
 
 def default_view(scene: SharedScene, aspect: float = 16 / 9, fov: float = 50.0) -> View:
