@@ -16,7 +16,6 @@ import itertools
 import logging
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import networkx as nx
@@ -401,8 +400,7 @@ def _new_frame(conf: AlignConfig, reference: str, ref_from_node: dict[str, pycol
         except InputError as e:
             log.warning("the shared frame keeps the reference video's orientation: %s", e)
             up = {"method": "none", "why": str(e)}
-    frame = {"reference": reference, "frame_from_reference": None, "metric_scale": None, "units": "model", "up": up,
-             "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    frame = {"reference": reference, "frame_from_reference": None, "metric_scale": None, "units": "model", "up": up}
     if previous is not None and previous.frame.get("units") == "metres":
         old_fps = previous.graph.get("fingerprints", {})
         ratios = [old.scale / ref_from_node[n].scale for n, old in
@@ -540,7 +538,7 @@ class Alignment:
                            "shared_from_segment": {video: {"<k>": Sim(3)}}, "unaligned": {video: why},
                            "unaligned_segments": {video: {"<k>": why}},
                            "frame": {"reference", "frame_from_reference": Sim(3), "metric_scale", "units",
-                                     "up", "created"}}
+                                     "up"}}
         codebook.npy      the VLAD retrieval codebook, reused when videos are added
 
     Every ``shared_from_segment`` is ``frame_from_reference ∘ reference_from_segment``: whatever reads it is in
@@ -558,7 +556,7 @@ class Alignment:
     frame: dict = field(default_factory=dict)
     """The shared frame as recorded once (JSON-ready; empty for alignments made before frames were recorded):
     ``reference`` node, ``frame_from_reference`` Sim(3), ``metric_scale`` (None or model → metres), ``units``
-    ("model" | "metres"), ``up`` (how gravity was estimated), ``created`` (UTC)."""
+    ("model" | "metres") and ``up`` (how gravity was estimated)."""
     codebook: np.ndarray | None = None
     """The retrieval codebook alignment used (``None`` for older folders)."""
 
