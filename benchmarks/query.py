@@ -6,8 +6,9 @@ On a trained workspace (without WS: a small synthetic one built here, 1 scene ×
 video reconstructed, aligned and trained for 2 epochs; ``--quick``, as ``make bench`` runs it, is the same),
 side by side in one run: the cold ``howto3d query`` process (median of ``--runs``, wall
 and CPU time of the child, the load average beside each run), what its time goes to (a bare ``python``,
-``import torch``, ``import howto3d.cli``, each in a fresh process; model load and first answer in process), and
-warm in-process queries (p50/p95 of single texts, queries/s batched). ``--baseline SRC`` also runs the cold query
+``import numpy``, ``import howto3d.cli``, each in a fresh process; model load and first answer in process; and,
+for reference, ``import torch``, which queries no longer pay: BERT runs in NumPy), and warm in-process queries
+(p50/p95 of single texts, queries/s batched). ``--baseline SRC`` also runs the cold query
 from another source tree (e.g. ``git archive <rev> | tar -x -C SRC``) interleaved with this one, so a before/after
 pair sees the same machine load. Wall time on a shared machine follows its load; the CPU time much less.
 Children may write bytecode (``__pycache__``, filled by one unmeasured run), as an installed package has it:
@@ -87,8 +88,9 @@ def main() -> None:
     rows: dict[str, list] = {"cold `howto3d query` process": []}
     if args.baseline:
         rows["cold `howto3d query` process, --baseline"] = []
-    parts = {"  of which: `python -c pass`": ["-c", "pass"], "  of which: `import torch`": ["-c", "import torch"],
-             "  of which: `import howto3d.cli`": ["-c", "import howto3d.cli"]}
+    parts = {"  of which: `python -c pass`": ["-c", "pass"], "  of which: `import numpy`": ["-c", "import numpy"],
+             "  of which: `import howto3d.cli`": ["-c", "import howto3d.cli"],
+             "  not any more: `import torch`": ["-c", "import torch"]}
     rows |= {name: [] for name in parts}
     timed([*py, *query], here)  # unmeasured: bytecode and page cache
     if other:

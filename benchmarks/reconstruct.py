@@ -1,4 +1,5 @@
-"""Per-video reconstruction benchmark: time split (decode, extract, match, map), frames/s, peak memory.
+"""Per-video reconstruction + alignment benchmark: time split of SfM (decode, extract, match, map) per video and
+of aligning them (load, retrieve, match, lift, sim3, refine, frame), frames/s, peak memory.
 
     python benchmarks/reconstruct.py [--quick] [--videos 2] [--frames 40]
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from recon import align as align_stage
 from recon import frames as frames_stage
 from recon import reconstruct as recon_stage
 from synth import WorldConfig, generate_world
@@ -45,8 +47,15 @@ def main() -> None:
             table.add_row(video.stem, f"{decode:.1f}", f"{s['extract']:.1f}", f"{s['match']:.1f}", f"{s['map']:.1f}",
                           f"{total:.1f}", f"{report['frames_sampled'] / total:.2f}",
                           f"{report['registered']}/{report['frames_sampled']}")
+        sfm = {d.name: d for d in sorted((Path(tmp) / "s").iterdir())}
+        seconds = align_stage.main(align_stage.AlignConfig(), sfm, Path(tmp) / "align")["seconds"]
     console = Console()
     console.print(table)
+    split = Table(title=f"aligning the {len(sfm)} videos (seconds; match/lift/sim3 are the node pairs' own time)")
+    for col in seconds:
+        split.add_column(col, justify="right")
+    split.add_row(*(f"{v:.2f}" for v in seconds.values()))
+    console.print(split)
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     console.print(f"peak resident memory: {peak / 1024:.0f} MiB")
 

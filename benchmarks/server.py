@@ -1,11 +1,14 @@
 """``howto3d serve`` throughput: /query latency and requests/s with concurrent clients, /localize s per photo.
 
-    python benchmarks/server.py [WS] [--scene S] [--clients 8] [--requests 800] [--quick]
+    python benchmarks/server.py [WS] [--scene S] [--clients 8] [--requests 800] [--quick] [--baseline SRC]
 
 Starts the real server (``howto3d serve``, its own process) on a trained workspace, then measures side by side:
 a cold ``howto3d query`` process (what a client would pay without the server), ``/query`` with unique texts
 (every request runs BERT; concurrent ones are batched) and with repeated texts (the LRU cache), and
-``/localize`` on 640x360 frames of the workspace's videos that SfM never sampled.
+``/localize`` on 640x360 frames of the workspace's videos that SfM never sampled. ``--baseline SRC`` also
+serves the workspace from another source tree (e.g. ``git archive <rev> | tar -x -C SRC``) and measures every
+row on both servers back to back, so a before/after pair sees the same machine load (the clients run on the
+same cores: the server's CPU time per request is the number that travels between machines).
 """
 
 from __future__ import annotations
@@ -110,75 +113,96 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="200 requests, 3 photos")
     parser.add_argument("--no-localize", action="store_true", help="measure /query only")
+    parser.add_argument("--baseline", type=Path, help="another source tree to serve and measure beside this one")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.photos = 200, 3
     ws = Workspace.open(args.ws) if args.ws else _small_workspace()
     scene = args.scene or ws.scenes()[0]
-    exe = Path(sys.executable).with_name("howto3d")
+    trees = {"this tree": Path(__file__).resolve().parents[1]}
+    if args.baseline:
+        trees = {"baseline": args.baseline.resolve(), **trees}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    envs = {name: {**env, "PYTHONPATH": str(tree)} for name, tree in trees.items()}
+    cli = [sys.executable, "-P", "-c", "import sys; from howto3d.cli import main; sys.argv[0] = 'howto3d'; main()"]
 
-    t0 = time.perf_counter()
-    subprocess.run([str(exe), "query", str(ws.root), "--scene", scene, "where is the dipstick", "--json"],
-                   check=True, capture_output=True)
-    cold = time.perf_counter() - t0
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([str(exe), "serve", str(ws.root), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    cold = {}
+    for name in trees:
         t0 = time.perf_counter()
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.perf_counter() - t0 > 600:
-                raise SystemExit("the server did not start")
-            time.sleep(0.1)
+        subprocess.run([*cli, "query", str(ws.root), "--scene", scene, "where is the dipstick", "--json"],
+                       check=True, capture_output=True, env=envs[name])
+        cold[name] = time.perf_counter() - t0
+
+    servers, urls = {}, {}
+    try:
+        for name in trees:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            urls[name] = f"http://127.0.0.1:{port}"
+            servers[name] = subprocess.Popen([*cli, "serve", str(ws.root), "--port", str(port)], env=envs[name],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.perf_counter()
+        for name, url in urls.items():
+            while True:
+                try:
+                    if httpx.get(url + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if servers[name].poll() is not None or time.perf_counter() - t0 > 600:
+                    raise SystemExit(f"the server ({name}) did not start")
+                time.sleep(0.1)
         startup = time.perf_counter() - t0
         photos = [] if args.no_localize else _photos(ws, scene, args.photos)
-        with httpx.Client(base_url=url, timeout=300) as c:
-            # The server loads every scene's localization index in its worker process at start-up; one
-            # /localize waits for that, so the query numbers below are not measured beside it.
-            warm = photos[0] if photos else _blank_jpeg()
-            c.post("/localize", data={"scene": scene}, files={"image": ("warm.jpg", warm, "image/jpeg")})
-        pid = server.pid
-        _load(url, scene, _texts(32, "warm-up"), args.clients, pid)  # other texts than the measured ones
-        single, single_rps, single_cpu = _load(url, scene, _texts(50, "single"), 1, pid)
-        unique, unique_rps, unique_cpu = _load(url, scene, _texts(args.requests, "unique"), args.clients, pid)
-        repeated, repeated_rps, repeated_cpu = _load(url, scene, _texts(10, "repeated") * (args.requests // 10),
-                                                     args.clients, pid)
+        for url in urls.values():
+            with httpx.Client(base_url=url, timeout=300) as c:
+                # The server loads every scene's localization index in its worker process at start-up; one
+                # /localize waits for that, so the query numbers below are not measured beside it.
+                warm = photos[0] if photos else _blank_jpeg()
+                c.post("/localize", data={"scene": scene}, files={"image": ("warm.jpg", warm, "image/jpeg")})
+        loads = [("1 client, unique texts", _texts(50, "single"), 1),
+                 (f"{args.clients} clients, unique texts ({args.requests})", _texts(args.requests, "unique"),
+                  args.clients),
+                 (f"{args.clients} clients, 10 repeated texts ({args.requests // 10 * 10})",
+                  _texts(10, "repeated") * (args.requests // 10), args.clients)]
+        rows: list[tuple[str, str, np.ndarray, float, float, float]] = []
+        for name, url in urls.items():  # other texts than the measured ones
+            _load(url, scene, _texts(32, "warm-up"), args.clients, servers[name].pid)
+        for label, texts, clients in loads:
+            for name, url in urls.items():  # back to back: both servers see the same load
+                lat, rps, cpu = _load(url, scene, texts, clients, servers[name].pid)
+                rows.append((label, name, lat, rps, cpu, os.getloadavg()[0]))
 
         secs, ok = [], 0
-        with httpx.Client(base_url=url, timeout=300) as c:
+        with httpx.Client(base_url=urls["this tree"], timeout=300) as c:
             for k, p in enumerate(photos):
                 t0 = time.perf_counter()
                 r = c.post("/localize", data={"scene": scene}, files={"image": (f"{k}.jpg", p, "image/jpeg")})
                 secs.append(time.perf_counter() - t0)
                 ok += r.json()["images"][0]["status"] == "localized"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        for server in servers.values():
+            server.terminate()
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
     ms = lambda a, q: 1000 * float(np.percentile(a, q))  # noqa: E731
-    print(f"\nhowto3d serve on {ws.root} (scene {scene}), server ready {startup:.1f} s after start\n")
-    print("| measurement                                   | p50 ms | p95 ms | requests/s | server CPU ms/req |")
-    print("|-----------------------------------------------|--------|--------|------------|-------------------|")
-    print(f"| cold `howto3d query` process (1 query)         | {cold * 1000:6.0f} |        |            |"
-          "                   |")
-    rows = [("1 client, unique texts", single, single_rps, single_cpu),
-            (f"{args.clients} clients, unique texts ({len(unique)})", unique, unique_rps, unique_cpu),
-            (f"{args.clients} clients, 10 repeated texts ({len(repeated)})", repeated, repeated_rps, repeated_cpu)]
-    for name, lat, rps, cpu in rows:
-        print(f"| /query, {name:<37} | {ms(lat, 50):6.1f} | {ms(lat, 95):6.1f} | {rps:10.0f} | {cpu:17.1f} |")
+    print(f"\nhowto3d serve on {ws.root} (scene {scene}), {os.cpu_count()} CPUs, servers ready {startup:.1f} s "
+          "after start\n")
+    print("| measurement                                   | server    | p50 ms | p95 ms | requests/s | "
+          "server CPU ms/req | load |")
+    print("|-----------------------------------------------|-----------|--------|--------|------------|"
+          "-------------------|------|")
+    for name in trees:
+        print(f"| cold `howto3d query` process (1 query)         | {name:<9} | {cold[name] * 1000:6.0f} |        |"
+              "            |                   |      |")
+    for label, name, lat, rps, cpu, load in rows:
+        print(f"| /query, {label:<37} | {name:<9} | {ms(lat, 50):6.1f} | {ms(lat, 95):6.1f} | {rps:10.0f} | "
+              f"{cpu:17.1f} | {load:4.1f} |")
     if secs:
         print(f"\n/localize, 640x360 JPEG: {np.mean(secs):.2f} s per photo (median {np.median(secs):.2f}, "
               f"{len(secs)} photos, {ok} localized)")

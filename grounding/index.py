@@ -14,51 +14,72 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from grounding.npmodel import softmax
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """Unit rows (cosine similarity = dot product)."""
+def normalize(x):
+    """Unit rows (cosine similarity = dot product), of a NumPy array (queries) or a torch tensor (training)."""
+    if isinstance(x, np.ndarray):
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), x.dtype.type(1e-12))
+    import torch  # training only: loaded already there, and a query must not pay for it
+
     return torch.nn.functional.normalize(x, dim=-1)
 
 
 @dataclass
 class LineIndex:
-    """One scene's narration segments: unit embeddings, voxel targets and weights."""
+    """One scene's narration segments: unit embeddings, voxel targets and weights (float32 NumPy arrays;
+    training hands in torch tensors, converted here)."""
 
-    embeddings: torch.Tensor
+    embeddings: np.ndarray
     """(N, D) unit sentence embeddings of the segments."""
-    targets: torch.Tensor
+    targets: np.ndarray
     """(N, N_V) each segment's distribution over the scene's voxels."""
-    weights: torch.Tensor
+    weights: np.ndarray
     """(N,) each segment's weight (how well its frames look at what it votes for)."""
 
-    def votes(self, queries: torch.Tensor, k: int, temperature: float, weight_power: float = 1.0) -> torch.Tensor:
-        """(Q, N_V) voxel distribution per query from its ``k`` nearest segments (``queries``: unit (Q, D)),
-        each voter counting softmax(cosine / ``temperature``) × its weight ** ``weight_power``."""
-        sims = queries @ self.embeddings.T
-        k = min(k, sims.shape[1])
-        top, idx = sims.topk(k, dim=1)
-        a = torch.softmax(top / temperature, dim=1) * self.weights[idx].pow(weight_power).clamp(min=1e-12)
-        a = a / a.sum(1, keepdim=True)
-        return torch.einsum("qk,qkv->qv", a, self.targets[idx])
+    def __post_init__(self) -> None:
+        self.embeddings, self.targets, self.weights = (np.ascontiguousarray(x, np.float32) for x in
+                                                       (self.embeddings, self.targets, self.weights))
 
-    def prior(self) -> torch.Tensor:
+    def votes(self, queries: np.ndarray, k: int, temperature: float, weight_power: float = 1.0) -> np.ndarray:
+        """(Q, N_V) voxel distribution per query from its ``k`` nearest segments (``queries``: unit (Q, D)),
+        each voter counting softmax(cosine / ``temperature``) × its weight ** ``weight_power``.
+
+        The voters' shares go into a sparse (Q, N) matrix, so all queries vote in one matmul with the targets."""
+        sims = np.asarray(queries, np.float32) @ self.embeddings.T
+        k = min(k, sims.shape[1])
+        idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(sims, idx, axis=1)
+        a = softmax(top / np.float32(temperature), axis=1) \
+            * np.maximum(self.weights[idx] ** np.float32(weight_power), np.float32(1e-12))
+        share = np.zeros_like(sims)
+        np.put_along_axis(share, idx, a / a.sum(1, keepdims=True), axis=1)
+        return share @ self.targets
+
+    def prior(self) -> np.ndarray:
         """(N_V,) where the scene's narration points overall: the weighted mean of all segments' targets."""
-        w = self.weights.clamp(min=1e-6)
+        w = np.maximum(self.weights, np.float32(1e-6))
         return (w @ self.targets) / w.sum()
 
-    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        return {f"{prefix}.embeddings": self.embeddings.contiguous(), f"{prefix}.targets": self.targets.contiguous(),
-                f"{prefix}.weights": self.weights.contiguous()}
+    def tensors(self, prefix: str) -> dict:
+        """The arrays as torch tensors under ``prefix`` (training saves them with ``safetensors.torch``)."""
+        import torch  # training only
+
+        return {f"{prefix}.{name}": torch.from_numpy(getattr(self, name))
+                for name in ("embeddings", "targets", "weights")}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> LineIndex:
+    def from_tensors(cls, tensors: dict, prefix: str) -> LineIndex:
         return cls(tensors[f"{prefix}.embeddings"], tensors[f"{prefix}.targets"], tensors[f"{prefix}.weights"])
 
 
-def targets(voxel_lists: list[np.ndarray], smooth: torch.Tensor) -> torch.Tensor:
-    """(N, N_V) per pair: the histogram of its voxels (one per frame, or a single one) smoothed by ``smooth``."""
+def targets(voxel_lists: list[np.ndarray], smooth):
+    """(N, N_V) torch tensor per pair: the histogram of its voxels (one per frame, or a single one) smoothed by
+    ``smooth`` (training)."""
+    import torch  # training only
+
     n_v = smooth.shape[0]
     hist = np.zeros((len(voxel_lists), n_v))
     for i, vox in enumerate(voxel_lists):

@@ -18,14 +18,11 @@ from torch import nn
 
 from grounding import encoder as light
 from grounding.config import PACKAGED_ENCODER
+from grounding.npmodel import INDEX, META, WEIGHTS  # the folder's file names, shared with the torch-free loader
 from recon.io import InputError, atomic_write_json
 
 if TYPE_CHECKING:  # training only: importing transformers costs ~1.7 s a query must not pay
     from transformers import BertModel, PreTrainedTokenizerBase
-
-WEIGHTS = "model.safetensors"
-META = "grounding.json"
-INDEX = "index.safetensors"
 
 
 def encoder_path(name: str) -> Path:
@@ -105,8 +102,9 @@ def save(model: GroundingModel, tokenizer: PreTrainedTokenizerBase, folder: Path
 
 
 def load(folder: Path) -> tuple[GroundingModel, light.Tokenizer, dict, dict[str, torch.Tensor]]:
-    """Inverse of :func:`save` for inference, on the light encoder (safetensors only, no pickle, no
-    ``transformers``); a damaged file is an :class:`InputError`."""
+    """Inverse of :func:`save` on the plain-torch encoder (safetensors only, no pickle, no ``transformers``), for
+    torch code; queries load the same folder without torch (``grounding.npmodel.load``). A damaged file is an
+    :class:`InputError`."""
     current = folder / META
     try:
         meta = json.loads(current.read_text(encoding="utf-8"))

@@ -1,13 +1,15 @@
-"""``howto3d query``: text → softmax over a scene's voxels → heatmap and the best voxel's centre (source §5.5.2)."""
+"""``howto3d query``: text → softmax over a scene's voxels → heatmap and the best voxel's centre (source §5.5.2).
+
+Everything here runs in NumPy (``grounding.npmodel``): a cold query never imports torch."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import torch
 
-from grounding import model as gmodel
+from grounding import npmodel
 from grounding.config import GroundingConfig
 from grounding.index import LineIndex, normalize
 from grounding.voxels import VoxelSpace
@@ -22,8 +24,8 @@ at is not boosted without bound."""
 class Grounder:
     """A trained grounding model and its scenes' voxel spaces, ready for queries."""
 
-    def __init__(self, folder: Path, model: gmodel.GroundingModel, tokenizer, meta: dict,
-                 spaces: dict[str, VoxelSpace], index: dict[str, torch.Tensor] | None = None):
+    def __init__(self, folder: Path, model: npmodel.GroundingModel, tokenizer, meta: dict,
+                 spaces: dict[str, VoxelSpace], index: dict[str, np.ndarray] | None = None):
         self.folder = folder
         self.model = model
         self.tokenizer = tokenizer
@@ -47,6 +49,7 @@ class Grounder:
         self.peak_separation = float(conf.get("peak_separation", defaults.peak_separation))
         self.uncertain_ratio = float(conf.get("uncertain_ratio", defaults.uncertain_ratio))
         self._near: dict[str, np.ndarray] = {}  # per scene: fixed while loaded, ~half a one-text query's time
+        self._prior: dict[tuple[str, float], np.ndarray] = {}  # per scene and prior_power: the prior's divisor
 
     def _head(self, scene: str) -> int:
         if scene not in self.spaces:
@@ -62,21 +65,24 @@ class Grounder:
             if not t.strip():
                 raise InputError("empty query: give the text to ground, e.g. 'pull out the dipstick'")
         out = []
-        with torch.inference_mode():
-            for b in range(0, len(texts), batch_size):
-                enc = gmodel.tokenize(self.tokenizer, texts[b:b + batch_size], self.max_tokens)
-                feats = self.model.embed(**enc)
-                probs = torch.softmax(self.model.logits(feats, head), dim=1)
-                if method != "classifier":
-                    votes = self.index[scene].votes(normalize(feats), self.k, self.temperature, self.weight_power)
-                    probs = votes if method == "index" else \
-                        (1 - self.ensemble_weight) * probs + self.ensemble_weight * votes
-                if self.prior_power > 0:
-                    probs = probs / (self.index[scene].prior() + PRIOR_FLOOR / len(self.spaces[scene].cells)) \
-                        ** self.prior_power
-                    probs = probs / probs.sum(1, keepdim=True)
-                out.append(probs.numpy().astype(np.float64))
+        for b in range(0, len(texts), batch_size):
+            feats = self.model.embed(*self.tokenizer.encode(texts[b:b + batch_size], self.max_tokens))
+            probs = npmodel.softmax(self.model.logits(feats, head)) if method != "index" else None
+            if method != "classifier":
+                votes = self.index[scene].votes(normalize(feats), self.k, self.temperature, self.weight_power)
+                probs = votes if probs is None else (1 - self.ensemble_weight) * probs + self.ensemble_weight * votes
+            if self.prior_power > 0:
+                probs = probs / self._prior_divisor(scene)
+                probs = probs / probs.sum(1, keepdims=True)
+            out.append(probs.astype(np.float64))
         return np.concatenate(out) if out else np.zeros((0, len(self.spaces[scene].cells)))
+
+    def _prior_divisor(self, scene: str) -> np.ndarray:
+        key = (scene, self.prior_power)
+        if key not in self._prior:
+            self._prior[key] = (self.index[scene].prior() + np.float32(PRIOR_FLOOR / len(self.spaces[scene].cells))) \
+                ** np.float32(self.prior_power)
+        return self._prior[key]
 
     def query(self, scene: str, texts: list[str], method: str | None = None) -> list[dict]:
         """The CLI contract: per text the answer point, its calibrated score, the top voxels and the peaks."""
@@ -115,11 +121,12 @@ def answer(scene: str, text: str, probs: np.ndarray, space: VoxelSpace, near: np
     # spike, the spike's own voxel wins instead of a neighbour whose ball holds a little more background.
     order = np.argsort(-(mass + probs), kind="stable")
     peaks: list[int] = []
-    for k in order:
-        if len(peaks) == TOP:
-            break
-        if all(np.linalg.norm(centers[k] - centers[j]) > peak_separation * unit for j in peaks):
-            peaks.append(int(k))
+    ranked = centers[order]
+    free = np.ones(len(order), bool)  # in rank order: not within peak_separation of a peak taken already
+    while len(peaks) < TOP and free.any():
+        k = int(order[np.argmax(free)])
+        peaks.append(k)
+        free &= np.linalg.norm(ranked - centers[k], axis=1) > peak_separation * unit
     best = peaks[0]
     uncertain = len(peaks) > 1 and mass[peaks[1]] >= uncertain_ratio * mass[best]
 
@@ -137,13 +144,14 @@ def answer(scene: str, text: str, probs: np.ndarray, space: VoxelSpace, near: np
     }
 
 
-def load(out_dir: Path) -> Grounder:
-    """Load a model written by :func:`grounding.train.main`, with a clear error when there is none."""
+def load(out_dir: Path, encoder: Literal["numpy", "torch"] = "numpy") -> Grounder:
+    """Load a model written by :func:`grounding.train.main`, with a clear error when there is none (``encoder``:
+    see :func:`grounding.npmodel.load`)."""
     out_dir = Path(out_dir)
     folder = out_dir / "model"
-    if not (folder / gmodel.WEIGHTS).is_file() or not (folder / gmodel.META).is_file():
+    if not (folder / npmodel.WEIGHTS).is_file() or not (folder / npmodel.META).is_file():
         raise InputError(f"{out_dir}: no trained grounding model there; run `howto3d train` first")
-    model, tokenizer, meta, index = gmodel.load(folder)
+    model, tokenizer, meta, index = npmodel.load(folder, encoder)
     spaces = {s: VoxelSpace.from_json(read_json(out_dir / "scenes" / s / "voxels.json")) for s in meta["scenes"]}
     return Grounder(out_dir, model, tokenizer, meta, spaces, index)
 

@@ -171,15 +171,7 @@ def query(ws: WS, scene: Scene,
         texts += grounding_cmds.gquery.read_queries(batch)
     if not texts:
         raise InputError('give a query ("where is the dipstick") or --batch FILE')
-    import torch  # what the query loads anyway
-
-    threads = torch.get_num_threads()
-    if len(texts) == 1:  # one ~10-token pass: a second OpenMP thread only adds hand-offs (~1 s on a busy machine)
-        torch.set_num_threads(1)
-    try:
-        results = grounding_cmds.query(Workspace.open(ws), scene, texts, heatmap)
-    finally:
-        torch.set_num_threads(threads)
+    results = grounding_cmds.query(Workspace.open(ws), scene, texts, heatmap)
     if json_out:
         reports.print_json(results[0] if len(results) == 1 else results)
     else:

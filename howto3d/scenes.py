@@ -196,10 +196,11 @@ def subtitle_inputs(ws: Workspace, scene: str) -> dict[str, object]:
     return {f"subtitles/{scene}/{v.name}": v.subtitles for v in ws.videos(scene)}
 
 
-def grounder(ws: Workspace, scene: str | None = None) -> gquery.Grounder:
+def grounder(ws: Workspace, scene: str | None = None, encoder: str = "numpy") -> gquery.Grounder:
     """The trained grounding model; with ``scene``, also checked to know that scene (else an input error) and to
-    have been trained in the scene's current shared frame (else :class:`StaleFrameError`)."""
-    model = gquery.load(ws.grounding_dir)
+    have been trained in the scene's current shared frame (else :class:`StaleFrameError`). ``encoder="torch"``
+    for a long-lived process (see :func:`grounding.npmodel.load`)."""
+    model = gquery.load(ws.grounding_dir, encoder)
     if scene is not None:
         model.scores(scene, [])  # raises when the model has no head for this scene
         check_frame(ws, scene, model.frames.get(scene))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -108,27 +109,35 @@ def _lift(points: np.ndarray, kp: np.ndarray, pid: np.ndarray, radius: float) ->
     return out
 
 
-def correspondences_3d(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]],
-                       conf: AlignConfig) -> tuple[np.ndarray, np.ndarray, int]:
-    """Aggregated unique 3D–3D correspondences (Xa, Xb) over the frame pairs, and the verified 2D match count."""
+def correspondences_3d(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]], conf: AlignConfig,
+                       seconds: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Aggregated unique 3D–3D correspondences (Xa, Xb) over the frame pairs, and the verified 2D match count.
+
+    ``seconds`` (when given) accumulates the time spent in ``match`` (mutual NN + fundamental RANSAC) and
+    ``lift`` (2D matches to 3D point ids)."""
     links: set[tuple[int, int]] = set()
     verified = 0
+    seconds = {} if seconds is None else seconds
     ransac = pycolmap.RANSACOptions()
     ransac.max_error = conf.fundamental_max_error
     ransac.random_seed = conf.seed
     for i, j, _ in pairs:
+        t = time.perf_counter()
         m = mutual_matches(a.descriptors[i], b.descriptors[j], conf.ratio)
-        if len(m) < max(8, conf.min_pair_matches):
-            continue
-        geo = pycolmap.estimate_fundamental_matrix(a.keypoints[i][m[:, 0]], b.keypoints[j][m[:, 1]], ransac)
+        geo = None
+        if len(m) >= max(8, conf.min_pair_matches):
+            geo = pycolmap.estimate_fundamental_matrix(a.keypoints[i][m[:, 0]], b.keypoints[j][m[:, 1]], ransac)
+        seconds["match"] = seconds.get("match", 0.0) + time.perf_counter() - t
         if geo is None or geo["num_inliers"] < conf.min_pair_matches:
             continue
+        t = time.perf_counter()
         m = m[np.asarray(geo["inlier_mask"], bool)]
         verified += len(m)
         pa = _lift(m[:, 0], a.keypoints[i], a.point_ids[i], conf.lift_radius_px)
         pb = _lift(m[:, 1], b.keypoints[j], b.point_ids[j], conf.lift_radius_px)
         ok = (pa >= 0) & (pb >= 0)
         links.update(zip(pa[ok].tolist(), pb[ok].tolist(), strict=True))
+        seconds["lift"] = seconds.get("lift", 0.0) + time.perf_counter() - t
     if not links:
         return np.zeros((0, 3)), np.zeros((0, 3)), verified
     la, lb = np.array(sorted(links)).T
@@ -136,10 +145,14 @@ def correspondences_3d(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int,
 
 
 def align_pair(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]], conf: AlignConfig) -> dict:
-    """Robust Sim(3) ``b_from_a`` of one video pair and its quality; ``accepted`` says if it makes an edge."""
-    xa, xb, verified = correspondences_3d(a, b, pairs, conf)
+    """Robust Sim(3) ``b_from_a`` of one video pair and its quality; ``accepted`` says if it makes an edge.
+
+    ``_seconds`` (never saved: keys starting with ``_`` stay in memory) splits its time into match, lift, sim3."""
+    seconds = {"match": 0.0, "lift": 0.0, "sim3": 0.0}
+    xa, xb, verified = correspondences_3d(a, b, pairs, conf, seconds)
     result = {"a": a.name, "b": b.name, "frame_pairs": len(pairs), "matches_2d": verified,
-              "correspondences_3d": len(xa), "inliers": 0, "inlier_ratio": 0.0, "accepted": False}
+              "correspondences_3d": len(xa), "inliers": 0, "inlier_ratio": 0.0, "accepted": False,
+              "_seconds": seconds}
     if len(xa) < 3:
         result["reason"] = "too few 3D-3D correspondences"
         return result
@@ -147,7 +160,9 @@ def align_pair(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]]
     ransac = pycolmap.RANSACOptions()
     ransac.max_error = threshold
     ransac.random_seed = conf.seed
+    t = time.perf_counter()
     fit = pycolmap.estimate_sim3d_robust(xa, xb, ransac)
+    seconds["sim3"] = time.perf_counter() - t
     if fit is None:
         result["reason"] = "Sim(3) RANSAC failed"
         return result
@@ -435,11 +450,13 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
     ``map_pairs(fn, jobs)`` (default: the built-in ``map``) runs the per-pair work, so a caller can spread it over
     processes or machines; the jobs carry arrays only, no paths."""
     out_dir, map_pairs = Path(out_dir), map_pairs or map
+    clock = _Clock()
     if fingerprints is None:
         fingerprints = {v: Model(d).fingerprint() for v, d in sfm_dirs.items()}
     segments = [(v, k) for v in sorted(sfm_dirs) for k in segment_dirs(sfm_dirs[v])]
     names = [node_name(v, k) for v, k in segments]
     models = [load_video_model(node_name(v, k), sfm_dirs[v], k) for v, k in segments]
+    clock.lap("load")
     usable = [i for i, m in enumerate(models) if m.descriptors]  # a model without registered frames links nothing
     segments, names, models = [segments[i] for i in usable], [names[i] for i in usable], [models[i] for i in usable]
     previous = Alignment.load(out_dir) if Alignment.is_done(out_dir) else None
@@ -457,6 +474,7 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
     globals_ = [np.stack([vlad(d, codebook) for d in m.descriptors]) for m in models]
     similarity = node_similarity(globals_) if models else np.zeros((0, 0))
     candidates = candidate_pairs(similarity, conf.video_pairs_per_node)
+    clock.lap("retrieve")
     rematch = kept.rematch if kept else set(names)
     pairs = [(i, j) for i, j in candidates if names[i] in rematch or names[j] in rematch]
     reused = kept.edges if kept else []
@@ -470,6 +488,7 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
                  len(reused), ", ".join(f"{e['a']}↔{e['b']}" for e in reused) or "none", len(pairs),
                  ", ".join(sorted(rematch)) or "none", "reused" if kept.codebook is not None else "learned again")
     edges = reused + _match(pairs, models, globals_, conf, map_pairs, progress)
+    clock.lap("pairs")
     fixed_ref: dict[str, pycolmap.Sim3d] = {}
     if kept is not None:  # work in the reference model's units (thresholds are relative to its size)
         reference_from_frame = sim3_from_json(kept.frame["frame_from_reference"]).inverse()
@@ -495,12 +514,15 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
                      ", ".join(sorted(unaligned)), len(more))
             edges += _match(more, models, globals_, conf, map_pairs, progress)
             pairs += more
+            clock.lap("pairs")
             reference, shared, unaligned = compose()
     refined: dict[str, dict] = {}
     frame, frame_from_reference = {}, pycolmap.Sim3d()
     if reference is not None:
+        clock.lap("compose")
         shared, refined = refine(reference, shared, edges, conf, models[names.index(reference)].size,
                                  fixed=fixed_ref)
+        clock.lap("refine")
         if kept is not None:
             frame, frame_from_reference = kept.frame, sim3_from_json(kept.frame["frame_from_reference"])
         else:
@@ -522,7 +544,38 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
     alignment.unaligned.update({v: unaligned[v] for v in sorted(sfm_dirs)
                                 if v not in alignment.shared_from_segment and v in unaligned})
     alignment.save(out_dir)
-    return alignment.summary()
+    clock.lap("frame")
+    seconds = clock.split([e["_seconds"] for e in edges if "_seconds" in e])
+    log.info("align: %.1f s (%s)", seconds["total"], ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()
+                                                              if k != "total"))
+    return alignment.summary() | {"seconds": seconds}
+
+
+class _Clock:
+    """Wall time per phase of :func:`main`: each ``lap`` adds the time since the previous one to its phase."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[phase] = self.laps.get(phase, 0.0) + now - self.last
+        self.last = now
+
+    def split(self, per_pair: list[dict[str, float]]) -> dict[str, float]:
+        """The phases, with the node pairs' wall time split into match / lift / sim3 by their own timings (a
+        worker's time when pairs run elsewhere, so the split is scaled to the wall time it took here) plus
+        ``pairs_other`` (job slicing, transfer, what the split does not cover); ``total`` is their sum."""
+        laps = dict(self.laps)
+        wall = laps.pop("pairs", 0.0)
+        inner = {k: sum(p.get(k, 0.0) for p in per_pair) for k in ("match", "lift", "sim3")}
+        scale = min(1.0, wall / sum(inner.values())) if sum(inner.values()) > 0 else 1.0
+        out = {k: v * scale for k, v in inner.items()} | {"pairs_other": max(0.0, wall - sum(inner.values()))}
+        out = {"load": laps.pop("load", 0.0), "retrieve": laps.pop("retrieve", 0.0), **out, **laps}
+        out = {k: round(v, 3) for k, v in out.items()}
+        out["total"] = round(time.perf_counter() - self.start, 3)
+        return out
 
 
 FRAME_UNITS = ("model", "metres")

@@ -50,7 +50,7 @@ def _mapper_options(conf: ReconstructConfig) -> pycolmap.IncrementalPipelineOpti
     return opts
 
 
-def _global_options(conf: ReconstructConfig) -> pycolmap.GlobalPipelineOptions:
+def global_options(conf: ReconstructConfig) -> pycolmap.GlobalPipelineOptions:
     """pycolmap's global (GLOMAP) pipeline, seeded, CPU only, keeping every model above the size floor."""
     opts = pycolmap.GlobalPipelineOptions()
     opts.num_threads = conf.num_threads
@@ -64,7 +64,7 @@ def _global_options(conf: ReconstructConfig) -> pycolmap.GlobalPipelineOptions:
     return opts
 
 
-def _sequential_pairs(db_path: Path, names: list[str], conf: ReconstructConfig) -> list[tuple[str, str]]:
+def sequential_pairs(db_path: Path, names: list[str], conf: ReconstructConfig) -> list[tuple[str, str]]:
     """Temporal neighbours plus VLAD-retrieved loop-closing pairs."""
     pairs = {(names[i], names[j]) for i in range(len(names))
              for j in range(i + 1, min(len(names), i + 1 + conf.sequential_overlap))}
@@ -133,7 +133,7 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
             pycolmap.match_exhaustive(db_path, matching_options=matching, device=pycolmap.Device.cpu)
         else:
             pairs_path = tmp / "pairs.txt"
-            pairs_path.write_text("".join(f"{a} {b}\n" for a, b in _sequential_pairs(db_path, names, conf)))
+            pairs_path.write_text("".join(f"{a} {b}\n" for a, b in sequential_pairs(db_path, names, conf)))
             pairing = pycolmap.ImportedPairingOptions()
             pairing.match_list_path = str(pairs_path)
             pycolmap.match_image_pairs(db_path, matching_options=matching, pairing_options=pairing,
@@ -143,7 +143,7 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
         t = time.perf_counter()
         (tmp / "mapper").mkdir()
         if conf.mapper == "global":
-            models = pycolmap.global_mapping(db_path, image_dir, tmp / "mapper", options=_global_options(conf))
+            models = pycolmap.global_mapping(db_path, image_dir, tmp / "mapper", options=global_options(conf))
         else:
             models = pycolmap.incremental_mapping(db_path, image_dir, tmp / "mapper",
                                                   options=_mapper_options(conf))

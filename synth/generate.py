@@ -34,7 +34,7 @@ from synth.footage import (
     exposure_curve,
     motion_blur,
 )
-from synth.narration import narrate, to_json, to_srt
+from synth.narration import in_view, narrate, to_json, to_srt
 from synth.render import Renderer, project
 from synth.tasks import TASKS
 from synth.video import VideoWriter
@@ -218,7 +218,8 @@ def _make_video(
     edited = bool(edit.cuts or edit.inserts)
     visits, dwells = _video_visits(path.visits, edit, cfg.fps) if edited else (path.visits, None)
     dwells = dwells or [{"part": vi.part, "start": _r(vi.start), "end": _r(vi.end)} for vi in visits]
-    lines = narrate(rng, visits, scene.name, task_names, cfg.seconds, extra_talk=cfg.extra_talk)
+    visible = _in_view(path.pose_at, edit, parts, K, cfg) if cfg.extra_talk > 0 else None
+    lines = narrate(rng, visits, scene.name, task_names, cfg.seconds, extra_talk=cfg.extra_talk, visible=visible)
     subtitles, fmt = _write_subtitles(cfg, s, v, video_dir, name, lines)
 
     fx = _video_rng(cfg, s, v, 3)
@@ -284,6 +285,19 @@ def _make_video(
     if fmt != "srt":
         out["words"] = [{"word": w.text, "start": w.start, "end": w.end, "line": w.line} for w in spoken_words(lines)]
     return out
+
+
+def _in_view(pose_at: Callable[[np.ndarray], np.ndarray], edit: Timeline, parts: dict[str, np.ndarray],
+             K: np.ndarray, cfg: WorldConfig) -> Callable[[float, float], set[str]]:
+    """``visible(a, b)``: parts in view (:func:`synth.narration.in_view`) in some bay frame of video time [a, b],
+    so that an off-screen mention names a part the camera does not show then."""
+
+    def visible(a: float, b: float) -> set[str]:
+        frames = np.flatnonzero((edit.times >= a) & (edit.times <= b) & np.isfinite(edit.source))
+        poses = pose_at(edit.source[frames]) if len(frames) else ()
+        return set().union(*(in_view(parts, p, K, cfg.distortion_k1, cfg.width, cfg.height) for p in poses))
+
+    return visible
 
 
 def _video_visits(visits: list[Visit], edit: Timeline, fps: float) -> tuple[list[Visit], list[dict]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
@@ -78,6 +79,15 @@ _OUTROS = (
     "if this helped you, hit the subscribe button",
     "see you in the next video",
 )
+_ASIDES = (  # mid-video talk about nothing on screen (``extra_talk`` only)
+    "don't forget to like and subscribe",
+    "my last car had the same problem",
+    "I got this one at the local parts store",
+    "let me know in the comments if you have any questions",
+    "this car has about a hundred thousand miles on it",
+    "sorry, the light is not great in here",
+    "I'll link the tools I use below",
+)
 _MENTIONS = (
     "we'll look at the {p} in another video",
     "the {p} is over there but we don't need it today",
@@ -109,12 +119,15 @@ def narrate(
     task_names: list[str],
     seconds: float,
     extra_talk: float = 0.0,
+    visible: Callable[[float, float], set[str]] | None = None,
 ) -> list[Narration]:
     """Timed narration for one video: lines near each step with timing noise, plus noise talk.
 
-    ``extra_talk``: extra ungrounded lines per 10 s of video (half filler talk, half off-screen part mentions,
-    at random times, kept only where they fit between lines), for worlds whose narration is mostly not about
-    what the camera shows; 0 draws nothing more, so existing worlds stay identical.
+    ``extra_talk``: extra ungrounded lines per 10 s of video (half filler talk, half mentions of a part the
+    camera does not show while the line is said: ``visible(start, end)`` gives the parts in view, else the parts
+    this video never visits), at random times. They take their time from step talk (a step line they overlap is
+    cut to its longer free side, or dropped under 1 s), so the ungrounded share grows with the knob instead of
+    being squeezed out by the steps; 0 draws nothing more, so existing worlds stay identical.
     """
 
     def pick(options):
@@ -142,14 +155,33 @@ def narrate(
         extras.append(
             line(rng.uniform(0.5, seconds - 2.0), pick(_MENTIONS).format(p=pick(SYNONYMS[part])), part, "mention")
         )
-    for n in range(int(rng.poisson(extra_talk * seconds / 10.0)) if extra_talk > 0 else 0):
+    if extra_talk <= 0:
+        return _fit(_sequential(steps, seconds), extras, seconds)
+    talk = []
+    for n in range(int(rng.poisson(extra_talk * seconds / 10.0))):
         start = rng.uniform(0.0, max(seconds - 2.0, 0.1))
-        if n % 2 and off_screen:
-            part = pick(off_screen)
-            extras.append(line(start, pick(_MENTIONS).format(p=pick(SYNONYMS[part])), part, "mention"))
+        unseen = [p for p in PARTS if p not in visible(start, start + 4.0)] if visible else off_screen
+        if n % 2 and unseen:
+            part = pick(unseen)
+            talk.append(line(start, pick(_MENTIONS).format(p=pick(SYNONYMS[part])), part, "mention"))
         else:
-            extras.append(line(start, pick(_FILLERS), None, "filler"))
-    return _fit(_sequential(steps, seconds), extras, seconds)
+            talk.append(line(start, pick(_FILLERS + _ASIDES), None, "filler"))
+    talk = _fit([], talk, seconds)
+    return _fit(talk + _around(_sequential(steps, seconds), talk), extras, seconds)
+
+
+def _around(steps: list[Narration], talk: list[Narration]) -> list[Narration]:
+    """Step lines cut around the ``talk`` lines that interrupt them: the longer free side, if >= 1 s."""
+    out = []
+    for n in steps:
+        lo, hi = n.start, n.end
+        for m in talk:
+            if m.start - 0.1 < hi and lo < m.end + 0.1:
+                before, after = (lo, min(hi, m.start - 0.1)), (max(lo, m.end + 0.1), hi)
+                lo, hi = max(before, after, key=lambda span: span[1] - span[0])
+        if hi - lo >= 1.0:
+            out.append(Narration(lo, hi, n.text, n.part, n.kind))
+    return out
 
 
 def _sequential(lines: list[Narration], seconds: float) -> list[Narration]:
@@ -187,3 +219,41 @@ def to_srt(lines: list[Narration]) -> str:
 def to_json(lines: list[Narration]) -> list[dict]:
     """Ground-truth records."""
     return [asdict(n) for n in lines]
+
+
+def renarrate(video: dict, car: str, extra_talk: float, seed: int = 0) -> list[Narration]:
+    """A rendered video's narration drawn anew from its ground-truth record (``ground_truth.json``: steps, dwells,
+    tasks, cameras, part positions), e.g. with more ungrounded talk: the pictures do not depend on the narration,
+    so tests and benchmarks can vary the talk over an already reconstructed world."""
+    steps = {(t, s.text): s for t, task in TASKS.items() for s in task.steps}
+    visits = []
+    for d in video["dwells"]:
+        inside = [s for s in video["steps"] if d["start"] - 1e-6 <= s["start"] < d["end"] and s["part"] == d["part"]]
+        if inside:
+            visits.append(Visit(d["part"], [(s["task"], steps[s["task"], s["step"]]) for s in inside],
+                                d["start"], d["end"]))
+    parts = {p: np.asarray(x) for p, x in video["parts"].items()}
+    frames = [f for f in video["frames"] if f.get("cam_from_world") is not None]
+    times = np.array([f["time"] for f in frames])
+
+    def visible(a: float, b: float) -> set[str]:
+        return set().union(*(in_view(parts, np.array(frames[i]["cam_from_world"]), np.array(frames[i]["K"]),
+                                     frames[i].get("k1", 0.0), video["width"], video["height"])
+                             for i in np.flatnonzero((times >= a) & (times <= b))))
+
+    seconds = len(video["frames"]) / video["fps"]
+    return narrate(np.random.default_rng(seed), visits, car, video["tasks"], seconds, extra_talk, visible)
+
+
+def in_view(parts: dict[str, np.ndarray], cam_from_world: np.ndarray, K: np.ndarray, k1: float, width: int,
+            height: int) -> set[str]:
+    """Parts whose anchor is in front of this camera and inside its image (10 % margin); occlusion is ignored, so
+    a part hidden behind another counts as visible, which only errs on the safe side for off-screen mentions."""
+    from synth.render import project
+
+    names = list(parts)
+    X = np.array([parts[p] for p in names])
+    uv = project(K, k1, cam_from_world, X)
+    ok = (X @ cam_from_world[2, :3] + cam_from_world[2, 3] > 0.05) & (uv[:, 0] > -0.1 * width) \
+        & (uv[:, 0] < 1.1 * width) & (uv[:, 1] > -0.1 * height) & (uv[:, 1] < 1.1 * height)
+    return {n for n, o in zip(names, ok, strict=True) if o}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import networkx as nx
 import numpy as np
 import pycolmap
 import pytest
 
-from recon.align import AlignConfig, VideoModel, candidate_pairs, compose_graph, refine
+from recon.align import AlignConfig, VideoModel, align_pair, candidate_pairs, compose_graph, refine
+from recon.retrieval import mutual_matches
+from recon.sim3 import sim3_from_json
 
 
 def _sim(rng: np.random.Generator) -> pycolmap.Sim3d:
@@ -108,3 +111,51 @@ def test_a_models_frame_slice_keeps_its_points_and_size():
     assert list(part.points3d_ids) == [3, 8, 31]  # only the points these frames observe travel
     assert np.array_equal(part.xyz(np.array([31, 3])), model.xyz(np.array([31, 3])))
     assert np.array_equal(part.xyz(np.array([31, 3])), xyz[[4, 0]])
+
+
+# ---- one node pair end to end on exact synthetic views: Sim(3), timing split, matcher ------------------------
+def _views(rng: np.random.Generator, xyz: np.ndarray, desc: np.ndarray, cam_from_world: pycolmap.Rigid3d):
+    """Pixel positions of ``xyz`` seen by a 640×360 camera and the points' descriptors with a little noise."""
+    K = np.array([[500.0, 0, 320], [0, 500, 180], [0, 0, 1]])
+    x = (cam_from_world * xyz) @ K.T
+    d = desc + rng.normal(0, 0.02, desc.shape).astype(np.float32)
+    return x[:, :2] / x[:, 2:], d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def test_a_node_pair_recovers_the_true_sim3_and_splits_its_time():
+    rng = np.random.default_rng(1)
+    n = 400
+    xyz = rng.uniform(-1, 1, (n, 3)) + [0, 0, 4]
+    desc = rng.normal(size=(n, 128)).astype(np.float32)
+    b_from_a = _sim(rng)
+    kp_a, d_a = _views(rng, xyz, desc, pycolmap.Rigid3d())
+    kp_b, d_b = _views(rng, xyz, desc, pycolmap.Rigid3d(pycolmap.Rotation3d(np.r_[0, 0.05, 0, 1]), [-0.4, 0, 0]))
+    order = rng.permutation(n)  # b's keypoints in another order: matching must find them
+    ids_a, ids_b = np.arange(n), np.arange(n) + 1000
+    a = VideoModel("a", [1], [kp_a], [d_a], [ids_a], ids_a, xyz, 1.0)
+    b = VideoModel("b", [1], [kp_b[order]], [d_b[order]], [ids_b[order]], ids_b, b_from_a * xyz, b_from_a.scale)
+    wall = time.perf_counter()
+    edge = align_pair(a, b, [(0, 0, 1.0)], AlignConfig())
+    wall = time.perf_counter() - wall
+    assert edge["accepted"] and edge["inliers"] == n
+    fit = sim3_from_json(edge["b_from_a"])
+    assert np.abs(fit * xyz - b_from_a * xyz).max() < 1e-6 * b_from_a.scale
+    split = edge["_seconds"]
+    assert set(split) == {"match", "lift", "sim3"} and all(v > 0 for v in split.values())
+    assert sum(split.values()) <= wall  # parts of the pair's own time, never more
+
+
+def test_mutual_matches_equal_a_plain_reference():
+    rng = np.random.default_rng(2)
+    for na, nb in [(2, 5), (5, 2), (300, 200), (64, 64)]:
+        da = rng.normal(size=(na, 128)).astype(np.float32)
+        db = rng.normal(size=(nb, 128)).astype(np.float32)
+        db[: min(na, nb) // 2] = da[: min(na, nb) // 2] + 0.1 * rng.normal(size=(min(na, nb) // 2, 128))
+        db[1] = db[0]  # a tie: the second best equals the best, so the ratio test rejects it
+        da /= np.linalg.norm(da, axis=1, keepdims=True)
+        db /= np.linalg.norm(db, axis=1, keepdims=True)
+        dist = np.sqrt(np.clip(2 - 2 * da @ db.T, 0, None))
+        want = [(i, int(np.argmin(dist[i]))) for i in range(na)
+                if int(np.argmin(dist[:, np.argmin(dist[i])])) == i
+                and np.sort(dist[i])[0] < 0.85 * np.sort(dist[i])[1]]
+        assert [tuple(m) for m in mutual_matches(da, db, 0.85).tolist()] == want

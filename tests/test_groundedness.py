@@ -62,12 +62,21 @@ def test_step_lines_score_higher_than_filler_and_shuffled_model_is_chance():
     res = groundedness(feats, lines, embed, GroundednessConfig(epochs=80))
     y = np.concatenate([kinds[v] for v in sorted(res)])
     s = np.concatenate([res[v].lines for v in sorted(res)])
-    assert roc_auc_score(y, s) > 0.8, (s[y].mean(), s[~y].mean())
+    # Step vs filler AUC, measured on planted seeds 0/1/2: 0.86/0.74/0.79 trained, 0.63/0.33/0.47 shuffled; the
+    # bound sits between (seed 0) with a 0.1 margin each way, so a model that learns nothing fails it.
+    bound = 0.75
+    assert roc_auc_score(y, s) > bound, (s[y].mean(), s[~y].mean())
     assert np.mean([r.auc for r in res.values()]) > 0.65
     again = groundedness(feats, lines, embed, GroundednessConfig(epochs=80))
     assert [r.lines for r in again.values()] == [r.lines for r in res.values()]  # same seed, same scores
     shuffled = groundedness(feats, lines, embed, GroundednessConfig(epochs=80, shuffle=True))
     assert abs(np.mean([r.auc for r in shuffled.values()]) - 0.5) < 0.12
+    assert roc_auc_score(y, np.concatenate([shuffled[v].lines for v in sorted(res)])) < bound
+    # the non-parametric text-neighbour score (no training) separates them too, and its control does not
+    near = groundedness(feats, lines, embed, GroundednessConfig(method="neighbours"))
+    assert roc_auc_score(y, np.concatenate([near[v].lines for v in sorted(res)])) > bound
+    near = groundedness(feats, lines, embed, GroundednessConfig(method="neighbours", shuffle=True))
+    assert roc_auc_score(y, np.concatenate([near[v].lines for v in sorted(res)])) < bound
 
 
 @pytest.mark.slow
