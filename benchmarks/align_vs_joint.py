@@ -27,6 +27,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +68,20 @@ class Arm:
     cpu: float = 0.0
     """CPU seconds (user + system, this process and its finished workers): less sensitive to a busy machine than
     wall time, which is what a user waits for."""
+
+    @contextmanager
+    def measured(self) -> Iterator[None]:
+        """Load before/after and CPU seconds of the whole arm."""
+        before, cpu = load1(), cpu_seconds()
+        yield
+        self.load, self.cpu = (before, load1()), cpu_seconds() - cpu
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Wall seconds of one part of the arm, into ``split``."""
+        t = time.perf_counter()
+        yield
+        self.split[name] = time.perf_counter() - t
 
 
 def load1() -> float:
@@ -139,43 +155,31 @@ def joint_scene(scene: str, models: dict, times: dict[str, float]) -> SharedScen
 def joint_exhaustive(ws: Workspace, scene: str, tmp: Path, conf: ReconstructConfig) -> tuple[Arm, SharedScene]:
     """(b) All frames in one exhaustive pycolmap run, incremental mapper."""
     arm = Arm("joint exhaustive + incremental")
-    images, times, by_video = joint_images(ws, scene, tmp)
+    images, times, _ = joint_images(ws, scene, tmp)
     n = len(times)
     arm.pairs = n * (n - 1) // 2
     db = tmp / "joint.db"
-    arm.load, cpu = (load1(), 0.0), cpu_seconds()
-    t = time.perf_counter()
-    extract(db, images, conf)
-    arm.split["extract"] = time.perf_counter() - t
-    t = time.perf_counter()
-    pycolmap.match_exhaustive(db, matching_options=matching_options(conf), device=pycolmap.Device.cpu)
-    arm.split["match"] = time.perf_counter() - t
-    t = time.perf_counter()
-    (tmp / "joint").mkdir()
-    opts = pycolmap.IncrementalPipelineOptions()
-    opts.num_threads = conf.num_threads
-    opts.random_seed = conf.seed
-    models = pycolmap.incremental_mapping(db, images, tmp / "joint", options=opts)
-    arm.split["map"] = time.perf_counter() - t
+    with arm.measured():
+        with arm.stage("extract"):
+            extract(db, images, conf)
+        with arm.stage("match"):
+            pycolmap.match_exhaustive(db, matching_options=matching_options(conf), device=pycolmap.Device.cpu)
+        with arm.stage("map"):
+            (tmp / "joint").mkdir()
+            opts = pycolmap.IncrementalPipelineOptions()
+            opts.num_threads = conf.num_threads
+            opts.random_seed = conf.seed
+            models = pycolmap.incremental_mapping(db, images, tmp / "joint", options=opts)
     arm.seconds = sum(arm.split.values())
-    arm.load, arm.cpu = (arm.load[0], load1()), cpu_seconds() - cpu
     return arm, joint_scene(scene, models, times)
 
 
-def joint_best(ws: Workspace, scene: str, tmp: Path, conf: ReconstructConfig, cross_top: int,
-               seed: int) -> tuple[Arm, SharedScene]:
-    """(c) One database; sequential + loop-closure pairs within each video, VLAD-retrieved pairs across videos;
-    ``match_image_pairs``; the global mapper."""
-    arm = Arm(f"joint sequential + retrieval (top {cross_top}) + global")
-    images, times, by_video = joint_images(ws, scene, tmp)
-    db = tmp / "joint.db"
-    arm.load, cpu = (load1(), 0.0), cpu_seconds()
-    t = time.perf_counter()
-    extract(db, images, conf)
-    arm.split["extract"] = time.perf_counter() - t
-    t = time.perf_counter()
+def joint_pairs(db: Path, by_video: dict[str, list[str]], conf: ReconstructConfig, cross_top: int,
+                seed: int) -> list[tuple[str, str]]:
+    """The product's within-video pairs per video, plus each frame's ``cross_top`` VLAD-retrieved frames of
+    other videos."""
     pairs: set[tuple[str, str]] = set()
-    for names in by_video.values():  # the product's within-video pairs, per video
+    for names in by_video.values():
         pairs.update(sequential_pairs(db, names, conf))
     database = pycolmap.Database.open(str(db))
     try:
@@ -193,36 +197,46 @@ def joint_best(ws: Workspace, scene: str, tmp: Path, conf: ReconstructConfig, cr
         for j in np.argsort(-sim_i, kind="stable")[:cross_top]:
             if np.isfinite(sim_i[j]):
                 pairs.add(tuple(sorted((names[i], names[int(j)]))))
+    return sorted(pairs)
+
+
+def joint_best(ws: Workspace, scene: str, tmp: Path, conf: ReconstructConfig, cross_top: int,
+               seed: int) -> tuple[Arm, SharedScene]:
+    """(c) One database; sequential + loop-closure pairs within each video, VLAD-retrieved pairs across videos;
+    ``match_image_pairs``; the global mapper."""
+    arm = Arm(f"joint sequential + retrieval (top {cross_top}) + global")
+    images, times, by_video = joint_images(ws, scene, tmp)
+    db = tmp / "joint.db"
+    with arm.measured():
+        with arm.stage("extract"):
+            extract(db, images, conf)
+        with arm.stage("pairs"):
+            pairs_path = tmp / "pairs.txt"
+            pairs = joint_pairs(db, by_video, conf, cross_top, seed)
+            pairs_path.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+        with arm.stage("match"):
+            pairing = pycolmap.ImportedPairingOptions()
+            pairing.match_list_path = str(pairs_path)
+            pycolmap.match_image_pairs(db, matching_options=matching_options(conf), pairing_options=pairing,
+                                       device=pycolmap.Device.cpu)
+        with arm.stage("map"):
+            (tmp / "joint").mkdir()
+            models = pycolmap.global_mapping(db, images, tmp / "joint", options=global_options(conf))
     arm.pairs = len(pairs)
-    pairs_path = tmp / "pairs.txt"
-    pairs_path.write_text("".join(f"{a} {b}\n" for a, b in sorted(pairs)))
-    arm.split["pairs"] = time.perf_counter() - t
-    t = time.perf_counter()
-    pairing = pycolmap.ImportedPairingOptions()
-    pairing.match_list_path = str(pairs_path)
-    pycolmap.match_image_pairs(db, matching_options=matching_options(conf), pairing_options=pairing,
-                               device=pycolmap.Device.cpu)
-    arm.split["match"] = time.perf_counter() - t
-    t = time.perf_counter()
-    (tmp / "joint").mkdir()
-    models = pycolmap.global_mapping(db, images, tmp / "joint", options=global_options(conf))
-    arm.split["map"] = time.perf_counter() - t
     arm.seconds = sum(arm.split.values())
-    arm.load, arm.cpu = (arm.load[0], load1()), cpu_seconds() - cpu
     return arm, joint_scene(scene, models, times)
 
 
 def ours(ws: Workspace, scene: str, frames: int) -> tuple[Arm, float, SharedScene]:
     """(a) ``reconstruct`` + ``align`` with the product's defaults; returns the arm and the frame-sampling time."""
     arm = Arm("howto3d: per-video SfM + alignment graph")
-    arm.load, cpu = (load1(), 0.0), cpu_seconds()
-    t = time.perf_counter()
-    recon_cmds.reconstruct(ws, scene, frames=frames)
-    t_recon = time.perf_counter() - t
-    t = time.perf_counter()
-    summary = recon_cmds.align(ws, scene)[scene]
-    t_align = time.perf_counter() - t
-    arm.load, arm.cpu = (arm.load[0], load1()), cpu_seconds() - cpu
+    with arm.measured():
+        t = time.perf_counter()
+        recon_cmds.reconstruct(ws, scene, frames=frames)
+        t_recon = time.perf_counter() - t
+        t = time.perf_counter()
+        summary = recon_cmds.align(ws, scene)[scene]
+        t_align = time.perf_counter() - t
     reports = [read_json(ws.sfm_dir(scene, v) / "report.json") for v in scenes.reconstructed_videos(ws, scene)]
     for stage in ("extract", "match", "map"):
         arm.split[stage] = sum(r["seconds"][stage] for r in reports)

@@ -59,10 +59,11 @@ class QueryBatcher:
     """One thread answers queries in batches: concurrent requests share one BERT forward pass.
 
     Same text → same answer (the model is fixed while serving), so recent answers are cached, as the JSON bytes
-    the response sends (serialized once, in this thread). The forward pass runs in NumPy on one BLAS thread
-    (``grounding.npmodel``: on a 2-core machine the other core serves HTTP). Once requests arrive concurrently
-    (the last batch held several), a new batch waits up to ``window_s`` for more texts, so 8 clients share one
-    pass instead of alternating a pass of one with a pass of seven; a lone client never waits.
+    the response sends (serialized once, in this thread). The forward pass runs on one torch thread (the
+    service loads the model with ``encoder="torch"``; on a 2-core machine the other core serves HTTP). Once
+    requests arrive concurrently (the last batch held several), a new batch waits up to ``window_s`` for more
+    texts, so 8 clients share one pass instead of alternating a pass of one with a pass of seven; a lone client
+    never waits.
     """
 
     def __init__(self, grounder, max_batch: int = 32, cache_size: int = 1024, window_s: float = 0.002):

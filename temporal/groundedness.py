@@ -260,8 +260,6 @@ def groundedness(features: Mapping[str, np.ndarray], lines: Mapping[str, Sequenc
     mean, std = allX.mean(0), allX.std(0) + 1e-6
     Z = {v: ((features[v] - mean) / std).astype(np.float32) for v in names}
     texts = {v: np.asarray(embed([t for t, _, _ in lines[v]]), dtype=np.float32) for v in names}
-    clips = {v: window_features(Z[v], np.array([(s + e) / 2 for _, s, e in lines[v]]), conf.window_seconds)
-             for v in names}
     if conf.method == "neighbours":
         # Centred per video: a window is compared with windows of *other* videos, whose own light and colours
         # would otherwise make them closer to each other than to any window of this video.
@@ -277,6 +275,8 @@ def groundedness(features: Mapping[str, np.ndarray], lines: Mapping[str, Sequenc
             if progress:
                 progress("groundedness", n + 1, len(names))
         return out
+    clips = {v: window_features(Z[v], np.array([(s + e) / 2 for _, s, e in lines[v]]), conf.window_seconds)
+             for v in names}
     folds = min(conf.folds, len(names))
     order = rng.permutation(len(names))
     fold_of = {names[i]: n % folds for n, i in enumerate(order)}
