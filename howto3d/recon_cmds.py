@@ -104,7 +104,7 @@ def reconstruct(ws: Workspace, scene: str | None, *, frames: int | None = None, 
         elif phase == "frames":
             frames_step.put("done", seconds=round(result["seconds"], 2))
             return [sfm_task(i)]
-        info = {"seconds": round(result["seconds"], 2)}
+        info = {"seconds": round(result.get("seconds", 0.0), 2)}  # a worker that died sent nothing back
         if result["status"] == "done":
             info |= {k: result["report"][k] for k in ("registered", "frames_sampled", "points3D")}
             info["segments"] = len(result["report"]["segments"])

@@ -26,8 +26,9 @@ from scipy.spatial import cKDTree
 
 from recon.config import AlignConfig
 from recon.io import InputError, atomic_dir, atomic_write_json, read_json
-from recon.reconstruct import Model, load_model, read_features, segment_dirs
-from recon.retrieval import learn_codebook, mutual_matches, top_pairs, vlad
+from recon.matching import match_frame_pairs
+from recon.reconstruct import Model, load_model, segment_dirs
+from recon.retrieval import learn_codebook, top_pairs, vlad
 from recon.sim3 import sim3_from_json, sim3_to_json
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ class VideoModel:
     keypoints: list[np.ndarray]
     """Per registered frame, (n, 2) keypoint positions."""
     descriptors: list[np.ndarray]
-    """Per registered frame, (n, 128) L2-normalised float32 SIFT descriptors."""
+    """Per registered frame, (n, 128) uint8 SIFT descriptors as the database stores them (what COLMAP's matcher
+    takes; a quarter of the float size when a pair travels to another process)."""
     point_ids: list[np.ndarray]
     """Per registered frame, (n,) 3D point id observed by each keypoint (-1 when none)."""
     points3d_ids: np.ndarray
@@ -80,7 +82,8 @@ def load_video_model(name: str, sfm_dir: Path, segment: int = 0) -> VideoModel:
         for image_id in sorted(rec.reg_image_ids()):
             image = rec.images[image_id]
             db_id = by_name[image.name]
-            kp, d = read_features(db, db_id)
+            kp = db.read_keypoints(db_id)[:, :2].astype(np.float64)
+            d = db.read_descriptors(db_id).data
             pid = np.full(len(kp), -1, np.int64)
             for k, p in enumerate(image.points2D):
                 if p.has_point3D():
@@ -110,20 +113,24 @@ def _lift(points: np.ndarray, kp: np.ndarray, pid: np.ndarray, radius: float) ->
 
 
 def correspondences_3d(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]], conf: AlignConfig,
-                       seconds: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+                       seconds: dict[str, float] | None = None,
+                       threads: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
     """Aggregated unique 3D–3D correspondences (Xa, Xb) over the frame pairs, and the verified 2D match count.
 
-    ``seconds`` (when given) accumulates the time spent in ``match`` (mutual NN + fundamental RANSAC) and
-    ``lift`` (2D matches to 3D point ids)."""
+    ``seconds`` (when given) accumulates the time spent in ``match`` (mutual NN + ratio test by COLMAP's
+    matcher on ``threads`` cores, then fundamental RANSAC) and ``lift`` (2D matches to 3D point ids)."""
     links: set[tuple[int, int]] = set()
     verified = 0
     seconds = {} if seconds is None else seconds
     ransac = pycolmap.RANSACOptions()
     ransac.max_error = conf.fundamental_max_error
     ransac.random_seed = conf.seed
-    for i, j, _ in pairs:
+    t = time.perf_counter()
+    matches = match_frame_pairs([a.keypoints, b.keypoints], [a.descriptors, b.descriptors],
+                                [(i, j) for i, j, _ in pairs], conf.ratio, threads)
+    seconds["match"] = seconds.get("match", 0.0) + time.perf_counter() - t
+    for (i, j, _), m in zip(pairs, matches, strict=True):
         t = time.perf_counter()
-        m = mutual_matches(a.descriptors[i], b.descriptors[j], conf.ratio)
         geo = None
         if len(m) >= max(8, conf.min_pair_matches):
             geo = pycolmap.estimate_fundamental_matrix(a.keypoints[i][m[:, 0]], b.keypoints[j][m[:, 1]], ransac)
@@ -144,12 +151,13 @@ def correspondences_3d(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int,
     return a.xyz(la), b.xyz(lb), verified
 
 
-def align_pair(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]], conf: AlignConfig) -> dict:
+def align_pair(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]], conf: AlignConfig,
+               threads: int = -1) -> dict:
     """Robust Sim(3) ``b_from_a`` of one video pair and its quality; ``accepted`` says if it makes an edge.
 
     ``_seconds`` (never saved: keys starting with ``_`` stay in memory) splits its time into match, lift, sim3."""
     seconds = {"match": 0.0, "lift": 0.0, "sim3": 0.0}
-    xa, xb, verified = correspondences_3d(a, b, pairs, conf, seconds)
+    xa, xb, verified = correspondences_3d(a, b, pairs, conf, seconds, threads)
     result = {"a": a.name, "b": b.name, "frame_pairs": len(pairs), "matches_2d": verified,
               "correspondences_3d": len(xa), "inliers": 0, "inlier_ratio": 0.0, "accepted": False,
               "_seconds": seconds}
@@ -190,19 +198,22 @@ class PairJob:
     frame_pairs: list[tuple[int, int, float]]
     """Retrieved frame pairs, indexing the frames of ``a`` and ``b`` as sliced here."""
     conf: AlignConfig
+    threads: int = -1
+    """Cores its matching may use: all in this process (-1), one as a Ray task (what the task requests)."""
 
 
-def pair_job(a: VideoModel, b: VideoModel, ga: np.ndarray, gb: np.ndarray, conf: AlignConfig) -> PairJob:
+def pair_job(a: VideoModel, b: VideoModel, ga: np.ndarray, gb: np.ndarray, conf: AlignConfig,
+             threads: int = -1) -> PairJob:
     """Retrieve a node pair's most similar frames and slice both models down to them."""
     pairs = top_pairs(ga, gb, conf.frame_pairs)
     fa, fb = sorted({i for i, _, _ in pairs}), sorted({j for _, j, _ in pairs})
     ia, ib = {f: n for n, f in enumerate(fa)}, {f: n for n, f in enumerate(fb)}
-    return PairJob(a.frames(fa), b.frames(fb), [(ia[i], ib[j], s) for i, j, s in pairs], conf)
+    return PairJob(a.frames(fa), b.frames(fb), [(ia[i], ib[j], s) for i, j, s in pairs], conf, threads)
 
 
 def run_pair_job(job: PairJob) -> dict:
     """:func:`align_pair` of a :class:`PairJob`: the per-pair work a caller's ``map`` may run anywhere."""
-    return align_pair(job.a, job.b, job.frame_pairs, job.conf)
+    return align_pair(job.a, job.b, job.frame_pairs, job.conf, job.threads)
 
 
 def node_similarity(globals_: list[np.ndarray]) -> np.ndarray:
@@ -314,11 +325,13 @@ def refine(reference: str, shared: dict[str, pycolmap.Sim3d], edges: list[dict],
 
 
 def _match(pairs: list[tuple[int, int]], models: list[VideoModel], globals_: list[np.ndarray], conf: AlignConfig,
-           map_pairs: Callable[[Callable, Iterable], Iterator], progress) -> list[dict]:
-    """Match node pairs through ``map_pairs`` (results in order); accepted edges get their Sim(3) back."""
-    jobs = (pair_job(models[i], models[j], globals_[i], globals_[j], conf) for i, j in pairs)
+           map_pairs: Callable[[Callable, Iterable], Iterator] | None, progress) -> list[dict]:
+    """Match node pairs through ``map_pairs`` (results in order; None: here, one after another, on every core);
+    accepted edges get their Sim(3) back."""
+    threads = -1 if map_pairs is None else 1
+    jobs = (pair_job(models[i], models[j], globals_[i], globals_[j], conf, threads) for i, j in pairs)
     edges = []
-    for n, e in enumerate(map_pairs(run_pair_job, jobs)):
+    for n, e in enumerate((map_pairs or map)(run_pair_job, jobs)):
         e["reused"] = False
         if e["accepted"]:
             e["_sim"] = sim3_from_json(e["b_from_a"])
@@ -449,7 +462,7 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
     frame is created anew with ``reanchor`` or when the reference video was removed or reconstructed again.
     ``map_pairs(fn, jobs)`` (default: the built-in ``map``) runs the per-pair work, so a caller can spread it over
     processes or machines; the jobs carry arrays only, no paths."""
-    out_dir, map_pairs = Path(out_dir), map_pairs or map
+    out_dir = Path(out_dir)
     clock = _Clock()
     if fingerprints is None:
         fingerprints = {v: Model(d).fingerprint() for v, d in sfm_dirs.items()}

@@ -17,14 +17,17 @@ def root_sift(desc: np.ndarray) -> np.ndarray:
     return np.sqrt(d)
 
 
-def learn_codebook(descriptors: list[np.ndarray], k: int = 64, sample: int = 50_000, seed: int = 0) -> np.ndarray:
-    """k-means centres over a seeded subsample of all frames' (RootSIFT) descriptors."""
+def learn_codebook(descriptors: list[np.ndarray], k: int = 64, sample: int = 50_000, seed: int = 0,
+                   n_init: int = 3) -> np.ndarray:
+    """k-means centres over a seeded subsample of all frames' (RootSIFT) descriptors (``n_init`` seeded starts,
+    the best kept: k-means is most of the cost)."""
     rng = np.random.default_rng(seed)
-    pool = np.concatenate([root_sift(d) for d in descriptors if len(d)])
+    pool = np.concatenate([d for d in descriptors if len(d)])
     if len(pool) > sample:
         pool = pool[rng.choice(len(pool), sample, replace=False)]
+    pool = root_sift(pool)
     k = min(k, max(1, len(pool) // 20))
-    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=4096).fit(pool)
+    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, batch_size=4096).fit(pool)
     return km.cluster_centers_.astype(np.float32)
 
 

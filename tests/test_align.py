@@ -11,6 +11,7 @@ import pycolmap
 import pytest
 
 from recon.align import AlignConfig, VideoModel, align_pair, candidate_pairs, compose_graph, refine
+from recon.matching import match_frame_pairs
 from recon.retrieval import mutual_matches
 from recon.sim3 import sim3_from_json
 
@@ -115,18 +116,20 @@ def test_a_models_frame_slice_keeps_its_points_and_size():
 
 # ---- one node pair end to end on exact synthetic views: Sim(3), timing split, matcher ------------------------
 def _views(rng: np.random.Generator, xyz: np.ndarray, desc: np.ndarray, cam_from_world: pycolmap.Rigid3d):
-    """Pixel positions of ``xyz`` seen by a 640×360 camera and the points' descriptors with a little noise."""
+    """Pixel positions of ``xyz`` seen by a 640×360 camera and the points' descriptors with a little noise, as
+    COLMAP stores SIFT (unit length × 512 in uint8)."""
     K = np.array([[500.0, 0, 320], [0, 500, 180], [0, 0, 1]])
     x = (cam_from_world * xyz) @ K.T
-    d = desc + rng.normal(0, 0.02, desc.shape).astype(np.float32)
-    return x[:, :2] / x[:, 2:], d / np.linalg.norm(d, axis=1, keepdims=True)
+    d = np.clip(desc + rng.normal(0, 0.02, desc.shape), 0, None)
+    d = np.minimum(np.round(512 * d / np.linalg.norm(d, axis=1, keepdims=True)), 255).astype(np.uint8)
+    return x[:, :2] / x[:, 2:], d
 
 
 def test_a_node_pair_recovers_the_true_sim3_and_splits_its_time():
     rng = np.random.default_rng(1)
     n = 400
     xyz = rng.uniform(-1, 1, (n, 3)) + [0, 0, 4]
-    desc = rng.normal(size=(n, 128)).astype(np.float32)
+    desc = np.abs(rng.normal(size=(n, 128)))
     b_from_a = _sim(rng)
     kp_a, d_a = _views(rng, xyz, desc, pycolmap.Rigid3d())
     kp_b, d_b = _views(rng, xyz, desc, pycolmap.Rigid3d(pycolmap.Rotation3d(np.r_[0, 0.05, 0, 1]), [-0.4, 0, 0]))
@@ -143,6 +146,22 @@ def test_a_node_pair_recovers_the_true_sim3_and_splits_its_time():
     split = edge["_seconds"]
     assert set(split) == {"match", "lift", "sim3"} and all(v > 0 for v in split.values())
     assert sum(split.values()) <= wall  # parts of the pair's own time, never more
+
+
+def test_frame_pairs_are_matched_in_order_and_an_empty_frame_matches_nothing():
+    rng = np.random.default_rng(3)
+    n = 300
+    desc = np.abs(rng.normal(size=(n, 128)))
+    kp = rng.uniform(0, 600, (n, 2))
+    xyz, at = np.c_[kp, np.full(n, 4.0)], pycolmap.Rigid3d()
+    (_, d0), (_, d1) = _views(rng, xyz, desc, at), _views(rng, xyz, desc, at)
+    _, other = _views(rng, xyz, np.abs(rng.normal(size=(n, 128))), at)
+    order = rng.permutation(n)
+    empty = np.zeros((0, 128), np.uint8)
+    same, none, unrelated = match_frame_pairs([[kp, np.zeros((0, 2))], [kp[order], kp]],
+                                              [[d0, empty], [d1[order], other]], [(0, 0), (1, 0), (0, 1)], 0.85)
+    assert sorted(map(tuple, same.tolist())) == sorted((int(order[j]), j) for j in range(n))
+    assert none.shape == (0, 2) and len(unrelated) < 0.05 * n
 
 
 def test_mutual_matches_equal_a_plain_reference():

@@ -149,6 +149,29 @@ def test_any_failure_of_one_video_is_recorded_and_the_others_finish(cli, small_w
     assert out.stderr.strip().splitlines()[-1].startswith("error: every video failed"), out.stderr
 
 
+def _sfm_dies_on_bad(conf, frames_dir: Path, sfm_dir: Path) -> dict:
+    """One video's SfM worker ends the way a segfault or the OOM killer ends it: no exception, no result."""
+    if Path(frames_dir).name == "bad":
+        os._exit(139)
+    return recon_cmds._structure_from_motion(conf, frames_dir, sfm_dir)
+
+
+def test_a_worker_that_dies_fails_its_video_alone(cli, small_world, tmp_path, monkeypatch):
+    _, (scene_dir,) = small_world
+    ws = Workspace.init(tmp_path / "ws")
+    videos = ws.scene_dir("s") / "videos"
+    videos.mkdir(parents=True)
+    shutil.copy(scene_dir / "videos" / "video_00.mp4", videos / "good.mp4")
+    shutil.copy(scene_dir / "videos" / "video_01.mp4", videos / "bad.mp4")
+    monkeypatch.setattr(recon_cmds, "_structure_from_motion", _sfm_dies_on_bad)  # workers unpickle it by name
+    out = cli("reconstruct", str(ws.root), "--frames", "12")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    items = json.loads((ws.root / "state" / "reconstruct.json").read_text())["items"]
+    assert items["s/good"]["status"] == "done"
+    assert items["s/bad"]["status"] == "failed" and "worker process died" in items["s/bad"]["error"]
+    assert not list(ws.root.rglob(".*.tmp"))
+
+
 def test_short_videos_skip_actionness_with_a_reason(ws_with_video, caplog):
     ws = Workspace(ws_with_video)
     assert temporal_cmds.actionness(ws, "civic", features={"clip": np.zeros((4, 8), np.float32)}) == {}
