@@ -2,7 +2,7 @@
 
 An assistant works on the user's own camera, not on the reconstructed videos. For each photo: retrieve the
 most similar registered frames (VLAD, as the alignment does), match SIFT to them (mutual nearest neighbours
-+ ratio test, ``recon.align.mutual_matches``), lift the frames' keypoints to the 3D points they observe in
++ ratio test, ``recon.retrieval.mutual_matches``), lift the frames' keypoints to the 3D points they observe in
 the shared frame, and estimate the absolute pose with pycolmap's LO-RANSAC PnP + refinement. The focal
 length comes from EXIF (35 mm equivalent) when the photo has it, otherwise the RANSAC estimates it; it is
 refined either way. A photo that does not match the scene (another car, a blurred frame) is reported as not
