@@ -156,6 +156,13 @@ def load(out_dir: Path, encoder: Literal["numpy", "torch"] = "numpy") -> Grounde
     return Grounder(out_dir, model, tokenizer, meta, spaces, index)
 
 
+def trained_frames(out_dir: Path) -> dict[str, dict] | None:
+    """Per scene, the shared frame the model in ``out_dir`` was trained in (:attr:`Grounder.frames`), read from its
+    JSON alone (no weights, no BERT: a freshness check); ``None`` when there is no model."""
+    meta = Path(out_dir) / "model" / npmodel.META
+    return read_json(meta).get("frames", {}) if meta.is_file() else None
+
+
 def write_heatmap_ply(path: Path, centers: np.ndarray, scores: np.ndarray) -> None:
     """Voxel centres coloured by score (viridis, normalised to the peak), as an ASCII PLY point cloud."""
     from matplotlib import colormaps

@@ -467,7 +467,8 @@ def export(ws: WS, scene: Scene, fmt: Annotated[str, typer.Option("--format", he
 @app.command()
 def run(ws: WS, frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames sampled per video.")] = None,
         executor: ExecutorOpt = None) -> None:
-    """Every stage in order: reconstruct, align, train, actionness + steps (each skips what is already done)."""
+    """Every stage in order: reconstruct, align, train, actionness + steps (each skips what is already done), then
+    `check`: exit 1 when the workspace breaks a promise (one line each, with its fix)."""
     from howto3d import run as run_stages
 
     w = Workspace.open(ws).lock("run")
@@ -475,7 +476,24 @@ def run(ws: WS, frames: Annotated[int | None, typer.Option("--frames", min=1, he
         w.remember("frames", "num_frames", frames)
     if executor is not None:
         w.remember("run", "executor", executor)
-    run_stages.run_all(w)
+    if run_stages.run_all(w):
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(ws: WS, scene: SceneOpt = None, json_out: JsonOpt = False) -> None:
+    """Verify what the stages promise each other: frames.json, SfM segments, the alignment, and that nothing
+    downstream is stale. One line per problem (file, what is wrong, the command that fixes it); exit 1 if any."""
+    from howto3d import check as checks
+
+    w = Workspace.open(ws)
+    problems = checks.check(w, scene)
+    if json_out:
+        reports.print_json({"ok": not problems, "problems": [p.to_json() for p in problems]})
+    else:
+        reports.print_lines([p.line() for p in problems] or [checks.summary(w, scene)])
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -13,7 +13,7 @@ stage's artefact types) under ``WS/scenes/<scene>/temporal/``::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -29,7 +29,7 @@ from howto3d.temporal_cmds import (
     narration_lines,
     save_timelines,
 )
-from howto3d.workspace import Workspace
+from howto3d.workspace import StepSpec, Workspace
 from recon.io import InputError, ProgressFn, atomic_write_json
 from temporal.groundedness import GroundednessConfig, GroundednessReport
 from temporal.groundedness import groundedness as line_groundedness
@@ -50,6 +50,19 @@ def _video_tasks(ws: Workspace, scene: str, videos: Sequence[str]) -> dict[str, 
     return {v: "+".join(table[v]) if table.get(v) else scene for v in videos}
 
 
+def procedure_conf(k: int | None = None, conf: ProcedureConfig | None = None) -> ProcedureConfig:
+    """Key-step discovery's settings: ``conf`` (default: background states), with ``k`` key steps when given."""
+    conf = conf or ProcedureConfig(background="states")
+    return replace(conf, k=k) if k is not None else conf
+
+
+def discover_step(ws: Workspace, scene: str, features: Mapping[str, np.ndarray], conf: ProcedureConfig) -> StepSpec:
+    """Discovered timelines from these features, the subtitles (they name the steps) and the task file."""
+    inputs = {"features": arrays_fingerprint(features), **scenes.subtitle_inputs(ws, scene),
+              "tasks": find_task_file(ws.scene_dir(scene))}
+    return StepSpec("discover", scene, inputs, asdict(conf))
+
+
 def discover(ws: Workspace, scene: str, k: int | None = None, progress: ProgressFn | None = None,
              conf: ProcedureConfig | None = None,
              features: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
@@ -58,9 +71,7 @@ def discover(ws: Workspace, scene: str, k: int | None = None, progress: Progress
     feats = features if features is not None else features_of(ws, scene, progress=progress)
     names = sorted(feats)
     tasks = _video_tasks(ws, scene, names)
-    conf = conf or ProcedureConfig(background="states")
-    if k is not None:
-        conf = replace(conf, k=k)
+    conf = procedure_conf(k, conf)
     folder = ws.temporal_dir(scene) / "steps"
 
     def compute() -> dict[str, dict]:
@@ -71,9 +82,7 @@ def discover(ws: Workspace, scene: str, k: int | None = None, progress: Progress
                  ", ".join(sorted(set(tasks.values()))))
         return out
 
-    inputs = {"features": arrays_fingerprint(feats), **scenes.subtitle_inputs(ws, scene),
-              "tasks": find_task_file(ws.scene_dir(scene))}
-    return ws.run_step("discover", scene, inputs, asdict(conf), compute,
+    return ws.run_step(*discover_step(ws, scene, feats, conf), compute,
                        load=lambda: load_timelines(folder, names, discovered=True))
 
 
@@ -96,6 +105,15 @@ def _encoder(ws: Workspace):
         return np.concatenate(out) if out else np.zeros((0, enc.config.hidden_size), np.float32)
 
     return embed
+
+
+def groundedness_step(ws: Workspace, scene: str, features: Mapping[str, np.ndarray],
+                      conf: GroundednessConfig | None = None) -> StepSpec:
+    """Groundedness from these features, the subtitles and the encoder."""
+    params = {"conf": asdict(conf or GroundednessConfig()), "encoder": ws.config.grounding.encoder,
+              "max_tokens": ws.config.grounding.max_tokens}
+    return StepSpec("groundedness", scene, {"features": arrays_fingerprint(features),
+                                            **scenes.subtitle_inputs(ws, scene)}, params)
 
 
 def groundedness(ws: Workspace, scene: str, progress: ProgressFn | None = None,
@@ -121,10 +139,7 @@ def groundedness(ws: Workspace, scene: str, progress: ProgressFn | None = None,
         report.save(folder)
         return report.to_json()
 
-    inputs = {"features": arrays_fingerprint(feats), **scenes.subtitle_inputs(ws, scene)}
-    params = {"conf": asdict(conf), "encoder": ws.config.grounding.encoder,
-              "max_tokens": ws.config.grounding.max_tokens}
-    return ws.run_step("groundedness", scene, inputs, params, compute,
+    return ws.run_step(*groundedness_step(ws, scene, feats, conf), compute,
                        load=lambda: GroundednessReport.load(folder).to_json())
 
 
@@ -143,12 +158,24 @@ def groundedness_weights(ws: Workspace, scene: str, narrations: dict[str, list[N
                          progress: ProgressFn | None = None) -> dict[str, list[float]]:
     """Line weights for the grounding pairs: 0 for lines below ``threshold`` (grounding.min_groundedness), else 1;
     videos without scores keep all their lines."""
-    scores = _scores_for(ws, scene, narrations, progress)
-    out = {v: [1.0 if g >= threshold else 0.0 for g in scores[v]] for v in narrations if v in scores}
+    out = line_weights(_scores_for(ws, scene, narrations, progress), narrations, threshold)
     dropped = sum(w == 0 for ws_ in out.values() for w in ws_)
     log.info("%s: %d of %d narration lines below groundedness %.2f are left out of the grounding pairs", scene,
              dropped, sum(len(w) for w in out.values()), threshold)
     return out
+
+
+def line_weights(scores: Mapping[str, list[float]], narrations: Mapping[str, list[Narration]],
+                 threshold: float) -> dict[str, list[float]]:
+    """Per video with scores, 1 for each line at or above ``threshold``, else 0 (what training is given)."""
+    return {v: [1.0 if g >= threshold else 0.0 for g in scores[v]] for v in narrations if v in scores}
+
+
+def saved_line_weights(ws: Workspace, scene: str, narrations: dict[str, list[Narration]],
+                       threshold: float) -> dict[str, list[float]]:
+    """:func:`groundedness_weights` from the saved report, never computed (``howto3d check`` reads it when the
+    groundedness step is current)."""
+    return line_weights(GroundednessReport.load(ws.temporal_dir(scene)).scores(), narrations, threshold)
 
 
 def write_line_record(ws: Workspace, scene: str, narrations: dict[str, list[Narration]], threshold: float) -> None:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from grounding import evaluate as geval
 from grounding import query as gquery
+from grounding.config import GroundingConfig
 from howto3d import scenes as wscenes
-from howto3d.workspace import Workspace
+from howto3d.workspace import StepSpec, Workspace
 from recon.io import InputError, ProgressFn, read_json
 
 # Training, evaluation and the synthetic query sets (pycolmap, scipy, Open3D) are imported by the functions that
@@ -47,6 +48,17 @@ def trainable_scenes(ws: Workspace) -> list[str]:
     return out
 
 
+def train_step(ws: Workspace, names: list[str], conf: GroundingConfig | None = None,
+               line_weights: LineWeights | None = None) -> StepSpec:
+    """Training on these scenes: their models, shared frames and subtitles, with the workspace's settings unless
+    given. Shared with ``howto3d check``."""
+    inputs: dict[str, Path | str | None] = {}
+    for s in names:
+        inputs |= {f"models/{s}/{v}": fp for v, fp in wscenes.model_fingerprints(ws, s).items()}
+        inputs |= {f"align/{s}": ws.align_dir(s) / "transforms.json", **wscenes.subtitle_inputs(ws, s)}
+    return StepSpec("train", "grounding", inputs, [asdict(conf or ws.config.grounding), names, line_weights])
+
+
 def train(ws: Workspace, epochs: int | None = None, progress: ProgressFn | None = None, *,
           line_weights: LineWeights | None = None, force: bool = False) -> dict:
     """Train the shared grounding model on every scene that has a shared frame; skipped when no scene's geometry,
@@ -57,10 +69,6 @@ def train(ws: Workspace, epochs: int | None = None, progress: ProgressFn | None 
     if epochs is not None:
         conf = replace(conf, epochs=epochs)
     names = trainable_scenes(ws)
-    inputs: dict[str, Path | str | None] = {}
-    for s in names:
-        inputs |= {f"models/{s}/{v}": fp for v, fp in wscenes.model_fingerprints(ws, s).items()}
-        inputs |= {f"align/{s}": ws.align_dir(s) / "transforms.json", **wscenes.subtitle_inputs(ws, s)}
 
     def fit() -> dict:
         shared = {s: wscenes.shared_scene(ws, s) for s in names}
@@ -69,7 +77,7 @@ def train(ws: Workspace, epochs: int | None = None, progress: ProgressFn | None 
         return gtrain.main(conf, shared, narrations, ws.grounding_dir, progress, line_weights=line_weights,
                            frames=frames)
 
-    return ws.run_step("train", "grounding", inputs, [asdict(conf), names, line_weights], fit,
+    return ws.run_step(*train_step(ws, names, conf, line_weights), fit,
                        load=lambda: gtrain.load_summary(ws.grounding_dir), force=force)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from howto3d import scenes
 from howto3d.config import RunConfig
 from howto3d.executor import Task, guarded, mapper, run_tasks
-from howto3d.workspace import Step, Video, Workspace
+from howto3d.workspace import Step, StepSpec, Video, Workspace
 from recon import align as align_stage
 from recon import frames as frames_stage
 from recon import reconstruct as recon_stage
@@ -144,6 +144,18 @@ def _remove_partial(ws: Workspace, v: Video) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def repair_segments(ws: Workspace, scene: str, video: str) -> None:
+    """Make a video's segments disjoint when an earlier release kept models repeating another's frames (their
+    fingerprint changes, so alignment and everything made in the shared frame are redone), and say so."""
+    change = recon_stage.repair(ws.sfm_dir(scene, video), ws.frames_dir(scene, video),
+                                ws.config.reconstruct.min_model_frames)
+    if change:
+        log.warning("%s/%s: its segments repeated frames of a larger one (made by an earlier release): repaired, "
+                    "%d segment(s) → %d, %d registrations → %d; alignment and everything made in the shared frame "
+                    "will be redone", scene, video, change["segments_before"], change["segments_after"],
+                    change["registered_before"], change["registered_after"])
+
+
 def align(ws: Workspace, scene: str | None, *, force: bool = False, reanchor: bool = False,
           progress: ProgressFn | None = None, executor: str | None = None) -> dict:
     """Align every scene's reconstructed videos into its shared frame (skipped when inputs are unchanged).
@@ -158,14 +170,22 @@ def align(ws: Workspace, scene: str | None, *, force: bool = False, reanchor: bo
         if not models:
             log.warning("%s: no reconstructed video to align: skipped (run `howto3d reconstruct`)", s)
             continue
-        fingerprints = scenes.model_fingerprints(ws, s)
+        for v in models:
+            repair_segments(ws, s, v)
+        spec = align_step(ws, s)
         results[s] = ws.run_step(
-            "align", s, fingerprints, asdict(conf),
-            lambda s=s, models=models, fingerprints=fingerprints: align_stage.main(
+            *spec,
+            lambda s=s, models=models, fingerprints=spec.inputs: align_stage.main(
                 conf, models, ws.align_dir(s), progress=progress, map_pairs=map_pairs, fingerprints=fingerprints,
                 reanchor=reanchor),
             load=lambda s=s: Alignment.load(ws.align_dir(s)).summary(), force=force or reanchor)
     return results
+
+
+def align_step(ws: Workspace, scene: str) -> StepSpec:
+    """The alignment's step (``align`` runs it, ``howto3d check`` asks it): every reconstructed video's model
+    fingerprint, with the ``[align]`` settings."""
+    return StepSpec("align", scene, scenes.model_fingerprints(ws, scene), asdict(ws.config.align))
 
 
 def scale(ws: Workspace, scene: str, source: str, keypoints: Path, distances: list[tuple[str, str, float]],

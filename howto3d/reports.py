@@ -105,6 +105,12 @@ def print_eval_report(report: dict) -> None:
 
 
 # ---- temporal
+def print_lines(lines: list[str]) -> None:
+    """Plain lines (paths, commands to copy) as they are: no highlighting, never wrapped."""
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
 def print_json(obj: object) -> None:
     """The one JSON printer of the command tree: indented, on stdout (tables and logs go to stderr)."""
     sys.stdout.write(json.dumps(obj, indent=1) + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from howto3d import discover_cmds, grounding_cmds, recon_cmds, reports, scenes, temporal_cmds
+from howto3d import check, discover_cmds, grounding_cmds, recon_cmds, reports, scenes, temporal_cmds
 from howto3d.progress import progress_bar
 from howto3d.workspace import Workspace
 from recon.io import ProgressFn
@@ -49,10 +49,11 @@ def timelines(ws: Workspace, progress: ProgressFn | None = None) -> dict[str, di
     return done
 
 
-def run_all(ws: Workspace) -> None:
+def run_all(ws: Workspace) -> list[check.Problem]:
     """reconstruct → align → train → actionness + steps with the workspace's settings, printing each stage's
     summary; stages skip finished work. ``[run] executor`` (``run --executor`` saves it) sends every stage's
-    per-video and per-pair work (frames + SfM, alignment pairs, clip features) to Ray."""
+    per-video and per-pair work (frames + SfM, alignment pairs, clip features) to Ray. Ends with ``howto3d check``:
+    its problems are printed and returned (none after a run that went well)."""
     with progress_bar() as progress:
         summary = recon_cmds.reconstruct(ws, None, progress=progress)
     reports.print_reconstruct_summary(summary)
@@ -66,3 +67,6 @@ def run_all(ws: Workspace) -> None:
         done = timelines(ws, progress)
     for results in done.values():
         reports.print_steps(results)
+    problems = check.check(ws)
+    reports.print_lines([p.line() for p in problems] or [check.summary(ws)])
+    return problems

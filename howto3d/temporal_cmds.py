@@ -25,7 +25,7 @@ from grounding import query as gquery
 from grounding.model import META, WEIGHTS
 from howto3d import scenes
 from howto3d.executor import mapper
-from howto3d.workspace import Workspace
+from howto3d.workspace import StepSpec, Workspace
 from recon.io import InputError, ProgressFn, read_json
 from temporal import actionness as act_stage
 from temporal import video_steps as vs
@@ -71,6 +71,22 @@ def _geometry_inputs(ws: Workspace, scene: str) -> dict[str, object]:
             "transforms": ws.align_dir(scene) / "transforms.json"}
 
 
+def _feature_confs(ws: Workspace, conf: FeatureConfig | None) -> tuple[FeatureConfig, FeatureConfig]:
+    """The clip-feature settings asked for (default: the workspace's), checked, and the same with every kind:
+    what is computed and saved."""
+    conf = conf or ws.config.clip_features
+    if not conf.kinds or any(k not in KINDS for k in conf.kinds):
+        raise InputError(f"{ws.config_path}: clip_features.kinds = {conf.kinds}; choose from {', '.join(KINDS)}")
+    return conf, replace(conf, kinds=list(KINDS))
+
+
+def features_step(ws: Workspace, scene: str, conf: FeatureConfig | None = None) -> StepSpec:
+    """The clip features' step: every video and the scene's geometry, with the settings of every kind (all are
+    computed together). Shared with ``howto3d check``, as are the other ``*_step`` functions."""
+    inputs = {**{f"video/{v.name}": v.path for v in ws.videos(scene)}, **_geometry_inputs(ws, scene)}
+    return StepSpec("features", scene, inputs, asdict(_feature_confs(ws, conf)[1]))
+
+
 def _all_kinds(ws: Workspace, scene: str, full: FeatureConfig, progress: ProgressFn | None
                ) -> dict[str, np.ndarray]:
     """Every kind of clip feature (``full``) of every video, computed once per change of videos, poses or
@@ -86,8 +102,7 @@ def _all_kinds(ws: Workspace, scene: str, full: FeatureConfig, progress: Progres
         save_features(folder, feats, full, scenes.frame_state(ws, scene) if shared is not None else None)
         return feats
 
-    inputs = {**{f"video/{v}": p for v, p in videos.items()}, **_geometry_inputs(ws, scene)}
-    return ws.run_step("features", scene, inputs, asdict(full), compute, load=lambda: load_features(folder)[0])
+    return ws.run_step(*features_step(ws, scene, full), compute, load=lambda: load_features(folder)[0])
 
 
 def features_of(ws: Workspace, scene: str, conf: FeatureConfig | None = None,
@@ -96,17 +111,39 @@ def features_of(ws: Workspace, scene: str, conf: FeatureConfig | None = None,
 
     All kinds are computed and saved together, so trying another combination of kinds costs nothing.
     """
-    conf = conf or ws.config.clip_features
-    if not conf.kinds or any(k not in KINDS for k in conf.kinds):
-        raise InputError(f"{ws.config_path}: clip_features.kinds = {conf.kinds}; choose from {', '.join(KINDS)}")
-    full = replace(conf, kinds=list(KINDS))
+    conf, full = _feature_confs(ws, conf)
     return {v: select(x, full, conf.kinds) for v, x in _all_kinds(ws, scene, full, progress).items()}
+
+
+def saved_features(ws: Workspace, scene: str) -> dict[str, np.ndarray]:
+    """The saved features as :func:`features_of` returns them with the workspace's settings, never computed
+    (``howto3d check`` reads them when their step is current)."""
+    conf, full = _feature_confs(ws, None)
+    return {v: select(x, full, conf.kinds) for v, x in load_features(ws.temporal_dir(scene))[0].items()}
 
 
 def _select(ws: Workspace, scene: str, video: str | None) -> list[str]:
     if video is not None:
         return [scenes.video(ws, scene, video).name]
     return [v.name for v in ws.videos(scene)]
+
+
+def actionness_step(ws: Workspace, scene: str, features: Mapping[str, np.ndarray],
+                    conf: vs.StepsConfig | None = None) -> StepSpec:
+    """Actionness of these features: the subtitles orient the score, so they are inputs too."""
+    conf = conf or ws.config.temporal
+    inputs = {"features": arrays_fingerprint(features), **scenes.subtitle_inputs(ws, scene)}
+    params = {"order_epochs": conf.order_epochs, "seed": conf.seed, "actionness_prior": conf.actionness_prior}
+    return StepSpec("actionness", scene, inputs, params)
+
+
+def saved_actionness(ws: Workspace, scene: str, features: Mapping[str, np.ndarray],
+                     conf: vs.StepsConfig | None = None) -> dict[str, np.ndarray]:
+    """The saved actionness of every video of ``features`` long enough to have one (each must be there)."""
+    conf = conf or ws.config.temporal
+    shortest = min_clips(OrderConfig(epochs=conf.order_epochs, seed=conf.seed))
+    return act_stage.Actionness.load(ws.temporal_dir(scene) / "actionness",
+                                     sorted(v for v in features if len(features[v]) >= shortest))
 
 
 def actionness(ws: Workspace, scene: str, video: str | None = None, progress: ProgressFn | None = None,
@@ -120,19 +157,14 @@ def actionness(ws: Workspace, scene: str, video: str | None = None, progress: Pr
     conf = conf or ws.config.temporal
     selected = _select(ws, scene, video)
     feats = features if features is not None else features_of(ws, scene, progress=progress)
-    folder = ws.temporal_dir(scene) / "actionness"
-    shortest = min_clips(OrderConfig(epochs=conf.order_epochs, seed=conf.seed))
-    expected = sorted(v for v in feats if len(feats[v]) >= shortest)
 
     def compute() -> dict[str, np.ndarray]:
         result = act_stage.main(conf, feats, narration_lines(ws, scene), progress, scene)
-        result.save(folder)
+        result.save(ws.temporal_dir(scene) / "actionness")
         return result.videos
 
-    inputs = {"features": arrays_fingerprint(feats), **scenes.subtitle_inputs(ws, scene)}
-    params = {"order_epochs": conf.order_epochs, "seed": conf.seed, "actionness_prior": conf.actionness_prior}
-    act = ws.run_step("actionness", scene, inputs, params, compute,
-                      load=lambda: act_stage.Actionness.load(folder, expected))
+    act = ws.run_step(*actionness_step(ws, scene, feats, conf), compute,
+                      load=lambda: saved_actionness(ws, scene, feats, conf))
     return {v: act[v] for v in selected if v in act}
 
 
@@ -227,12 +259,23 @@ def steps(ws: Workspace, scene: str, video: str | None = None, task: list[str] |
     def load() -> dict[str, dict]:
         return load_timelines(folder, sorted(p.stem for p in folder.glob("*.json")), discovered=False)
 
-    inputs = {"features": arrays_fingerprint(feats), **scenes.subtitle_inputs(ws, scene), "tasks": tf.path,
-              "actionness": arrays_fingerprint(act), **grounding_inputs(ws, scene), **_geometry_inputs(ws, scene)}
-    params = {"steps": asdict(conf), "kinds": list(fconf.kinds), "samples_per_second": fconf.samples_per_second,
-              "task": override}
-    results = ws.run_step("steps", scene, inputs, params, compute, load=load)
+    results = ws.run_step(*steps_step(ws, scene, feats, act, conf, fconf, override), compute, load=load)
     return {v: results[v] for v in selected if v in results}
+
+
+def steps_step(ws: Workspace, scene: str, features: Mapping[str, np.ndarray], act: Mapping[str, np.ndarray],
+               conf: vs.StepsConfig | None = None, fconf: FeatureConfig | None = None,
+               override: dict[str, list[str]] | None = None) -> StepSpec:
+    """Step timelines from these features and actionness, the subtitles, the task file, the grounding model and
+    the reconstruction, with the workspace's settings unless given (``override``: per-video ``--task``)."""
+    conf = conf or ws.config.temporal
+    fconf = fconf or ws.config.clip_features
+    inputs = {"features": arrays_fingerprint(features), **scenes.subtitle_inputs(ws, scene),
+              "tasks": find_task_file(ws.scene_dir(scene)), "actionness": arrays_fingerprint(act),
+              **grounding_inputs(ws, scene), **_geometry_inputs(ws, scene)}
+    params = {"steps": asdict(conf), "kinds": list(fconf.kinds), "samples_per_second": fconf.samples_per_second,
+              "task": override or {}}
+    return StepSpec("steps", scene, inputs, params)
 
 
 def load_steps(ws: Workspace, scene: str) -> dict[str, dict]:

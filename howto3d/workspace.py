@@ -24,9 +24,9 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from grounding.narration import find_subtitles, subtitle_files
 from howto3d.config import Config, load_config, to_toml
@@ -260,12 +260,14 @@ class Workspace:
         ``inputs`` name what the item is made from: a file (fingerprinted by content), an upstream fingerprint
         (a string, e.g. :meth:`recon.reconstruct.Model.fingerprint`) or ``None`` (absent). ``params`` is any
         JSON-able value (a config's ``asdict``). A changed input or setting makes a new fingerprint, so exactly
-        the items that depend on it are redone. The names document; the fingerprint hashes the inputs in the
-        order given (so records of earlier releases, made the same way, stay valid).
+        the items that depend on it are redone. The fingerprint hashes the inputs in the order given (so records
+        of earlier releases, made the same way, stay valid); each input's own fingerprint is recorded by name
+        too, so ``howto3d check`` can say which one changed.
         """
-        fp = params_fingerprint([*map(_input_fingerprint, inputs.values()), params])
+        fingerprints = {name: _input_fingerprint(value) for name, value in inputs.items()}
+        fp = params_fingerprint([*fingerprints.values(), params])
         record = self.record(stage)
-        return Step(stage, key, fp, record, record.get(key, fp))
+        return Step(stage, key, fp, record, record.get(key, fp), fingerprints, params_fingerprint(params))
 
     def run_step(self, stage: str, key: str, inputs: Mapping[str, Path | str | None], params: Any,
                  fn: Callable[[], T], *, load: Callable[[], T] | None = None, force: bool = False) -> T:
@@ -288,6 +290,18 @@ class Workspace:
         result = fn()
         step.put("done", seconds=round(time.perf_counter() - t, 2))
         return result
+
+
+class StepSpec(NamedTuple):
+    """One item of a stage as its command fingerprints it (``ws.step(*spec)``, ``ws.run_step(*spec, fn)``).
+
+    Each adapter builds its spec in one function that its command and ``howto3d check`` both call, so check sees
+    exactly the work a rerun would redo."""
+
+    stage: str
+    key: str
+    inputs: Mapping[str, Path | str | None]
+    params: Any
 
 
 _HELD: dict[Path, int] = {}
@@ -341,6 +355,10 @@ class Step:
     fingerprint: str
     record: StageRecord
     entry: dict[str, Any] | None
+    inputs: dict[str, str | None] = field(default_factory=dict)
+    """Each input's fingerprint by name (recorded with the outcome)."""
+    settings: str = ""
+    """Fingerprint of the settings alone (recorded with the outcome)."""
 
     @property
     def done(self) -> bool:
@@ -348,8 +366,23 @@ class Step:
 
     def put(self, status: str, **info: Any) -> None:
         """Record the item's outcome (``done`` or ``failed`` with an ``error``), merged under the record's lock."""
-        self.record.put(self.key, self.fingerprint, status, **info)
+        self.record.put(self.key, self.fingerprint, status, inputs=self.inputs, settings=self.settings, **info)
         self.entry = self.record.items[self.key]
+
+    def changes(self) -> list[str] | None:
+        """Why a rerun would redo the recorded item: the names of the inputs that changed (added or removed
+        ones too) and "settings"; ``None`` when it is current or was never recorded."""
+        old = self.record.items.get(self.key)
+        if old is None or self.entry is not None:
+            return None
+        before = old.get("inputs")
+        if before is None:  # recorded before inputs were
+            return ["its inputs or settings"]
+        changed = sorted(n for n in before.keys() | self.inputs.keys()
+                         if n not in before or n not in self.inputs or before[n] != self.inputs[n])
+        if old.get("settings") != self.settings:
+            changed.append("settings")
+        return changed or ["the order of its inputs"]
 
 
 class StageRecord:

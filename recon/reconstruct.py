@@ -1,9 +1,11 @@
 """Per-video structure from motion with pycolmap (source §5.3.1).
 
 Each video is reconstructed on its own: O(N²) matching per video instead of O(n²N²) for a joint run.
-A video with cuts (another view, an inserted shot) gives several models; each one with at least
-``min_model_frames`` frames is kept as a *segment*, aligned later like a video of its own.
-Output folder::
+A video with cuts (another view, an inserted shot) gives several models; each one that registers at least
+``min_model_frames`` frames no larger model registered is kept as a *segment*, aligned later like a video of its
+own. Segments are shots, never copies: COLMAP's mapper may grow a later model over frames an earlier one already
+holds (only its initial pair must be new), and such repeats are removed (:func:`keep_segments`), so a frame
+belongs to at most one segment. Output folder::
 
     out_dir/model/{cameras,images,points3D,rigs,frames}.bin   segment 0: the largest COLMAP model
     out_dir/segments/<k>/*.bin                                 segments 1, 2...: the other kept models, by size
@@ -14,6 +16,7 @@ Output folder::
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -103,6 +106,96 @@ def _summary(rec: pycolmap.Reconstruction) -> dict:
     }
 
 
+def registered_names(rec: pycolmap.Reconstruction) -> set[str]:
+    """Names of the frames a model registered."""
+    return {rec.images[i].name for i in rec.reg_image_ids()}
+
+
+def keep_segments(models: list[pycolmap.Reconstruction], min_frames: int,
+                  ) -> tuple[list[pycolmap.Reconstruction], list[dict], list[int]]:
+    """Which of a video's models (largest first) become segments: ``(kept, discarded, repeats)``.
+
+    COLMAP's mapper with several models only requires a new model's initial pair to be unregistered; it then
+    registers frames an earlier model already holds, so a clip without any cut can come back with small extra
+    models made of copies of the largest one's frames (seen on 30-s clips at 80 frames: 99 registrations of 80
+    frames, the copies aligned 1–2 m off through weak edges). A frame belongs to the first (largest) model that
+    registered it. A later model keeps only its new frames (the repeated ones are deregistered, which also drops
+    the 3D points that only they observed), and only while those are at least ``min_frames``: a real shot after
+    a cut. ``discarded`` says why each other model was dropped; ``repeats[k]`` counts the frames removed from
+    kept model ``k``. Kept models are ranked again by what they keep.
+    """
+    kept: list[tuple[pycolmap.Reconstruction, int]] = []
+    discarded: list[dict] = []
+    seen: set[str] = set()
+    for rec in models:
+        names = registered_names(rec)
+        repeated = names & seen
+        new = len(names) - len(repeated)
+        if new < min_frames:
+            why = (f"{len(repeated)} of its {len(names)} frames are registered in a larger model"
+                   if repeated else f"fewer than {min_frames} frames")
+            discarded.append({**_summary(rec), "repeated_frames": len(repeated), "why": why})
+            continue
+        if repeated:
+            for image_id in list(rec.reg_image_ids()):
+                if rec.images[image_id].name in repeated:
+                    rec.deregister_frame(rec.images[image_id].frame_id)
+            log.info("a model repeated %d frames of a larger one: kept its %d new frames", len(repeated), new)
+        seen |= names
+        kept.append((rec, len(repeated)))
+    kept[1:] = sorted(kept[1:], key=lambda kr: (kr[0].num_reg_images(), kr[0].num_points3D()), reverse=True)
+    return [r for r, _ in kept], discarded, [n for _, n in kept]
+
+
+def _write_segments(folder: Path, kept: list[pycolmap.Reconstruction], repeats: list[int],
+                    times: dict[str, float]) -> list[dict]:
+    """Write kept models as ``model/`` (segment 0) and ``segments/<k>/``; return their report entries."""
+    segments = []
+    for k, (rec, repeated) in enumerate(zip(kept, repeats, strict=True)):
+        out = folder / ("model" if k == 0 else f"segments/{k}")
+        out.mkdir(parents=True)
+        rec.write_binary(str(out))
+        t_reg = sorted(times[rec.images[i].name] for i in rec.reg_image_ids())
+        segments.append({"segment": k, **_summary(rec), "start": t_reg[0], "end": t_reg[-1],
+                         "repeated_frames_removed": repeated})
+    return segments
+
+
+def repair(sfm_dir: Path, frames_dir: Path, min_frames: int) -> dict | None:
+    """Make a video's segments disjoint in place (atomically) when an earlier release kept repeated frames.
+
+    Returns what changed (``None``: nothing to do). The database is kept as it is (linked, not copied);
+    ``report.json`` records the repair; the models' fingerprint changes, so alignment and everything made in the
+    shared frame are redone by the next run.
+    """
+    sfm_dir = Path(sfm_dir)
+    dirs = segment_dirs(sfm_dir)
+    if len(dirs) < 2:
+        return None
+    models = [load_model(sfm_dir, k) for k in dirs]
+    names = [registered_names(r) for r in models]
+    if sum(map(len, names)) == len(set().union(*names)):
+        return None
+    kept, discarded, repeats = keep_segments(models, min_frames)
+    times = {f["name"]: f["time"] for f in load_frames(frames_dir)["frames"]}
+    report = read_json(sfm_dir / "report.json") if (sfm_dir / "report.json").is_file() else {}
+    with atomic_dir(sfm_dir) as tmp:
+        for p in sfm_dir.iterdir():
+            if p.is_file() and p.name != "report.json":
+                os.link(p, tmp / p.name)  # never written again: the database stays one file on disk
+        segments = _write_segments(tmp, kept, repeats, times)
+        registered = sum(r.num_reg_images() for r in kept)
+        change = {"segments_before": len(models), "segments_after": len(kept),
+                  "registered_before": sum(map(len, names)), "registered_after": registered,
+                  "discarded": discarded}
+        report |= {"segments": segments, "registered_all_segments": registered,
+                   "discarded_models": report.get("discarded_models", []) + discarded, "repaired": change}
+        if report.get("frames_sampled"):
+            report["registered_ratio"] = round(registered / report["frames_sampled"], 4)
+        atomic_write_json(tmp / "report.json", report)
+    return change
+
+
 def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
     """Reconstruct one video's sampled frames into ``out_dir`` (atomically); return its report.
 
@@ -162,15 +255,9 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
             raise Unreconstructable(
                 f"{frames['video']}: no model with at least {conf.min_model_frames} frames (largest: {best} of "
                 f"{len(names)}); the video may lack texture or overlap between frames — try more frames (--frames)")
-        kept = [r for r in ranked if r.num_reg_images() >= conf.min_model_frames]
+        kept, discarded, repeats = keep_segments(ranked, conf.min_model_frames)
         times = {f["name"]: f["time"] for f in frames["frames"]}
-        segments = []
-        for k, rec in enumerate(kept):
-            folder = tmp / ("model" if k == 0 else f"segments/{k}")
-            folder.mkdir(parents=True)
-            rec.write_binary(str(folder))
-            t_reg = sorted(times[rec.images[i].name] for i in rec.reg_image_ids())
-            segments.append({"segment": k, **_summary(rec), "start": t_reg[0], "end": t_reg[-1]})
+        segments = _write_segments(tmp, kept, repeats, times)
         shutil.rmtree(tmp / "mapper")
         registered = sum(r.num_reg_images() for r in kept)
         report = {
@@ -182,7 +269,7 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
             "matching": "exhaustive" if exhaustive else "sequential+retrieval",
             "mapper": conf.mapper,
             "segments": segments,
-            "discarded_models": [_summary(r) for r in ranked[len(kept):]],
+            "discarded_models": discarded,
             "seconds": {k: round(v, 2) for k, v in timings.items()},
             "config": asdict(conf),
         }

@@ -7,6 +7,7 @@ is brought there by its Sim(3) ``shared_from_video`` (the identity for a scene's
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,10 @@ import pycolmap
 from scipy.spatial.transform import Rotation, Slerp
 
 from recon.frames import load as load_frames
-from recon.reconstruct import load_model
+from recon.io import InputError
+from recon.reconstruct import load_model, segment_dirs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -99,11 +103,18 @@ class SharedScene:
 def interpolate_poses(frames: list[RegisteredFrame], times: np.ndarray) -> np.ndarray:
     """(N, 3, 4) cam_from_world at ``times`` between one video's registered frames: slerp of the rotations,
     linear centres; the nearest registered pose outside their time range (videos are sampled, not tracked) and
-    between two frames of different segments (a cut: the camera jumps, it does not travel in between)."""
+    between two frames of different segments (a cut: the camera jumps, it does not travel in between).
+
+    Takes frames as a workspace may hold them: in any order, segments interleaved in time, one frame, or two
+    frames at one time (then the one of the lowest segment, the largest model, is used).
+    """
+    frames = [f for f in frames if np.isfinite(f.time) and np.isfinite(f.cam_from_world).all()]
     if not frames:
         raise ValueError("no registered frames to interpolate between")
-    frames = sorted(frames, key=lambda f: f.time)
+    frames = sorted(frames, key=lambda f: (f.time, f.segment))
     ft = np.array([f.time for f in frames])
+    first = np.r_[True, np.diff(ft) > 0]
+    frames, ft = [f for f, keep in zip(frames, first, strict=True) if keep], ft[first]
     q = np.clip(np.asarray(times, float).reshape(-1), ft[0], ft[-1])
     rots = Rotation.from_matrix(np.stack([f.cam_from_world[:, :3] for f in frames]))
     centres = np.stack([f.center for f in frames])
@@ -138,7 +149,11 @@ def load_shared_scene(scene: str, sfm_dirs: dict[str, Path], frames_dirs: dict[s
         video_size = (meta["video_width"], meta["video_height"]) if "video_width" in meta else None
         transforms = shared_from_video[video]
         video_frames = []
+        seen: set[str] = set()
         for segment, sim in sorted((transforms if isinstance(transforms, dict) else {0: transforms}).items()):
+            if segment not in segment_dirs(sfm_dirs[video]):
+                raise InputError(f"{sfm_dirs[video]}: segment {segment} of video {video} has a transform in the "
+                                 "scene's alignment but no model; align the scene again (`--force`)")
             rec = load_model(sfm_dirs[video], segment)
             rec.transform(sim)
             ids = sorted(rec.points3D)
@@ -147,14 +162,23 @@ def load_shared_scene(scene: str, sfm_dirs: dict[str, Path], frames_dirs: dict[s
             colors.append(np.array([rec.points3D[p].color for p in ids], np.uint8).reshape(-1, 3))
             owner.append(np.full(len(ids), vi))
             offset += len(ids)
+            repeated = 0
             for image_id in rec.reg_image_ids():
                 image = rec.images[image_id]
+                if image.name in seen or image.name not in times:
+                    repeated += 1
+                    continue
+                seen.add(image.name)
                 obs = [(p.xy, index[p.point3D_id]) for p in image.points2D if p.has_point3D()]
                 video_frames.append(RegisteredFrame(
                     video=video, name=image.name, time=times[image.name], camera=rec.cameras[image.camera_id],
                     cam_from_world=image.cam_from_world().matrix(),
                     xy=np.array([o[0] for o in obs]).reshape(-1, 2),
                     point_index=np.array([o[1] for o in obs], int), segment=segment, video_size=video_size))
+            if repeated:
+                log.warning("%s/%s: segment %d registers %d frame(s) that a larger segment already holds or that "
+                            "the video's frames.json does not list: left out (a model from an earlier release; "
+                            "aligning the scene again repairs it)", scene, video, segment, repeated)
         frames.extend(sorted(video_frames, key=lambda f: f.time))
     return SharedScene(scene, videos,
                        np.concatenate(points) if points else np.zeros((0, 3)),

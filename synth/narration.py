@@ -150,7 +150,8 @@ def narrate(
         extras.append(line(rng.uniform(1.0, 1.8), pick(_FILLERS), None, "filler"))
     extras.append(line(seconds - rng.uniform(1.6, 2.2), pick(_OUTROS), None, "filler"))
     off_screen = [p for p in PARTS if p not in {v.part for v in visits}]
-    for _ in range(int(rng.integers(1, 3))):
+    mentions = int(rng.integers(1, 3))
+    for _ in range(mentions if off_screen else 0):  # a long video may visit every part
         part = pick(off_screen)
         extras.append(
             line(rng.uniform(0.5, seconds - 2.0), pick(_MENTIONS).format(p=pick(SYNONYMS[part])), part, "mention")
