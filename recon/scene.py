@@ -150,8 +150,9 @@ def load_shared_scene(scene: str, sfm_dirs: dict[str, Path], frames_dirs: dict[s
         transforms = shared_from_video[video]
         video_frames = []
         seen: set[str] = set()
+        models = segment_dirs(sfm_dirs[video])
         for segment, sim in sorted((transforms if isinstance(transforms, dict) else {0: transforms}).items()):
-            if segment not in segment_dirs(sfm_dirs[video]):
+            if segment not in models:
                 raise InputError(f"{sfm_dirs[video]}: segment {segment} of video {video} has a transform in the "
                                  "scene's alignment but no model; align the scene again (`--force`)")
             rec = load_model(sfm_dirs[video], segment)
