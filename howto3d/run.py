@@ -8,7 +8,7 @@ import logging
 from howto3d import check, discover_cmds, grounding_cmds, recon_cmds, reports, scenes, temporal_cmds
 from howto3d.progress import progress_bar
 from howto3d.workspace import Workspace
-from recon.io import ProgressFn
+from recon.io import InputError, ProgressFn
 from temporal.tasks import find_task_file
 
 log = logging.getLogger("howto3d")
@@ -32,7 +32,8 @@ def train(ws: Workspace, epochs: int | None = None, progress: ProgressFn | None 
 
 def timelines(ws: Workspace, progress: ProgressFn | None = None) -> dict[str, dict]:
     """Actionness and step timelines of every scene with a reconstructed video: from the scene's task file, or
-    discovered key steps when it has none."""
+    discovered key steps when it has none. A scene's groundedness report, once made (`howto3d groundedness`), is
+    kept current too: `run` leaves nothing stale behind (its closing check would say so)."""
     done = {}
     for s in ws.select_scenes(None):
         if not scenes.reconstructed_videos(ws, s):
@@ -40,12 +41,17 @@ def timelines(ws: Workspace, progress: ProgressFn | None = None) -> dict[str, di
             continue
         if find_task_file(ws.scene_dir(s)) is not None:
             done[s] = temporal_cmds.steps(ws, s, progress=progress)  # features and actionness first, inside
-            continue
-        log.warning("%s: no tasks.json/tasks.toml in %s: key steps discovered from the videos instead "
-                    "(`howto3d discover`)", s, ws.scene_dir(s))
-        feats = temporal_cmds.features_of(ws, s, progress=progress)
-        temporal_cmds.actionness(ws, s, None, progress, feats)
-        done[s] = discover_cmds.discover(ws, s, progress=progress, features=feats)
+        else:
+            log.warning("%s: no tasks.json/tasks.toml in %s: key steps discovered from the videos instead "
+                        "(`howto3d discover`)", s, ws.scene_dir(s))
+            feats = temporal_cmds.features_of(ws, s, progress=progress)
+            temporal_cmds.actionness(ws, s, None, progress, feats)
+            done[s] = discover_cmds.discover(ws, s, progress=progress, features=feats)
+        if s in ws.record("groundedness").items:
+            try:
+                discover_cmds.groundedness(ws, s, progress=progress)  # skipped when current
+            except InputError as e:
+                log.warning("%s: groundedness report not redone: %s", s, e)
     return done
 
 
