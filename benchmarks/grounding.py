@@ -6,7 +6,8 @@ exact geometry; generated here for seeds 0-2 when neither is given). Per variant
 over the worlds, per part at 30 cm, chance, training seconds (and per epoch), calibration of ``score``; then
 cold-start and warm query latency of the default.
 
-    python benchmarks/grounding.py [--quick] [--workspaces WS ...] [--oracle DIR ...] [--label clean] [--out DIR]
+    python benchmarks/grounding.py [--quick] [--degraded | --long] [--workspaces WS ...] [--oracle DIR ...]
+        [--label clean] [--out DIR]
 
 ``--quick`` (``make bench``): one small generated world, the default and the source's model only.
 """
@@ -52,6 +53,7 @@ VARIANTS: dict[str, dict] = {
     "index, previous + window 1 s earlier": PREVIOUS | {"window_shift_seconds": 1.0},
     DEFAULT: {},
     "index, default + window 1 s earlier": {"window_shift_seconds": 1.0},
+    "index, default, k 32, T 0.1": {"index_k": 32, "index_temperature": 0.1},
     "index, default + window 2 s earlier": {"window_shift_seconds": 2.0},
     "index, default + weight^2": {"index_weight_power": 2.0},
     "index, default + weight^8": {"index_weight_power": 8.0},
@@ -195,8 +197,10 @@ def main() -> None:
     ap.add_argument("--encoder", default=GroundingConfig().encoder, help="packaged BERT or a local BERT folder")
     ap.add_argument("--out", type=Path, help="keep the worlds, models and report here")
     ap.add_argument("--merge", type=Path, nargs="*", help="only pool and print these report files")
-    ap.add_argument("--degraded", action="store_true", help="generate degraded worlds (WorldConfig.degraded, half "
-                    "of the videos with rolling YouTube captions) instead of clean ones")
+    ap.add_argument("--degraded", action="store_true", help="generate degraded worlds (WorldConfig.degraded: dense "
+                    "talk, half of the videos with rolling YouTube captions) instead of clean ones")
+    ap.add_argument("--long", action="store_true", help="generate 2 × 10-minute videos with minute-long hovers and "
+                    "dense talk (WorldConfig.long, 60-s dwells) instead of clean worlds")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.merge:
@@ -211,7 +215,8 @@ def main() -> None:
             d = out / f"world_s{seed}"
             if not (d / "scenes").is_dir():
                 cfg = WorldConfig.degraded(seed=seed, width=64, height=36, caption_vtt_share=0.5) if args.degraded \
-                    else WorldConfig(scenes=2, videos=4, seconds=20.0, seed=seed, width=64, height=36)
+                    else WorldConfig.long(seed=seed, seconds=600.0, dwell_seconds=60.0, width=64, height=36) \
+                    if args.long else WorldConfig(scenes=2, videos=4, seconds=20.0, seed=seed, width=64, height=36)
                 generate_world(d, cfg)
             oracle_dirs.append(d)
     worlds = [workspace_world(w) for w in args.workspaces] + [oracle_world(d, 2) for d in oracle_dirs]

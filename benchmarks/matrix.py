@@ -18,9 +18,10 @@ Axes and levels (defaults): clip length 20 / 45 / 90 / 150 s (``synth --seconds`
 (``synth --preset``, always ``--scenes 1 --videos 2``); seeds 0 / 1. Rendering is kept cheap and equal for every
 preset: ``--set fps=5 --set width=480 --set height=270`` (what ``long`` already uses); ``degraded`` keeps its blur,
 distortion, exposure jumps, hands, cut, noise and compression, with ``motion_blur`` halved to 0.25 so that the
-shutter stays open as long as at its own 10 fps (blur per unit of camera speed unchanged). At 5 fps a 20-s clip has
-100 frames, so the 150-frame level samples every frame there: what a user asking for more frames than a short
-clip has gets.
+shutter stays open as long as at its own 10 fps (blur per unit of camera speed unchanged). ``long`` and
+``degraded`` narrate with ``talk = "dense"`` (a line every 3–4 s, most naming no part), ``default`` sparsely;
+``long``'s 36–54 s hovers leave one or two parts in a 20–45 s cell. At 5 fps a 20-s clip has 100 frames, so the
+150-frame level samples every frame there: what a user asking for more frames than a short clip has gets.
 
 Designs. ``--full``: every combination of the chosen levels. Default: an all-pairs (strength-2 covering) design:
 every pair of levels of any two axes is in at least one cell. Built as the product of the two axes with the most

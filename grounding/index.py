@@ -43,19 +43,26 @@ class LineIndex:
         self.embeddings, self.targets, self.weights = (np.ascontiguousarray(x, np.float32) for x in
                                                        (self.embeddings, self.targets, self.weights))
 
-    def votes(self, queries: np.ndarray, k: int, temperature: float, weight_power: float = 1.0) -> np.ndarray:
-        """(Q, N_V) voxel distribution per query from its ``k`` nearest segments (``queries``: unit (Q, D)),
-        each voter counting softmax(cosine / ``temperature``) × its weight ** ``weight_power``.
-
-        The voters' shares go into a sparse (Q, N) matrix, so all queries vote in one matmul with the targets."""
+    def voters(self, queries: np.ndarray, k: int, temperature: float, weight_power: float = 1.0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each query's ``k`` nearest segments (``queries``: unit (Q, D)): their indices (Q, k), cosine
+        similarities (Q, k) and vote shares (Q, k; softmax(cosine / ``temperature``) × weight ** ``weight_power``,
+        normalised)."""
         sims = np.asarray(queries, np.float32) @ self.embeddings.T
         k = min(k, sims.shape[1])
         idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
         top = np.take_along_axis(sims, idx, axis=1)
         a = softmax(top / np.float32(temperature), axis=1) \
             * np.maximum(self.weights[idx] ** np.float32(weight_power), np.float32(1e-12))
-        share = np.zeros_like(sims)
-        np.put_along_axis(share, idx, a / a.sum(1, keepdims=True), axis=1)
+        return idx, top, a / a.sum(1, keepdims=True)
+
+    def votes(self, queries: np.ndarray, k: int, temperature: float, weight_power: float = 1.0) -> np.ndarray:
+        """(Q, N_V) voxel distribution per query from its :meth:`voters`.
+
+        The voters' shares go into a sparse (Q, N) matrix, so all queries vote in one matmul with the targets."""
+        idx, _, a = self.voters(queries, k, temperature, weight_power)
+        share = np.zeros((len(idx), len(self.embeddings)), np.float32)
+        np.put_along_axis(share, idx, a, axis=1)
         return share @ self.targets
 
     def prior(self) -> np.ndarray:

@@ -50,6 +50,7 @@ class Grounder:
         self.uncertain_ratio = float(conf.get("uncertain_ratio", defaults.uncertain_ratio))
         self._near: dict[str, np.ndarray] = {}  # per scene: fixed while loaded, ~half a one-text query's time
         self._prior: dict[tuple[str, float], np.ndarray] = {}  # per scene and prior_power: the prior's divisor
+        self._meta_lines: dict[str, list[dict]] = {}  # per scene: the segments behind the index rows (evidence)
 
     def _head(self, scene: str) -> int:
         if scene not in self.spaces:
@@ -59,23 +60,31 @@ class Grounder:
 
     def scores(self, scene: str, texts: list[str], batch_size: int = 64, method: str | None = None) -> np.ndarray:
         """(len(texts), N_V) voxel probabilities from the model's method (or ``method``)."""
+        return self._scores(scene, texts, batch_size, method)[0]
+
+    def _scores(self, scene: str, texts: list[str], batch_size: int = 64, method: str | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`scores` and the texts' unit sentence embeddings (what picks the index's voters)."""
         head = self._head(scene)
         method = method or self.method
         for t in texts:
             if not t.strip():
                 raise InputError("empty query: give the text to ground, e.g. 'pull out the dipstick'")
-        out = []
+        out, units = [], []
         for b in range(0, len(texts), batch_size):
             feats = self.model.embed(*self.tokenizer.encode(texts[b:b + batch_size], self.max_tokens))
+            units.append(normalize(feats))
             probs = npmodel.softmax(self.model.logits(feats, head)) if method != "index" else None
             if method != "classifier":
-                votes = self.index[scene].votes(normalize(feats), self.k, self.temperature, self.weight_power)
+                votes = self.index[scene].votes(units[-1], self.k, self.temperature, self.weight_power)
                 probs = votes if probs is None else (1 - self.ensemble_weight) * probs + self.ensemble_weight * votes
             if self.prior_power > 0:
                 probs = probs / self._prior_divisor(scene)
                 probs = probs / probs.sum(1, keepdims=True)
             out.append(probs.astype(np.float64))
-        return np.concatenate(out) if out else np.zeros((0, len(self.spaces[scene].cells)))
+        if not out:
+            return np.zeros((0, len(self.spaces[scene].cells))), np.zeros((0, 0), np.float32)
+        return np.concatenate(out), np.concatenate(units)
 
     def _prior_divisor(self, scene: str) -> np.ndarray:
         key = (scene, self.prior_power)
@@ -85,14 +94,31 @@ class Grounder:
         return self._prior[key]
 
     def query(self, scene: str, texts: list[str], method: str | None = None) -> list[dict]:
-        """The CLI contract: per text the answer point, its calibrated score, the top voxels and the peaks."""
-        probs = self.scores(scene, texts, method=method)
+        """The CLI contract: per text the answer point, its calibrated score, the top voxels and the peaks, and
+        (with an index) the narration lines that voted most."""
+        probs, units = self._scores(scene, texts, method=method)
         space = self.spaces[scene]
         near = self._near.get(scene)
         if near is None:
             near = self._near[scene] = neighbourhood(space, self.score_radius)
-        return [answer(scene, text, p, space, near, self.peak_separation, self.uncertain_ratio)
-                for text, p in zip(texts, probs, strict=True)]
+        out = [answer(scene, text, p, space, near, self.peak_separation, self.uncertain_ratio)
+               for text, p in zip(texts, probs, strict=True)]
+        if scene in self.index and (method or self.method) != "classifier":
+            index = self.index[scene]
+            idx, sims, shares = index.voters(units, self.k, self.temperature, self.weight_power)
+            lines = self._lines(scene)
+            for a, i, sim, share in zip(out, idx, sims, shares, strict=True):
+                a["evidence"] = evidence(lines, index.targets[i] @ near[a["voxel"]], i, sim, share)
+        return out
+
+    def _lines(self, scene: str) -> list[dict]:
+        """The scene's training segments (video, time, text), in the index's order."""
+        if scene not in self._meta_lines:
+            path = self.folder / "scenes" / scene / "pairs.json"
+            pairs = read_json(path) if path.is_file() else []
+            self._meta_lines[scene] = [{"video": p["video"], "start": p["start"], "end": p["end"], "text": p["text"]}
+                                       for p in pairs]
+        return self._meta_lines[scene]
 
     def heatmap(self, scene: str, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Centres (N_V, 3) and scores (N_V,) of every kept voxel, and the voxel size (3,)."""
@@ -112,7 +138,8 @@ def answer(scene: str, text: str, probs: np.ndarray, space: VoxelSpace, near: np
 
     ``score`` is the heatmap's probability that the part lies within the ``near`` radius of ``point``
     (a user can read it as a confidence); ``peaks`` are greedy local-mass maxima at least ``peak_separation``
-    voxel sizes apart, and ``uncertain`` says a second place holds ``uncertain_ratio`` of the first's mass.
+    voxel sizes apart, and ``uncertain`` says a second place holds ``uncertain_ratio`` of the first's mass;
+    ``voxel`` is the answer's index among the kept voxels (what :func:`evidence` checks the voters against).
     """
     centers = space.centers
     unit = float(np.mean(space.size))
@@ -141,7 +168,25 @@ def answer(scene: str, text: str, probs: np.ndarray, space: VoxelSpace, near: np
         "peaks": [{"center": pt(k), "score": round(float(mass[k]), 6)} for k in peaks[:3]],
         "uncertain": bool(uncertain),
         "voxel_size": [round(float(x), 6) for x in space.size],
+        "voxel": best,
     }
+
+
+EVIDENCE = 5
+"""Narration lines listed per answer."""
+
+
+def evidence(lines: list[dict], at_answer: np.ndarray, idx: np.ndarray, sims: np.ndarray, shares: np.ndarray
+             ) -> list[dict]:
+    """The voters with the largest vote shares: what was said, where and when, how similar to the question, and
+    how much of the line's own target lies at the answer (``supports``: 1 = it points right there)."""
+    order = np.argsort(-shares, kind="stable")[:EVIDENCE]
+    out = []
+    for j in order:
+        line = lines[int(idx[j])] if int(idx[j]) < len(lines) else {}
+        out.append({**line, "share": round(float(shares[j]), 4), "similarity": round(float(sims[j]), 4),
+                    "supports": round(float(min(at_answer[j], 1.0)), 4)})
+    return out
 
 
 def load(out_dir: Path, encoder: Literal["numpy", "torch"] = "numpy") -> Grounder:

@@ -160,6 +160,8 @@ def query(ws: WS, scene: Scene,
           text: Annotated[str | None, typer.Argument(help="What to look for.")] = None,
           batch: Annotated[Path | None, typer.Option("--batch", help="File with one query per line.")] = None,
           heatmap: Annotated[Path | None, typer.Option("--heatmap", help="Write the heatmap as PLY.")] = None,
+          moments: Annotated[bool, typer.Option("--moments", help="List the video clips that show each answer "
+                                                "(loads the scene's cameras: about a second more).")] = False,
           json_out: JsonOpt = False) -> None:
     """Where is it? Text → 3D heatmap and point in the scene's shared frame."""
     from howto3d import grounding_cmds
@@ -171,7 +173,7 @@ def query(ws: WS, scene: Scene,
         texts += grounding_cmds.gquery.read_queries(batch)
     if not texts:
         raise InputError('give a query ("where is the dipstick") or --batch FILE')
-    results = grounding_cmds.query(Workspace.open(ws), scene, texts, heatmap)
+    results = grounding_cmds.query(Workspace.open(ws), scene, texts, heatmap, moments)
     if json_out:
         reports.print_json(results[0] if len(results) == 1 else results)
     else:

@@ -24,6 +24,7 @@ from recon.io import InputError, ProgressFn, read_json
 # Training, evaluation and the synthetic query sets (pycolmap, scipy, Open3D) are imported by the functions that
 # use them: a cold `howto3d query` imports this module and must not pay for them (tests/test_startup.py).
 if TYPE_CHECKING:
+    from recon.scene import SharedScene
     from recon.transfer import Localize
 
 log = logging.getLogger("howto3d")
@@ -81,15 +82,32 @@ def train(ws: Workspace, epochs: int | None = None, progress: ProgressFn | None 
                        load=lambda: gtrain.load_summary(ws.grounding_dir), force=force)
 
 
-def query(ws: Workspace, scene: str, texts: list[str], heatmap_ply: Path | None = None) -> list[dict]:
-    """Ground each text in ``scene``; with ``heatmap_ply`` the (first) query's heatmap is written there too.
+def query(ws: Workspace, scene: str, texts: list[str], heatmap_ply: Path | None = None,
+          with_moments: bool = False) -> list[dict]:
+    """Ground each text in ``scene``; with ``heatmap_ply`` the (first) query's heatmap is written there too, and
+    ``with_moments`` gives each answer its ``moments`` (:func:`add_moments`: loads the scene's cameras, which a
+    plain query does not pay for).
     Refused when the scene's shared frame moved since training (:class:`howto3d.scenes.StaleFrameError`)."""
     grounder = wscenes.grounder(ws, scene)
     results = grounder.query(scene, texts)
+    if with_moments and (shared := wscenes.shared_or_none(ws, scene, "answers come without video moments")):
+        add_moments(shared, wscenes.narrations(ws, scene), results)
     if heatmap_ply is not None and texts:
         centers, scores, _ = grounder.heatmap(scene, texts[0])
         gquery.write_heatmap_ply(heatmap_ply, centers, scores)
     return results
+
+
+def add_moments(shared: SharedScene, narrations: dict[str, list], results: list[dict]) -> None:
+    """Give each answer its ``moments``: the video clips that show its point, preferring those said while a line
+    that voted for it (and supports it) was spoken (:func:`grounding.moments.moments`)."""
+    import numpy as np
+
+    from grounding.moments import moments
+
+    for r in results:
+        voters = [e for e in r.get("evidence", []) if e.get("supports", 0) >= 0.5]
+        r["moments"] = moments(shared, np.asarray(r["point"]), narrations, voters)
 
 
 QUERY_SETS = ("paraphrase", "heldout")

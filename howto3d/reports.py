@@ -85,6 +85,17 @@ def print_query_results(results: list[dict]) -> None:
         table.add_row(r["scene"], text, "(" + ", ".join(f"{x:.3f}" for x in r["point"]) + ")", f"{r['score']:.3f}",
                       other)
     console.print(table)
+    for r in results:  # what was said there: the lines that voted most, so a user can check the answer
+        said = [e for e in r.get("evidence", []) if e.get("supports", 0) >= 0.5][:2]
+        if said:
+            console.print(f"  {r['text'][:40]!r} rests on: " + "; ".join(
+                f"{e['video']} {e['start']:.1f}-{e['end']:.1f} s \"{e['text'][:60]}\"" for e in said),
+                highlight=False, markup=False)
+        if r.get("moments"):
+            m = r["moments"][0]
+            console.print(f"  {r['text'][:40]!r} best seen in {m['video']} {m['start']:.1f}-{m['end']:.1f} s "
+                          f"(at {m['time']:.1f} s, pixel {m['xy'][0]:.0f}, {m['xy'][1]:.0f})", highlight=False,
+                          markup=False)
 
 
 def print_eval_report(report: dict) -> None:

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from multiprocessing import get_context
@@ -40,7 +41,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
-from howto3d import scenes, viewer_cmds
+from howto3d import grounding_cmds, scenes, viewer_cmds
 from howto3d.scenes import StaleFrameError
 from howto3d.workspace import Workspace
 from recon.align import Alignment
@@ -66,8 +67,11 @@ class QueryBatcher:
     never waits.
     """
 
-    def __init__(self, grounder, max_batch: int = 32, cache_size: int = 1024, window_s: float = 0.002):
+    def __init__(self, grounder, max_batch: int = 32, cache_size: int = 1024, window_s: float = 0.002,
+                 extend: Callable[[str, list[dict]], None] | None = None):
         self.grounder = grounder
+        self.extend = extend
+        """Adds to a batch's answers of one scene what the model alone does not know (their video moments)."""
         self.max_batch = max_batch
         self.cache_size = cache_size
         self.window_s = window_s
@@ -112,15 +116,21 @@ class QueryBatcher:
             for scene in dict.fromkeys(item[0] for item in batch):
                 self._answer(scene, [item[1:] for item in batch if item[0] == scene])
 
+    def _query(self, scene: str, texts: list[str]) -> list[dict]:
+        results = self.grounder.query(scene, texts)
+        if self.extend is not None:
+            self.extend(scene, results)
+        return results
+
     def _answer(self, scene: str, items: list[tuple[str, asyncio.AbstractEventLoop, asyncio.Future]]) -> None:
         texts = list(dict.fromkeys(t for t, _, _ in items))
         answers: dict[str, bytes | Exception] = {}
         try:
-            answers = {t: _json(a) for t, a in zip(texts, self.grounder.query(scene, texts), strict=True)}
+            answers = {t: _json(a) for t, a in zip(texts, self._query(scene, texts), strict=True)}
         except Exception:  # one bad text (empty) must not fail the others: answer them one by one
             for t in texts:
                 try:
-                    answers[t] = _json(self.grounder.query(scene, [t])[0])
+                    answers[t] = _json(self._query(scene, [t])[0])
                 except Exception as e:  # noqa: BLE001 - handed to the waiting request
                     answers[t] = e
         with self._lock:
@@ -209,11 +219,12 @@ class Service:
             import torch
 
             torch.set_num_threads(1)  # one query thread; the other core answers HTTP (two threads stall each other)
-        self.batcher = QueryBatcher(self.grounder) if self.grounder is not None else None
+        self.batcher = QueryBatcher(self.grounder, extend=self._moments) if self.grounder is not None else None
         self.pool = ProcessPoolExecutor(max_workers=localize_workers, mp_context=get_context("spawn"),
                                         initializer=_worker_init, initargs=(str(ws.root), os.getpid()))
         self._shared: dict[str, object] = {}
         self._glb: dict[str, bytes] = {}
+        self._said: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._scenes = set(ws.scenes())
         self._frame_ok: dict[str, tuple[int, int, int]] = {}
@@ -248,6 +259,18 @@ class Service:
                 if key is not None:
                     self._frame_ok[scene] = key
         return self.grounder
+
+    def _moments(self, scene: str, results: list[dict]) -> None:
+        """The answers' video moments (``query --moments``), from the scene's cameras and narration, loaded once."""
+        try:
+            shared = self.shared(scene)
+        except InputError as e:  # answers without moments rather than no answers
+            log.warning("%s: answers come without video moments (%s)", scene, e)
+            return
+        with self._lock:
+            if scene not in self._said:
+                self._said[scene] = scenes.narrations(self.ws, scene)
+        grounding_cmds.add_moments(shared, self._said[scene], results)
 
     def shared(self, scene: str):
         with self._lock:

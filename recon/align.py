@@ -27,6 +27,7 @@ from scipy.spatial import cKDTree
 from recon.config import AlignConfig
 from recon.io import InputError, atomic_dir, atomic_write_json, read_json
 from recon.matching import match_frame_pairs
+from recon.polish import polish
 from recon.reconstruct import Model, load_model, segment_dirs
 from recon.retrieval import learn_codebook, top_pairs, vlad
 from recon.sim3 import sim3_from_json, sim3_to_json
@@ -115,7 +116,8 @@ def _lift(points: np.ndarray, kp: np.ndarray, pid: np.ndarray, radius: float) ->
 def correspondences_3d(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]], conf: AlignConfig,
                        seconds: dict[str, float] | None = None,
                        threads: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
-    """Aggregated unique 3D–3D correspondences (Xa, Xb) over the frame pairs, and the verified 2D match count.
+    """Aggregated unique 3D–3D correspondences over the frame pairs, as point id pairs (ids in ``a``, ids in
+    ``b``: the joint refinement fuses these very points), and the verified 2D match count.
 
     ``seconds`` (when given) accumulates the time spent in ``match`` (mutual NN + ratio test by COLMAP's
     matcher on ``threads`` cores, then fundamental RANSAC) and ``lift`` (2D matches to 3D point ids)."""
@@ -146,18 +148,20 @@ def correspondences_3d(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int,
         links.update(zip(pa[ok].tolist(), pb[ok].tolist(), strict=True))
         seconds["lift"] = seconds.get("lift", 0.0) + time.perf_counter() - t
     if not links:
-        return np.zeros((0, 3)), np.zeros((0, 3)), verified
-    la, lb = np.array(sorted(links)).T
-    return a.xyz(la), b.xyz(lb), verified
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), verified
+    la, lb = np.array(sorted(links), np.int64).T
+    return la, lb, verified
 
 
 def align_pair(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]], conf: AlignConfig,
                threads: int = -1) -> dict:
     """Robust Sim(3) ``b_from_a`` of one video pair and its quality; ``accepted`` says if it makes an edge.
 
-    ``_seconds`` (never saved: keys starting with ``_`` stay in memory) splits its time into match, lift, sim3."""
+    ``_seconds`` (never saved: keys starting with ``_`` stay in memory) splits its time into match, lift, sim3; an
+    accepted edge keeps its correspondences in memory as ``_points`` (positions) and ``_ids`` (3D point ids)."""
     seconds = {"match": 0.0, "lift": 0.0, "sim3": 0.0}
-    xa, xb, verified = correspondences_3d(a, b, pairs, conf, seconds, threads)
+    ids_a, ids_b, verified = correspondences_3d(a, b, pairs, conf, seconds, threads)
+    xa, xb = a.xyz(ids_a), b.xyz(ids_b)
     result = {"a": a.name, "b": b.name, "frame_pairs": len(pairs), "matches_2d": verified,
               "correspondences_3d": len(xa), "inliers": 0, "inlier_ratio": 0.0, "accepted": False,
               "_seconds": seconds}
@@ -185,7 +189,7 @@ def align_pair(a: VideoModel, b: VideoModel, pairs: list[tuple[int, int, float]]
                             f"({conf.min_inliers}, {conf.min_inlier_ratio:.0%})")
         return result
     result["accepted"] = True
-    result["_points"] = (xa, xb)
+    result["_points"], result["_ids"] = (xa, xb), (ids_a, ids_b)
     return result
 
 
@@ -530,12 +534,21 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
             clock.lap("pairs")
             reference, shared, unaligned = compose()
     refined: dict[str, dict] = {}
+    joint: dict = {}
     frame, frame_from_reference = {}, pycolmap.Sim3d()
     if reference is not None:
         clock.lap("compose")
         shared, refined = refine(reference, shared, edges, conf, models[names.index(reference)].size,
                                  fixed=fixed_ref)
         clock.lap("refine")
+        if conf.joint_refine and len(shared) > 1:
+            recs = {n: load_model(sfm_dirs[v], k) for (v, k), n in zip(segments, names, strict=True) if n in shared}
+            shared, joint = polish(recs, shared, edges, conf, reference, models[names.index(reference)].size,
+                                   fixed=fixed_ref, video_of={n: v for (v, _), n in zip(segments, names, strict=True)})
+            log.info("joint adjustment: %d images, %d observations, %d points fused into %d tracks, reprojection "
+                     "error %.3f → %.3f px, %.1f s", joint["images"], joint["observations"], joint["points_fused"],
+                     joint["tracks_fused"], *joint["reprojection_error_px"].values(), joint["seconds"])
+            clock.lap("joint")
         if kept is not None:
             frame, frame_from_reference = kept.frame, sim3_from_json(kept.frame["frame_from_reference"])
         else:
@@ -544,7 +557,7 @@ def main(conf: AlignConfig, sfm_dirs: dict[str, Path], out_dir: Path, progress=N
     for v, why in unaligned.items():
         log.warning("%s: not aligned (%s)", v, why)
     alignment = Alignment(reference, {}, {}, {}, {
-        "nodes": names, "reference": reference, "config": asdict(conf), "refined": refined,
+        "nodes": names, "reference": reference, "config": asdict(conf), "refined": refined, "joint": joint,
         "frame": status, "kept": sorted(fixed_ref), "fingerprints": dict(sorted(fingerprints.items())),
         "pairs": {"matched": len(pairs), "reused": len(reused), "all": total},
         "edges": [{k: v for k, v in e.items() if not k.startswith("_")} for e in edges]}, frame, codebook)

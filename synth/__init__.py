@@ -2,9 +2,9 @@
 
 The pipeline only ever sees the mp4 + subtitle files (SRT, YouTube auto-caption ``.en.vtt`` or Whisper
 JSON); ``ground_truth.json`` is for evaluation. Presets: ``WorldConfig.long()`` (real-length downloads with
-dwells, swings, jump cuts, inserts, hands) and ``WorldConfig.degraded()`` (blur, distortion, exposure jumps,
-hands, jump cuts); ``synth.footage`` holds the edit and the camera's flaws. See ``synth.generate`` for the
-output tree and ``synth.render`` / ``synth.world`` for the coordinate conventions.
+long hovers, swings, jump cuts, inserts, hands, dense talk) and ``WorldConfig.degraded()`` (blur, distortion,
+exposure jumps, hands, jump cuts, dense talk); ``synth.footage`` holds the edit and the camera's flaws. See
+``synth.generate`` for the output tree and ``synth.render`` / ``synth.world`` for the coordinate conventions.
 """
 
 from synth.generate import (

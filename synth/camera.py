@@ -109,8 +109,10 @@ def plan_path(
 ) -> CameraPath:
     """Plan overview → (transition → dwell)* → pull-back, keeping visits that fit in ``seconds``.
 
-    ``dwell`` > 0 paces like real footage: dwells of about ``dwell`` seconds hovering over the part (slow
-    drifts a few cm around it), swings of about ``swing`` seconds between parts; 0 keeps the short pacing.
+    ``dwell`` > 0 paces like real footage: dwells of about ``dwell`` seconds hovering over the part (a slow orbit
+    of about 0.6–1° per second round it, up to 70°, with hand-held wobble, always pointed at it), swings of about
+    ``swing`` seconds between parts; 0 keeps the short pacing (the first dwell sized by its steps, later ones by
+    the previous dwell ±20 % with swing-length transitions, a 10–20° orbit each).
     ``cuts`` (footage time, skipped seconds): a cut inside a dwell resumes from another side of the part,
     as when a presenter stops and restarts the recording; the skipped footage hides the move.
     """
@@ -124,24 +126,30 @@ def plan_path(
 
     planned = _visits(task_names)
     visits: list[Visit] = []
-    t, target = overview, center
+    t, target, length = overview, center, 0.0
     for visit in planned:
         goal = parts[visit.part]
-        eye0, eye1 = _dwell_views(rng, renderer, goal, K, size)
-        # Slow enough that frames sampled ~1 s apart still overlap (zooming from the overview matters most).
-        if dwell > 0:
+        if dwell > 0:  # the orbit grows with the hover, so its length is drawn first
             transition = max(swing, 0.5) * rng.uniform(0.8, 1.25)
             wanted = dwell * rng.uniform(0.8, 1.2)
+            hover = min(wanted, seconds - OUTRO_SECONDS - t - transition)
+            eye0, eye1 = _dwell_views(rng, renderer, goal, K, size, orbit=min(hover * rng.uniform(0.6, 1.0), 70.0))
         else:
-            transition = 1.0 + 2.0 * float(np.linalg.norm(eye0 - keys[-1][1]))
-            wanted = max(MIN_DWELL, 1.6 * len(visit.steps)) * rng.uniform(1.0, 1.4)
+            eye0, eye1 = _dwell_views(rng, renderer, goal, K, size)
+            # Slow enough that frames sampled ~1 s apart still overlap (zooming from the overview matters most).
+            if visits:
+                transition = max(swing, 0.5) * rng.uniform(0.8, 1.25)
+                wanted = length * rng.uniform(0.8, 1.2)
+            else:
+                transition = 1.0 + 2.0 * float(np.linalg.norm(eye0 - keys[-1][1]))
+                wanted = max(MIN_DWELL, 1.6 * len(visit.steps)) * rng.uniform(1.0, 1.4)
         if t + transition + MIN_DWELL > seconds - OUTRO_SECONDS:
             break
-        dwell = min(wanted, seconds - OUTRO_SECONDS - t - transition)
+        length = min(wanted, seconds - OUTRO_SECONDS - t - transition)
         mid_target = 0.5 * (target + goal)
         mid_eye = mid_target + 0.5 * (keys[-1][1] - target + eye0 - goal) + np.array([0, -0.1, 0.15])
         keys.append((t + transition / 2, mid_eye, mid_target))
-        visit.start, visit.end = t + transition, t + transition + dwell
+        visit.start, visit.end = t + transition, t + transition + length
         keys.append((visit.start, eye0, goal))
         keys.append((visit.end, eye1, goal))
         visits.append(visit)
@@ -152,8 +160,7 @@ def plan_path(
         keys, visits = _stretch(keys, visits, slack)
     last_t, last_eye, last_target = keys[-1]
     keys.append((max(seconds, last_t + 0.5), last_eye + 0.35 * (last_eye - last_target), last_target))
-    if dwell > 0:
-        keys = _hover(rng, keys, visits)
+    keys = _hover(rng, keys, visits, around=dwell > 0)
     for cut, skipped in cuts:
         keys = _reframe(rng, renderer, keys, visits, cut, skipped, K, size)
 
@@ -203,8 +210,10 @@ def _reframe(
     return [k for i, k in enumerate(out) if i == 0 or k[0] - out[i - 1][0] > 1e-6]
 
 
-def _hover(rng: np.random.Generator, keys: list, visits: list[Visit]) -> list:
-    """Hand-held hovering inside long dwells: a keyframe every 4–7 s, a few cm off the straight drift."""
+def _hover(rng: np.random.Generator, keys: list, visits: list[Visit], around: bool) -> list:
+    """Hand-held hovering inside dwells: a keyframe every 4–7 s, a few cm off the drift from the start to the end
+    eye; ``around``: the drift follows the orbit round the part (azimuth, elevation and distance interpolated),
+    which keeps a long hover's camera at its distance instead of cutting the chord towards the part."""
     out = list(keys)
     by_time = {round(k[0], 9): k for k in keys}
     for visit in visits:
@@ -212,26 +221,49 @@ def _hover(rng: np.random.Generator, keys: list, visits: list[Visit]) -> list:
         if start is None or end is None:
             continue
         n = int((visit.end - visit.start) // rng.uniform(4.0, 7.0))
+        arc0, arc1 = _spherical(start[1] - start[2]), _spherical(end[1] - end[2])
         for a in np.arange(1, n) / n:
             t = visit.start + a * (visit.end - visit.start)
-            eye = (1 - a) * start[1] + a * end[1] + rng.normal(0, 0.025, 3)
-            target = (1 - a) * start[2] + a * end[2] + rng.normal(0, 0.012, 3)
-            out.append((t, eye, target))
+            target = (1 - a) * start[2] + a * end[2]
+            if around:
+                az, el, d = (1 - a) * arc0 + a * arc1
+                eye = target + d * _direction(az, el) + rng.normal(0, 0.025, 3)
+            else:
+                eye = (1 - a) * start[1] + a * end[1] + rng.normal(0, 0.025, 3)
+            out.append((t, eye, target + rng.normal(0, 0.012, 3)))
     return sorted(out, key=lambda k: k[0])
 
 
+def _spherical(offset: np.ndarray) -> np.ndarray:
+    """(azimuth°, elevation°, distance) of a camera at ``offset`` from its target: the inverse of ``_direction``."""
+    d = float(np.linalg.norm(offset))
+    return np.array([np.degrees(np.arctan2(offset[0], -offset[1])), np.degrees(np.arcsin(offset[2] / d)), d])
+
+
 def _dwell_views(
-    rng: np.random.Generator, renderer: Renderer, goal: np.ndarray, K: np.ndarray, size: tuple[int, int]
+    rng: np.random.Generator,
+    renderer: Renderer,
+    goal: np.ndarray,
+    K: np.ndarray,
+    size: tuple[int, int],
+    orbit: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Start/end eyes of a dwell: 0.3–0.6 m from the part, orbiting 10–20° for parallax, unoccluded."""
+    """Start/end eyes of a dwell: 0.3–0.6 m from the part, orbiting 10–20° for parallax, unoccluded.
+
+    ``orbit`` (degrees, if more than the drawn 10–20°): a long hover's arc, centred on the drawn azimuth and
+    unoccluded every 10° along it, so the part stays in sight all the way round.
+    """
     best = None
     for _ in range(40):
         az, el, d = rng.uniform(-40, 40), rng.uniform(40, 70), rng.uniform(0.4, 0.6)
         daz, del_, dd = rng.choice([-1, 1]) * rng.uniform(10, 20), rng.uniform(-5, 5), rng.uniform(-0.05, 0.05)
-        eye0, eye1 = goal + d * _direction(az, el), goal + (d + dd) * _direction(az + daz, el + del_)
-        best = best or (eye0, eye1)
-        if _clear_view(renderer, eye0, goal, K, size) and _clear_view(renderer, eye1, goal, K, size):
-            return eye0, eye1
+        if abs(daz) < orbit:
+            az, daz = az - np.sign(daz) * orbit / 2, np.sign(daz) * orbit
+        arc = np.linspace(0.0, 1.0, 2 + int(abs(daz) // 10) if orbit else 2)
+        eyes = [goal + (d + a * dd) * _direction(az + a * daz, el + a * del_) for a in arc]
+        best = best or (eyes[0], eyes[-1])
+        if all(_clear_view(renderer, eye, goal, K, size) for eye in eyes):
+            return eyes[0], eyes[-1]
     return best
 
 

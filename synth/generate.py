@@ -93,21 +93,27 @@ class WorldConfig:
     """Share of each scene's videos whose narration is Whisper JSON ``<video>.json`` (no SRT)."""
     extra_talk: float = 0.0
     """Extra ungrounded narration lines (filler, off-screen parts) per 10 s of video (``synth.narration``)."""
+    talk: str = "sparse"
+    """Narration style: ``sparse`` names the part in a line or two per step and says little else; ``dense`` talks
+    like a real presenter, a line every 3–4 s, most naming no part (generic actions, pronouns for the part
+    on screen, transit and off-topic talk), the part named about once per visit with jittered timing
+    (``synth.narration._dense``); each line's part, reference and dwell are in the ground truth."""
 
     @classmethod
     def long(cls, **overrides: object) -> WorldConfig:
-        """Real-length downloads: 1 scene × 2 videos × 150 s at 5 fps, 480×270, 20–30 s dwells with hands,
-        1–2 s swings, one jump cut and one insert per video, half the videos with YouTube auto-captions."""
-        base = dict(scenes=1, videos=2, seconds=150.0, fps=5.0, width=480, height=270, dwell_seconds=25.0,
-                    swing_seconds=1.5, cuts=1, inserts=1, hands=True, caption_vtt_share=0.5)
+        """Real-length downloads: 1 scene × 2 videos × 150 s at 5 fps, 480×270, 36–54 s hovers with hands (three
+        or four parts per video: minute-long ones would leave two and a remnant), 1–2 s swings, one jump cut and
+        one insert per video, dense talk, half the videos with YouTube auto-captions."""
+        base = dict(scenes=1, videos=2, seconds=150.0, fps=5.0, width=480, height=270, dwell_seconds=45.0,
+                    swing_seconds=1.5, cuts=1, inserts=1, hands=True, caption_vtt_share=0.5, talk="dense")
         return cls(**(base | overrides))
 
     @classmethod
     def degraded(cls, **overrides: object) -> WorldConfig:
         """Degraded footage: 2 scenes × 5 videos × 30 s at 10 fps, motion blur, barrel distortion, exposure
-        jumps, hands over the parts, one jump cut per video, sensor noise and stronger compression."""
+        jumps, hands over the parts, one jump cut per video, sensor noise, stronger compression and dense talk."""
         base = dict(scenes=2, videos=5, seconds=30.0, motion_blur=0.5, distortion_k1=-0.08, exposure_jumps=4.0,
-                    hands=True, cuts=1, noise=2.0, crf=23)
+                    hands=True, cuts=1, noise=2.0, crf=23, talk="dense")
         return cls(**(base | overrides))
 
     def check(self) -> None:
@@ -119,6 +125,9 @@ class WorldConfig:
             raise ValueError("caption_vtt_share and caption_whisper_share must be in [0, 1] and sum to at most 1")
         if not -0.3 <= self.distortion_k1 <= 0.3 or self.motion_blur < 0 or self.cuts < 0 or self.inserts < 0:
             raise ValueError("distortion_k1 must be in [-0.3, 0.3]; motion_blur, cuts, inserts must be >= 0")
+        if self.talk not in ("sparse", "dense") or (self.talk == "dense" and self.extra_talk > 0):
+            raise ValueError("talk must be sparse or dense; extra_talk only adds to sparse talk (dense talk is "
+                             "mostly ungrounded already)")
 
 
 PRESETS: dict[str, Callable[..., WorldConfig]] = {
@@ -218,8 +227,9 @@ def _make_video(
     edited = bool(edit.cuts or edit.inserts)
     visits, dwells = _video_visits(path.visits, edit, cfg.fps) if edited else (path.visits, None)
     dwells = dwells or [{"part": vi.part, "start": _r(vi.start), "end": _r(vi.end)} for vi in visits]
-    visible = _in_view(path.pose_at, edit, parts, K, cfg) if cfg.extra_talk > 0 else None
-    lines = narrate(rng, visits, scene.name, task_names, cfg.seconds, extra_talk=cfg.extra_talk, visible=visible)
+    visible = _in_view(path.pose_at, edit, parts, K, cfg) if cfg.extra_talk > 0 or cfg.talk == "dense" else None
+    lines = narrate(rng, visits, scene.name, task_names, cfg.seconds, extra_talk=cfg.extra_talk, visible=visible,
+                    talk=cfg.talk, pieces=_pieces(visits, dwells))
     subtitles, fmt = _write_subtitles(cfg, s, v, video_dir, name, lines)
 
     fx = _video_rng(cfg, s, v, 3)
@@ -321,6 +331,15 @@ def _video_visits(visits: list[Visit], edit: Timeline, fps: float) -> tuple[list
             pieces += [{"part": visit.part, "start": _r(a), "end": _r(b)} for a, b in mine]
             out.append(Visit(visit.part, visit.steps, mine[0][0], mine[-1][1]))
     return out, pieces
+
+
+def _pieces(visits: list[Visit], dwells: list[dict]) -> list[tuple[int, float, float]]:
+    """(visit index, start, end) of every dwell piece, so that narration lines can name their dwell."""
+    def owner(d: dict) -> int:
+        return next(k for k, v in enumerate(visits)
+                    if v.part == d["part"] and v.start - 1e-6 <= d["start"] <= v.end + 1e-6)
+
+    return [(owner(d), d["start"], d["end"]) for d in dwells]
 
 
 def _hands(hands: Hands, image: np.ndarray, t: float, dwells: list[dict], parts: dict, K: np.ndarray, k1: float,

@@ -12,7 +12,25 @@ from __future__ import annotations
 import itertools
 import re
 
-from synth.narration import _FILLERS, _INTROS, _LEADS, _MENTIONS, _OUTROS, SYNONYMS
+from synth.narration import (
+    _CALLOUTS,
+    _CHATTER,
+    _FILLERS,
+    _GREETINGS,
+    _INTROS,
+    _LEADS,
+    _MENTIONS,
+    _MORE_MENTIONS,
+    _NOUNS,
+    _OFF_TOPIC,
+    _OUTROS,
+    _POINTERS,
+    _TALK_LEADS,
+    _TALK_TAILS,
+    _TRANSIT,
+    _WRAPS,
+    SYNONYMS,
+)
 from synth.tasks import TASKS
 
 PARAPHRASE_QUERIES: dict[str, tuple[str, ...]] = {
@@ -163,6 +181,14 @@ def narration_lines() -> list[str]:
     lines += [i.format(title=t, car="car") for i in _INTROS for t in titles]
     lines += list(_FILLERS) + list(_OUTROS)
     lines += [m.format(p=syn) for m in _MENTIONS for syns in SYNONYMS.values() for syn in syns]
+    # Dense talk (``talk = "dense"``).
+    lines += [g.format(car="car") for g in _GREETINGS] + list(_OFF_TOPIC)
+    lines += [lead + c + tail for lead in _TALK_LEADS for c in _CHATTER for tail in _TALK_TAILS]
+    lines += [lead + x for lead in _TALK_LEADS for x in _TRANSIT]
+    nouns = {n for ns in _NOUNS.values() for n in ns}
+    lines += [lead + ptr.format(n=n) for lead in _TALK_LEADS for ptr in _POINTERS for n in nouns]
+    lines += [t.format(p=syn) for t in _CALLOUTS + _WRAPS + _MORE_MENTIONS for syns in SYNONYMS.values()
+              for syn in syns]
     return lines
 
 

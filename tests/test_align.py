@@ -12,6 +12,7 @@ import pytest
 
 from recon.align import AlignConfig, VideoModel, align_pair, candidate_pairs, compose_graph, refine
 from recon.matching import match_frame_pairs
+from recon.polish import polish
 from recon.retrieval import mutual_matches
 from recon.sim3 import sim3_from_json
 
@@ -26,6 +27,7 @@ def _edge(a: str, b: str, xa: np.ndarray, xb: np.ndarray) -> dict:
     """An accepted edge whose own Sim(3) is a RANSAC fit on its points (as ``align_pair`` makes it)."""
     ransac = pycolmap.RANSACOptions()
     ransac.max_error = 0.03
+    ransac.random_seed = 0  # as align_pair seeds it: the same fit every run
     fit = pycolmap.estimate_sim3d_robust(xa, xb, ransac)
     return {"a": a, "b": b, "accepted": True, "inliers": int(fit["num_inliers"]), "_sim": fit["tgt_from_src"],
             "_points": (xa, xb)}
@@ -52,7 +54,10 @@ def test_refinement_keeps_the_static_structure_when_a_moved_part_dominates_one_p
     assert np.abs(direct * static_v0 - true_v1_from_v0 * static_v0).max() > 0.01  # the pair alone follows the part
 
     reference, shared, unaligned = compose_graph(videos, edges)
-    refined, stats = refine(reference, shared, edges, AlignConfig(refine_threshold=0.005), 1.0)
+    # 5 sweeps (the default) leave v0 1.4 cm off for this RANSAC seed: the static structure wins the pair back over
+    # about 12 sweeps. On real degraded footage more sweeps do not converge (they alternate between a moved part and
+    # the static structure), so the default stays; docs/alignment.md.
+    refined, stats = refine(reference, shared, edges, AlignConfig(refine_threshold=0.005, refine_sweeps=20), 1.0)
     assert not unaligned and set(stats) == set(videos) - {reference}
     for v in videos:  # every video's static points land where the reference's static points are
         ref_from_v = world_from[reference].inverse() * world_from[v]
@@ -178,3 +183,73 @@ def test_mutual_matches_equal_a_plain_reference():
                 if int(np.argmin(dist[:, np.argmin(dist[i])])) == i
                 and np.sort(dist[i])[0] < 0.85 * np.sort(dist[i])[1]]
         assert [tuple(m) for m in mutual_matches(da, db, 0.85).tolist()] == want
+
+
+# ---- joint bundle adjustment across videos: models that differ by more than a Sim(3) -----------------------------
+def _look_at(centre: np.ndarray) -> pycolmap.Rigid3d:
+    z = -centre / np.linalg.norm(centre)
+    x = np.cross([0, 0, 1.0], z)
+    x /= np.linalg.norm(x)
+    R = np.stack([x, np.cross(z, x), z])
+    return pycolmap.Rigid3d(pycolmap.Rotation3d(R), -R @ centre)
+
+
+def _video_model(rng: np.random.Generator, xyz: np.ndarray, centres: np.ndarray, focal_error: float,
+                 frame: pycolmap.Sim3d) -> pycolmap.Reconstruction:
+    """One video's model as SfM would leave it: observations of a true 500-px focal (0.3 px noise) adjusted with
+    the focal held ``focal_error`` off (self-consistent, yet not similar to the truth), in its own ``frame``."""
+    true = pycolmap.Camera(model="SIMPLE_RADIAL", width=640, height=480, params=[500.0, 320, 240, 0])
+    rec = pycolmap.Reconstruction()
+    rec.add_camera_with_trivial_rig(pycolmap.Camera(model="SIMPLE_RADIAL", width=640, height=480, camera_id=1,
+                                                    params=[500.0 * (1 + focal_error), 320, 240, 0]))
+    for k, c in enumerate(centres):
+        pose = _look_at(c)
+        uv = true.img_from_cam(pose * xyz) + rng.normal(0, 0.3, (len(xyz), 2))
+        rec.add_image_with_trivial_frame(pycolmap.Image(name=str(k), keypoints=uv, camera_id=1, image_id=k + 1), pose)
+    for j, x in enumerate(xyz):
+        rec.add_point3D(x, pycolmap.Track([pycolmap.TrackElement(k + 1, j) for k in range(len(centres))]))
+    options = pycolmap.BundleAdjustmentOptions()
+    options.refine_focal_length = options.refine_extra_params = False
+    options.print_summary = False
+    config = pycolmap.BundleAdjustmentConfig()
+    for i in rec.reg_image_ids():
+        config.add_image(i)
+    config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
+    pycolmap.create_default_bundle_adjuster(options, config, rec).solve()
+    rec.transform(frame)
+    return rec
+
+
+@pytest.mark.parametrize("focal_error", [0.0, 0.03])
+def test_joint_adjustment_corrects_a_focal_error_and_never_worsens_agreeing_models(focal_error):
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-1, 1, (150, 3)) * [1, 1, 0.3]
+    t = np.linspace(-0.6, 0.6, 10)
+    truth = {"a": np.c_[4 * np.sin(t), -4 * np.cos(t), np.full(10, 1.5)],
+             "b": np.c_[4 * np.sin(t + 1.2), -4 * np.cos(t + 1.2), np.full(10, 2.5)]}
+    models = {"a": _video_model(rng, xyz, truth["a"], 0.0, _sim(rng)),
+              "b": _video_model(rng, xyz, truth["b"], focal_error, _sim(rng))}
+    ids = np.array(sorted(models["a"].points3D))  # both models hold the same points under the same ids
+    xa, xb = (np.array([models[n].points3D[i].xyz for i in ids]) for n in "ab")
+    shared = {"a": pycolmap.Sim3d(), "b": pycolmap.estimate_sim3d(xb, xa)}  # a fit on points, as alignment makes
+    edges = [{"a": "a", "b": "b", "accepted": True, "_ids": (ids, ids)}]
+    size = float(np.median(np.linalg.norm(xa - np.median(xa, axis=0), axis=1)))
+
+    def camera_error(transforms: dict[str, pycolmap.Sim3d]) -> np.ndarray:
+        """Median camera-centre error per video after one Sim(3) fit of all cameras to the truth."""
+        centres = {n: transforms[n] * np.array([models[n].images[i].projection_center() for i in range(1, 11)])
+                   for n in "ab"}
+        world = pycolmap.estimate_sim3d(np.concatenate([centres["a"], centres["b"]]),
+                                        np.concatenate([truth["a"], truth["b"]]))
+        return np.array([np.median(np.linalg.norm(world * centres[n] - truth[n], axis=1)) for n in "ab"])
+
+    before = camera_error(shared)
+    refined, stats = polish(models, shared, edges, AlignConfig(), "a", size)
+    after = camera_error(refined)
+    assert stats["applied"] and stats["tracks_fused"] > 50 and refined["a"].scale == pytest.approx(1.0)
+    if focal_error:
+        assert before.min() > 0.02 and np.all(after < 0.4 * before), (before, after)
+    else:
+        assert np.all(after < 1.2 * before + 1e-3), (before, after)
+    kept, _ = polish(models, shared, edges, AlignConfig(), "a", size, fixed={"a"})
+    assert kept["a"] is shared["a"] and camera_error(kept)[1] <= max(before[1], 0.02)  # a kept node does not move

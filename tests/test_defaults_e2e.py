@@ -282,7 +282,8 @@ def test_query_answers_near_the_true_part(built: Built, cli, tmp_path, answers):
     assert len(parts) >= 2
     batch = tmp_path / "queries.txt"
     batch.write_text("".join(f"where is the {p.replace('_', ' ')}\n" for p in parts))
-    got = json.loads(_ok(cli("query", built.root, "--scene", built.scene, "--batch", str(batch), "--json")))
+    got = json.loads(_ok(cli("query", built.root, "--scene", built.scene, "--batch", str(batch), "--json",
+                             "--moments")))
     got = got if isinstance(got, list) else [got]
     assert len(got) == len(parts)
     errors = {}
@@ -292,6 +293,17 @@ def test_query_answers_near_the_true_part(built: Built, cli, tmp_path, answers):
         world = np.asarray(built.world_from_shared * np.array([a["point"]]))[0]
         errors[part] = float(np.linalg.norm(world - np.array(built.gt["parts"][part])))
         answers[part] = a
+        assert 1 <= len(a["moments"]) <= 5 and a["evidence"], a  # the clips and lines behind the answer
+        for m in a["moments"]:
+            video = built.gt["videos"][m["video"]]
+            assert m["start"] <= m["time"] <= m["end"] and 0 <= m["xy"][0] < video["width"] \
+                and 0 <= m["xy"][1] < video["height"], m
+    # the best clip of a right answer is the camera dwelling on that part (ground truth, ±1 s)
+    right = [(p, a["moments"][0]) for p, a in answers.items() if errors.get(p, 1.0) <= 0.10]
+    on_part = [any(d["part"] == p and d["start"] - 1 <= m["time"] <= d["end"] + 1
+                   for d in built.gt["videos"][m["video"]]["dwells"]) for p, m in right]
+    print(f"[defaults] query: top moment on the part for {sum(on_part)} of {len(right)} right answers")
+    assert sum(on_part) >= 0.5 * len(right), right
     spread = np.ptp(np.array(list(built.gt["parts"].values())), axis=0)
     print("\n[defaults] query: errors (cm) " + ", ".join(f"{p} {e * 100:.1f}" for p, e in errors.items())
           + f"; parts spread {np.linalg.norm(spread) * 100:.0f} cm")
@@ -528,8 +540,9 @@ def test_serve_answers_every_route(built: Built, photos, answers, tmp_path):
             assert q.status_code == 200, q.text
             world = np.asarray(built.world_from_shared * np.array([q.json()["point"]]))[0]
             err_q = float(np.linalg.norm(world - np.array(built.gt["parts"][part])))
-            if part in answers:  # the CLI's answer (test_query), when it ran
+            if part in answers:  # the CLI's answer (test_query), when it ran: the same point, evidence and clips
                 assert np.allclose(q.json()["point"], answers[part]["point"], atol=1e-4)
+                assert q.json()["moments"] == answers[part]["moments"]
 
             path, video, t = photos[0]
             r = c.post("/localize", data={"scene": built.scene},

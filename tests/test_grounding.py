@@ -271,6 +271,60 @@ def test_index_returns_each_lines_own_voxel_for_its_own_text(trained):
         assert np.median(near) <= 2 * np.linalg.norm(space.size)
 
 
+def test_answers_list_the_lines_that_voted_with_video_and_time(trained, data):
+    """Asked with a narration line's own words, the answer shows that line first (its video, time and text, the
+    largest share, similarity 1), pointing at the answer; every listed line is a real line of the scene."""
+    folder, _ = trained["center"]
+    grounder = gquery.load(folder)
+    scene = grounder.scenes[0]
+    pairs = json.loads((folder / "scenes" / scene / "pairs.json").read_text())
+    texts = [p["text"] for p in pairs]
+    unique = [i for i, t in enumerate(texts) if texts.count(t) == 1][:10]
+    lines = {(n.text, n.start) for video in data["narrations"][scene].values() for n in video}
+    for i, result in zip(unique, grounder.query(scene, [texts[i] for i in unique]), strict=True):
+        first = result["evidence"][0]
+        assert (first["video"], first["start"], first["end"], first["text"]) == \
+            (pairs[i]["video"], pairs[i]["start"], pairs[i]["end"], pairs[i]["text"])
+        assert first["similarity"] > 0.99 and first["share"] == max(e["share"] for e in result["evidence"])
+        assert 0 <= first["supports"] <= 1
+        assert len(result["evidence"]) == min(grounder.k, gquery.EVIDENCE)
+        assert all(any(e["text"].startswith(t) or t.startswith(e["text"]) for t, _ in lines)
+                   for e in result["evidence"])
+
+
+def test_top_moment_shows_the_part_while_the_camera_dwells_on_it(data):
+    """For every filmed part (its true 3D position, with the lines that name it as the voters a query would bring),
+    the best clip is a stretch of a video that dwells on that part (ground truth), and the marked pixel is where
+    the part projects in that frame. Without voters, the best clip still shows the part near the image centre."""
+    from grounding.moments import moments
+
+    inside, total = 0, 0
+    for name, scene in data["scenes"].items():
+        gt = data["gts"][name]
+        for part, X in gt["parts"].items():
+            dwelt = {v: [(d["start"], d["end"]) for d in g["dwells"] if d["part"] == part]
+                     for v, g in gt["videos"].items()}
+            if not any(dwelt.values()):
+                continue
+            voters = [{"video": v, "start": n["start"], "end": n["end"], "similarity": 1.0}
+                      for v, g in gt["videos"].items() for n in g["narrations"] if n.get("part") == part]
+            plain = moments(scene, np.asarray(X), data["narrations"][name])[0]
+            frame = next(f for f in scene.frames_of(plain["video"]) if abs(f.time - plain["time"]) < 1e-6)
+            w, h = frame.camera.width, frame.camera.height
+            assert np.linalg.norm(np.array(plain["xy"]) - [w / 2, h / 2]) < 0.3 * np.hypot(w, h)
+            found = moments(scene, np.asarray(X), data["narrations"][name], voters)
+            assert 1 <= len(found) <= 5 and all(m["start"] <= m["time"] <= m["end"] for m in found)
+            assert found == sorted(found, key=lambda m: -m["score"])
+            best = found[0]
+            frame = next(f for f in scene.frames_of(best["video"]) if abs(f.time - best["time"]) < 1e-6)
+            xy, _ = frame.project(np.asarray(X, float)[None])
+            assert np.linalg.norm(xy[0] - best["xy"]) < 0.01  # rounded to 0.01 px
+            total += 1
+            inside += any(a - 1.0 <= best["time"] <= b + 1.0 for a, b in dwelt[best["video"]])
+    assert total >= 10
+    assert inside / total >= 0.8, (inside, total)  # 17 of 18 seen
+
+
 def test_paraphrase_queries_never_repeat_narration_phrasing():
     from synth.queries import PARAPHRASE_QUERIES, narration_lines, narration_overlap
     from synth.world import PARTS

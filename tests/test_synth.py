@@ -377,11 +377,16 @@ def test_distortion_is_rendered_and_in_the_model(bay_renderer) -> None:
 def test_long_preset_paces_like_real_footage() -> None:
     cfg = WorldConfig.long()
     assert (cfg.seconds, cfg.fps, cfg.width, cfg.height, cfg.cuts, cfg.inserts) == (150.0, 5.0, 480, 270, 1, 1)
+    assert cfg.dwell_seconds == 45.0 and cfg.talk == "dense"
     degraded = WorldConfig.degraded()
     assert degraded.videos == 5 and degraded.motion_blur > 0 and degraded.distortion_k1 < 0 and degraded.hands
+    assert degraded.talk == "dense" and WorldConfig().talk == "sparse"
     assert WorldConfig.long(videos=3).videos == 3
     with pytest.raises(ValueError, match="caption"):
         generate_world(Path("/nonexistent"), WorldConfig(caption_vtt_share=0.8, caption_whisper_share=0.5))
+    for bad in (WorldConfig(talk="loud"), WorldConfig.long(extra_talk=1.0)):
+        with pytest.raises(ValueError, match="talk"):
+            bad.check()
 
 
 def test_extra_talk_sets_the_ungrounded_share() -> None:
@@ -436,3 +441,142 @@ def test_renarrate_adds_ungrounded_talk_to_a_rendered_world(small_world) -> None
                 assert n.part not in dwelt, n
         kinds += [n.kind for n in lines]
     assert kinds.count("step") >= 2 and kinds.count("step") / len(kinds) < 0.7, kinds
+
+
+# --- Dense talk and minute-long hovers (issue #28 §1) ---
+
+SPARSE_SMALL_WORLD = {  # the small world's narration before dense talk existed: sparse talk must not change
+    "video_00": ["what's up guys, quick video today", "then pull out the dipstick", "clean off the dip stick",
+                 "alright, reinsert the dip stick all the way"],
+    "video_01": ["in this video we change the spark plugs and check the brake fluid on my focus",
+                 "the next thing is to take the coils off to reach the sparkplugs",
+                 "replace the spark plugs one by one"],
+}
+
+
+def _names_a_part(text: str) -> bool:
+    import re
+
+    words = " " + " ".join(re.findall(r"[a-z0-9']+", text.lower())) + " "
+    return any(f" {syn} " in words for syns in SYNONYMS.values() for syn in syns)
+
+
+def test_sparse_talk_is_unchanged(small_world) -> None:
+    """The default world says exactly what it said before ``talk`` existed; the new GT fields describe it."""
+    _, gt = _gt(small_world)
+    assert {v: [n["text"] for n in video["narrations"]] for v, video in gt["videos"].items()} == SPARSE_SMALL_WORLD
+    for video in gt["videos"].values():
+        for n in video["narrations"]:
+            assert n["refers"] == ("name" if n["part"] else None) and n["talk"] in ("intro", "step", "filler")
+            if n["kind"] == "step":
+                assert video["dwells"][n["dwell"]]["part"] == n["part"]
+
+
+@pytest.fixture(scope="module")
+def dense_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The ``long`` preset (2 × 150 s, dense talk, 36–54-s hovers) at a thumbnail size: (scene dir, ground truth)."""
+    (scene_dir,) = generate_world(tmp_path_factory.mktemp("dense"), WorldConfig.long(width=64, height=36, fps=1.0))
+    return scene_dir, load_ground_truth(scene_dir / "ground_truth.json")
+
+
+def test_dense_talk_in_ground_truth(dense_world) -> None:
+    """A line every 3–4 s, most naming no part, off-screen mentions never outnumbering the on-screen namings;
+    every line's part, reference and dwell are right in the GT."""
+    scene_dir, gt = dense_world
+    named, total, talks = 0, 0, set()
+    for video in gt["videos"].values():
+        lines, dwells = video["narrations"], video["dwells"]
+        seconds = len(video["frames"]) / video["fps"]
+        assert 3.0 <= seconds / len(lines) <= 4.2
+        if video["subtitle_format"] == "srt":
+            assert [s.content for s in srt.parse((scene_dir / video["subtitles"]).read_text())] == \
+                [n["text"] for n in lines]
+        named += sum(n["refers"] == "name" for n in lines)
+        total += len(lines)
+        assert sum(n["talk"] == "mention" for n in lines) <= \
+            max(1, sum(n["refers"] == "name" and n["kind"] == "step" for n in lines))
+        talks |= {n["talk"] for n in lines}
+        visit = np.cumsum([i == 0 or d["part"] != dwells[i - 1]["part"] for i, d in enumerate(dwells)])  # per piece
+        per_visit = [0] * (visit[-1] + 1)
+        for n in lines:
+            assert n["refers"] in (None, "name", "pronoun") and (n["part"] is None) == (n["refers"] is None)
+            assert n["refers"] == "name" or not _names_a_part(n["text"]), n
+            d = dwells[n["dwell"]] if n["dwell"] is not None else None
+            if n["kind"] == "step":  # the part of its dwell, named or pointed at, said around that dwell
+                assert d["part"] == n["part"] and d["start"] - 3.0 < n["end"] and n["start"] < d["end"] + 2.0, n
+                per_visit[visit[n["dwell"]]] += n["refers"] == "name"
+            if n["refers"] == "pronoun":  # "this one right here" while the part is on screen
+                assert d["start"] < n["end"] and n["start"] < d["end"] and n["talk"] == "pronoun", n
+            if n["kind"] == "filler" and d is not None:  # said while that dwell is on screen
+                assert d["start"] <= (n["start"] + n["end"]) / 2 <= d["end"], n
+        assert max(per_visit) <= 2
+    assert 0.05 <= named / total <= 0.28, named / total
+    assert {"intro", "step", "pronoun", "chatter", "aside", "mention", "outro"} <= talks
+
+
+def _dense_visits(seconds: float, n: int) -> list:
+    """``n`` back-to-back visits (1.5-s swings) filling a video, tasks' steps in order."""
+    from synth.camera import _visits
+
+    visits = _visits(["check_oil", "replace_battery", "replace_air_filter", "add_coolant"])[:n]
+    bounds = np.linspace(3.0, seconds - 1.0, n + 1)
+    for v, a, b in zip(visits, bounds[:-1], bounds[1:], strict=True):
+        v.start, v.end = float(a + 1.5), float(b)
+    return visits
+
+
+def test_dense_talk_names_each_visit_about_once_with_jittered_timing() -> None:
+    """Over many seeds: ~20 % of visits unnamed, none named more than twice, naming lines that start before the
+    camera arrives or end after it leaves, a varied vocabulary, and the same seed saying the same."""
+    from synth.narration import narrate
+
+    visits = _dense_visits(150.0, 3)
+    counts, early, late, texts, rates = [], 0, 0, set(), []
+    for seed in range(40):
+        lines = narrate(np.random.default_rng(seed), visits, "golf", ["check_oil"], 150.0, talk="dense")
+        assert lines == narrate(np.random.default_rng(seed), visits, "golf", ["check_oil"], 150.0, talk="dense")
+        assert all(0 <= n.start < n.end <= 150.0 for n in lines)
+        assert all(a.end <= b.start for a, b in zip(lines, lines[1:], strict=False))  # one speaker
+        rates.append(150.0 / len(lines))
+        texts |= {n.text for n in lines}
+        for k, v in enumerate(visits):
+            naming = [n for n in lines if n.kind == "step" and n.refers == "name" and n.dwell == k]
+            assert all(n.part == v.part for n in naming)
+            counts.append(len(naming))
+            early += any(n.start < v.start for n in naming)
+            late += any(n.end > v.end for n in naming)
+    named = sum(c > 0 for c in counts)
+    assert max(counts) <= 2 and 0.1 <= 1 - named / len(counts) <= 0.3, counts
+    assert 0.2 <= early / named <= 0.55 and late >= 0.05 * named, (early, late, named)
+    assert 3.0 <= np.mean(rates) <= 4.0 and len(texts) > 1000
+    other = narrate(np.random.default_rng(99), visits, "golf", ["check_oil"], 150.0, talk="dense")
+    assert [n.text for n in other] != [n.text for n in lines]
+
+
+def test_minute_long_hover_orbits_the_part_in_view(bay_renderer) -> None:
+    """A 60-s dwell: the camera orbits tens of degrees round the part (centre moving tens of cm), wobbling by
+    hand, and the part's GT centre projects inside every frame of the dwell."""
+    from synth.camera import _spherical, plan_path
+    from synth.render import project
+
+    cfg = WorldConfig(seed=0)
+    variant = make_variant(cfg, 0, 0)
+    parts = {p: x + variant.offset(p) for p, x in make_scene(cfg, 0).parts.items()}
+    w, h, fps = 320, 180, 5.0
+    K = np.array([[250.0, 0, w / 2], [0, 250.0, h / 2], [0, 0, 1]])
+    path = plan_path(np.random.default_rng(3), bay_renderer, parts, ["check_brake_fluid"], K, 72.0, fps, (w, h),
+                     dwell=60.0, swing=1.5)
+    (visit,) = path.visits
+    assert visit.end - visit.start >= 60.0
+    goal = parts[visit.part]
+    inside = (path.times >= visit.start) & (path.times <= visit.end)
+    poses = path.poses[inside]
+    uv = np.array([project(K, 0.0, pose, goal[None])[0] for pose in poses])
+    depth = np.array([pose[2, :3] @ goal + pose[2, 3] for pose in poses])
+    assert (depth > 0.25).all() and (uv >= 0).all() and (uv[:, 0] < w).all() and (uv[:, 1] < h).all()
+    assert np.abs(uv - [w / 2, h / 2]).max() < 0.2 * w  # pointed at the part, give or take the wobble
+    centres = np.array([_centre(pose) for pose in poses])
+    assert np.linalg.norm(centres[:, None] - centres[None], axis=2).max() > 0.15
+    az, _, dist = np.array([_spherical(c - goal) for c in centres]).T
+    assert np.ptp(az) > 25.0  # an orbit, not a drift
+    assert dist.min() > 0.3 and dist.max() < 0.8 and np.ptp(dist) > 0.01  # at hovering distance, by hand

@@ -120,6 +120,21 @@ def test_overlay_hottest_pixels_at_gt_part(world, oracle, gt, tmp_path):
     assert sum(1 for _ in read_frames(mp4)) == 10
 
 
+def test_overlay_of_a_video_without_cameras_is_one_clear_line(world, oracle, gt, tmp_path):
+    """A video that did not reconstruct (no frame in the shared frame) is an input error naming the videos that
+    can be overlaid, not a traceback; nothing is written."""
+    from dataclasses import replace as dc_replace
+
+    from recon.io import InputError
+
+    lost = oracle.videos[0]
+    scene = dc_replace(oracle, frames=[f for f in oracle.frames if f.video != lost])
+    others = [v for v in oracle.videos if v != lost] or ["no video yet"]
+    with pytest.raises(InputError, match=f"{lost}: no camera of this video in the shared frame.*{others[0]}"):
+        overlay(scene, world / gt["videos"][lost]["file"], lost, _blob(np.zeros(3)), tmp_path / "ov")
+    assert not (tmp_path / "ov").exists()
+
+
 def test_marker_drawn_at_its_projection(oracle):
     frame = oracle.frames[0]
     target = oracle.points[frame.point_index[len(frame.point_index) // 2]]

@@ -20,6 +20,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from recon.io import InputError
 from recon.scene import RegisteredFrame, SharedScene, interpolate_poses
 from recon.video import probe, read_frames
 from viewer.geometry import Heatmap, shown_heatmap
@@ -115,8 +116,9 @@ def overlay(scene: SharedScene, video_path: Path, video_name: str, heatmap: Heat
     """Write every ``every``-th frame of the video with the heatmap drawn in: an H.264 mp4, or PNGs in a folder."""
     frames = sorted(scene.frames_of(video_name), key=lambda f: f.time)
     if not frames:
-        raise ValueError(f"video {video_name!r} has no registered frame in scene {scene.scene!r}; "
-                         f"registered videos: {', '.join(scene.videos)}")
+        raise InputError(f"{scene.scene}/{video_name}: no camera of this video in the shared frame (it did not "
+                         "reconstruct or align; `howto3d check` says which); overlay one of "
+                         f"{', '.join(v for v in scene.videos if scene.frames_of(v)) or 'no video yet'}")
     out = Path(out)
     info = probe(video_path)
     indices = np.arange(0, info.num_frames, max(1, every))

@@ -1,0 +1,112 @@
+"""The video moments that show a 3D point: evidence a user can watch.
+
+An answer ("the dipstick is here") is checkable when it comes with the seconds of video that look at that place.
+Every registered frame of the scene scores how well it shows the point: inside the image, near its centre, close,
+and not hidden behind the surface the frame observed there. Frames said while a narration line that voted for the
+answer was spoken score higher (someone was talking about it then). Neighbouring good frames of one video form a
+clip, and clips are ranked by their few best frames (a camera that stays on the point beats one swinging past).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from grounding.narration import Narration
+from recon.scene import RegisteredFrame, SharedScene
+
+CENTRE_SIGMA = 0.25
+"""How centred the point must be: Gaussian over its distance to the image centre, this fraction of the diagonal."""
+OCCLUSION_RADIUS = 0.05
+"""Observed points within this fraction of the diagonal of the point's pixel tell what surface is seen there ..."""
+OCCLUSION_MARGIN = 0.85
+"""... and the point counts as hidden when that surface is nearer than this fraction of the point's depth."""
+CLIP_GAP = 3.0
+"""Good frames of one video at most this many seconds apart (and of one segment) form one clip."""
+CLIP_KEEP = 0.5
+"""A frame is part of a clip when it scores at least this fraction of its video's best frame."""
+CLIP_FRAMES = 3
+"""A clip scores the mean of this many of its best frames."""
+SAID_PAD = 2.0
+"""A voting line counts for the frames this many seconds before and after it."""
+
+
+def frame_score(frame: RegisteredFrame, scene: SharedScene, point: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """(how centred ``point`` is in ``frame``, in [0, 1]; its pixel in the frame's camera; its depth): 0 when behind
+    the camera, outside the image or hidden behind the surface the frame observed at that pixel."""
+    xy, depth = frame.project(np.asarray(point, float)[None])
+    xy, depth = xy[0], float(depth[0])
+    w, h = frame.camera.width, frame.camera.height
+    if depth <= 0 or not (0 <= xy[0] < w and 0 <= xy[1] < h):
+        return 0.0, xy, depth
+    diag = float(np.hypot(w, h))
+    if len(frame.xy):
+        near = np.linalg.norm(frame.xy - xy, axis=1) <= OCCLUSION_RADIUS * diag
+        if near.any():
+            X = scene.points[frame.point_index[near]]
+            seen = X @ frame.cam_from_world[2, :3] + frame.cam_from_world[2, 3]
+            if np.median(seen) < OCCLUSION_MARGIN * depth:
+                return 0.0, xy, depth
+    off = np.linalg.norm(xy - [w / 2, h / 2]) / (CENTRE_SIGMA * diag)
+    return float(np.exp(-0.5 * off**2)), xy, depth
+
+
+def _said(voters: list[dict], video: str, t: float) -> float:
+    """Similarity to the question of the best voting line of ``video`` spoken around ``t`` (0 when none)."""
+    return max((float(v.get("similarity", 0.0)) for v in voters
+                if v.get("video") == video and v["start"] - SAID_PAD <= t <= v["end"] + SAID_PAD), default=0.0)
+
+
+def moments(scene: SharedScene, point: np.ndarray, narrations: dict[str, list[Narration]],
+            voters: list[dict] | None = None, top: int = 5, per_video: int = 2) -> list[dict]:
+    """The best clips that show ``point``, ranked: ``video``, ``start``, ``end``, ``time`` (its best frame),
+    ``xy`` (the point there, in video pixels), ``score`` and ``text`` (what was said during the clip).
+
+    ``voters`` (the answer's evidence lines that support it, with ``video``, ``start``, ``end``, ``similarity``)
+    raise the frames said while they were spoken; at most ``per_video`` clips of one video, ``top`` in all."""
+    scored = {id(f): frame_score(f, scene, point) for f in scene.frames}
+    depths = [d for s, _, d in scored.values() if s > 0]
+    if not depths:
+        return []
+    ref = float(np.median(depths))  # closeness counts 1 up to the median viewing depth, then falls as 1/depth
+    clips = []
+    for video in scene.videos:
+        rows = []
+        for f in sorted(scene.frames_of(video), key=lambda f: f.time):
+            s, xy, depth = scored[id(f)]
+            if s > 0:
+                rows.append((f, s * min(1.0, ref / depth) * (1.0 + _said(voters or [], video, f.time)), xy))
+        if not rows:
+            continue
+        best = max(s for _, s, _ in rows)
+        good = [r for r in rows if r[1] >= CLIP_KEEP * best]
+        run: list = []
+        for r in good + [None]:
+            if r is not None and run and r[0].time - run[-1][0].time <= CLIP_GAP and r[0].segment == run[-1][0].segment:
+                run.append(r)
+                continue
+            if run:
+                clips.append(_clip(video, run, narrations.get(video, [])))
+            run = [r] if r is not None else []
+    clips.sort(key=lambda c: (-c["score"], c["video"], c["start"]))
+    out, count = [], {}
+    for c in clips:
+        if count.get(c["video"], 0) < per_video:
+            out.append(c)
+            count[c["video"]] = count.get(c["video"], 0) + 1
+        if len(out) == top:
+            break
+    return out
+
+
+def _clip(video: str, run: list, lines: list[Narration]) -> dict:
+    """One clip of good frames; its score is the mean of its ``CLIP_FRAMES`` best frames (missing ones count 0), so
+    a camera that stays on the point beats one that swings past it."""
+    f, _, xy = max(run, key=lambda r: r[1])
+    score = sum(sorted((r[1] for r in run), reverse=True)[:CLIP_FRAMES]) / CLIP_FRAMES
+    start, end = run[0][0].time, run[-1][0].time
+    if end - start < 1.0:  # a single sampled frame stands for the second around it
+        mid = (start + end) / 2
+        start, end = max(0.0, mid - 0.5), mid + 0.5
+    said = " … ".join(n.text for n in lines if n.start < end and n.end > start)
+    return {"video": video, "start": round(start, 3), "end": round(end, 3), "time": round(f.time, 3),
+            "xy": [round(float(v), 2) for v in xy * f.video_scale], "score": round(float(score), 4), "text": said}
