@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from grounding.query import load as load_grounder
+from howto3d import grounding_cmds
 from howto3d.server import create_app
 from recon.frames import load as load_frames
 from recon.video import read_frames
@@ -92,7 +92,7 @@ def test_health_scenes_page_and_export(server):
 def test_query_answers_the_cli_contract(server):
     url, ws, scene = server
     texts = ["where is the dipstick", "check the brake fluid", "unscrew the oil filler cap"]
-    expected = load_grounder(ws.grounding_dir).query(scene, texts)
+    expected = grounding_cmds.query(ws, scene, texts, with_moments=True)  # `query --json --moments`
     with httpx.Client(base_url=url, timeout=600) as c, ThreadPoolExecutor(8) as pool:
         # concurrent requests are batched together; each still gets its own answer
         got = list(pool.map(lambda t: c.post("/query", json={"scene": scene, "text": t}).json(), texts * 4))
