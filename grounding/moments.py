@@ -57,13 +57,17 @@ def _said(voters: list[dict], video: str, t: float) -> float:
 
 
 def moments(scene: SharedScene, point: np.ndarray, narrations: dict[str, list[Narration]],
-            voters: list[dict] | None = None, top: int = 5, per_video: int = 2) -> list[dict]:
+            voters: list[dict] | None = None, top: int = 5, per_video: int = 2,
+            spans: dict[str, list[tuple[float, float]]] | None = None) -> list[dict]:
     """The best clips that show ``point``, ranked: ``video``, ``start``, ``end``, ``time`` (its best frame),
     ``xy`` (the point there, in video pixels), ``score`` and ``text`` (what was said during the clip).
 
     ``voters`` (the answer's evidence lines that support it, with ``video``, ``start``, ``end``, ``similarity``)
-    raise the frames said while they were spoken; at most ``per_video`` clips of one video, ``top`` in all."""
-    scored = {id(f): frame_score(f, scene, point) for f in scene.frames}
+    raise the frames said while they were spoken; at most ``per_video`` clips of one video, ``top`` in all.
+    ``spans`` (per video, (start, end) seconds) keeps only the frames inside them (a guide step's segments)."""
+    frames = scene.frames if spans is None else \
+        [f for f in scene.frames if any(a <= f.time <= b for a, b in spans.get(f.video, []))]
+    scored = {id(f): frame_score(f, scene, point) for f in frames}
     depths = [d for s, _, d in scored.values() if s > 0]
     if not depths:
         return []
@@ -72,6 +76,8 @@ def moments(scene: SharedScene, point: np.ndarray, narrations: dict[str, list[Na
     for video in scene.videos:
         rows = []
         for f in sorted(scene.frames_of(video), key=lambda f: f.time):
+            if id(f) not in scored:
+                continue
             s, xy, depth = scored[id(f)]
             if s > 0:
                 rows.append((f, s * min(1.0, ref / depth) * (1.0 + _said(voters or [], video, f.time)), xy))

@@ -180,6 +180,21 @@ def query(ws: WS, scene: Scene,
         reports.print_query_results(results)
 
 
+@app.command()
+def guide(ws: WS, scene: Scene,
+          task: Annotated[str, typer.Option(help="Task id or title from the scene's task file, or what you want to do "
+                                                 "('how do I check the oil'); without a task file the discovered "
+                                                 "key steps are followed.")],
+          json_out: JsonOpt = False) -> None:
+    """A task's steps in order: where each happens in 3D, the video moments that show it and what was said."""
+    from howto3d import guide_cmds
+
+    w = Workspace.open(ws).lock("guide")
+    with progress_bar() as progress:
+        result = guide_cmds.guide(w, w.require_scene(scene), task, progress)
+    reports.show(result, json_out, reports.print_guide)
+
+
 @app.command("eval-grounding")
 def eval_grounding(ws: Annotated[list[Path], typer.Argument(help="Workspace folder(s); several are pooled.")],
                    plot: Annotated[Path | None, typer.Option(help="Write the PCK curves as PNG.")] = None,

@@ -144,6 +144,43 @@ def world_from_shared(ws: Workspace, scene: str, shared: SharedScene) -> pycolma
         return None
 
 
+def eval_guide(gt: dict, world_from_shared: pycolmap.Sim3d, guide: dict, at: float = 0.3) -> dict:
+    """A ``guide`` result against the truth: per step, the distance (m) of its point to the part the step works on
+    (the mean of that part's positions in the videos performing it), whether its top moment shows the part (in
+    front of the true camera and inside the image, 5 % margin) and lies inside the step's true time span in its
+    video. Summary: the share of steps within ``at`` m, and of top moments showing / inside."""
+    rows = []
+    for st in guide["steps"]:
+        truth = [(v, s) for v, r in gt["videos"].items() for s in r.get("steps", [])
+                 if s["task"] == guide["task"] and s["step"] == st["step"]]
+        if not truth:
+            continue
+        part = truth[0][1]["part"]
+        where = np.mean([gt["videos"][v]["parts"][part] for v, _ in truth], axis=0)
+        row = {"step": st["step"], "part": part, "error_m": None, "moment_shows": False, "moment_inside": False}
+        if st["point"] is not None:
+            row["error_m"] = float(np.linalg.norm(np.asarray(world_from_shared * np.array([st["point"]])).reshape(3)
+                                                  - where))
+        if st["moments"]:
+            m = st["moments"][0]
+            spans = [s for v, s in truth if v == m["video"]]
+            row["moment_inside"] = any(s["start"] <= m["time"] <= s["end"] for s in spans)
+            frames = gt["videos"].get(m["video"], {}).get("frames", [])
+            f = min(frames, key=lambda f: abs(f["time"] - m["time"])) if frames else None
+            if f is not None and f["cam_from_world"] is not None and part in gt["videos"][m["video"]]["parts"]:
+                P = np.asarray(f["cam_from_world"], float)
+                x = P[:, :3] @ np.asarray(gt["videos"][m["video"]]["parts"][part], float) + P[:, 3]
+                w, h = gt["videos"][m["video"]]["width"], gt["videos"][m["video"]]["height"]
+                uv = (np.asarray(f["K"], float) @ (x / x[2]))[:2] if x[2] > 0 else np.array([-1.0, -1.0])
+                row["moment_shows"] = bool(x[2] > 0 and 0.05 * w <= uv[0] <= 0.95 * w and 0.05 * h <= uv[1] <= 0.95 * h)
+        rows.append(row)
+    n = max(len(rows), 1)
+    return {"task": guide["task"], "steps": rows, "at_m": at,
+            "placed": sum(r["error_m"] is not None and r["error_m"] <= at for r in rows) / n,
+            "moment_shows": sum(r["moment_shows"] for r in rows) / n,
+            "moment_inside": sum(r["moment_inside"] for r in rows) / n}
+
+
 # ---- on the user's own videos: no ground truth, only their clicks -------------------------------------------
 
 USER_THRESHOLDS_CM = THRESHOLDS_CM

@@ -98,6 +98,26 @@ def print_query_results(results: list[dict]) -> None:
                           markup=False)
 
 
+def print_guide(guide: dict) -> None:
+    """``howto3d guide``: one row per step (where, how sure, the best moment) and what was said then."""
+    table = Table(title=f"{guide['scene']}: {guide['title']} ({guide['task_source']})")
+    for col in ("#", "step", "point", "confidence", "best moment"):
+        table.add_column(col)
+    for st in guide["steps"]:
+        point = "-" if st["point"] is None else "(" + ", ".join(f"{x:.3f}" for x in st["point"]) + ")"
+        m = st["moments"][0] if st["moments"] else None
+        seen = "-" if m is None else f"{m['video']} {m['start']:.1f}-{m['end']:.1f} s"
+        table.add_row(str(st["index"]), st["step"], point, f"{st['confidence']:.2f}" + (" ?" if st["uncertain"]
+                                                                                         else ""), seen)
+    console.print(table)
+    for st in guide["steps"]:
+        if st["narration"]:
+            n = st["narration"][0]
+            said = " ".join(n["text"].split())[:70]
+            console.print(f"  {st['index']}. said: {n['video']} {n['start']:.1f} s \"{said}\"",
+                          highlight=False, markup=False)
+
+
 def print_eval_report(report: dict) -> None:
     at = f"{report['at'] * 100:.0f} cm"
     fine = f"{report['at_fine'] * 100:.0f} cm"

@@ -6,6 +6,7 @@ each scene's model once and answers:
 - ``POST /query`` ``{"scene", "text"}`` → the ``query --json`` contract;
 - ``POST /localize`` (form: ``scene``, ``image``) → the ``localize --json`` contract;
 - ``POST /overlay`` (form: ``scene``, ``text``, ``image``) → the photo as PNG with the heatmap drawn in;
+- ``GET /guide?scene=S&task=T`` → the ``guide --json`` contract, from the saved step timelines;
 - ``GET /scenes``, ``GET /scene/{S}/export.glb[?query=TEXT]``, ``GET /health``, and the page at ``/``.
 
 FastAPI + uvicorn: typed request models, multipart uploads and an asyncio loop that keeps answering while
@@ -278,6 +279,19 @@ class Service:
                 self._shared[scene] = scenes.shared_scene(self.ws, scene)
             return self._shared[scene]
 
+    def guide(self, scene: str, task: str) -> dict:
+        from howto3d import guide_cmds, temporal_cmds  # the step timelines' readers: only a guide needs them
+
+        timelines = temporal_cmds.load_steps(self.ws, scene)
+        if not timelines:
+            raise InputError(f"{self.ws.temporal_dir(scene) / 'steps'}: no step timelines; run `howto3d run`")
+        with self._lock:
+            if scene not in self._said:
+                self._said[scene] = scenes.narrations(self.ws, scene)
+        grounder = self.grounder if self.grounder is not None and scene in self.grounder.spaces else None
+        return guide_cmds.guide(self.ws, scene, task, timelines=timelines, grounder=grounder,
+                                shared=self.shared(scene), narrations=self._said[scene])
+
     def glb(self, scene: str, query: str | None) -> bytes:
         if query is None and scene in self._glb:
             return self._glb[scene]
@@ -388,6 +402,15 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool = Fal
             raise HTTPException(422, f"{result['image']}: not localized in scene {scene!r} ({result.get('reason')}); "
                                      "use a photo that shows more of the scene")
         return Response(png, media_type="image/png", headers={"X-Howto3d-Inliers": str(result["inliers"])})
+
+    @app.get("/guide")
+    async def guide(request: Request, scene: str, task: str) -> dict:
+        """``guide --json`` of the saved step timelines: each step of ``task`` where it happens, its moments."""
+        s = svc(request)
+        s.scene(scene)
+        if s.grounder is not None:
+            s.require_grounder(scene)
+        return await asyncio.to_thread(s.guide, scene, task)
 
     @app.get("/scene/{scene}/export.glb")
     async def export_glb(request: Request, scene: str, query: str | None = None) -> Response:

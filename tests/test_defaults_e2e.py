@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from recon.frames import load as load_frames
 from recon.io import read_json
 from recon.scene import SharedScene
 from recon.video import probe, read_frames
+from temporal.tasks import find_task_file, read_task_file
 from viewer.geometry import heatmap_colors
 
 pytestmark = pytest.mark.slow
@@ -470,13 +472,41 @@ def test_steps_one_video(built: Built, cli):
     assert hits >= 0.4 * len(truth), (hits, len(truth))
 
 
-def test_discover(built: Built, cli):
-    doc = json.loads(_ok(cli("discover", built.root, "--scene", built.scene, "--json")))
-    assert set(doc) == set(built.gt["videos"])
-    for v, r in doc.items():
-        assert r["task_source"] == "discovered"
-        _check_timeline(r, probe(scenes.video(built.ws, built.scene, v).path).duration)
-        assert 1 <= len(r["steps"]) <= 7  # --k default
+def _guide_task(built: Built) -> tuple[str, str]:
+    """(id, title) of the task the most videos perform, from the scene's task file."""
+    tf = read_task_file(find_task_file(built.ws.scene_dir(built.scene)))
+    counts = Counter(t for r in built.gt["videos"].values() for t in {s["task"] for s in r["steps"]})
+    task = max(sorted(counts), key=counts.__getitem__)
+    return task, tf.tasks[task].title
+
+
+def _check_guide(built: Built, g: dict, task: str) -> dict:
+    """The ``guide --json`` contract, and the guide against the truth (``evaluation.eval_guide``)."""
+    assert g["scene"] == built.scene and g["task"] == task and g["task_source"] == "task file", g
+    for st in g["steps"]:
+        assert {"step", "point", "radius", "confidence", "moments", "narration"} <= set(st), st
+        for m in st["moments"]:
+            assert {"video", "start", "end", "time", "xy", "score"} <= set(m) and m["start"] <= m["time"] <= m["end"]
+            w, h = built.gt["videos"][m["video"]]["width"], built.gt["videos"][m["video"]]["height"]
+            assert 0 <= m["xy"][0] < w and 0 <= m["xy"][1] < h, m
+        for n in st["narration"]:
+            assert any(m["video"] == n["video"] and n["start"] < m["end"] and n["end"] > m["start"]
+                       for m in st["moments"]), n
+    r = evaluation.eval_guide(built.gt, built.world_from_shared, g)
+    assert r["steps"], r
+    return r
+
+
+def test_guide(built: Built, cli):
+    """Asked in the user's words, the guide finds the task, puts its steps on their parts and shows moments of
+    the step being done."""
+    task, title = _guide_task(built)
+    g = json.loads(_ok(cli("guide", built.root, "--scene", built.scene, "--task", f"how do I {title.lower()}",
+                           "--json")))
+    r = _check_guide(built, g, task)
+    print(f"\n[defaults] guide {task}: {len(r['steps'])} steps, placed ≤30 cm {r['placed']:.2f}, top moment shows "
+          f"the part {r['moment_shows']:.2f}, inside the step {r['moment_inside']:.2f}")
+    assert r["placed"] >= 0.75 and r["moment_shows"] >= 0.75 and r["moment_inside"] >= 0.5, r
 
 
 def test_groundedness(built: Built, cli):
@@ -561,6 +591,13 @@ def test_serve_answers_every_route(built: Built, photos, answers, tmp_path):
             photo = np.asarray(Image.open(path).convert("RGB")).astype(float)
             assert drawn.shape == photo.shape and ((drawn - photo)[..., 0] > 60).sum() > 20
 
+            task, title = _guide_task(built)
+            g = c.get("/guide", params={"scene": built.scene, "task": title})
+            assert g.status_code == 200, g.text
+            rg = _check_guide(built, g.json(), task)
+            assert rg["placed"] >= 0.75, rg
+            assert c.get("/guide", params={"scene": built.scene, "task": " "}).status_code == 400
+
             glb = c.get(f"/scene/{built.scene}/export.glb")
             assert glb.status_code == 200 and glb.content[:4] == b"glTF"
             loaded = trimesh.load(io.BytesIO(glb.content), file_type="glb")
@@ -577,6 +614,16 @@ def test_serve_answers_every_route(built: Built, photos, answers, tmp_path):
             proc.kill()
             proc.wait()
     assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
+
+
+def test_discover(built: Built, cli):
+    """After the commands that read the task file's timelines (``discover`` saves its own in their place)."""
+    doc = json.loads(_ok(cli("discover", built.root, "--scene", built.scene, "--json")))
+    assert set(doc) == set(built.gt["videos"])
+    for v, r in doc.items():
+        assert r["task_source"] == "discovered"
+        _check_timeline(r, probe(scenes.video(built.ws, built.scene, v).path).duration)
+        assert 1 <= len(r["steps"]) <= 7  # --k default
 
 
 def test_check_after_every_command(built: Built, cli):

@@ -1,0 +1,141 @@
+"""``howto3d guide``: a task's steps in order, each where it happens in 3D, with the video moments that show it.
+
+Joins what the workspace already holds: the step timelines (``steps``, from the scene's task file, or the
+discovered key steps without one), the registered cameras in the shared frame, the narration, and the grounding
+model's heatmap of each step's words. The placing itself is ``grounding.guide``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from grounding.guide import GuideConfig, Spans, step_answer
+from grounding.query import neighbourhood
+from howto3d import scenes as wscenes
+from howto3d.workspace import Workspace
+from recon.io import InputError, ProgressFn
+from temporal.tasks import TaskFile, find_task_file, read_task_file, task_scores
+
+if TYPE_CHECKING:
+    from grounding.query import Grounder
+    from recon.scene import SharedScene
+
+log = logging.getLogger("howto3d")
+
+
+def match_task(tf: TaskFile, text: str, grounder: Grounder | None) -> str:
+    """The task ``text`` names: its id or title (any case), else the task whose title and steps are closest in
+    meaning (the grounding model's sentence encoder; word overlap without a model)."""
+    wanted = text.strip().lower()
+    for t in tf.tasks.values():
+        if wanted in (t.id.lower(), t.title.lower()):
+            return t.id
+    ids = list(tf.tasks)
+    if grounder is not None:
+        texts = [text] + [f"{tf.tasks[t].title}: {', '.join(tf.tasks[t].steps)}" for t in ids]
+        E = grounder.model.embed(*grounder.tokenizer.encode(texts, grounder.max_tokens))
+        E = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+        return ids[int(np.argmax(E[1:] @ E[0]))]
+    scores = task_scores([text], tf.tasks)
+    best = max(ids, key=lambda t: scores[t][0])
+    if scores[best][0] <= 0:
+        raise InputError(f"{tf.path}: no task matches {text!r}; use an id or title: "
+                         + ", ".join(f"{t.id} ({t.title})" for t in tf.tasks.values()))
+    return best
+
+
+def _spans(timelines: dict[str, dict], keep) -> dict[object, Spans]:
+    """Per step key (``keep(step) -> key or None``), each video's segments of that step."""
+    out: dict[object, Spans] = {}
+    for video, r in sorted(timelines.items()):
+        for st in r.get("steps", []):
+            key = keep(st)
+            if key is None or st.get("start") is None:
+                continue
+            segs = st.get("segments") or [[st["start"], st["end"]]]
+            out.setdefault(key, {}).setdefault(video, []).extend((float(a), float(b)) for a, b in segs)
+    return out
+
+
+def guide(ws: Workspace, scene: str, task: str, progress: ProgressFn | None = None,
+          timelines: dict[str, dict] | None = None, grounder: Grounder | None = None,
+          conf: GuideConfig | None = None, shared: SharedScene | None = None,
+          narrations: dict[str, list] | None = None) -> dict:
+    """The guide of ``task`` in ``scene`` (the ``guide --json`` contract).
+
+    ``timelines`` (per video, as ``steps``/``discover`` save them) are computed here when not given (redone only
+    when stale); ``grounder`` is loaded when not given, and its absence (no narration to train on) leaves the
+    steps placed by where the cameras look alone. A server passes what it holds loaded (``shared``,
+    ``narrations``) and the saved timelines."""
+    from howto3d import discover_cmds, temporal_cmds
+
+    conf = conf or GuideConfig()
+    ws.require_scene(scene)
+    if not task.strip():
+        raise InputError("--task is empty: give a task id, its title, or what you want to do ('check the oil')")
+    if grounder is None:
+        try:
+            grounder = wscenes.grounder(ws, scene)
+        except InputError as e:
+            log.warning("%s: steps are placed by where the cameras look, without their words (%s)", scene, e)
+    path = find_task_file(ws.scene_dir(scene))
+    if path is not None:
+        tf = read_task_file(path)
+        task_id = match_task(tf, task, grounder)
+        if timelines is None:
+            timelines = temporal_cmds.steps(ws, scene, progress=progress)
+        elif timelines and all(r.get("task_source") == "discovered" for r in timelines.values()):
+            raise InputError(f"{ws.temporal_dir(scene) / 'steps'}: the saved timelines are discovered key steps, "
+                             f"not {path.name}'s; run `howto3d steps {ws.root} --scene {scene}`")
+        spans = _spans(timelines, lambda st: st["step"] if st.get("task") == task_id else None)
+        steps = [(s, s, spans.get(s, {})) for s in tf.tasks[task_id].steps]
+        head = {"task": task_id, "title": tf.tasks[task_id].title, "task_source": "task file"}
+    else:
+        if timelines is None:
+            timelines = discover_cmds.discover(ws, scene, progress=progress)
+        spans = _spans(timelines, lambda st: st.get("key_step"))
+        labels: dict[object, Counter] = {}
+        for r in timelines.values():
+            for st in r.get("steps", []):
+                labels.setdefault(st.get("key_step"), Counter())[st["label"]] += 1
+        steps = [(k, labels[k].most_common(1)[0][0], spans[k]) for k in sorted(spans, key=lambda k: (k is None, k))]
+        head = {"task": task, "title": task, "task_source": "discovered"}
+        log.warning("%s: no task file in %s: the guide follows the key steps discovered from the videos",
+                    scene, ws.scene_dir(scene))
+    performed = [s for s in steps if s[2]]
+    if not performed:
+        raise InputError(f"{scene}: no video performs {head['task']!r} in its step timeline; check the task file's "
+                         "'videos' entry or rerun `howto3d run`")
+    shared = shared or wscenes.shared_scene(ws, scene)
+    narrations = wscenes.narrations(ws, scene) if narrations is None else narrations
+    space, probs, (radius, separation, ratio) = _space(shared, grounder, scene, [label for _, label, _ in steps])
+    near = neighbourhood(space, radius)
+    out = []
+    for i, (_, label, step_spans) in enumerate(steps):
+        if not step_spans:
+            log.warning("%s: step %r: no video performs it in its timeline; left without a place", scene, label)
+            out.append({"step": label, "index": i + 1, "point": None, "radius": None, "confidence": 0.0,
+                        "uncertain": True, "looks": 0, "videos": [], "segments": [], "moments": [], "narration": []})
+            continue
+        r = step_answer(shared, space, near, label, step_spans, None if probs is None else probs[i], narrations,
+                        conf, radius, separation, ratio)
+        out.append({"index": i + 1, **r})
+    return {"scene": scene, **head, "units": wscenes.frame_state(ws, scene)["units"], "steps": out}
+
+
+def _space(shared, grounder: Grounder | None, scene: str, texts: list[str]):
+    """The voxels to place steps in, the text heatmaps (``None`` without a model) and the answer settings."""
+    from grounding.config import GroundingConfig
+    from grounding.voxels import build
+
+    if grounder is not None:
+        probs = grounder.scores(scene, texts)
+        return grounder.spaces[scene], probs, (grounder.score_radius, grounder.peak_separation,
+                                               grounder.uncertain_ratio)
+    c = GroundingConfig()
+    space = build(shared.points, shared.points, c.divisions, c.num_voxels, c.box_percentile)
+    return space, None, (c.score_radius, c.peak_separation, c.uncertain_ratio)
