@@ -60,7 +60,8 @@ def moments(scene: SharedScene, point: np.ndarray, narrations: dict[str, list[Na
             voters: list[dict] | None = None, top: int = 5, per_video: int = 2,
             spans: dict[str, list[tuple[float, float]]] | None = None) -> list[dict]:
     """The best clips that show ``point``, ranked: ``video``, ``start``, ``end``, ``time`` (its best frame),
-    ``xy`` (the point there, in video pixels), ``score`` and ``text`` (what was said during the clip).
+    ``xy`` (the point there, in video pixels), ``score``, ``text`` (what was said during the clip) and ``track``
+    (``[time, x, y]`` of the point in each of the clip's frames, for a player that follows it).
 
     ``voters`` (the answer's evidence lines that support it, with ``video``, ``start``, ``end``, ``similarity``)
     raise the frames said while they were spoken; at most ``per_video`` clips of one video, ``top`` in all.
@@ -114,5 +115,7 @@ def _clip(video: str, run: list, lines: list[Narration]) -> dict:
         mid = (start + end) / 2
         start, end = max(0.0, mid - 0.5), mid + 0.5
     said = " … ".join(n.text for n in lines if n.start < end and n.end > start)
+    track = [[round(g.time, 3), *(round(float(v), 2) for v in gxy * g.video_scale)] for g, _, gxy in run]
     return {"video": video, "start": round(start, 3), "end": round(end, 3), "time": round(f.time, 3),
-            "xy": [round(float(v), 2) for v in xy * f.video_scale], "score": round(float(score), 4), "text": said}
+            "xy": [round(float(v), 2) for v in xy * f.video_scale], "score": round(float(score), 4), "text": said,
+            "track": track}

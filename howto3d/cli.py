@@ -419,22 +419,31 @@ def view(ws: WS, scene: Scene, query: Annotated[str | None, typer.Option(help="S
 
 
 @app.command()
-def overlay(ws: WS, scene: Scene, query: Annotated[str, typer.Option(help="What to show.")],
+def overlay(ws: WS, scene: Scene,
             out: Annotated[Path, typer.Option(help="out.mp4, or a folder for PNGs (out.png with --image).")],
+            query: Annotated[str | None, typer.Option(help="What to show (or --task and --step).")] = None,
+            task: Annotated[str | None, typer.Option(help="Show a step of this task's guide (id, title or "
+                                                          "'how do I ...'), with --step.")] = None,
+            step: Annotated[int | None, typer.Option(help="Which step of --task (1 = the first).")] = None,
             video: Annotated[str | None, typer.Option(help="Video name.")] = None,
             image: Annotated[Path | None, typer.Option(help="A new photo: localized, then drawn on.")] = None,
             gt_part: Annotated[str | None, typer.Option(help="Synthetic worlds: draw this part's truth.")] = None,
             ) -> None:
-    """Draw a query's heatmap over every frame of a video, or over your own photo (the AR-assistant preview)."""
+    """Draw a query's heatmap, or where a guide step happens, over every frame of a video or over your own photo
+    (the AR-assistant preview)."""
     from howto3d import viewer_cmds
 
     if (video is None) == (image is None):
         raise InputError("give either --video NAME (a video of the workspace) or --image PHOTO (a new photo)")
+    if step is not None and task is None:
+        raise InputError("--step needs --task (the task whose guide it numbers)")
     w = Workspace.open(ws)
+    if task is not None:
+        w = w.lock("overlay")  # the guide may redo stale step timelines
     if image is not None:
-        console.print(f"overlay: {viewer_cmds.photo_overlay(w, scene, image, query, out, gt_part)}")
+        console.print(f"overlay: {viewer_cmds.photo_overlay(w, scene, image, query, out, gt_part, task, step)}")
         return
-    console.print(f"overlay: {viewer_cmds.overlay(w, scene, video, query, out, gt_part)}")
+    console.print(f"overlay: {viewer_cmds.overlay(w, scene, video, query, out, gt_part, task=task, step=step)}")
 
 
 @app.command()

@@ -7,7 +7,9 @@ each scene's model once and answers:
 - ``POST /localize`` (form: ``scene``, ``image``) → the ``localize --json`` contract;
 - ``POST /overlay`` (form: ``scene``, ``text``, ``image``) → the photo as PNG with the heatmap drawn in;
 - ``GET /guide?scene=S&task=T`` → the ``guide --json`` contract, from the saved step timelines;
-- ``GET /scenes``, ``GET /scene/{S}/export.glb[?query=TEXT]``, ``GET /health``, and the page at ``/``.
+- ``GET /scene/{S}/video/{V}`` → the workspace's video file, with HTTP range requests (a page seeks in it);
+- ``GET /scenes`` (with each scene's videos and tasks), ``GET /scene/{S}/export.glb[?query=TEXT]``,
+  ``GET /health``, and the page at ``/``.
 
 FastAPI + uvicorn: typed request models, multipart uploads and an asyncio loop that keeps answering while
 work runs elsewhere. Queries go to one thread that batches whatever is waiting into one BERT forward pass
@@ -24,6 +26,7 @@ import contextlib
 import io
 import json
 import logging
+import mimetypes
 import os
 import queue
 import tempfile
@@ -292,6 +295,13 @@ class Service:
         return guide_cmds.guide(self.ws, scene, task, timelines=timelines, grounder=grounder,
                                 shared=self.shared(scene), narrations=self._said[scene])
 
+    def video(self, scene: str, name: str) -> Path:
+        """The file of one video of the scene (404 naming the scene's videos when there is none)."""
+        try:
+            return scenes.video(self.ws, self.scene(scene), name).path
+        except InputError as e:
+            raise HTTPException(404, str(e)) from None
+
     def glb(self, scene: str, query: str | None) -> bytes:
         if query is None and scene in self._glb:
             return self._glb[scene]
@@ -301,6 +311,21 @@ class Service:
         if query is None:
             self._glb[scene] = data
         return data
+
+
+def _tasks(ws: Workspace, scene: str) -> list[dict]:
+    """The scene's task file as the page lists it (empty without one or when it does not read)."""
+    from temporal.tasks import find_task_file, read_task_file
+
+    path = find_task_file(ws.scene_dir(scene))
+    if path is None:
+        return []
+    try:
+        tf = read_task_file(path)
+    except InputError as e:
+        log.warning("%s", e)
+        return []
+    return [{"id": t.id, "title": t.title, "steps": list(t.steps)} for t in tf.tasks.values()]
 
 
 async def _upload(image: UploadFile) -> bytes:
@@ -358,7 +383,8 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool = Fal
         g = svc(request).grounder
         return {"scenes": [{"scene": s, "videos": [v.name for v in ws.videos(s)],
                             "aligned": Alignment.is_done(ws.align_dir(s)),
-                            "grounding": g is not None and s in g.spaces} for s in ws.scenes()]}
+                            "grounding": g is not None and s in g.spaces, "tasks": _tasks(ws, s)}
+                           for s in ws.scenes()]}
 
     @app.post("/query", openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "object", "required": ["scene", "text"],
@@ -411,6 +437,12 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool = Fal
         if s.grounder is not None:
             s.require_grounder(scene)
         return await asyncio.to_thread(s.guide, scene, task)
+
+    @app.get("/scene/{scene}/video/{video}")
+    async def video(request: Request, scene: str, video: str) -> FileResponse:
+        """The video as the workspace holds it; Starlette answers ``Range`` requests (206), so a page can seek."""
+        path = svc(request).video(scene, video)
+        return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
     @app.get("/scene/{scene}/export.glb")
     async def export_glb(request: Request, scene: str, query: str | None = None) -> Response:

@@ -35,6 +35,32 @@ def query_heatmap(ws: Workspace, scene: str, query: str) -> tuple[np.ndarray, np
     return wscenes.grounder(ws, scene).heatmap(scene, query)
 
 
+STEP_COLOR = (1.0, 0.0, 1.0)
+"""A guide step's marker: magenta, as on the web page."""
+
+
+def overlay_target(ws: Workspace, scene: str, query: str | None, task: str | None = None,
+                   step: int | None = None) -> tuple[tuple[np.ndarray, np.ndarray, float], list]:
+    """What an overlay draws: a query's heatmap, or step ``step`` (1-based) of the guide of ``task``: its
+    neighbourhood as one blob and its point as a magenta dot. (heatmap, markers)."""
+    if (query is None) == (task is None):
+        raise InputError("give either --query TEXT or --task TASK --step N")
+    if query is not None:
+        return query_heatmap(ws, scene, query), []
+    from howto3d.guide_cmds import guide
+
+    g = guide(ws, scene, task)
+    steps = "; ".join(f"{i + 1}. {s['step']}" for i, s in enumerate(g["steps"]))
+    if step is None or not 1 <= step <= len(g["steps"]):
+        raise InputError(f"--step must be 1 to {len(g['steps'])} for {g['title']!r} ({steps})")
+    st = g["steps"][step - 1]
+    if st["point"] is None:
+        raise InputError(f"{scene}: no video's timeline performs step {step} ({st['step']!r}) of {g['title']!r}; "
+                         f"nothing to draw. Steps: {steps}")
+    p = np.asarray(st["point"], float)
+    return (p[None], np.ones(1), 2.0 * float(st["radius"])), [(p, STEP_COLOR)]
+
+
 def gt_markers(ws: Workspace, scene: str, shared: SharedScene, part: str | None,
                video: str | None = None) -> list[tuple[np.ndarray, tuple[float, float, float]]]:
     """Synthetic worlds only: the ground-truth position of ``part`` in the shared frame, as a green marker.
@@ -100,14 +126,16 @@ def view(ws: Workspace, scene: str, query: str | None = None, screenshot: Path |
     return None
 
 
-def overlay(ws: Workspace, scene: str, video: str, query: str, out: Path, gt_part: str | None = None,
-            every: int = 1) -> Path:
-    """Write the AR preview of ``query`` over ``video`` (mp4 or a PNG folder), with the GT part when given."""
+def overlay(ws: Workspace, scene: str, video: str, query: str | None, out: Path, gt_part: str | None = None,
+            every: int = 1, task: str | None = None, step: int | None = None) -> Path:
+    """Write the AR preview of ``query`` (or of a guide step) over ``video`` (mp4 or a PNG folder), with the GT
+    part when given."""
     from viewer.overlay import overlay as draw
 
     shared = shared_scene(ws, scene)
-    return draw(shared, wscenes.video(ws, scene, video).path, video, query_heatmap(ws, scene, query), out,
-                gt_markers(ws, scene, shared, gt_part, video), every)
+    heatmap, markers = overlay_target(ws, scene, query, task, step)
+    return draw(shared, wscenes.video(ws, scene, video).path, video, heatmap, out,
+                markers + gt_markers(ws, scene, shared, gt_part, video), every)
 
 
 def export(ws: Workspace, scene: str, fmt: str, query: str | None, out: Path) -> Path:
@@ -175,15 +203,17 @@ def localize(ws: Workspace, scene: str, images: list[Path], progress=None) -> di
     return main(*_localize_inputs(ws, scene, None), list(images), progress)
 
 
-def photo_overlay(ws: Workspace, scene: str, image: Path, query: str, out: Path, gt_part: str | None = None) -> Path:
-    """Localize a photo and write it (PNG) with the query's heatmap drawn in: the AR loop on the user's camera."""
+def photo_overlay(ws: Workspace, scene: str, image: Path, query: str | None, out: Path, gt_part: str | None = None,
+                  task: str | None = None, step: int | None = None) -> Path:
+    """Localize a photo and write it (PNG) with the query's heatmap (or a guide step) drawn in: the AR loop on the
+    user's camera."""
     from PIL import Image
 
     from recon.localize import read_photo
     from viewer.overlay import draw_frame
 
     shared = shared_scene(ws, scene)
-    heatmap = query_heatmap(ws, scene, query)
+    heatmap, markers = overlay_target(ws, scene, query, task, step)
     try:
         data = Path(image).read_bytes()  # decoded once below for the pose, once for drawing: read once
     except OSError as e:
@@ -192,8 +222,8 @@ def photo_overlay(ws: Workspace, scene: str, image: Path, query: str, out: Path,
     if result.frame is None:
         raise InputError(f"{image}: not localized in scene {scene!r} ({result.reason}); "
                          "use a photo that shows more of the scene")
-    img = draw_frame(read_photo(data)[0], shared, result.frame, heatmap, gt_markers(ws, scene, shared, gt_part),
-                     result.frame)
+    img = draw_frame(read_photo(data)[0], shared, result.frame, heatmap,
+                     markers + gt_markers(ws, scene, shared, gt_part), result.frame)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     atomic_write_bytes(Path(out), buf.getvalue())

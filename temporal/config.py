@@ -62,6 +62,9 @@ class StepsConfig:
     """Seconds a step may start before / end after the subtitle cue that talks about it."""
     background: float = 0.5
     """Cost of a background clip in the segment DP, in standard deviations of the fused scores."""
+    background_actionness: float = 0.0
+    """How much the clip's actionness (standardised) raises its background cost: talk-only stretches (intro,
+    outro, chatter between steps) become cheap background, clips where hands work expensive."""
     epochs: int = 30
     """Step model: epochs of alternating DP assignment / gradient step."""
     pretrain_epochs: int = 10

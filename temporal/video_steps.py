@@ -91,9 +91,10 @@ def position_prior(T: int, K: int, width: float = 0.5) -> np.ndarray:
 
 
 def localize(S: np.ndarray | None, T: int, K: int, mask: np.ndarray | None, conf: StepsConfig,
-             ) -> tuple[np.ndarray, np.ndarray]:
+             actionness: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-clip labels ``y[T]`` in ``0..K`` (A2: one contiguous run per step, in order) and one clip per step
-    (``[K]``, the centre of its run); ``S=None`` is the uniform baseline."""
+    (``[K]``, the centre of its run); ``S=None`` is the uniform baseline. ``actionness`` makes background
+    cheaper where it is low (``conf.background_actionness``)."""
     if S is None:
         clips = uniform_steps(T, K)
         y = np.zeros(T, np.int64)
@@ -105,7 +106,10 @@ def localize(S: np.ndarray | None, T: int, K: int, mask: np.ndarray | None, conf
     if T < K:  # too short for one run per step: A1 alone, steps may share clips
         return align_one(Z, maximize=True, mask=mask, allow_shared=True, lam=conf.constraint_penalty), \
             np.zeros(T, np.int64)
-    y = align_contiguous(-Z, bg_cost=conf.background, mask=mask, lam=conf.constraint_penalty)
+    bg = conf.background
+    if actionness is not None and conf.background_actionness > 0:
+        bg = conf.background + conf.background_actionness * znorm(actionness)
+    y = align_contiguous(-Z, bg_cost=bg, mask=mask, lam=conf.constraint_penalty)
     return segment_centres(y, K), y
 
 
@@ -328,7 +332,7 @@ def main(conf: StepsConfig, inputs: StepInputs, progress: ProgressFn | None = No
         for m, S in scores.items():
             if m == "grounded" and S is None:
                 continue
-            clips, y = localize(S, T, K, None if m == "uniform" else mask, conf)
+            clips, y = localize(S, T, K, None if m == "uniform" else mask, conf, act)
             methods[m] = {"clips": clips.tolist(), "labels": y.tolist()}
         fused = methods["fused"]
         out[v] = {"video": v, "scene": inputs.scene, "tasks": tasks, "task_source": source,

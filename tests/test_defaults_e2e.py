@@ -397,6 +397,36 @@ def test_overlay_image_puts_the_truth_on_the_part(built: Built, cli, photos, tmp
     assert np.linalg.norm(c - uv) <= 4, (c, uv)
 
 
+def test_overlay_image_draws_a_guide_step_on_its_part(built: Built, cli, photos, tmp_path):
+    """``overlay --image --task T --step N``: the step's magenta dot lands near its part in the photo."""
+    task, title = _guide_task(built)
+    steps = read_task_file(find_task_file(built.ws.scene_dir(built.scene))).tasks[task].steps
+    part_of = {s["step"]: s["part"] for r in built.gt["videos"].values() for s in r["steps"] if s["task"] == task}
+    seen = []
+    for path, video, t in photos:
+        f = built.gt_frame(video, t)
+        for n, step in enumerate(steps, 1):
+            if step not in part_of:
+                continue
+            uv, depth = _project(f["K"], f["cam_from_world"], built.gt["parts"][part_of[step]])
+            if depth > 0 and 30 < uv[0] < SIZE[0] - 30 and 30 < uv[1] < SIZE[1] - 30:
+                seen.append((path, n, uv))
+    assert seen, "no photo shows a part of the task"
+    path, n, uv = seen[0]
+    out = tmp_path / "step.png"
+    r = cli("overlay", built.root, "--scene", built.scene, "--image", str(path), "--task", title, "--step", "99",
+            "--out", str(out))
+    assert r.returncode == 2 and "--step must be 1 to" in r.stderr and "Traceback" not in r.stderr, r
+    _ok(cli("overlay", built.root, "--scene", built.scene, "--image", str(path), "--task", title, "--step", str(n),
+            "--out", str(out)))
+    drawn = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    ys, xs = np.nonzero((drawn[..., 0] > 220) & (drawn[..., 1] < 40) & (drawn[..., 2] > 220))
+    assert len(xs) > 8, "no step dot drawn"
+    off = float(np.linalg.norm([xs.mean() + 0.5 - uv[0], ys.mean() + 0.5 - uv[1]]))
+    print(f"\n[defaults] overlay --image --task {task} --step {n}: dot {off:.1f} px from the part's true projection")
+    assert off <= 60, off
+
+
 def test_export_glb_and_ply_lie_on_the_true_surface(built: Built, cli, tmp_path):
     import open3d as o3d
 
@@ -539,6 +569,64 @@ def test_view_screenshot_not_blank_and_shows_the_heatmap(built: Built, cli, tmp_
     assert heat_pixels(imgs[1]) > heat_pixels(imgs[0]) + 20
 
 
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+
+
+def _page_guide(url: str, built: Built, task: str, title: str) -> tuple[float, float]:
+    """The web page in headless Chromium: ask for the task's guide, click step 2. The marker's pixels lie where
+    step 2's point projects (the page's own camera matrices, projected here), and the video panel plays inside
+    step 2's best moment. Returns (marker distance to the projection in px, video time)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,700",
+                "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=opts, service=DriverService(CHROMEDRIVER))
+    try:
+        driver.get(url + "/")
+        wait = WebDriverWait(driver, 120)
+        wait.until(lambda d: d.execute_script("return window.howto3d && window.howto3d.ready"))
+        driver.find_element(By.ID, "task").send_keys(title)
+        driver.find_element(By.CSS_SELECTOR, "#howto button").click()
+        wait.until(lambda d: d.execute_script("return window.howto3d.guide !== null && window.howto3d.busy == 0"))
+        g = driver.execute_script("return window.howto3d.guide")
+        assert g["task"] == task and len(g["steps"]) >= 2, g
+        step = g["steps"][1]
+        assert step["point"] is not None and step["moments"], step
+        driver.find_element(By.CSS_SELECTOR, '#steps li[data-index="2"] button').click()
+        wait.until(lambda d: d.execute_script("return window.howto3d.marker !== null && !window.howto3d.animating"))
+        time.sleep(0.3)  # a few frames drawn at the final view
+        shot = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")).astype(int)
+        v = driver.execute_script("return window.howto3d.view()")
+        M = (np.array(v["projection"]).reshape(4, 4).T @ np.array(v["view"]).reshape(4, 4).T
+             @ np.array(v["frame"]).reshape(4, 4).T)  # three.js stores matrices column-major
+        c = M @ np.r_[step["point"], 1.0]
+        ndc = c[:3] / c[3]
+        want = np.array([v["left"] + (ndc[0] + 1) / 2 * v["width"], v["top"] + (1 - ndc[1]) / 2 * v["height"]])
+        canvas = shot[:, : int(v["left"] + v["width"])]
+        ys, xs = np.nonzero((canvas[..., 0] > 230) & (canvas[..., 1] < 40) & (canvas[..., 2] > 230))
+        assert len(xs) > 30, len(xs)  # the marker is drawn (pure magenta, over everything)
+        off = float(np.linalg.norm([xs.mean(), ys.mean()] - want))
+        m = step["moments"][0]
+        wait.until(lambda d: d.execute_script("const v = document.getElementById('video'); "
+                                              "return v.readyState >= 2 && !v.seeking && v.currentTime > 0"))
+        t = driver.execute_script("return document.getElementById('video').currentTime")
+        assert m["start"] - 0.05 <= t <= m["end"] + 0.25, (t, m)
+        assert "Step 2 of" in driver.find_element(By.ID, "stepinfo").text
+        assert driver.execute_script("return window.howto3d.errors") == []
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert severe == [], severe
+        return off, t
+    finally:
+        driver.quit()
+
+
 def test_serve_answers_every_route(built: Built, photos, answers, tmp_path):
     port = _free_port()
     log = tmp_path / "serve.log"
@@ -597,6 +685,15 @@ def test_serve_answers_every_route(built: Built, photos, answers, tmp_path):
             rg = _check_guide(built, g.json(), task)
             assert rg["placed"] >= 0.75, rg
             assert c.get("/guide", params={"scene": built.scene, "task": " "}).status_code == 400
+            video = sorted(built.gt["videos"])[0]
+            part = c.get(f"/scene/{built.scene}/video/{video}", headers={"Range": "bytes=100-199"})
+            whole = scenes.video(built.ws, built.scene, video).path.read_bytes()
+            assert part.status_code == 206 and part.content == whole[100:200], part.status_code
+            assert c.get(f"/scene/{built.scene}/video/nope").status_code == 404
+            if CHROMIUM and CHROMEDRIVER:
+                px, t = _page_guide(url, built, task, title)
+                print(f"\n[defaults] page: step 2's marker {px:.1f} px from its projection, video at {t:.2f} s")
+                assert px <= 6.0, px
 
             glb = c.get(f"/scene/{built.scene}/export.glb")
             assert glb.status_code == 200 and glb.content[:4] == b"glTF"
