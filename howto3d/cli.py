@@ -437,13 +437,19 @@ def overlay(ws: WS, scene: Scene,
         raise InputError("give either --video NAME (a video of the workspace) or --image PHOTO (a new photo)")
     if step is not None and task is None:
         raise InputError("--step needs --task (the task whose guide it numbers)")
+    if (query is None) == (task is None):
+        raise InputError("give either --query TEXT or --task TASK --step N")
     w = Workspace.open(ws)
+    target = None
     if task is not None:
+        from howto3d import guide_cmds
+
         w = w.lock("overlay")  # the guide may redo stale step timelines
+        target = guide_cmds.step_target(w, w.require_scene(scene), task, step)
     if image is not None:
-        console.print(f"overlay: {viewer_cmds.photo_overlay(w, scene, image, query, out, gt_part, task, step)}")
+        console.print(f"overlay: {viewer_cmds.photo_overlay(w, scene, image, query, out, gt_part, target)}")
         return
-    console.print(f"overlay: {viewer_cmds.overlay(w, scene, video, query, out, gt_part, task=task, step=step)}")
+    console.print(f"overlay: {viewer_cmds.overlay(w, scene, video, query, out, gt_part, step=target)}")
 
 
 @app.command()

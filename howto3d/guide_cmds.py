@@ -139,3 +139,22 @@ def _space(shared, grounder: Grounder | None, scene: str, texts: list[str]):
     c = GroundingConfig()
     space = build(shared.points, shared.points, c.divisions, c.num_voxels, c.box_percentile)
     return space, None, (c.score_radius, c.peak_separation, c.uncertain_ratio)
+
+
+STEP_COLOR = (1.0, 0.0, 1.0)
+"""A guide step's marker: magenta, as on the web page."""
+
+
+def step_target(ws: Workspace, scene: str, task: str, step: int | None) -> tuple[tuple, list]:
+    """Step ``step`` (1-based) of the guide of ``task`` as an overlay draws it, (heatmap, markers): its
+    neighbourhood as one blob, its point as a magenta dot."""
+    g = guide(ws, scene, task)
+    steps = "; ".join(f"{i + 1}. {s['step']}" for i, s in enumerate(g["steps"]))
+    if step is None or not 1 <= step <= len(g["steps"]):
+        raise InputError(f"--step must be 1 to {len(g['steps'])} for {g['title']!r} ({steps})")
+    st = g["steps"][step - 1]
+    if st["point"] is None:
+        raise InputError(f"{scene}: no video's timeline performs step {step} ({st['step']!r}) of {g['title']!r}; "
+                         f"nothing to draw. Steps: {steps}")
+    p = np.asarray(st["point"], float)
+    return (p[None], np.ones(1), 2.0 * float(st["radius"])), [(p, STEP_COLOR)]

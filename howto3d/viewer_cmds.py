@@ -35,30 +35,15 @@ def query_heatmap(ws: Workspace, scene: str, query: str) -> tuple[np.ndarray, np
     return wscenes.grounder(ws, scene).heatmap(scene, query)
 
 
-STEP_COLOR = (1.0, 0.0, 1.0)
-"""A guide step's marker: magenta, as on the web page."""
-
-
-def overlay_target(ws: Workspace, scene: str, query: str | None, task: str | None = None,
-                   step: int | None = None) -> tuple[tuple[np.ndarray, np.ndarray, float], list]:
-    """What an overlay draws: a query's heatmap, or step ``step`` (1-based) of the guide of ``task``: its
-    neighbourhood as one blob and its point as a magenta dot. (heatmap, markers)."""
-    if (query is None) == (task is None):
+def overlay_target(ws: Workspace, scene: str, query: str | None,
+                   step: tuple[tuple[np.ndarray, np.ndarray, float], list] | None = None):
+    """What an overlay draws, (heatmap, markers): ``step`` when given (a guide step's, from
+    ``guide_cmds.step_target``), else the query's heatmap."""
+    if step is not None:
+        return step
+    if query is None:
         raise InputError("give either --query TEXT or --task TASK --step N")
-    if query is not None:
-        return query_heatmap(ws, scene, query), []
-    from howto3d.guide_cmds import guide
-
-    g = guide(ws, scene, task)
-    steps = "; ".join(f"{i + 1}. {s['step']}" for i, s in enumerate(g["steps"]))
-    if step is None or not 1 <= step <= len(g["steps"]):
-        raise InputError(f"--step must be 1 to {len(g['steps'])} for {g['title']!r} ({steps})")
-    st = g["steps"][step - 1]
-    if st["point"] is None:
-        raise InputError(f"{scene}: no video's timeline performs step {step} ({st['step']!r}) of {g['title']!r}; "
-                         f"nothing to draw. Steps: {steps}")
-    p = np.asarray(st["point"], float)
-    return (p[None], np.ones(1), 2.0 * float(st["radius"])), [(p, STEP_COLOR)]
+    return query_heatmap(ws, scene, query), []
 
 
 def gt_markers(ws: Workspace, scene: str, shared: SharedScene, part: str | None,
@@ -127,13 +112,13 @@ def view(ws: Workspace, scene: str, query: str | None = None, screenshot: Path |
 
 
 def overlay(ws: Workspace, scene: str, video: str, query: str | None, out: Path, gt_part: str | None = None,
-            every: int = 1, task: str | None = None, step: int | None = None) -> Path:
+            every: int = 1, step: tuple | None = None) -> Path:
     """Write the AR preview of ``query`` (or of a guide step) over ``video`` (mp4 or a PNG folder), with the GT
     part when given."""
     from viewer.overlay import overlay as draw
 
     shared = shared_scene(ws, scene)
-    heatmap, markers = overlay_target(ws, scene, query, task, step)
+    heatmap, markers = overlay_target(ws, scene, query, step)
     return draw(shared, wscenes.video(ws, scene, video).path, video, heatmap, out,
                 markers + gt_markers(ws, scene, shared, gt_part, video), every)
 
@@ -204,7 +189,7 @@ def localize(ws: Workspace, scene: str, images: list[Path], progress=None) -> di
 
 
 def photo_overlay(ws: Workspace, scene: str, image: Path, query: str | None, out: Path, gt_part: str | None = None,
-                  task: str | None = None, step: int | None = None) -> Path:
+                  step: tuple | None = None) -> Path:
     """Localize a photo and write it (PNG) with the query's heatmap (or a guide step) drawn in: the AR loop on the
     user's camera."""
     from PIL import Image
@@ -213,7 +198,7 @@ def photo_overlay(ws: Workspace, scene: str, image: Path, query: str | None, out
     from viewer.overlay import draw_frame
 
     shared = shared_scene(ws, scene)
-    heatmap, markers = overlay_target(ws, scene, query, task, step)
+    heatmap, markers = overlay_target(ws, scene, query, step)
     try:
         data = Path(image).read_bytes()  # decoded once below for the pose, once for drawing: read once
     except OSError as e:
