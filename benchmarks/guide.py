@@ -3,7 +3,8 @@
 For every task of each workspace's task file that some video performs, ``howto3d guide`` runs once per fusion
 (``grounding.guide.FUSIONS``: looks × text, looks alone, text alone, their mean) on the same saved timelines and
 the same grounding model, and is scored by ``howto3d.evaluation.eval_guide``: steps placed within 30 cm of the
-part they work on, top moments that show that part, top moments inside the step's true time span.
+part they work on, top moments that show that part, top moments inside the step's true time span. Then every
+paraphrase query of a filmed part (``synth.queries``) is asked, and its answer's top moment checked for showing it.
 
     python benchmarks/guide.py WS [WS ...]      # workspaces that went through `howto3d run` (synthetic worlds)
 """
@@ -16,13 +17,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from grounding.guide import FUSIONS, GuideConfig  # noqa: E402
-from howto3d import evaluation, guide_cmds, scenes, temporal_cmds  # noqa: E402
+from howto3d import evaluation, grounding_cmds, guide_cmds, scenes, temporal_cmds  # noqa: E402
 from howto3d.workspace import Workspace  # noqa: E402
 from recon.io import InputError  # noqa: E402
+from synth.queries import PARAPHRASE_QUERIES  # noqa: E402
 from temporal.tasks import find_task_file, read_task_file  # noqa: E402
 
 
@@ -60,6 +64,28 @@ def main() -> None:
                     print(f"{root.name}/{scene} {task:<22} {fusion:<8} placed {r['placed']:.2f}  moment shows "
                           f"{r['moment_shows']:.2f}  inside {r['moment_inside']:.2f}  ({len(r['steps'])} steps)",
                           flush=True)
+    hits, near = [], []
+    for root in args.ws:  # query answers' evidence: does the top moment show the asked-for part?
+        ws = Workspace.open(root)
+        for scene in ws.scenes():
+            if not ws.ground_truth_path(scene).exists():
+                continue
+            gt = evaluation.load_gt(ws.ground_truth_path(scene))
+            world = evaluation.world_from_shared(ws, scene, scenes.shared_scene(ws, scene))
+            filmed = sorted({s["part"] for r in gt["videos"].values() for s in r.get("steps", [])}
+                            & set(PARAPHRASE_QUERIES))
+            texts = [(p, q) for p in filmed for q in PARAPHRASE_QUERIES[p]]
+            answers = grounding_cmds.query(ws, scene, [q for _, q in texts], with_moments=True)
+            for (p, _), a in zip(texts, answers, strict=True):
+                hits.append(bool(a["moments"]) and evaluation.moment_shows(gt, a["moments"][0], p))
+                X = np.asarray(world * np.array([a["point"]])).reshape(3)
+                near.append(float(np.linalg.norm(X - np.asarray(gt["parts"][p]))) <= 0.3)
+            print(f"{root.name}/{scene} queries: top moment shows the asked-for part "
+                  f"{sum(hits[-len(texts):])}/{len(texts)}")
+    good = [h for h, n in zip(hits, near, strict=True) if n]
+    print(f"\nquery answers (paraphrase set): top moment shows the asked-for part {sum(hits)}/{len(hits)} "
+          f"= {sum(hits) / max(len(hits), 1):.2f}; of the answers within 30 cm {sum(good)}/{len(good)} "
+          f"= {sum(good) / max(len(good), 1):.2f}")
     print("\n| fusion | steps | placed ≤ 30 cm | median error (cm) | top moment shows the part | inside the step |")
     print("|---|---|---|---|---|---|")
     for fusion, rows in pooled.items():

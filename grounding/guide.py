@@ -2,8 +2,8 @@
 
 A step's place is where people look while they do it. Every registered frame inside the step's segments (in every
 video that performs it) contributes the surface point at its image centre; those looks are spread over the
-scene's voxels and fused with the grounding heatmap of the step's words, which knows where the step's part was
-talked about. Looks know *when* (the step timeline) and text knows *what*; each alone fails where the other is
+scene's voxels and multiplied with the grounding heatmap of the step's words, which knows where the step's part
+was talked about. Looks know *when* (the step timeline) and text knows *what*; each alone fails where the other is
 strong: looks follow a camera that lingers on the wrong part during a mislocalized segment, and text follows the
 narration's off-screen mentions. The step's moments are the clips inside its segments that show its place best
 (:func:`grounding.moments.moments`), with what was said during them.
@@ -33,10 +33,11 @@ Spans = dict[str, list[tuple[float, float]]]
 class GuideConfig:
     """How a step is placed and shown."""
 
-    fusion: str = "mixture"
+    fusion: str = "product"
     """How the step's looks and its text heatmap combine: 'product' (both must agree; each is floored so that one
     empty side leaves the other), 'look' (where the cameras look during the step), 'text' (the grounding heatmap
-    of the step's words) or 'mixture' (their mean). Chosen by ``benchmarks/guide.py`` (README "The AR guide")."""
+    of the step's words) or 'mixture' (their mean). Product placed 0.80 of 60 steps within 30 cm on seven
+    synthetic worlds, against 0.73 / 0.78 / 0.77 (``benchmarks/guide.py``, docs/guide.md)."""
     floor: float = 0.1
     """'product': each distribution is mixed with this share of a uniform one before multiplying."""
     pad_seconds: float = 1.0

@@ -144,6 +144,23 @@ def world_from_shared(ws: Workspace, scene: str, shared: SharedScene) -> pycolma
         return None
 
 
+def moment_shows(gt: dict, moment: dict, part: str, margin: float = 0.05) -> bool:
+    """Whether the true camera of ``moment``'s best frame (``video``, ``time``) sees ``part`` (that video's
+    position of it) in front of it and inside the image, ``margin`` of its size from the border."""
+    truth = gt["videos"].get(moment["video"], {})
+    frames = truth.get("frames", [])
+    f = min(frames, key=lambda f: abs(f["time"] - moment["time"])) if frames else None
+    if f is None or f["cam_from_world"] is None or part not in truth.get("parts", {}):
+        return False
+    P = np.asarray(f["cam_from_world"], float)
+    x = P[:, :3] @ np.asarray(truth["parts"][part], float) + P[:, 3]
+    if x[2] <= 0:
+        return False
+    u, v = (np.asarray(f["K"], float) @ (x / x[2]))[:2]
+    w, h = truth["width"], truth["height"]
+    return bool(margin * w <= u <= (1 - margin) * w and margin * h <= v <= (1 - margin) * h)
+
+
 def eval_guide(gt: dict, world_from_shared: pycolmap.Sim3d, guide: dict, at: float = 0.3) -> dict:
     """A ``guide`` result against the truth: per step, the distance (m) of its point to the part the step works on
     (the mean of that part's positions in the videos performing it), whether its top moment shows the part (in
@@ -165,14 +182,7 @@ def eval_guide(gt: dict, world_from_shared: pycolmap.Sim3d, guide: dict, at: flo
             m = st["moments"][0]
             spans = [s for v, s in truth if v == m["video"]]
             row["moment_inside"] = any(s["start"] <= m["time"] <= s["end"] for s in spans)
-            frames = gt["videos"].get(m["video"], {}).get("frames", [])
-            f = min(frames, key=lambda f: abs(f["time"] - m["time"])) if frames else None
-            if f is not None and f["cam_from_world"] is not None and part in gt["videos"][m["video"]]["parts"]:
-                P = np.asarray(f["cam_from_world"], float)
-                x = P[:, :3] @ np.asarray(gt["videos"][m["video"]]["parts"][part], float) + P[:, 3]
-                w, h = gt["videos"][m["video"]]["width"], gt["videos"][m["video"]]["height"]
-                uv = (np.asarray(f["K"], float) @ (x / x[2]))[:2] if x[2] > 0 else np.array([-1.0, -1.0])
-                row["moment_shows"] = bool(x[2] > 0 and 0.05 * w <= uv[0] <= 0.95 * w and 0.05 * h <= uv[1] <= 0.95 * h)
+            row["moment_shows"] = moment_shows(gt, m, part)
         rows.append(row)
     n = max(len(rows), 1)
     return {"task": guide["task"], "steps": rows, "at_m": at,

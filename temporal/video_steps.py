@@ -50,17 +50,30 @@ def cue_step_similarity(lines: Sequence[tuple[str, float, float]], steps: Sequen
 def step_constraints(lines: Sequence[tuple[str, float, float]], steps: Sequence[str], T: int,
                      conf: StepsConfig) -> np.ndarray | None:
     """``M[T, K]`` allowed clips per step: the cue matched to it in order (ordered DP over cues), widened by
-    ``constraint_pad`` seconds; ``None`` without narration or when disabled. Unmatched steps stay free."""
+    ``constraint_pad`` seconds; ``None`` without narration or when disabled. Unmatched steps stay free.
+    With ``constraint_until_next`` a step's window holds until the next matched step's cue starts (the last
+    step's for the median of the others), not just while its own cue is spoken."""
     if not conf.use_constraints or not lines or not steps:
         return None
     sim = cue_step_similarity(lines, steps)
     cue = align_one(sim, maximize=True, allow_shared=True)
     M = np.zeros((T, len(steps)), np.uint8)
-    for k, i in enumerate(cue):
-        if sim[i, k] <= 0:
+    named = [k for k, i in enumerate(cue) if sim[i, k] > 0]
+    windows = {}
+    for k in named:
+        _, start, end = lines[cue[k]]
+        if conf.constraint_until_next:
+            later = [lines[cue[j]][1] for j in named if j > k and lines[cue[j]][1] > end]
+            end = min(later) if later else None
+        windows[k] = (start, end)
+    held = [e - s for s, e in windows.values() if e is not None]
+    for k in range(len(steps)):
+        if k not in windows:
             M[:, k] = 1
             continue
-        _, start, end = lines[i]
+        start, end = windows[k]
+        if end is None:  # the last narrated step: as long as the others hold (an outro is not a step)
+            end = lines[cue[k]][2] + float(np.median(held)) if held else float(T)
         a, b = int(np.floor(max(start - conf.constraint_pad, 0))), int(np.ceil(end + conf.constraint_pad))
         M[a:min(max(b, a + 1), T), k] = 1
     return M

@@ -67,11 +67,16 @@ def test_constraints_follow_the_narrating_cue_not_the_intro():
     lines = [("today I show you how to remove the dipstick, wipe the dipstick and top up oil", 0.0, 3.0),
              ("pull out the dipstick", 5.0, 6.5), ("give the dipstick a wipe", 9.0, 10.5),
              ("open the cap and top up the oil", 14.0, 16.0)]
-    M = step_constraints(lines, steps, 20, StepsConfig(constraint_pad=1.0))
+    M = step_constraints(lines, steps, 20, StepsConfig(constraint_pad=1.0, constraint_until_next=False))
     assert M[:, 0].nonzero()[0].tolist() == [4, 5, 6, 7]
     assert M[8:12, 1].all() and not M[:8, 1].any()
     assert M[13:17, 2].all() and not M[:13, 2].any()
     assert step_constraints(lines, steps, 20, StepsConfig(use_constraints=False)) is None
+    # by default a step holds until the next step's cue; the last one as long as the others (not the outro)
+    M = step_constraints(lines, steps, 20, StepsConfig(constraint_pad=1.0))
+    assert M[:, 0].nonzero()[0].tolist() == list(range(4, 10))  # 5.0 s .. 9.0 s (+1 s pad each side)
+    assert M[:, 1].nonzero()[0].tolist() == list(range(8, 15))  # 9.0 s .. 14.0 s
+    assert M[:, 2].nonzero()[0].tolist() == list(range(13, 20))  # 14.0 s .. 16.0 + median(4, 5) s + 1 s
 
 
 def _cameras_looking_at(targets: np.ndarray, T: int) -> ClipCameras:
