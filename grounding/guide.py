@@ -46,6 +46,8 @@ class GuideConfig:
     this margin only when no frame inside shows the step's place."""
     moments: int = 3
     """Clips per step, ranked (at most two of one video)."""
+    centred: bool = True
+    """Prefer frames near the middle of the step's segments (half weight at their ends)."""
 
 
 def looks(scene: SharedScene, spans: Spans, pad: float, conf: GroundingConfig | None = None) -> np.ndarray:
@@ -99,10 +101,11 @@ def step_answer(scene: SharedScene, space: VoxelSpace, near: np.ndarray, step: s
     pts = looks(scene, spans, conf.pad_seconds)
     probs = fuse(look_distribution(space, near, pts), text_probs, conf)
     a = answer(scene.scene, step, probs, space, near, peak_separation, uncertain_ratio)
-    clips = video_moments(scene, np.asarray(a["point"]), narrations, top=conf.moments, per_video=2, spans=spans) \
+    clips = video_moments(scene, np.asarray(a["point"]), narrations, top=conf.moments, per_video=2, spans=spans,
+                          centred=conf.centred) \
         or video_moments(scene, np.asarray(a["point"]), narrations, top=conf.moments, per_video=2,
                          spans={v: [(s - conf.pad_seconds, e + conf.pad_seconds) for s, e in segs]
-                                for v, segs in spans.items()})
+                                for v, segs in spans.items()}, centred=conf.centred)
     said: dict[tuple, dict] = {}
     for c in clips:
         for n in narrations.get(c["video"], []):

@@ -50,6 +50,11 @@ def frame_score(frame: RegisteredFrame, scene: SharedScene, point: np.ndarray) -
     return float(np.exp(-0.5 * off**2)), xy, depth
 
 
+def _centrality(t: float, a: float, b: float) -> float:
+    """1 at the middle of [a, b], 0.5 at its ends."""
+    return 1.0 - 0.5 * abs(2.0 * (t - a) / (b - a) - 1.0) if b > a else 1.0
+
+
 def _said(voters: list[dict], video: str, t: float) -> float:
     """Similarity to the question of the best voting line of ``video`` spoken around ``t`` (0 when none)."""
     return max((float(v.get("similarity", 0.0)) for v in voters
@@ -58,14 +63,16 @@ def _said(voters: list[dict], video: str, t: float) -> float:
 
 def moments(scene: SharedScene, point: np.ndarray, narrations: dict[str, list[Narration]],
             voters: list[dict] | None = None, top: int = 5, per_video: int = 2,
-            spans: dict[str, list[tuple[float, float]]] | None = None) -> list[dict]:
+            spans: dict[str, list[tuple[float, float]]] | None = None, centred: bool = False) -> list[dict]:
     """The best clips that show ``point``, ranked: ``video``, ``start``, ``end``, ``time`` (its best frame),
     ``xy`` (the point there, in video pixels), ``score``, ``text`` (what was said during the clip) and ``track``
     (``[time, x, y]`` of the point in each of the clip's frames, for a player that follows it).
 
     ``voters`` (the answer's evidence lines that support it, with ``video``, ``start``, ``end``, ``similarity``)
     raise the frames said while they were spoken; at most ``per_video`` clips of one video, ``top`` in all.
-    ``spans`` (per video, (start, end) seconds) keeps only the frames inside them (a guide step's segments)."""
+    ``spans`` (per video, (start, end) seconds) keeps only the frames inside them (a guide step's segments);
+    ``centred`` then prefers frames near a span's middle (half weight at its ends): a predicted step segment is
+    most often shifted, and its middle is the part most likely inside the true step."""
     frames = scene.frames if spans is None else \
         [f for f in scene.frames if any(a <= f.time <= b for a, b in spans.get(f.video, []))]
     scored = {id(f): frame_score(f, scene, point) for f in frames}
@@ -81,7 +88,10 @@ def moments(scene: SharedScene, point: np.ndarray, narrations: dict[str, list[Na
                 continue
             s, xy, depth = scored[id(f)]
             if s > 0:
-                rows.append((f, s * min(1.0, ref / depth) * (1.0 + _said(voters or [], video, f.time)), xy))
+                s *= min(1.0, ref / depth) * (1.0 + _said(voters or [], video, f.time))
+                if centred and spans is not None:
+                    s *= max(_centrality(f.time, a, b) for a, b in spans.get(video, []) if a <= f.time <= b)
+                rows.append((f, s, xy))
         if not rows:
             continue
         best = max(s for _, s, _ in rows)
