@@ -46,12 +46,12 @@ from rich.table import Table  # noqa: E402
 
 from howto3d import evaluation, recon_cmds, scenes  # noqa: E402
 from howto3d.workspace import Workspace  # noqa: E402
-from recon import frames as frames_stage  # noqa: E402
+from recon import sampling as frames_stage  # noqa: E402
 from recon.config import ReconstructConfig  # noqa: E402
-from recon.frames import load as load_frames  # noqa: E402
 from recon.io import read_json  # noqa: E402
 from recon.reconstruct import global_options, read_features, sequential_pairs  # noqa: E402
 from recon.retrieval import learn_codebook, vlad  # noqa: E402
+from recon.sampling import load as load_frames  # noqa: E402
 from recon.scene import RegisteredFrame, SharedScene  # noqa: E402
 from synth import generate_world, world_config  # noqa: E402
 

@@ -31,8 +31,8 @@ from rich.table import Table  # noqa: E402
 
 from howto3d.evaluation import camera_errors  # noqa: E402
 from recon import align as align_stage  # noqa: E402
-from recon import frames as frames_stage  # noqa: E402
 from recon import reconstruct as recon_stage  # noqa: E402
+from recon import sampling as frames_stage  # noqa: E402
 from recon.io import read_json  # noqa: E402
 from recon.scene import SharedScene, load_shared_scene  # noqa: E402
 from recon.sim3 import sim3_from_json  # noqa: E402

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from recon import align as align_stage
-from recon import frames as frames_stage
 from recon import reconstruct as recon_stage
+from recon import sampling as frames_stage
 from synth import WorldConfig, generate_world
 
 

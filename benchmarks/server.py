@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from howto3d.workspace import Workspace  # noqa: E402
-from recon.frames import load as load_frames  # noqa: E402
+from recon.sampling import load as load_frames  # noqa: E402
 from recon.video import read_frames  # noqa: E402
 
 PARTS = ["dipstick", "battery", "air filter", "coolant reservoir", "brake fluid", "spark plugs", "oil filler cap"]

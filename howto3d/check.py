@@ -69,7 +69,7 @@ def check(ws: Workspace, scene: str | None = None) -> list[Problem]:
 
 def summary(ws: Workspace, scene: str | None = None) -> str:
     """What :func:`check` looked at, as one line for a workspace without problems."""
-    from recon import frames as frames_stage
+    from recon import sampling as frames_stage
     from recon.reconstruct import segment_dirs
 
     names = ws.select_scenes(scene)
@@ -128,7 +128,7 @@ def _scene(ws: Workspace, s: str) -> tuple[list[Problem], bool]:
 
 def _frames(ws: Workspace, s: str, v: str) -> tuple[set[str] | None, list[Problem]]:
     """A sampled video's frame names (``None`` when not sampled or unreadable) and what is wrong with them."""
-    from recon import frames as frames_stage
+    from recon import sampling as frames_stage
 
     folder = ws.frames_dir(s, v)
     path = folder / "frames.json"

@@ -1,7 +1,7 @@
 """The recon stage over a workspace: frames + SfM per video in worker processes or Ray tasks, then alignment
 per scene (its video pairs on Ray too with ``[run] executor = "ray"``).
 
-Stages are plain functions over paths (``recon.frames.main``, ``recon.reconstruct.main``, ``recon.align.main``);
+Stages are plain functions over paths (``recon.sampling.main``, ``recon.reconstruct.main``, ``recon.align.main``);
 this module finds their inputs in the workspace and records what they did through ``Workspace.step`` /
 ``Workspace.run_step`` (skip, resume, one bad video never stopping the others).
 """
@@ -22,8 +22,8 @@ from howto3d.config import RunConfig
 from howto3d.executor import Task, guarded, mapper, run_tasks
 from howto3d.workspace import Step, StepSpec, Video, Workspace
 from recon import align as align_stage
-from recon import frames as frames_stage
 from recon import reconstruct as recon_stage
+from recon import sampling as frames_stage
 from recon.align import Alignment
 from recon.io import InputError, ProgressFn, read_json
 from recon.scene import SharedScene
@@ -198,7 +198,7 @@ def scale(ws: Workspace, scene: str, source: str, keypoints: Path, distances: li
     frame (grounding voxels and model, 3D-grounded steps) is redone by the next ``run``. ``localizer(shared)``
     poses clicked frames SfM did not register; it is built only when such a click needs it.
     """
-    from recon.frame import file_distances, measure  # imports open3d: only this command pays for it
+    from recon.shared_frame import file_distances, measure  # imports open3d: only this command pays for it
 
     ws.require_scene(scene)
     align_dir = ws.align_dir(scene)

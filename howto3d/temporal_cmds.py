@@ -40,7 +40,7 @@ from temporal.features import (
     scene_features,
     select,
 )
-from temporal.grounded import grounded_scores
+from temporal.grounded_scores import grounded_scores
 from temporal.order import OrderConfig, min_clips
 from temporal.tasks import TaskFile, find_task_file, read_task_file
 

@@ -415,7 +415,7 @@ def _new_frame(conf: AlignConfig, reference: str, ref_from_node: dict[str, pycol
     points, metric when the previous frame was and a video aligned in both carries its scale over."""
     frame_from_reference, up = pycolmap.Sim3d(), {"method": "off: the reference video's own SfM frame"}
     if conf.upright:
-        from recon.frame import upright  # imports open3d: paid only when a frame is created
+        from recon.shared_frame import upright  # imports open3d: paid only when a frame is created
 
         cams, points = [], []
         for node, sim in sorted(ref_from_node.items()):

@@ -26,9 +26,9 @@ import numpy as np
 import pycolmap
 
 from recon.config import ReconstructConfig
-from recon.frames import load as load_frames
 from recon.io import InputError, atomic_dir, atomic_write_json, file_fingerprint, params_fingerprint, read_json
 from recon.retrieval import learn_codebook, vlad
+from recon.sampling import load as load_frames
 
 log = logging.getLogger(__name__)
 

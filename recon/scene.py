@@ -15,9 +15,9 @@ import numpy as np
 import pycolmap
 from scipy.spatial.transform import Rotation, Slerp
 
-from recon.frames import load as load_frames
 from recon.io import InputError
 from recon.reconstruct import load_model, segment_dirs
+from recon.sampling import load as load_frames
 
 log = logging.getLogger(__name__)
 

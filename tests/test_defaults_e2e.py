@@ -35,8 +35,8 @@ from scipy.spatial.transform import Rotation
 
 from howto3d import evaluation, scenes
 from howto3d.workspace import Workspace
-from recon.frames import load as load_frames
 from recon.io import read_json
+from recon.sampling import load as load_frames
 from recon.scene import SharedScene
 from recon.video import probe, read_frames
 from temporal.tasks import find_task_file, read_task_file

@@ -12,8 +12,8 @@ from scipy.spatial.transform import Rotation
 
 from howto3d import evaluation, scenes
 from howto3d.workspace import Workspace
-from recon.frame import fit_scale, upright
 from recon.io import InputError
+from recon.shared_frame import fit_scale, upright
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> float:

@@ -10,9 +10,9 @@ import pytest
 from grounding.narration import Narration, find_subtitles, read_narrations
 from howto3d.config import Config, from_dict, load_config, to_toml
 from howto3d.workspace import Workspace
-from recon.frames import FramesConfig
-from recon.frames import main as sample_frames
 from recon.io import InputError, atomic_dir
+from recon.sampling import FramesConfig
+from recon.sampling import main as sample_frames
 from recon.video import probe, read_frames, sample_indices
 
 

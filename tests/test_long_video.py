@@ -16,7 +16,7 @@ from PIL import Image, ImageFilter
 
 from howto3d import evaluation, recon_cmds, scenes
 from howto3d.workspace import Workspace
-from recon import frames as frames_stage
+from recon import sampling as frames_stage
 from recon.io import read_json
 from synth import WorldConfig, generate_world
 from synth.video import VideoWriter

@@ -17,7 +17,7 @@ from PIL import Image
 
 from howto3d import grounding_cmds
 from howto3d.server import create_app
-from recon.frames import load as load_frames
+from recon.sampling import load as load_frames
 from recon.video import read_frames
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,9 +11,9 @@ import pytest
 
 from howto3d import scenes
 from howto3d.evaluation import fit_to_world
-from recon.frames import FramesConfig
-from recon.frames import main as sample_frames
 from recon.io import InputError, read_json
+from recon.sampling import FramesConfig
+from recon.sampling import main as sample_frames
 from recon.scene import SharedScene, cameras_json
 from recon.transfer import FrameLocalizer, pose_at
 from recon.transfer import main as transfer

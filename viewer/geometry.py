@@ -12,8 +12,8 @@ import numpy as np
 import open3d as o3d
 from matplotlib import colormaps
 
-from recon.frame import camera_up
 from recon.scene import SharedScene
+from recon.shared_frame import camera_up
 
 Heatmap = tuple[np.ndarray, np.ndarray, "float | np.ndarray"]
 """(centers (N, 3), scores (N,) non-negative, voxel size: a float or per-axis (3,))."""
@@ -179,9 +179,9 @@ class View:
 
 
 def scene_up(scene: SharedScene) -> np.ndarray:
-    """Upward direction of the shared frame, from the cameras as ``align`` estimates it (``recon.frame.camera_up``):
-    +z to a fraction of a degree in an upright frame (the default), and still right for frames made before or
-    with ``[align] upright = false``."""
+    """Upward direction of the shared frame, from the cameras as ``align`` estimates it
+    (``recon.shared_frame.camera_up``): +z to a fraction of a degree in an upright frame (the default), and still
+    right for frames made before or with ``[align] upright = false``."""
     if len(scene.frames) < 2:
         return np.array([0.0, 0.0, 1.0])
     return camera_up(np.array([f.cam_from_world for f in scene.frames]))[0]

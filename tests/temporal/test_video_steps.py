@@ -11,7 +11,7 @@ from grounding.narration import read_narrations
 from recon.io import InputError
 from temporal.dp import uniform_steps
 from temporal.features import ClipCameras, sample_times
-from temporal.grounded import grounded_scores
+from temporal.grounded_scores import grounded_scores
 from temporal.tasks import detect_tasks, find_task_file, read_task_file, step_list, video_tasks
 from temporal.video_steps import (
     StepsConfig,
