@@ -37,7 +37,7 @@ from recon.io import read_json  # noqa: E402
 from recon.scene import SharedScene, load_shared_scene  # noqa: E402
 from recon.sim3 import sim3_from_json  # noqa: E402
 from synth import WorldConfig, generate_world  # noqa: E402
-from synth.video import VideoWriter  # noqa: E402
+from synth.video_writer import VideoWriter  # noqa: E402
 
 STAGES = ("frames", "extract", "match", "map", "align")
 

@@ -25,7 +25,7 @@ from rich.table import Table  # noqa: E402
 
 from temporal.data import CrossTask  # noqa: E402
 from temporal.procedure import ProcedureConfig, discover_crosstask  # noqa: E402
-from temporal.synthetic import SynthConfig, generate  # noqa: E402
+from temporal.synthetic_crosstask import SynthConfig, generate  # noqa: E402
 
 KS = (7, 10, 12, 15)
 PAPER = {  # 004 Table 1 (CrossTask): (recall, F1) per k; multi-task from Table 3 / Fig. 2

@@ -56,7 +56,7 @@ def median_of(runs: list[tuple[float, float, float]]) -> str:
 def small_workspace(root: Path):
     """A real trained workspace: synthetic videos → pycolmap → alignment → grounding model."""
     from howto3d import grounding_cmds, recon_cmds
-    from howto3d.synthetic import make_synthetic_workspace
+    from howto3d.synth_cmds import make_synthetic_workspace
 
     print(f"building a small trained workspace in {root / 'ws'} ...", flush=True)
     ws = make_synthetic_workspace(root / "ws", scenes=1, videos=2, seconds=10.0, seed=0, fps=5.0)

@@ -21,7 +21,7 @@ from synth import WorldConfig, generate_world, make_scene, make_variant
 from synth.camera import BAY_CENTER, look_at
 from synth.footage import Hands, add_noise, motion_blur
 from synth.render import Renderer, project
-from synth.video import VideoWriter
+from synth.video_writer import VideoWriter
 
 
 class Clock:

@@ -26,9 +26,9 @@ from temporal.data import intervals_to_labels  # noqa: E402
 from temporal.discrim import DiscrimConfig, DiscrimVideo, train_discriminator, tune_alpha  # noqa: E402
 from temporal.metrics import action_ap, chance_actionness, recall_counts  # noqa: E402
 from temporal.models import StepVideo, TrainConfig, train_step_model  # noqa: E402
-from temporal.narration import constraint_mask  # noqa: E402
 from temporal.order import OrderConfig, train_order_verification  # noqa: E402
-from temporal.synthetic import SynthConfig, generate  # noqa: E402
+from temporal.step_windows import constraint_mask  # noqa: E402
+from temporal.synthetic_crosstask import SynthConfig, generate  # noqa: E402
 
 console = Console()
 

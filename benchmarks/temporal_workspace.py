@@ -21,7 +21,7 @@ from pathlib import Path
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from howto3d import grounding_cmds, recon_cmds, run, synthetic  # noqa: E402
+from howto3d import grounding_cmds, recon_cmds, run, synth_cmds  # noqa: E402
 from howto3d import temporal_cmds as tc  # noqa: E402
 from howto3d.workspace import Workspace  # noqa: E402
 from temporal.video_steps import StepsConfig  # noqa: E402
@@ -31,7 +31,7 @@ COMBOS = (["bovw", "color"], ["bovw", "color", "motion"], ["gaze"], ["motion", "
 
 
 def build(root: Path) -> Workspace:
-    ws = synthetic.make_synthetic_workspace(root, scenes=1, videos=4, seconds=16.0, seed=0, fps=5.0)
+    ws = synth_cmds.make_synthetic_workspace(root, scenes=1, videos=4, seconds=16.0, seed=0, fps=5.0)
     recon_cmds.reconstruct(ws, None, frames=30)
     recon_cmds.align(ws, None)
     grounding_cmds.train(ws)

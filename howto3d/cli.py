@@ -545,10 +545,10 @@ def synth(out: Annotated[Path, typer.Argument(help="Folder of the new synthetic 
                                                          "motion_blur=0.5, distortion_k1=-0.1, hands=true, fps=5 "
                                                          "(all: synth.WorldConfig).")] = None) -> None:
     """Render a synthetic narrated engine-bay world as a ready workspace (with ground truth)."""
-    from howto3d import synthetic
+    from howto3d import synth_cmds
 
     with progress_bar() as progress:
-        synthetic.make_synthetic_workspace(out, scenes=scenes, videos=videos, seconds=seconds, seed=seed,
+        synth_cmds.make_synthetic_workspace(out, scenes=scenes, videos=videos, seconds=seconds, seed=seed,
                                            progress=progress, preset=preset, settings=set_ or [])
     console.print(f"synthetic workspace ready: {out}")
 

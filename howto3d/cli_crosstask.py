@@ -22,7 +22,7 @@ from temporal import crosstask
 from temporal.models import SHARE_MODES, TrainConfig
 from temporal.order import OrderConfig
 from temporal.procedure import ProcedureConfig
-from temporal.synthetic import SynthConfig
+from temporal.synthetic_crosstask import SynthConfig
 
 log = logging.getLogger("howto3d")
 app = typer.Typer(help="Step localization, actionness and key-step discovery on CrossTask-format folders "

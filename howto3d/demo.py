@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from howto3d import evaluation, grounding_cmds, reports, run, scenes, synthetic, temporal_cmds, viewer_cmds
+from howto3d import evaluation, grounding_cmds, reports, run, scenes, synth_cmds, temporal_cmds, viewer_cmds
 from howto3d.progress import console, progress_bar
 from howto3d.workspace import Workspace
 
@@ -40,7 +40,7 @@ def main(out: Path, conf: DemoConfig | None = None) -> dict:
         ws = Workspace.open(ws_root)
     else:
         with progress_bar() as progress:
-            ws = synthetic.make_synthetic_workspace(ws_root, scenes=conf.scenes, videos=conf.videos,
+            ws = synth_cmds.make_synthetic_workspace(ws_root, scenes=conf.scenes, videos=conf.videos,
                                                     seconds=conf.seconds, seed=conf.seed, fps=conf.fps,
                                                     progress=progress)
     run.run_all(ws)

@@ -17,8 +17,8 @@ from synth.generate import (
     scene_names,
     world_config,
 )
+from synth.maintenance import TASKS
 from synth.render import render_frame
-from synth.tasks import TASKS
 from synth.world import PARTS
 
 __all__ = [

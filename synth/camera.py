@@ -14,8 +14,8 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.spatial.transform import Rotation
 
+from synth.maintenance import TASKS, Step
 from synth.render import Renderer
-from synth.tasks import TASKS, Step
 
 BAY_CENTER = np.array([0.7, 0.45, 0.15])
 OVERVIEW_SECONDS = (2.0, 3.0)

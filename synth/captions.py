@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synth.narration import Narration
+from synth.talk import Narration
 
 PAUSE = 1.5
 """A gap this long (s) between words ends the caption line; a longer one also clears the roll-up."""

@@ -34,10 +34,10 @@ from synth.footage import (
     exposure_curve,
     motion_blur,
 )
-from synth.narration import in_view, narrate, to_json, to_srt
+from synth.maintenance import TASKS
 from synth.render import Renderer, project
-from synth.tasks import TASKS
-from synth.video import VideoWriter
+from synth.talk import in_view, narrate, to_json, to_srt
+from synth.video_writer import VideoWriter
 from synth.world import SCENE_NAMES, Scene, VideoVariant, build_scene, sample_variant
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,12 @@ class WorldConfig:
     caption_whisper_share: float = 0.0
     """Share of each scene's videos whose narration is Whisper JSON ``<video>.json`` (no SRT)."""
     extra_talk: float = 0.0
-    """Extra ungrounded narration lines (filler, off-screen parts) per 10 s of video (``synth.narration``)."""
+    """Extra ungrounded narration lines (filler, off-screen parts) per 10 s of video (``synth.talk``)."""
     talk: str = "sparse"
     """Narration style: ``sparse`` names the part in a line or two per step and says little else; ``dense`` talks
     like a real presenter, a line every 3–4 s, most naming no part (generic actions, pronouns for the part
     on screen, transit and off-topic talk), the part named about once per visit with jittered timing
-    (``synth.narration._dense``); each line's part, reference and dwell are in the ground truth."""
+    (``synth.talk._dense``); each line's part, reference and dwell are in the ground truth."""
 
     @classmethod
     def long(cls, **overrides: object) -> WorldConfig:
@@ -299,7 +299,7 @@ def _make_video(
 
 def _in_view(pose_at: Callable[[np.ndarray], np.ndarray], edit: Timeline, parts: dict[str, np.ndarray],
              K: np.ndarray, cfg: WorldConfig) -> Callable[[float, float], set[str]]:
-    """``visible(a, b)``: parts in view (:func:`synth.narration.in_view`) in some bay frame of video time [a, b],
+    """``visible(a, b)``: parts in view (:func:`synth.talk.in_view`) in some bay frame of video time [a, b],
     so that an off-screen mention names a part the camera does not show then."""
 
     def visible(a: float, b: float) -> set[str]:

@@ -1,6 +1,6 @@
 """Paraphrase queries: how people *ask* about a part, worded unlike anything the synthetic narration says.
 
-The narration templates (``synth.narration``, ``synth.tasks``) name parts with a few synonyms inside short
+The narration templates (``synth.talk``, ``synth.maintenance``) name parts with a few synonyms inside short
 instructions. These queries are questions, descriptions (colour, shape, markings, purpose), other synonyms and
 other verbs, so grounding is judged on language the model never heard. They were written once, by hand, and
 :func:`narration_overlap` asserts they share no word 4-gram with any narration line the generator can produce
@@ -12,7 +12,8 @@ from __future__ import annotations
 import itertools
 import re
 
-from synth.narration import (
+from synth.maintenance import TASKS
+from synth.talk import (
     _CALLOUTS,
     _CHATTER,
     _FILLERS,
@@ -31,7 +32,6 @@ from synth.narration import (
     _WRAPS,
     SYNONYMS,
 )
-from synth.tasks import TASKS
 
 PARAPHRASE_QUERIES: dict[str, tuple[str, ...]] = {
     "dipstick": (

@@ -16,10 +16,10 @@ from .data import CrossTask, DataError, intervals_to_labels, read_npy
 from .dp import align_contiguous, align_one, fuse_actionness, steps_to_labels, uniform_steps
 from .metrics import action_ap, chance_actionness, mean_over_tasks, step_recall
 from .models import StepModel, StepVideo, TrainConfig, train_step_model
-from .narration import constraint_mask
 from .order import OrderConfig, OrderVerifier, train_order_verification
 from .procedure import ProcedureConfig, discover_crosstask
-from .synthetic import SynthConfig, generate
+from .step_windows import constraint_mask
+from .synthetic_crosstask import SynthConfig, generate
 
 SPLITS = ("train", "test")
 

@@ -18,7 +18,7 @@ from recon.io import ProgressFn
 
 from .dp import MASK_PENALTY, align_one, steps_to_labels
 from .io import load_model, save_model
-from .narration import tokens
+from .step_windows import tokens
 
 SHARE_MODES = ("none", "task_words", "steps", "words")
 """Reference ``share``: task-specific steps, components shared within a task, shared step strings,

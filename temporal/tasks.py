@@ -18,7 +18,7 @@ import numpy as np
 
 from recon.io import InputError
 
-from .narration import tfidf_embed
+from .step_windows import tfidf_embed
 
 TASK_FILES = ("tasks.json", "tasks.toml")
 EXAMPLE = ('{"tasks": [{"id": "check_oil", "title": "check the oil", "steps": ["remove dipstick", ...]}], '

@@ -25,7 +25,7 @@ from .dp import align_contiguous, align_one, steps_to_labels, uniform_steps, zno
 from .features import CLIP_SECONDS
 from .metrics import action_ap, chance_actionness, frame_prf, recall_counts, segment_labels
 from .models import StepModel, StepVideo, TrainConfig, train_step_model
-from .narration import tfidf_embed
+from .step_windows import tfidf_embed
 from .tasks import TaskFile, step_list, video_tasks
 
 log = logging.getLogger(__name__)

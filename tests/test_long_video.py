@@ -19,7 +19,7 @@ from howto3d.workspace import Workspace
 from recon import sampling as frames_stage
 from recon.io import read_json
 from synth import WorldConfig, generate_world
-from synth.video import VideoWriter
+from synth.video_writer import VideoWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.long_video import dwell_coverage, splice  # noqa: E402

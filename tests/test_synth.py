@@ -13,7 +13,7 @@ import pytest
 import srt
 
 from synth import PARTS, TASKS, WorldConfig, generate_world, load_ground_truth, make_scene, make_variant, render_frame
-from synth.narration import SYNONYMS
+from synth.talk import SYNONYMS
 
 
 def _frames(path: Path) -> list[av.VideoFrame]:
@@ -254,7 +254,7 @@ def test_whisper_json() -> None:
     import json
 
     from synth.captions import to_whisper_json
-    from synth.narration import Narration
+    from synth.talk import Narration
 
     lines = [Narration(0.5, 2.0, "hey guys, welcome back", None, "filler"),
              Narration(3.0, 5.5, "pull out the dipstick", "dipstick", "step")]
@@ -360,7 +360,7 @@ def test_extra_talk_sets_the_ungrounded_share() -> None:
     """``extra_talk`` adds ungrounded lines that take time from step talk (instead of being squeezed out), and its
     mentions name parts the camera does not show while they are said."""
     from synth.camera import Visit
-    from synth.narration import narrate
+    from synth.talk import narrate
 
     steps = [(t, s) for t in ("check_oil", "add_coolant") for s in TASKS[t].steps]
     by_part: dict[str, list] = {}
@@ -394,7 +394,7 @@ def test_extra_talk_sets_the_ungrounded_share() -> None:
 def test_renarrate_adds_ungrounded_talk_to_a_rendered_world(small_world) -> None:
     """The same knob over an already rendered world (its ground truth): same step talk, mentions of parts that no
     camera of that moment shows (checked against the dwells, which the mention lines never match)."""
-    from synth.narration import renarrate
+    from synth.talk import renarrate
 
     _, dirs = small_world
     gt = load_ground_truth(dirs[0] / "ground_truth.json")
@@ -495,7 +495,7 @@ def _dense_visits(seconds: float, n: int) -> list:
 def test_dense_talk_names_each_visit_about_once_with_jittered_timing() -> None:
     """Over many seeds: ~20 % of visits unnamed, none named more than twice, naming lines that start before the
     camera arrives or end after it leaves, a varied vocabulary, and the same seed saying the same."""
-    from synth.narration import narrate
+    from synth.talk import narrate
 
     visits = _dense_visits(150.0, 3)
     counts, early, late, texts, rates = [], 0, 0, set(), []

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from temporal.synthetic import SynthConfig, generate
+from temporal.synthetic_crosstask import SynthConfig, generate
 
 torch.set_num_threads(1)
 

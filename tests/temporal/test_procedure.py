@@ -14,7 +14,7 @@ from temporal.procedure import (
     hungarian_prf,
     subset_cost,
 )
-from temporal.synthetic import SynthConfig, generate
+from temporal.synthetic_crosstask import SynthConfig, generate
 
 
 def test_greedy_selection_recovers_planted_states():

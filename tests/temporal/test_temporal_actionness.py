@@ -19,8 +19,8 @@ from temporal.discrim import (
 from temporal.dp import align_one, fuse_actionness, oracle_scores
 from temporal.metrics import action_ap, chance_actionness
 from temporal.models import StepVideo, TrainConfig, train_step_model
-from temporal.narration import constraint_mask
 from temporal.order import OrderConfig, OrderVerifier, train_order_verification
+from temporal.step_windows import constraint_mask
 
 
 def test_order_score_is_antisymmetric_and_weights_sum_to_one():

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from temporal.synthetic import SynthConfig, generate
+from temporal.synthetic_crosstask import SynthConfig, generate
 
 
 @pytest.fixture

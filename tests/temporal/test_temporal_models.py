@@ -7,7 +7,7 @@ from temporal.data import intervals_to_labels
 from temporal.dp import steps_to_labels, uniform_steps
 from temporal.metrics import mean_over_tasks, step_recall
 from temporal.models import StepModel, StepVideo, TrainConfig, component_matrices, train_step_model
-from temporal.narration import constraint_mask
+from temporal.step_windows import constraint_mask
 
 FAST = dict(pretrain_epochs=10, epochs=20, lr=3e-3)
 

@@ -2,7 +2,13 @@
 
 import numpy as np
 
-from temporal.narration import NarrationConfig, constraint_mask, constraint_report, constraints_from_narration, tokens
+from temporal.step_windows import (
+    NarrationConfig,
+    constraint_mask,
+    constraint_report,
+    constraints_from_narration,
+    tokens,
+)
 
 WORDS = [(w, float(i)) for i, w in enumerate(
     ["so", "today", "we", "make", "tea", "first", "boil", "the", "water", "then", "wait", "a", "bit", "now",

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from .data import Interval, Task, VideoEntry, write_coin, write_intervals, write_narration, write_tasks, write_videos
-from .narration import NarrationConfig, constraints_from_narration
+from .step_windows import NarrationConfig, constraints_from_narration
 
 FILLERS = ["so", "now", "we", "just", "going", "okay", "really", "nice", "then", "here", "like", "you",
            "can", "see", "that", "little", "bit", "next", "right", "there", "good", "this", "is", "what",

@@ -16,7 +16,7 @@ import numpy as np
 import srt
 
 from synth.camera import Visit
-from synth.tasks import TASKS
+from synth.maintenance import TASKS
 from synth.world import PARTS
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
