@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass
 from fractions import Fraction
@@ -102,3 +103,32 @@ def cli(capfd, monkeypatch):
         return Result(int(e.value.code or 0), out, err)
 
     return run
+
+
+@pytest.fixture
+def headless_chromium():
+    """Opens Debian's Chromium headless through Selenium (1000×700 px, software WebGL, browser log kept); every
+    browser opened is closed after the test. ``None`` when chromium or chromedriver is not installed."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if binary is None or driver_path is None:
+        yield None
+        return
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opened = []
+
+    def open_browser():
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = binary
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,700",
+                    "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking"):
+            opts.add_argument(arg)
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        opened.append(webdriver.Chrome(options=opts, service=Service(driver_path)))
+        return opened[-1]
+
+    yield open_browser
+    for d in opened:
+        d.quit()

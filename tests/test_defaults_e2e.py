@@ -569,65 +569,50 @@ def test_view_screenshot_not_blank_and_shows_the_heatmap(built: Built, cli, tmp_
     assert heat_pixels(imgs[1]) > heat_pixels(imgs[0]) + 20
 
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-
-
-def _page_guide(url: str, built: Built, task: str, title: str) -> tuple[float, float]:
+def _page_guide(driver, url: str, built: Built, task: str, title: str) -> tuple[float, float]:
     """The web page in headless Chromium: ask for the task's guide, click step 2. The marker's pixels lie where
     step 2's point projects (the page's own camera matrices, projected here), and the video panel plays inside
     step 2's best moment. Returns (marker distance to the projection in px, video time)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,700",
-                "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=DriverService(CHROMEDRIVER))
-    try:
-        driver.get(url + "/")
-        wait = WebDriverWait(driver, 120)
-        wait.until(lambda d: d.execute_script("return window.howto3d && window.howto3d.ready"))
-        driver.find_element(By.ID, "task").send_keys(title)
-        driver.find_element(By.CSS_SELECTOR, "#howto button").click()
-        wait.until(lambda d: d.execute_script("return window.howto3d.guide !== null && window.howto3d.busy == 0"))
-        g = driver.execute_script("return window.howto3d.guide")
-        assert g["task"] == task and len(g["steps"]) >= 2, g
-        step = g["steps"][1]
-        assert step["point"] is not None and step["moments"], step
-        driver.find_element(By.CSS_SELECTOR, '#steps li[data-index="2"] button').click()
-        wait.until(lambda d: d.execute_script("return window.howto3d.marker !== null && !window.howto3d.animating"))
-        time.sleep(0.3)  # a few frames drawn at the final view
-        shot = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")).astype(int)
-        v = driver.execute_script("return window.howto3d.view()")
-        M = (np.array(v["projection"]).reshape(4, 4).T @ np.array(v["view"]).reshape(4, 4).T
-             @ np.array(v["frame"]).reshape(4, 4).T)  # three.js stores matrices column-major
-        c = M @ np.r_[step["point"], 1.0]
-        ndc = c[:3] / c[3]
-        want = np.array([v["left"] + (ndc[0] + 1) / 2 * v["width"], v["top"] + (1 - ndc[1]) / 2 * v["height"]])
-        canvas = shot[:, : int(v["left"] + v["width"])]
-        ys, xs = np.nonzero((canvas[..., 0] > 230) & (canvas[..., 1] < 40) & (canvas[..., 2] > 230))
-        assert len(xs) > 30, len(xs)  # the marker is drawn (pure magenta, over everything)
-        off = float(np.linalg.norm([xs.mean(), ys.mean()] - want))
-        m = step["moments"][0]
-        wait.until(lambda d: d.execute_script("const v = document.getElementById('video'); "
-                                              "return v.readyState >= 2 && !v.seeking && v.currentTime > 0"))
-        t = driver.execute_script("return document.getElementById('video').currentTime")
-        assert m["start"] - 0.05 <= t <= m["end"] + 0.25, (t, m)
-        assert "Step 2 of" in driver.find_element(By.ID, "stepinfo").text
-        assert driver.execute_script("return window.howto3d.errors") == []
-        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert severe == [], severe
-        return off, t
-    finally:
-        driver.quit()
+    driver.get(url + "/")
+    wait = WebDriverWait(driver, 120)
+    wait.until(lambda d: d.execute_script("return window.howto3d && window.howto3d.ready"))
+    driver.find_element(By.ID, "task").send_keys(title)
+    driver.find_element(By.CSS_SELECTOR, "#howto button").click()
+    wait.until(lambda d: d.execute_script("return window.howto3d.guide !== null && window.howto3d.busy == 0"))
+    g = driver.execute_script("return window.howto3d.guide")
+    assert g["task"] == task and len(g["steps"]) >= 2, g
+    step = g["steps"][1]
+    assert step["point"] is not None and step["moments"], step
+    driver.find_element(By.CSS_SELECTOR, '#steps li[data-index="2"] button').click()
+    wait.until(lambda d: d.execute_script("return window.howto3d.marker !== null && !window.howto3d.animating"))
+    time.sleep(0.3)  # a few frames drawn at the final view
+    shot = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")).astype(int)
+    v = driver.execute_script("return window.howto3d.view()")
+    M = (np.array(v["projection"]).reshape(4, 4).T @ np.array(v["view"]).reshape(4, 4).T
+         @ np.array(v["frame"]).reshape(4, 4).T)  # three.js stores matrices column-major
+    c = M @ np.r_[step["point"], 1.0]
+    ndc = c[:3] / c[3]
+    want = np.array([v["left"] + (ndc[0] + 1) / 2 * v["width"], v["top"] + (1 - ndc[1]) / 2 * v["height"]])
+    canvas = shot[:, : int(v["left"] + v["width"])]
+    ys, xs = np.nonzero((canvas[..., 0] > 230) & (canvas[..., 1] < 40) & (canvas[..., 2] > 230))
+    assert len(xs) > 30, len(xs)  # the marker is drawn (pure magenta, over everything)
+    off = float(np.linalg.norm([xs.mean(), ys.mean()] - want))
+    m = step["moments"][0]
+    wait.until(lambda d: d.execute_script("const v = document.getElementById('video'); "
+                                          "return v.readyState >= 2 && !v.seeking && v.currentTime > 0"))
+    t = driver.execute_script("return document.getElementById('video').currentTime")
+    assert m["start"] - 0.05 <= t <= m["end"] + 0.25, (t, m)
+    assert "Step 2 of" in driver.find_element(By.ID, "stepinfo").text
+    assert driver.execute_script("return window.howto3d.errors") == []
+    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == [], severe
+    return off, t
 
 
-def test_serve_answers_every_route(built: Built, photos, answers, tmp_path):
+def test_serve_answers_every_route(built: Built, photos, answers, tmp_path, headless_chromium):
     port = _free_port()
     log = tmp_path / "serve.log"
     with open(log, "w") as f:
@@ -690,8 +675,8 @@ def test_serve_answers_every_route(built: Built, photos, answers, tmp_path):
             whole = scenes.video(built.ws, built.scene, video).path.read_bytes()
             assert part.status_code == 206 and part.content == whole[100:200], part.status_code
             assert c.get(f"/scene/{built.scene}/video/nope").status_code == 404
-            if CHROMIUM and CHROMEDRIVER:
-                px, t = _page_guide(url, built, task, title)
+            if headless_chromium is not None:
+                px, t = _page_guide(headless_chromium(), url, built, task, title)
                 print(f"\n[defaults] page: step 2's marker {px:.1f} px from its projection, video at {t:.2f} s")
                 assert px <= 6.0, px
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import socket
 import threading
 import time
@@ -19,9 +18,6 @@ from howto3d import grounding_cmds
 from howto3d.server import create_app
 from recon.sampling import load as load_frames
 from recon.video import read_frames
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -147,38 +143,28 @@ def test_a_slow_localization_does_not_block_queries(server):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="Debian chromium + chromedriver not installed")
-def test_page_in_headless_chromium(server):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
+def test_page_in_headless_chromium(server, headless_chromium):
+    if headless_chromium is None:
+        pytest.skip("Debian chromium + chromedriver not installed")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, _, scene = server
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,700",
-                "--use-angle=swiftshader", "--enable-unsafe-swiftshader"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=DriverService(CHROMEDRIVER))
-    try:
-        driver.get(url + "/")
-        wait = WebDriverWait(driver, 60)
-        wait.until(lambda d: d.execute_script("return window.howto3d && window.howto3d.ready"))
-        assert driver.execute_script("return window.howto3d.scene") == scene
-        assert driver.execute_script("return window.howto3d.heatmapVoxels") == 0
-        before = driver.get_screenshot_as_png()
-        driver.find_element(By.ID, "text").send_keys("where is the dipstick")
-        driver.find_element(By.CSS_SELECTOR, "#ask button").click()
-        wait.until(lambda d: d.execute_script("return window.howto3d.heatmapVoxels > 0 && window.howto3d.busy == 0"))
-        assert "point" in driver.find_element(By.ID, "answer").text
-        time.sleep(0.5)  # a few animation frames with the heatmap
-        after = driver.get_screenshot_as_png()
-        a, b = (np.asarray(Image.open(io.BytesIO(p)).convert("RGB")).astype(int) for p in (before, after))
-        assert np.abs(a - b).sum(axis=2).astype(bool).mean() > 0.001  # the voxels are drawn: pixels changed
-        assert driver.execute_script("return window.howto3d.errors") == []
-        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert severe == [], severe
-    finally:
-        driver.quit()
+    driver = headless_chromium()
+    driver.get(url + "/")
+    wait = WebDriverWait(driver, 60)
+    wait.until(lambda d: d.execute_script("return window.howto3d && window.howto3d.ready"))
+    assert driver.execute_script("return window.howto3d.scene") == scene
+    assert driver.execute_script("return window.howto3d.heatmapVoxels") == 0
+    before = driver.get_screenshot_as_png()
+    driver.find_element(By.ID, "text").send_keys("where is the dipstick")
+    driver.find_element(By.CSS_SELECTOR, "#ask button").click()
+    wait.until(lambda d: d.execute_script("return window.howto3d.heatmapVoxels > 0 && window.howto3d.busy == 0"))
+    assert "point" in driver.find_element(By.ID, "answer").text
+    time.sleep(0.5)  # a few animation frames with the heatmap
+    after = driver.get_screenshot_as_png()
+    a, b = (np.asarray(Image.open(io.BytesIO(p)).convert("RGB")).astype(int) for p in (before, after))
+    assert np.abs(a - b).sum(axis=2).astype(bool).mean() > 0.001  # the voxels are drawn: pixels changed
+    assert driver.execute_script("return window.howto3d.errors") == []
+    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == [], severe
