@@ -449,7 +449,7 @@ def overlay(ws: WS, scene: Scene,
     if image is not None:
         console.print(f"overlay: {viewer_cmds.photo_overlay(w, scene, image, query, out, gt_part, target)}")
         return
-    console.print(f"overlay: {viewer_cmds.overlay(w, scene, video, query, out, gt_part, step=target)}")
+    console.print(f"overlay: {viewer_cmds.overlay(w, scene, video, query, out, gt_part, target=target)}")
 
 
 @app.command()

@@ -36,11 +36,11 @@ def query_heatmap(ws: Workspace, scene: str, query: str) -> tuple[np.ndarray, np
 
 
 def overlay_target(ws: Workspace, scene: str, query: str | None,
-                   step: tuple[tuple[np.ndarray, np.ndarray, float], list] | None = None):
-    """What an overlay draws, (heatmap, markers): ``step`` when given (a guide step's, from
+                   target: tuple[tuple[np.ndarray, np.ndarray, float], list] | None = None):
+    """What an overlay draws, (heatmap, markers): ``target`` when given (a guide step's, from
     ``guide_cmds.step_target``), else the query's heatmap."""
-    if step is not None:
-        return step
+    if target is not None:
+        return target
     if query is None:
         raise InputError("give either --query TEXT or --task TASK --step N")
     return query_heatmap(ws, scene, query), []
@@ -112,13 +112,13 @@ def view(ws: Workspace, scene: str, query: str | None = None, screenshot: Path |
 
 
 def overlay(ws: Workspace, scene: str, video: str, query: str | None, out: Path, gt_part: str | None = None,
-            every: int = 1, step: tuple | None = None) -> Path:
+            every: int = 1, target: tuple | None = None) -> Path:
     """Write the AR preview of ``query`` (or of a guide step) over ``video`` (mp4 or a PNG folder), with the GT
     part when given."""
     from viewer.overlay import overlay as draw
 
     shared = shared_scene(ws, scene)
-    heatmap, markers = overlay_target(ws, scene, query, step)
+    heatmap, markers = overlay_target(ws, scene, query, target)
     return draw(shared, wscenes.video(ws, scene, video).path, video, heatmap, out,
                 markers + gt_markers(ws, scene, shared, gt_part, video), every)
 
@@ -189,7 +189,7 @@ def localize(ws: Workspace, scene: str, images: list[Path], progress=None) -> di
 
 
 def photo_overlay(ws: Workspace, scene: str, image: Path, query: str | None, out: Path, gt_part: str | None = None,
-                  step: tuple | None = None) -> Path:
+                  target: tuple | None = None) -> Path:
     """Localize a photo and write it (PNG) with the query's heatmap (or a guide step) drawn in: the AR loop on the
     user's camera."""
     from PIL import Image
@@ -198,7 +198,7 @@ def photo_overlay(ws: Workspace, scene: str, image: Path, query: str | None, out
     from viewer.overlay import draw_frame
 
     shared = shared_scene(ws, scene)
-    heatmap, markers = overlay_target(ws, scene, query, step)
+    heatmap, markers = overlay_target(ws, scene, query, target)
     try:
         data = Path(image).read_bytes()  # decoded once below for the pose, once for drawing: read once
     except OSError as e:
