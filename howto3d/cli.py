@@ -324,11 +324,17 @@ def groundedness_cmd(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
 
 
 @app.command("eval-steps")
-def eval_steps(ws: WS, scene: SceneOpt = None, json_out: JsonOpt = False) -> None:
-    """Synthetic worlds: step recall, frame F1 and actionness AP of the saved timelines vs ground truth."""
+def eval_steps(ws: WS, scene: SceneOpt = None,
+               annotations: Annotated[Path | None, typer.Option(
+                   help="Your own labels (one scene: give --scene): a folder of <video>.csv, rows step,start,end"
+                        "[,task] (CrossTask's shape; step: number or text), instead of a synthetic world's ground "
+                        "truth.")] = None,
+               json_out: JsonOpt = False) -> None:
+    """Step recall, frame F1 and actionness AP of the saved timelines vs ground truth (synthetic worlds) or your
+    own labels (--annotations)."""
     from howto3d import temporal_cmds
 
-    report = temporal_cmds.eval_steps(Workspace.open(ws), scene)
+    report = temporal_cmds.eval_steps(Workspace.open(ws), scene, annotations)
     reports.show(report, json_out, reports.print_eval)
 
 
@@ -484,15 +490,46 @@ def serve(ws: WS, port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 
 
 @app.command()
-def export(ws: WS, scene: Scene, fmt: Annotated[str, typer.Option("--format", help="glb or ply.")] = "glb",
-           query: Annotated[str | None, typer.Option(help="Include this query's heatmap.")] = None,
-           out: Annotated[Path | None, typer.Option(help="Output file.")] = None) -> None:
-    """Export points, cameras and a heatmap as GLB (AR apps, Blender) or PLY."""
+def export(ws: WS, scene: Scene, fmt: Annotated[str, typer.Option("--format", help="glb, ply or colmap.")] = "glb",
+           query: Annotated[list[str] | None, typer.Option(
+               help="A part: its heatmap is drawn (the first --query); with --anchors each is an anchor. Repeatable."
+           )] = None,
+           with_anchors: Annotated[bool, typer.Option(
+               "--anchors", help="glb: add named anchor nodes (each --query, every guide step) and write "
+                                 "<out>.anchors.json beside.")] = False,
+           queries: Annotated[Path | None, typer.Option(help="With --anchors: a text file of part names, one per "
+                                                        "line.")] = None,
+           out: Annotated[Path | None, typer.Option(help="Output file; a folder for colmap.")] = None) -> None:
+    """Export points, cameras and a heatmap as GLB (AR apps, Blender) or PLY; with --anchors, named parts and guide
+    steps as GLB nodes; or every registered frame, its camera and the points as one COLMAP model with the frames
+    (splatting/NeRF trainers, COLMAP's GUI)."""
     from howto3d import viewer_cmds
 
-    if fmt not in ("glb", "ply"):
-        raise InputError(f"--format {fmt!r}: use glb or ply")
-    path = viewer_cmds.export(Workspace.open(ws), scene, fmt, query, out or Path(f"{scene}.{fmt}"))
+    if fmt not in ("glb", "ply", "colmap"):
+        raise InputError(f"--format {fmt!r}: use glb, ply or colmap")
+    if (with_anchors or queries is not None) and fmt != "glb":
+        raise InputError(f"--anchors and --queries: anchors are GLB nodes; use --format glb (not {fmt})")
+    if queries is not None and not with_anchors:
+        raise InputError("--queries names anchors: add --anchors")
+    if fmt == "colmap":
+        if query:
+            raise InputError("--query draws a heatmap, which a COLMAP model cannot hold: use --format glb or ply")
+        out = out or Path(f"{scene}_colmap")
+        rec = viewer_cmds.export_colmap(Workspace.open(ws), scene, out)
+        console.print(f"exported: {out} ({rec.num_images()} images, {rec.num_points3D()} points, "
+                      f"{rec.num_cameras()} cameras)")
+        return
+    out = out or Path(f"{scene}.{fmt}")
+    heatmap = query[0] if query else None
+    if with_anchors:
+        from howto3d import anchors_cmds
+
+        names = list(dict.fromkeys([*(query or []), *(anchors_cmds.read_names(queries) if queries else [])]))
+        path, found = anchors_cmds.export(Workspace.open(ws), scene, out, heatmap, names)
+        console.print(f"exported: {path} with {len(found['anchors'])} anchors "
+                      f"({anchors_cmds.anchors_path(path)})")
+        return
+    path = viewer_cmds.export(Workspace.open(ws), scene, fmt, heatmap, out)
     console.print(f"exported: {path}")
 
 

@@ -42,6 +42,27 @@ class RunConfig:
 
 
 @dataclass
+class ServeConfig:
+    """What one request may ask of ``howto3d serve``: an AR prototype's server faces an open network."""
+
+    max_text_chars: int = field(default=1000, metadata={"range": (1, None)})
+    """Longest query, overlay or task text accepted (characters); a longer one gets 413 before any work."""
+    max_upload_mb: float = field(default=20.0, metadata={"range": (0.001, None)})
+    """Largest request body (megabytes, 10^6 bytes), photo uploads included; larger ones get 413 as soon as
+    their Content-Length (or their streamed bytes) says so."""
+    max_image_mp: float = field(default=40.0, metadata={"range": (0.01, None)})
+    """Largest photo (megapixels) that /localize and /overlay decode, read from the file's header first: a
+    few-KB PNG declaring 12000 x 12000 pixels gets 413 without its pixels being decoded."""
+    request_timeout_s: float = field(default=60.0, metadata={"range": (0.1, None)})
+    """A request still working after this many seconds gets 504 (the client should retry later)."""
+    max_localizations: int = field(default=4, metadata={"range": (1, None)})
+    """Localizations (/localize, /overlay) running or waiting at once; one more gets 503 with Retry-After."""
+    warm: bool = True
+    """Load every scene's model and localization index, and answer one query and one localization per scene,
+    before /health/ready says ready: the first client's request then costs what the others do."""
+
+
+@dataclass
 class Config:
     """All stage settings of a workspace."""
 
@@ -61,6 +82,8 @@ class Config:
     """Localizing new photos in a scene's shared frame (recon stage)."""
     run: RunConfig = field(default_factory=RunConfig)
     """Executor of the per-video and per-pair work (all stages that fan out)."""
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    """Limits and start-up of the HTTP server (``howto3d serve``)."""
 
 
 @cache
@@ -144,11 +167,14 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
 """Explicit bounds; any other number must be >= 0 (seeds excepted), and counts >= 1."""
 
 
-def check_range(path: Path, where: str, v: Any) -> None:
-    """Out-of-range settings fail when the config is read, naming the field, not deep inside a stage."""
+def check_range(path: Path, where: str, v: Any, bounds: tuple[float | None, float | None] | None = None) -> None:
+    """Out-of-range settings fail when the config is read, naming the field, not deep inside a stage.
+
+    ``bounds`` is the field's own ``metadata["range"]`` where it declares one."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         return
-    lo, hi = _RANGES.get(where, (1 if where in _AT_LEAST_ONE else None if where.endswith(".seed") else 0, None))
+    lo, hi = bounds or _RANGES.get(
+        where, (1 if where in _AT_LEAST_ONE else None if where.endswith(".seed") else 0, None))
     if v != v or (lo is not None and v < lo) or (hi is not None and v > hi):
         bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
         raise InputError(f"{path}: {where} = {v!r} is out of range; use a value {bounds}")
@@ -163,12 +189,12 @@ def from_dict(data: dict, path: Path) -> Config:
             raise InputError(f"{path}: unknown section [{name}]; known sections: {', '.join(sorted(sections))}")
         current = getattr(config, name)
         hints = typing.get_type_hints(type(current))
-        known = {f.name for f in dataclasses.fields(current)}
+        known = {f.name: f for f in dataclasses.fields(current)}
         for key, v in values.items():
             if key not in known:
                 raise InputError(f"{path}: unknown key {name}.{key}; known keys: {', '.join(sorted(known))}")
             value = _coerce(path, f"{name}.{key}", hints[key], v)
-            check_range(path, f"{name}.{key}", value)
+            check_range(path, f"{name}.{key}", value, known[key].metadata.get("range"))
             setattr(current, key, value)
     return config
 

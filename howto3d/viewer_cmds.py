@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from recon.io import InputError, atomic_write_bytes, read_json
 from recon.reconstruct import Model
 from recon.scene import SharedScene
 from recon.video import probe
+
+if TYPE_CHECKING:
+    import pycolmap
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +126,21 @@ def overlay(ws: Workspace, scene: str, video: str, query: str | None, out: Path,
                 markers + gt_markers(ws, scene, shared, gt_part, video), every)
 
 
-def export(ws: Workspace, scene: str, fmt: str, query: str | None, out: Path) -> Path:
+def export(ws: Workspace, scene: str, fmt: str, query: str | None, out: Path, anchors: dict | None = None,
+           shared: SharedScene | None = None) -> Path:
+    """GLB/PLY of the scene with ``query``'s heatmap, and ``anchors`` (``howto3d.anchors_cmds``) as GLB nodes."""
     from viewer.export import export as write
 
-    return write(shared_scene(ws, scene), out, fmt, query_heatmap(ws, scene, query) if query else None)
+    shared = shared or shared_scene(ws, scene)
+    return write(shared, out, fmt, query_heatmap(ws, scene, query) if query else None, anchors)
+
+
+def export_colmap(ws: Workspace, scene: str, out: Path) -> pycolmap.Reconstruction:
+    """Write the scene's shared frame as a COLMAP model and its frames under ``out`` (``recon.colmap_export``)."""
+    from recon.colmap_export import write_colmap
+
+    shared = shared_scene(ws, scene)
+    return write_colmap(shared, {v: ws.frames_dir(scene, v) for v in shared.videos}, out)
 
 
 def demo_outputs(ws: Workspace, scene: str, query: str, out_dir: Path, gt_part: str | None = None,

@@ -170,6 +170,9 @@ class LocalizeConfig:
     """... and at least this fraction of the 2D–3D matches as inliers; below either, the photo is not localized."""
     max_side: int = 1024
     """Photos larger than this (longer side, pixels) are downscaled for SIFT; the pose is reported at full size."""
+    max_photo_mp: float = 40.0
+    """Photos of more megapixels than this (read from the file's header) are refused before any pixel is decoded:
+    a PNG of a few kilobytes can declare 12000 x 12000 pixels (a decompression bomb: seconds and gigabytes)."""
     max_num_features: int = 4096
     """SIFT features extracted from the photo (the reconstruction's default)."""
     seed: int = 0

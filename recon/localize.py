@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +90,9 @@ class Localizer:
         name = name if name is not None else str(image)
         t0 = time.perf_counter()
         try:
-            rgb, focal_exif = read_photo(image)
+            rgb, focal_exif = read_photo(image, self.conf.max_photo_mp)
+        except PhotoTooLarge as e:
+            return Localization(name, "not localized", reason=str(e))
         except (OSError, UnidentifiedImageError, ValueError) as e:
             return Localization(name, "not localized", reason=f"cannot read the image ({e}); give a JPEG or PNG photo")
         result = self._localize(rgb, focal_exif, name)
@@ -173,16 +176,38 @@ class Localizer:
         return fit, "exif" if focal_exif else "estimated"
 
 
-def read_photo(image: bytes | Path | str) -> tuple[np.ndarray, float | None]:
-    """RGB pixels (EXIF orientation applied) and the EXIF focal length in pixels when the photo carries one."""
+class PhotoTooLarge(ValueError):
+    """The photo declares more pixels than the limit (found from its header: nothing was decoded)."""
+
+
+def open_photo(image: bytes | Path | str, max_mp: float | None = None) -> Image.Image:
+    """The photo opened lazily (only its header is read); more than ``max_mp`` megapixels raises
+    :class:`PhotoTooLarge`, so a decompression bomb costs microseconds, not the decoding of its pixels."""
     if isinstance(image, bytes | bytearray):
-        im = Image.open(io.BytesIO(image))
+        source = io.BytesIO(image)
     else:
-        path = Path(image)
-        if not path.is_file():
-            raise OSError(f"{path}: file not found")
-        im = Image.open(path)
-    with im:
+        source = Path(image)
+        if not source.is_file():
+            raise OSError(f"{source}: file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked just below
+            im = Image.open(source)
+    except Image.DecompressionBombError:  # Pillow's own guard (about 179 MP) fires before ours
+        size = f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP"
+    else:
+        w, h = im.size
+        if max_mp is None or w * h <= max_mp * 1e6:
+            return im
+        im.close()
+        size = f"{w} x {h} pixels ({w * h / 1e6:.0f} MP)"
+    limit = f"{max_mp:g}-megapixel" if max_mp is not None else "decoder's"
+    raise PhotoTooLarge(f"{size}, over the {limit} limit; send a smaller photo")
+
+
+def read_photo(image: bytes | Path | str, max_mp: float | None = None) -> tuple[np.ndarray, float | None]:
+    """RGB pixels (EXIF orientation applied) and the EXIF focal length in pixels when the photo carries one."""
+    with open_photo(image, max_mp) as im:
         exif = im.getexif()
         im = ImageOps.exif_transpose(im)
         rgb = np.asarray(im.convert("RGB"))

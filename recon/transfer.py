@@ -137,6 +137,19 @@ def parse_observations(observations, name: str) -> list[tuple[float, np.ndarray]
     return out
 
 
+def parse_keypoints(request) -> list[tuple[str, list[tuple[float, np.ndarray]]]]:
+    """``[(name, [(time, xy)])]`` of a keypoints document (the ``transfer`` input), or one :class:`InputError`."""
+    if not isinstance(request, dict) or not isinstance(request.get("keypoints"), list):
+        raise InputError(FORMAT)
+    parsed = []
+    for i, kp in enumerate(request["keypoints"]):
+        if not isinstance(kp, dict):
+            raise InputError(f"keypoint {i} is not an object; {FORMAT}")
+        name = str(kp.get("name", f"keypoint_{i}"))
+        parsed.append((name, parse_observations(kp.get("observations", []), name)))
+    return parsed
+
+
 def observe(scene: SharedScene, video: str, observations: list[tuple[float, np.ndarray]],
             tolerance: float = 0.05, localize: Localize | None = None,
             ) -> tuple[list[tuple[float, RegisteredFrame, np.ndarray, str]], list[dict]]:
@@ -204,14 +217,7 @@ def main(scene: SharedScene, source: str, request: dict, tolerance: float = 0.05
     if source not in scene.videos:
         raise InputError(f"video {source!r} is not aligned in scene {scene.scene!r}; "
                          f"aligned: {', '.join(scene.videos)}")
-    if not isinstance(request, dict) or not isinstance(request.get("keypoints"), list):
-        raise InputError(FORMAT)
-    parsed = []
-    for i, kp in enumerate(request["keypoints"]):
-        if not isinstance(kp, dict):
-            raise InputError(f"keypoint {i} is not an object; {FORMAT}")
-        name = str(kp.get("name", f"keypoint_{i}"))
-        parsed.append((name, parse_observations(kp.get("observations", []), name)))
+    parsed = parse_keypoints(request)
     out, skipped = [], []
     for name, observations in parsed:
         try:

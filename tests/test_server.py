@@ -2,41 +2,68 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import shutil
 import socket
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import pycolmap
 import pytest
+import schemathesis
 import uvicorn
+from hypothesis import HealthCheck, given, settings
 from PIL import Image
 
 from howto3d import grounding_cmds
+from howto3d.config import ServeConfig
 from howto3d.server import create_app
+from howto3d.workspace import Workspace
+from recon.align import Alignment
 from recon.sampling import load as load_frames
 from recon.video import read_frames
 
 
-@pytest.fixture(scope="module")
-def server(trained_ws):
-    """(base URL, workspace, scene) of a server running in a thread for this module."""
-    ws, scene, _ = trained_ws
+@contextlib.contextmanager
+def _running(app):
+    """The base URL of ``app`` served by uvicorn in a thread, until the block ends."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(ws, warm=True), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not srv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", ws, scene
-    srv.should_exit = True
-    thread.join(timeout=20)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(trained_ws):
+    """(base URL, workspace, scene) of a server (the `serve` defaults: warm) running in a thread for this module,
+    once it says it is ready; its readiness answer right after start-up is in ``READY_AT_START``."""
+    ws, scene, _ = trained_ws
+    with _running(create_app(ws)) as url, httpx.Client(base_url=url, timeout=60) as c:
+        READY_AT_START.append((c.get("/health/ready"), c.get("/health/live"), c.get("/health").json()))
+        deadline = time.monotonic() + 300
+        while c.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.2)
+        yield url, ws, scene
+
+
+READY_AT_START: list = []
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
@@ -140,6 +167,134 @@ def test_a_slow_localization_does_not_block_queries(server):
             assert r.status_code == 200
         assert not slow.done(), "queries waited for the localization"
         assert slow.result().json()["images"][0]["status"] == "not localized"
+
+
+def test_readiness_waits_for_the_warm_up(server):
+    url, _, scene = server
+    ready, live, health = READY_AT_START[0]
+    assert live.status_code == 200 and health["status"] == "ok"  # alive at once ...
+    assert ready.status_code == 503 and ready.headers["retry-after"] == "1"  # ... ready once warmed up
+    assert ready.json()["warming"] == [scene] and health["ready"] is False and health["warming"] == [scene]
+    with httpx.Client(base_url=url) as c:
+        assert c.get("/health").json() | {"ready": True, "warming": []} == c.get("/health").json()
+
+
+def _bomb(side: int) -> bytes:
+    """A PNG of a few hundred kilobytes that declares ``side`` x ``side`` pixels."""
+    buf = io.BytesIO()
+    Image.new("L", (side, side)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def test_oversize_and_bomb_inputs_are_refused_at_once(server):
+    url, _, scene = server
+    bomb = _bomb(12000)
+    port = int(url.rsplit(":", 1)[1])
+    with httpx.Client(base_url=url, timeout=60) as c:
+        refused = {
+            "1 MB query": c.post("/query", json={"scene": scene, "text": "dipstick " * 111_112}),
+            "1001-character query": c.post("/query", json={"scene": scene, "text": "x" * 1001}),
+            "streamed query": c.post("/query", content=iter([b"x" * 10_000] * 40)),  # chunked: no Content-Length
+            "bomb": c.post("/localize", data={"scene": scene}, files={"image": ("bomb.png", bomb, "image/png")}),
+            "bomb overlay": c.post("/overlay", data={"scene": scene, "text": "dipstick"},
+                                   files={"image": ("bomb.png", bomb, "image/png")}),
+            "25 MB upload": c.post("/localize", data={"scene": scene},
+                                   files={"image": ("big.jpg", b"\xff" * 25_000_000, "image/jpeg")}),
+            "long task": c.get("/guide", params={"scene": scene, "task": "y" * 5000}),
+            "long glb query": c.get(f"/scene/{scene}/export.glb", params={"query": "y" * 5000}),
+        }
+        for what, r in refused.items():
+            assert r.status_code == 413, (what, r.status_code, r.text)
+            assert r.elapsed.total_seconds() < 1.0, (what, r.elapsed)  # decoding the bomb takes 10+ s
+            assert r.json()["error"].endswith(("send a smaller photo", "send a shorter text")), (what, r.text)
+        assert "12000 x 12000 pixels (144 MP)" in refused["bomb"].json()["error"]
+        assert "max_text_chars" in refused["1001-character query"].json()["error"]
+        # a client that declares 900 MB and sends a little: answered without waiting for the rest
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"POST /localize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                        b"Content-Length: 900000000\r\n\r\n" + b"a" * 1000)
+            assert raw.recv(64).startswith(b"HTTP/1.1 413")
+        # still healthy, and the limit is the limit: 1000 characters are answered
+        assert c.get("/health").json()["status"] == "ok"
+        assert c.post("/query", json={"scene": scene, "text": "dipstick " * 111 + "x"}).status_code == 200
+
+
+def test_busy_and_slow_localizations_get_503_and_504(trained_ws):
+    ws, scene, _ = trained_ws
+    noise = _jpeg((np.random.default_rng(0).random((1152, 2048, 3)) * 255).astype(np.uint8))
+    limits = ServeConfig(request_timeout_s=2.0, max_localizations=1, warm=False)
+    with (_running(create_app(ws, limits=limits)) as url, httpx.Client(base_url=url, timeout=60) as c,
+          ThreadPoolExecutor(1) as pool):
+        def post():
+            return c.post("/localize", data={"scene": scene}, files={"image": ("noise.jpg", noise, "image/jpeg")})
+
+        first = pool.submit(post)  # a cold worker: starting it and indexing the scene take longer than 2 s
+        time.sleep(0.5)
+        busy = post()
+        assert busy.status_code == 503 and "max_localizations" in busy.json()["error"]
+        assert int(busy.headers["retry-after"]) >= 1
+        slow = first.result()
+        assert slow.status_code == 504 and "request_timeout_s" in slow.json()["error"]
+        assert c.get("/health/live").status_code == 200 and c.get("/health").json()["localizing"] == 0
+
+
+def test_serving_while_the_frame_moves_and_the_model_is_retrained(trained_ws, tmp_path):
+    """The server stays up while the workspace changes under it: after a re-alignment moves the frame, queries
+    get the one-line "retrain" refusal (never an answer of the old model in the new frame) and photos localize in
+    the new frame; after `train`, the new model answers, without a restart."""
+    ws0, scene, _ = trained_ws
+    ws = Workspace(shutil.copytree(ws0.root, tmp_path / "ws"))
+    photo = _unsampled_frame(ws, scene, "video_01")
+    text = "where is the dipstick"
+    with (_running(create_app(ws, warm=False)) as url, httpx.Client(base_url=url, timeout=600) as c):
+        before = c.post("/query", json={"scene": scene, "text": text})
+        loc0 = c.post("/localize", data={"scene": scene}, files={"image": ("p.jpg", photo, "image/jpeg")}).json()
+        assert before.status_code == 200 and loc0["images"][0]["status"] == "localized"
+
+        move = pycolmap.Sim3d(1.3, pycolmap.Rotation3d(np.array([0.0, 0.0, np.sin(0.2), np.cos(0.2)])), [0.5, 0, 0])
+        alignment = Alignment.load(ws.align_dir(scene))
+        alignment.shared_from_segment = {v: {k: move * t for k, t in segs.items()}
+                                         for v, segs in alignment.shared_from_segment.items()}
+        alignment.save(ws.align_dir(scene))  # as `align` saves a new frame: one atomic replace
+
+        stale = c.post("/query", json={"scene": scene, "text": text})
+        assert stale.status_code == 409 and "run `howto3d train`" in stale.json()["error"], stale.text
+        loc1 = c.post("/localize", data={"scene": scene}, files={"image": ("p.jpg", photo, "image/jpeg")}).json()
+        moved = np.asarray(move * np.array([loc0["images"][0]["center"]]))[0]
+        assert np.linalg.norm(np.array(loc1["images"][0]["center"]) - moved) < 1e-3 * 1.3, (loc1, moved)
+
+        grounding_cmds.train(ws)
+        deadline = time.monotonic() + 120
+        while (after := c.post("/query", json={"scene": scene, "text": text})).status_code != 200:
+            assert after.status_code == 409 and time.monotonic() < deadline, after.text  # the old model, refusing
+            time.sleep(0.2)
+        _same_answer(after.json(), grounding_cmds.query(ws, scene, [text], with_moments=True)[0])
+
+
+def test_fuzzed_requests_never_get_a_server_error(server):
+    """Every route, with inputs generated from its OpenAPI schema by schemathesis (half of them in the real
+    scene, so they get past the scene check): 2xx or 4xx, never a 5xx."""
+    url, _, scene = server
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/query", "/localize", "/overlay", "/guide", "/health/ready"}
+    answers: list[int] = []
+
+    for op in operations:
+        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+                  database=None)
+        @given(case=op.as_strategy())
+        def call(case) -> None:
+            for params in (case.path_parameters, case.body, case.query):
+                if isinstance(params, dict) and "scene" in params and zlib.crc32(repr(params).encode()) % 2:
+                    params["scene"] = scene
+            r = case.call(timeout=60)
+            answers.append(r.status_code)
+            ok = r.status_code < 500 or (r.status_code == 503 and case.operation.path == "/health/ready")
+            assert ok, (case.method, case.formatted_path, r.status_code, r.text[:300])
+
+        call()
+    assert len(answers) >= 5 * len(operations) and 200 in answers and 404 in answers
 
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@
 GLB keeps the shared-frame coordinates in its meshes and puts the frame's "up" on glTF's +Y through the
 root node's transform, so viewers show the scene upright while the numbers stay those of ``howto3d query``.
 Cameras are small pyramids (triangles) rather than lines: many AR viewers do not draw line primitives.
+Anchors (named parts and guide steps) are empty nodes an AR engine finds by name, their fields in the node's
+``extras``.
 """
 
 from __future__ import annotations
@@ -68,8 +70,28 @@ def _write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray, score: np.ndarray) 
     path.write_bytes(header.encode() + data.tobytes())
 
 
-def export(scene: SharedScene, out: Path, fmt: str = "glb", heatmap: Heatmap | None = None) -> Path:
-    """Write ``out``: GLB (points, camera pyramids, heatmap cubes) or PLY (points, then heatmap voxel centres)."""
+def add_anchors(s: trimesh.Scene, root: np.ndarray, anchors: dict) -> None:
+    """An ``anchors`` node under the upright root, its ``extras`` the frame (units, the shared frame's up, glTF's
+    +Y up), and one child node per anchor at its point (shared-frame coordinates, as in the anchors file), named
+    by the anchor and carrying its fields in ``extras``."""
+    taken = set(s.graph.nodes)
+    base = s.graph.base_frame
+    frame = {k: v for k, v in anchors.items() if k != "anchors"}
+    s.graph.update(frame_to="anchors", frame_from=base, matrix=root, metadata=frame)
+    for a in anchors["anchors"]:
+        name, k = a["name"], 2
+        while name in taken:  # glTF allows repeated names; trimesh's graph and AR engines' lookups do not
+            name, k = f"{a['name']} ({k})", k + 1
+        taken.add(name)
+        at = np.eye(4)
+        at[:3, 3] = a["point"]
+        s.graph.update(frame_to=name, frame_from="anchors", matrix=at, metadata=dict(a))
+
+
+def export(scene: SharedScene, out: Path, fmt: str = "glb", heatmap: Heatmap | None = None,
+           anchors: dict | None = None) -> Path:
+    """Write ``out``: GLB (points, camera pyramids, heatmap cubes, ``anchors`` as named nodes) or PLY (points,
+    then heatmap voxel centres)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     hm = shown_heatmap(*heatmap) if heatmap is not None else None
@@ -92,6 +114,8 @@ def export(scene: SharedScene, out: Path, fmt: str = "glb", heatmap: Heatmap | N
             v, t, c = voxel_cubes(hm.centers, hm.size, hm.colors, 0.35 + 0.65 * hm.scores)
             s.add_geometry(trimesh.Trimesh(v, t, vertex_colors=_rgba(c), process=False), node_name="heatmap",
                            geom_name="heatmap", transform=root)
+        if anchors is not None:
+            add_anchors(s, root, anchors)
         out.write_bytes(s.export(file_type="glb"))
     else:
         raise ValueError(f"unknown export format {fmt!r}; use 'glb' or 'ply'")
