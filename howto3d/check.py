@@ -270,7 +270,7 @@ def _temporal(ws: Workspace, s: str) -> list[Problem]:
     problems = _stale(ws, s, discover_cmds.groundedness_step(ws, s, feats), folder / "groundedness.json",
                       "the groundedness report", _cmd(ws, "groundedness", "--scene", s))
     if find_task_file(ws.scene_dir(s)) is None:
-        return problems + _stale(ws, s, discover_cmds.discover_step(ws, s, feats, discover_cmds.procedure_conf()),
+        return problems + _stale(ws, s, discover_cmds.discover_step(ws, s, feats, discover_cmds.procedure_conf(ws)),
                                  folder / "steps", "the discovered key steps", run)
     spec = temporal_cmds.actionness_step(ws, s, feats)
     if _state(ws, spec) is not True:

@@ -1,4 +1,5 @@
-"""``howto3d crosstask``: step localization, actionness and key-step discovery over a CrossTask-format folder.
+"""``howto3d crosstask``: step localization, actionness and key-step discovery over a CrossTask-format folder, and
+``export``, which writes a workspace scene as one.
 
 Wiring only: the work is in :mod:`temporal.crosstask`; tables are in :mod:`howto3d.reports`; errors flow to
 ``howto3d.cli.main`` (bad input: one line, exit 2; programming errors keep their traceback).
@@ -89,6 +90,32 @@ def synth(out: Annotated[Path, typer.Argument(help="Folder to write (CrossTask l
         reports.print_json(summary)
     else:
         console.print(f"wrote {summary['videos']} videos of {summary['tasks']} tasks to {out}")
+
+
+@app.command()
+def export(ws: Annotated[Path, typer.Argument(help="Workspace folder.")],
+           scene: Annotated[str, typer.Option("--scene", help="Scene name.")],
+           out: Annotated[Path, typer.Option("--out", help="CrossTask-format folder to write.")],
+           annotations: Annotated[Path | None, typer.Option(
+               help="Your own labels: a folder of <video>.csv as `howto3d eval-steps --annotations` reads (default: "
+                    "the synthetic ground truth, else the saved step timelines).")] = None,
+           json_out: JsonOpt = False) -> None:
+    """Write a workspace scene (clip features, narration, constraints, step annotations) as a CrossTask-format
+    folder, for these commands and CrossTask's reference code."""
+    from howto3d import temporal_cmds
+    from howto3d.workspace import Workspace
+
+    w = Workspace.open(ws).lock("crosstask export")
+    with _progress(json_out) as bar:
+        result = temporal_cmds.crosstask_export(w, w.require_scene(scene), out, annotations, bar)
+    if json_out:
+        reports.print_json(result)
+        return
+    console.print(f"wrote {result['videos']} videos of {result['scene']} ({result['pairs']} task-video pairs, "
+                  f"{result['annotated']} annotated; {result['tasks']} tasks) to {result['root']}", markup=False)
+    console.print(f"annotations from {result['labels']}", markup=False)
+    for note in result["notes"]:
+        console.print(f"note: {note}", markup=False)
 
 
 @app.command()

@@ -19,7 +19,7 @@ from typing import Any
 from grounding.config import GroundingConfig
 from recon.config import AlignConfig, FramesConfig, LocalizeConfig, ReconstructConfig
 from recon.io import InputError
-from temporal.config import FeatureConfig, StepsConfig
+from temporal.config import FeatureConfig, GroundednessConfig, ProcedureConfig, StepsConfig
 
 
 @dataclass
@@ -78,6 +78,11 @@ class Config:
     """Per-second clip features of the videos (temporal stage)."""
     temporal: StepsConfig = field(default_factory=StepsConfig)
     """Actionness and step timelines of the videos (temporal stage)."""
+    discover: ProcedureConfig = field(default_factory=lambda: ProcedureConfig(background="states"))
+    """Key steps discovered without a step list (``discover``, and ``run`` for scenes without a task file): the
+    paper's CrossTask settings, except that clips nearest an unselected state are background (temporal stage)."""
+    groundedness: GroundednessConfig = field(default_factory=GroundednessConfig)
+    """Which narration lines describe what is on screen (``groundedness``; ``run`` weights training by it)."""
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     """Localizing new photos in a scene's shared frame (recon stage)."""
     run: RunConfig = field(default_factory=RunConfig)
@@ -156,7 +161,9 @@ _AT_LEAST_ONE = {
     "grounding.divisions", "grounding.num_voxels", "grounding.depth_neighbors", "grounding.max_tokens",
     "grounding.epochs", "grounding.batch_size", "clip_features.samples_per_second", "clip_features.max_side",
     "clip_features.sift_features", "clip_features.words", "clip_features.gaze_divisions", "clip_features.max_points",
-    "temporal.epochs", "temporal.order_epochs", "run.cpus_per_task",
+    "temporal.epochs", "temporal.order_epochs", "run.cpus_per_task", "discover.k", "discover.states", "discover.epochs",
+    "discover.hidden", "groundedness.dim", "groundedness.negatives", "groundedness.epochs", "groundedness.folds",
+    "groundedness.neighbours",
 }
 """Counts and sizes: zero or less is never meaningful (0 frames, 0 voxel divisions, an empty batch)."""
 _RANGES: dict[str, tuple[float | None, float | None]] = {

@@ -50,9 +50,10 @@ def _video_tasks(ws: Workspace, scene: str, videos: Sequence[str]) -> dict[str, 
     return {v: "+".join(table[v]) if table.get(v) else scene for v in videos}
 
 
-def procedure_conf(k: int | None = None, conf: ProcedureConfig | None = None) -> ProcedureConfig:
-    """Key-step discovery's settings: ``conf`` (default: background states), with ``k`` key steps when given."""
-    conf = conf or ProcedureConfig(background="states")
+def procedure_conf(ws: Workspace, k: int | None = None, conf: ProcedureConfig | None = None) -> ProcedureConfig:
+    """Key-step discovery's settings: ``conf`` (default: the workspace's ``[discover]``), with ``k`` key steps
+    when given."""
+    conf = conf or ws.config.discover
     return replace(conf, k=k) if k is not None else conf
 
 
@@ -71,7 +72,7 @@ def discover(ws: Workspace, scene: str, k: int | None = None, progress: Progress
     feats = features if features is not None else features_of(ws, scene, progress=progress)
     names = sorted(feats)
     tasks = _video_tasks(ws, scene, names)
-    conf = procedure_conf(k, conf)
+    conf = procedure_conf(ws, k, conf)
     folder = ws.temporal_dir(scene) / "steps"
 
     def compute() -> dict[str, dict]:
@@ -110,7 +111,7 @@ def _encoder(ws: Workspace):
 def groundedness_step(ws: Workspace, scene: str, features: Mapping[str, np.ndarray],
                       conf: GroundednessConfig | None = None) -> StepSpec:
     """Groundedness from these features, the subtitles and the encoder."""
-    params = {"conf": asdict(conf or GroundednessConfig()), "encoder": ws.config.grounding.encoder,
+    params = {"conf": asdict(conf or ws.config.groundedness), "encoder": ws.config.grounding.encoder,
               "max_tokens": ws.config.grounding.max_tokens}
     return StepSpec("groundedness", scene, {"features": arrays_fingerprint(features),
                                             **scenes.subtitle_inputs(ws, scene)}, params)
@@ -127,7 +128,7 @@ def groundedness(ws: Workspace, scene: str, progress: ProgressFn | None = None,
         raise InputError(f"{ws.scene_dir(scene) / 'videos'}: no video of scene {scene!r} has subtitles; add "
                          ".srt/.vtt/.json files next to the videos")
     feats = features if features is not None else features_of(ws, scene, progress=progress)
-    conf = conf or GroundednessConfig()
+    conf = conf or ws.config.groundedness
     folder = ws.temporal_dir(scene)
 
     def compute() -> dict:

@@ -493,7 +493,8 @@ class Service:
                                     timelines=temporal_cmds.load_steps(self.ws, scene))
 
     def annotations(self, scene: str) -> dict:
-        """The labels saved so far (``Workspace.annotations_dir``): keypoints and step spans per video."""
+        """The labels saved so far (``Workspace.annotations_dir``): keypoints (documents) and step spans (the CSV
+        text) per video."""
         folder = self.ws.annotations_dir(scene) / "keypoints"
         keypoints = {}
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -501,7 +502,11 @@ class Service:
                 keypoints[path.stem] = read_json(path)
             except InputError as e:  # one damaged file must not hide the others
                 log.warning("%s", e)
-        return {"scene": scene, "keypoints": keypoints}
+        spans = {}
+        folder = self.ws.annotations_dir(scene) / "steps"
+        for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+            spans[path.stem] = path.read_text(encoding="utf-8", errors="replace")
+        return {"scene": scene, "keypoints": keypoints, "steps": spans}
 
     def save_keypoints(self, scene: str, video: str, doc) -> dict:
         """Write the page's clicks as ``annotations/keypoints/<video>.json``: the ``transfer`` input, checked by
@@ -514,6 +519,20 @@ class Service:
         atomic_write_json(path, {"video": video, "keypoints": doc["keypoints"]})
         return {"scene": scene, "video": video, "path": str(path), "keypoints": len(keypoints),
                 "observations": sum(len(obs) for _, obs in keypoints)}
+
+    def save_spans(self, scene: str, video: str, doc) -> dict:
+        """Write the page's step spans as ``annotations/steps/<video>.csv`` (``eval-steps --annotations``), checked
+        against the scene's task file as that command will read them."""
+        from temporal.annotations import write_file
+        from temporal.tasks import find_task_file, read_task_file
+
+        self.video(scene, video)
+        if not isinstance(doc, dict) or "steps" not in doc:
+            raise InputError('the body must be JSON {"steps": [{"step", "start", "end"}]}')
+        path = self.ws.annotations_dir(scene) / "steps" / f"{video}.csv"
+        task_path = find_task_file(self.ws.scene_dir(scene))
+        n = write_file(path, doc["steps"], video, read_task_file(task_path) if task_path else None)
+        return {"scene": scene, "video": video, "path": str(path), "steps": n}
 
     def video(self, scene: str, name: str) -> Path:
         """The file of one video of the scene (404 naming the scene's videos when there is none)."""
@@ -806,6 +825,22 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
             return JSONResponse({"error": 'the body must be JSON {"keypoints": [{"name", "observations": '
                                           '[{"time", "xy": [u, v]}]}]}'}, status_code=422)
         return await asyncio.to_thread(s.save_keypoints, scene, video, doc)
+
+    @app.put("/scene/{scene}/annotations/steps/{video}", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["steps"], "properties": {"steps": {"type": "array", "items": {
+                "type": "object", "properties": {"step": {"type": "string"}, "start": {"type": "number"},
+                                                 "end": {"type": "number"}, "task": {"type": "string"}}}}}}}}}})
+    async def save_spans(request: Request, scene: str, video: str) -> dict:
+        """Step spans marked on a video's timeline, saved as ``annotations/steps/<video>.csv``."""
+        s = svc(request)
+        s.scene(scene)
+        try:
+            doc = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"error": 'the body must be JSON {"steps": [{"step", "start", "end"}]}'},
+                                status_code=422)
+        return await asyncio.to_thread(s.save_spans, scene, video, doc)
 
     @app.get("/scene/{scene}/anchors.json")
     async def anchors_json(request: Request, scene: str, name: Annotated[list[str] | None, Query()] = None) -> dict:

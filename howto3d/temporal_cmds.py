@@ -1,4 +1,5 @@
-"""Workspace adapter of the temporal stage: clip features, ``actionness``, ``steps`` and ``eval-steps``.
+"""Workspace adapter of the temporal stage: clip features, ``actionness``, ``steps``, ``eval-steps`` and
+``crosstask export``.
 
 Finds each step's inputs in the workspace (videos, subtitles, the scene's task file, the shared reconstruction,
 the grounding model), runs the stage through :meth:`Workspace.run_step` (so unchanged inputs and settings are
@@ -28,7 +29,9 @@ from howto3d.executor import mapper
 from howto3d.workspace import StepSpec, Workspace
 from recon.io import InputError, ProgressFn, read_json
 from temporal import actionness as act_stage
+from temporal import crosstask as ct_stage
 from temporal import video_steps as vs
+from temporal.annotations import read_annotations
 from temporal.features import (
     CLIP_SECONDS,
     KINDS,
@@ -42,7 +45,7 @@ from temporal.features import (
 )
 from temporal.grounded_scores import grounded_scores
 from temporal.order import OrderConfig, min_clips
-from temporal.tasks import TaskFile, find_task_file, read_task_file
+from temporal.tasks import TaskFile, find_task_file, read_task_file, video_tasks
 
 log = logging.getLogger("howto3d")
 
@@ -283,20 +286,70 @@ def load_steps(ws: Workspace, scene: str) -> dict[str, dict]:
     return vs.Timelines.load(ws.temporal_dir(scene) / "steps")
 
 
-def eval_steps(ws: Workspace, scene: str | None = None) -> dict:
-    """Synthetic worlds: step recall (CrossTask), frame F1 and actionness AP of the saved results vs ground truth."""
+def eval_steps(ws: Workspace, scene: str | None = None, annotations: Path | None = None) -> dict:
+    """Step recall (CrossTask), frame F1 and actionness AP of the saved results vs a synthetic world's ground truth,
+    or vs your own labels (``annotations``: a folder of CSVs, :mod:`temporal.annotations`; one scene)."""
     report: dict = {"scenes": {}, "skipped": []}
-    for s in ws.select_scenes(scene):
-        gt_path = ws.ground_truth_path(s)
-        if not gt_path.exists():
-            report["skipped"].append(f"{s}: no ground truth (only synthetic worlds have one)")
+    selected = ws.select_scenes(scene)
+    if annotations is not None and len(selected) != 1:
+        raise InputError(f"--annotations {annotations}: labels of one scene; name it with --scene "
+                         f"(one of {', '.join(selected)})")
+    for s in selected:
+        videos = [v.name for v in ws.videos(s)]
+        if annotations is not None:
+            truth, notes = read_annotations(annotations, videos, task_file(ws, s))
+            report["skipped"] += [f"{s}/{note}" for note in notes]
+            videos = [v for v in videos if v in truth]
+        elif ws.ground_truth_path(s).exists():
+            truth = read_json(ws.ground_truth_path(s))["videos"]
+        else:
+            report["skipped"].append(f"{s}: no ground truth (only synthetic worlds have one; give your own labels "
+                                     "with --annotations)")
             continue
-        r, skipped = vs.evaluate_scene(read_json(gt_path)["videos"], [v.name for v in ws.videos(s)],
-                                       load_steps(ws, s), load_actionness(ws, s),
+        r, skipped = vs.evaluate_scene(truth, videos, load_steps(ws, s), load_actionness(ws, s),
                                        f"howto3d steps {ws.root} --scene {s}")
         report["scenes"][s] = r
         report["skipped"] += [f"{s}/{note}" for note in skipped]
     return report
+
+
+def _timeline_truth(saved: Mapping[str, dict]) -> dict[str, dict]:
+    """Saved step timelines as labels (``{video: {"tasks", "steps"}}``); discovered key steps have no task."""
+    return {v: {"tasks": r["tasks"], "steps": [{k: st[k] for k in ("task", "step", "start", "end")}
+                                               for st in r["steps"] if st["start"] is not None]}
+            for v, r in saved.items() if r.get("task_source") != "discovered"}
+
+
+def crosstask_export(ws: Workspace, scene: str, out: Path, annotations: Path | None = None,
+                     progress: ProgressFn | None = None) -> dict:
+    """The scene as a CrossTask-format folder (``howto3d crosstask export``, :func:`temporal.crosstask.export`):
+    clip features (the workspace's kinds; computed if not current), narration, constraints and annotations from
+    ``annotations`` if given, else the synthetic ground truth, else the saved step timelines (``"labels"`` says
+    which). A video's tasks are its labels' tasks, else the task file's entry or its narration's best match."""
+    tf = task_file(ws, scene)
+    videos = [v.name for v in ws.videos(scene)]
+    notes: list[str] = []
+    if annotations is not None:
+        truth, notes = read_annotations(annotations, videos, tf)
+        labels = f"your labels in {annotations}"
+    elif ws.ground_truth_path(scene).exists():
+        truth = read_json(ws.ground_truth_path(scene))["videos"]
+        labels = f"the synthetic ground truth ({ws.ground_truth_path(scene)})"
+    else:
+        truth = _timeline_truth(load_steps(ws, scene))
+        labels = (f"the saved step timelines ({ws.temporal_dir(scene) / 'steps'})" if truth else
+                  f"none (no --annotations, ground truth or saved timelines: run `howto3d steps {ws.root} --scene "
+                  f"{scene}` first)")
+    feats = features_of(ws, scene, progress=progress)
+    lines = narration_lines(ws, scene)
+    tasks = {}
+    for v in videos:
+        tasks[v] = truth[v]["tasks"] if v in truth else video_tasks(tf, v, [t for t, _, _ in lines[v]])[0]
+        if not tasks[v]:
+            notes.append(f"{v}: not exported: no labels, no entry in {tf.path.name} and its narration names no task")
+            del tasks[v]
+    summary = ct_stage.export(out, tf, feats, lines, tasks, truth, ws.config.temporal)
+    return {**summary, "scene": scene, "labels": labels, "notes": notes + summary["notes"]}
 
 
 def timeline_inputs(ws: Workspace, scene: str) -> tuple[dict[str, list[dict]], dict[str, tuple]]:

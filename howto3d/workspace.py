@@ -10,6 +10,7 @@ Layout (documented in the README)::
     WS/scenes/<scene>/align/              alignment graph + per-video Sim(3) to the shared frame
     WS/scenes/<scene>/tasks.json|toml     the scene's tasks and ordered steps (written by the user)
     WS/scenes/<scene>/temporal/           clip features, actionness and step timelines per video
+    WS/scenes/<scene>/annotations/        labels saved from the web page: keypoints/<video>.json, steps/<video>.csv
     WS/grounding/                         voxel spaces, training pairs, model (safetensors + JSON)
     WS/state/<stage>.json                 what each stage did: fingerprints, params, status, timings
 """
@@ -140,6 +141,11 @@ class Workspace:
     def temporal_dir(self, scene: str) -> Path:
         return self.scene_dir(scene) / "temporal"
 
+    def annotations_dir(self, scene: str) -> Path:
+        """What the user labelled on the web page: ``keypoints/<video>.json`` (the ``transfer`` input, which
+        ``eval-transfer --annotations`` reads as a folder) and ``steps/<video>.csv`` (``eval-steps --annotations``)."""
+        return self.scene_dir(scene) / "annotations"
+
     def ground_truth_path(self, scene: str) -> Path:
         return self.scene_dir(scene) / "ground_truth.json"
 
@@ -239,10 +245,18 @@ class Workspace:
         return self
 
     def remove_stale_temporaries(self) -> int:
-        """Delete ``.*.tmp``/``.*.old`` files and folders of interrupted runs (call only while holding the lock)."""
+        """Delete ``.*.tmp``/``.*.old`` files and folders of interrupted runs (call only while holding the lock).
+
+        A ``.NAME.old`` without ``NAME`` is the previous content of a folder that ``atomic_dir`` was replacing when
+        the run was killed between its two renames: it is put back (its record still describes it), not deleted.
+        """
         stale = [p for pattern in (".*.tmp", ".*.old") for p in self.root.rglob(pattern)]
         for p in stale:
-            if p.is_dir() and not p.is_symlink():
+            final = p.with_name(p.name[1:-len(".old")]) if p.name.endswith(".old") else None
+            if final is not None and not final.exists() and not final.is_symlink():
+                os.replace(p, final)
+                log.info("%s: restored from %s (a run was killed while replacing it)", final, p.name)
+            elif p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)

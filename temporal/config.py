@@ -1,5 +1,5 @@
-"""Settings of the temporal stage on the workspace's videos (sections ``[clip_features]`` and ``[temporal]`` of
-``howto3d.toml``).
+"""Settings of the temporal stage on the workspace's videos (sections ``[clip_features]``, ``[temporal]``,
+``[discover]`` and ``[groundedness]`` of ``howto3d.toml``).
 
 Plain dataclasses with no third-party imports: reading a workspace's configuration (every CLI command does)
 must not pay for torch, pycolmap or scikit-learn, which the stage modules that use these settings import.
@@ -7,7 +7,7 @@ must not pay for torch, pycolmap or scikit-learn, which the stage modules that u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -79,3 +79,79 @@ class StepsConfig:
     """Actionness (order verification): training epochs."""
     seed: int = 0
     """Seed of the step and actionness models."""
+
+
+@dataclass
+class ProcedureConfig:
+    """Key-step discovery (004); defaults are the paper's CrossTask settings."""
+
+    k: int = 7
+    """Key steps selected per task (the paper reports k = 7, 10, 12, 15)."""
+    multi_task: bool = False
+    """One model for all tasks with the task-classification head (else one model per task, no head)."""
+    states: int | None = None
+    """Latent states M; None = the paper's 30 single-task / 50 multi-task."""
+    lam: float | None = None
+    """Weight λ of the task-classification loss; None = the paper's 0 single-task / 0.5 multi-task."""
+    epochs: int | None = None
+    """Alternations of subset selection and one pass of network training; None = the paper's CrossTask
+    5 single-task / 2 multi-task."""
+    background: str = "none"
+    """``none``: every clip gets a key step (the paper); ``states``: clips nearest to an unselected state are
+    background."""
+    hidden: int = 64
+    """Channels of the 1D FCN."""
+    lr: float = 1e-3
+    """RMSprop learning rate (paper)."""
+    weight_decay: float = 1e-4
+    """RMSprop weight decay (paper)."""
+    seed: int = 0
+    """Seeds k-means, network initialisation and video order."""
+
+    def resolved(self) -> ProcedureConfig:
+        """The config with the paper's setting-dependent defaults filled in."""
+        mt = self.multi_task
+        return ProcedureConfig(**{**asdict(self),
+                                  "states": self.states or (50 if mt else 30),
+                                  "lam": self.lam if self.lam is not None else (0.5 if mt else 0.0),
+                                  "epochs": self.epochs or (2 if mt else 5)})
+
+
+@dataclass
+class GroundednessConfig:
+    """The clip–caption model behind narration groundedness (003)."""
+
+    window_seconds: float = 5.0
+    """Fixed window (s) of clips around a line's midpoint (003 controls for clip length with 5-s segments)."""
+    dim: int = 64
+    """Joint embedding size."""
+    margin: float = 0.1
+    """Hinge margin δ (003)."""
+    negatives: int = 8
+    """Negatives per positive pair and direction, half from the same video, half from the others."""
+    epochs: int = 60
+    """Passes over the training lines of a fold."""
+    lr: float = 1e-3
+    """Adam learning rate (003)."""
+    folds: int = 4
+    """Videos are split into this many folds; a video's lines are scored by the model trained on the others
+    (one video alone is scored in-sample)."""
+    against: str = "same_time"
+    """Which windows a line's own window is ranked against for its groundedness: ``same_time`` (the other
+    videos' windows within half a window of the same relative time) or ``own_video`` (003's segment-level AUC:
+    its video's other windows). Measured on 5 synthetic scenes, seeds 0 and 1 (benchmarks/groundedness.py): step
+    vs other lines AUC 0.60 pooled with ``same_time``, 0.36 with ``own_video`` (intros, placed by *when* they are
+    said, scored highest); the shuffled control gets 0.55, so this is a weak signal (README). On worlds with 40 %
+    ungrounded lines (``extra_talk = 1``): 0.58 vs 0.46 ``own_video`` and 0.53 shuffled."""
+    method: str = "model"
+    """``model``: the clip–caption model above; ``neighbours``: no training, a line's text is matched to the
+    ``neighbours`` lines of the scene's *other* videos with the most similar text and its window is compared with
+    theirs (a line is grounded when lines worded like it are said while the other videos show what its video
+    shows; filler said at random times has no consistent view)."""
+    neighbours: int = 5
+    """``neighbours``: lines of the other videos whose windows, weighted by text similarity, give a line's view."""
+    shuffle: bool = False
+    """Control: pair every line with a random window of its video (``model``: for training; ``neighbours``:
+    the other videos' lines) (its AUC should be ~0.5)."""
+    seed: int = 0
+    """Seeds folds, negatives and initialisation."""

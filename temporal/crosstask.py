@@ -5,6 +5,7 @@ returns a JSON-able summary. Bad files are :class:`temporal.data.DataError` (one
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,7 +13,22 @@ import numpy as np
 
 from recon.io import ProgressFn, atomic_write_bytes
 
-from .data import CrossTask, DataError, intervals_to_labels, read_npy
+from .annotations import to_intervals
+from .config import StepsConfig
+from .data import (
+    CrossTask,
+    DataError,
+    Interval,
+    Task,
+    VideoEntry,
+    dense_to_intervals,
+    intervals_to_labels,
+    read_npy,
+    write_intervals,
+    write_narration,
+    write_tasks,
+    write_videos,
+)
 from .dp import align_contiguous, align_one, fuse_actionness, steps_to_labels, uniform_steps
 from .metrics import action_ap, chance_actionness, mean_over_tasks, step_recall
 from .models import StepModel, StepVideo, TrainConfig, train_step_model
@@ -20,6 +36,8 @@ from .order import OrderConfig, OrderVerifier, train_order_verification
 from .procedure import ProcedureConfig, discover_crosstask
 from .step_windows import constraint_mask
 from .synthetic_crosstask import SynthConfig, generate
+from .tasks import TaskFile, step_list
+from .video_steps import Line, step_constraints
 
 SPLITS = ("train", "test")
 
@@ -34,6 +52,65 @@ def synth(out: Path, conf: SynthConfig) -> dict:
     ds.write(out)
     return {"root": str(out), "tasks": len(ds.tasks), "videos": len(ds.videos),
             "kinds": {k: sum(v == k for v in ds.kind.values()) for k in ("primary", "related", "unseen")}}
+
+
+def _words(lines: Sequence[Line]) -> list[tuple[str, float]]:
+    """Subtitle cues as CrossTask's narration ``[(word, time)]``: each cue's words spread evenly over it."""
+    return [(w, start + (end - start) * i / len(ws)) for text, start, end in lines
+            for ws in [text.split()] for i, w in enumerate(ws)]
+
+
+def _mask_intervals(M: np.ndarray) -> list[Interval]:
+    """A ``[T, K]`` allowed-clips mask as constraint intervals; a step free everywhere has none (CrossTask's
+    reader then penalises it uniformly, which is no constraint)."""
+    return [iv for k in range(M.shape[1]) if not M[:, k].all() for iv in dense_to_intervals(M[:, k] * (k + 1))]
+
+
+def export(root: Path, task_file: TaskFile, features: Mapping[str, np.ndarray], lines: Mapping[str, Sequence[Line]],
+           tasks: Mapping[str, list[str]], truth: Mapping[str, dict], conf: StepsConfig) -> dict:
+    """Write a scene's videos as a CrossTask-format folder (:class:`temporal.data.CrossTask` and CrossTask's
+    reference code read it), so its methods and numbers run on them.
+
+    Every task of the task file is primary (``tasks_related.txt`` is empty). Each (task, video) pair of ``tasks``
+    is a line of ``videos.csv``, the training pool, as the scene's own step model trains on all its videos
+    (``videos_val.csv`` is empty: move lines there to hold videos out). Per video its features, its narration (each
+    cue's words spread over the cue) and per pair the narration's step windows as ``steps`` makes them (an empty
+    file when there are none: the reference code opens it); ``annotations/<task>_<video>.csv`` for every pair with a
+    step labelled in ``truth`` (``{video: {"tasks", "steps"}}``; none for a pair without: an empty file would make
+    its recall 0/0, and the reference code's mean recall NaN).
+    """
+    root = Path(root)
+    for sub in ("annotations", "crosstask_constraints", "crosstask_features", "narration"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    notes = [f"task {t.id}: commas in its steps written as ';' (tasks_primary.txt separates steps with commas)"
+             for t in task_file.tasks.values() if any("," in s for s in t.steps)]
+    write_tasks(root / "tasks_primary.txt", [Task(t.id, t.title, f"{task_file.path.name}#{t.id}",
+                                                  [s.replace(",", ";") for s in t.steps])
+                                             for t in task_file.tasks.values()])
+    write_tasks(root / "tasks_related.txt", [])
+    entries, annotated = [], 0
+    for v, vt in tasks.items():
+        if "," in v:
+            raise DataError(f"video {v!r}: CrossTask's videos.csv cannot hold a comma in a name; rename the video")
+        X, spoken = features[v], lines.get(v, [])
+        np.save(root / "crosstask_features" / f"{v}.npy", X)
+        write_narration(root / "narration" / f"{v}.json", _words(spoken))
+        M = step_constraints(spoken, [s for _, s in step_list(task_file, vt)], len(X), conf)
+        labels = to_intervals(truth[v]["steps"], task_file) if v in truth else {}
+        col = 0
+        for t in vt:
+            K = len(task_file.tasks[t].steps)
+            write_intervals(root / "crosstask_constraints" / f"{t}_{v}.csv",
+                            [] if M is None else _mask_intervals(M[:, col:col + K]))
+            col += K
+            if labels.get(t):
+                write_intervals(root / "annotations" / f"{t}_{v}.csv", labels[t])
+                annotated += 1
+            entries.append(VideoEntry(t, v, v))
+    write_videos(root / "videos.csv", entries)
+    write_videos(root / "videos_val.csv", [])
+    return {"root": str(root), "tasks": len(task_file.tasks), "videos": len(tasks), "pairs": len(entries),
+            "annotated": annotated, "notes": notes}
 
 
 def stats(root: Path, order: str = "pairs") -> dict:

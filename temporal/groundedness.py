@@ -38,49 +38,10 @@ import torch
 from torch import nn
 
 from recon.io import InputError, ProgressFn, atomic_write_json, read_json
+from temporal.config import GroundednessConfig
 
 Line = tuple[str, float, float]
 """``(text, start_s, end_s)``: one subtitle line."""
-
-
-@dataclass
-class GroundednessConfig:
-    """The clip–caption model behind narration groundedness (003)."""
-
-    window_seconds: float = 5.0
-    """Fixed window (s) of clips around a line's midpoint (003 controls for clip length with 5-s segments)."""
-    dim: int = 64
-    """Joint embedding size."""
-    margin: float = 0.1
-    """Hinge margin δ (003)."""
-    negatives: int = 8
-    """Negatives per positive pair and direction, half from the same video, half from the others."""
-    epochs: int = 60
-    """Passes over the training lines of a fold."""
-    lr: float = 1e-3
-    """Adam learning rate (003)."""
-    folds: int = 4
-    """Videos are split into this many folds; a video's lines are scored by the model trained on the others
-    (one video alone is scored in-sample)."""
-    against: str = "same_time"
-    """Which windows a line's own window is ranked against for its groundedness: ``same_time`` (the other
-    videos' windows within half a window of the same relative time) or ``own_video`` (003's segment-level AUC:
-    its video's other windows). Measured on 5 synthetic scenes, seeds 0 and 1 (benchmarks/groundedness.py): step
-    vs other lines AUC 0.60 pooled with ``same_time``, 0.36 with ``own_video`` (intros, placed by *when* they are
-    said, scored highest); the shuffled control gets 0.55, so this is a weak signal (README). On worlds with 40 %
-    ungrounded lines (``extra_talk = 1``): 0.58 vs 0.46 ``own_video`` and 0.53 shuffled."""
-    method: str = "model"
-    """``model``: the clip–caption model above; ``neighbours``: no training, a line's text is matched to the
-    ``neighbours`` lines of the scene's *other* videos with the most similar text and its window is compared with
-    theirs (a line is grounded when lines worded like it are said while the other videos show what its video
-    shows; filler said at random times has no consistent view)."""
-    neighbours: int = 5
-    """``neighbours``: lines of the other videos whose windows, weighted by text similarity, give a line's view."""
-    shuffle: bool = False
-    """Control: pair every line with a random window of its video (``model``: for training; ``neighbours``:
-    the other videos' lines) (its AUC should be ~0.5)."""
-    seed: int = 0
-    """Seeds folds, negatives and initialisation."""
 
 
 class GatedEmbedding(nn.Module):

@@ -32,6 +32,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from torch import nn
 
 from recon.io import ProgressFn
+from temporal.config import ProcedureConfig
 
 from .data import CrossTask, DataError, intervals_to_labels, labels_to_dense
 from .features import CLIP_SECONDS
@@ -39,42 +40,6 @@ from .io import save_model
 
 BACKGROUND_MODES = ("none", "states")
 SPLITS = ("train", "test", "all")
-
-
-@dataclass
-class ProcedureConfig:
-    """Key-step discovery (004); defaults are the paper's CrossTask settings."""
-
-    k: int = 7
-    """Key steps selected per task (the paper reports k = 7, 10, 12, 15)."""
-    multi_task: bool = False
-    """One model for all tasks with the task-classification head (else one model per task, no head)."""
-    states: int | None = None
-    """Latent states M; None = the paper's 30 single-task / 50 multi-task."""
-    lam: float | None = None
-    """Weight λ of the task-classification loss; None = the paper's 0 single-task / 0.5 multi-task."""
-    epochs: int | None = None
-    """Alternations of subset selection and one pass of network training; None = the paper's CrossTask
-    5 single-task / 2 multi-task."""
-    background: str = "none"
-    """``none``: every clip gets a key step (the paper); ``states``: clips nearest to an unselected state are
-    background."""
-    hidden: int = 64
-    """Channels of the 1D FCN."""
-    lr: float = 1e-3
-    """RMSprop learning rate (paper)."""
-    weight_decay: float = 1e-4
-    """RMSprop weight decay (paper)."""
-    seed: int = 0
-    """Seeds k-means, network initialisation and video order."""
-
-    def resolved(self) -> ProcedureConfig:
-        """The config with the paper's setting-dependent defaults filled in."""
-        mt = self.multi_task
-        return ProcedureConfig(**{**asdict(self),
-                                  "states": self.states or (50 if mt else 30),
-                                  "lam": self.lam if self.lam is not None else (0.5 if mt else 0.0),
-                                  "epochs": self.epochs or (2 if mt else 5)})
 
 
 # ----------------------------------------------------------------------------- subset selection

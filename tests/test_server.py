@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 import socket
 import threading
@@ -27,6 +28,7 @@ from howto3d.workspace import Workspace
 from recon.align import Alignment
 from recon.sampling import load as load_frames
 from recon.video import read_frames
+from temporal.tasks import find_task_file, read_task_file
 
 
 @contextlib.contextmanager
@@ -269,6 +271,40 @@ def test_serving_while_the_frame_moves_and_the_model_is_retrained(trained_ws, tm
             assert after.status_code == 409 and time.monotonic() < deadline, after.text  # the old model, refusing
             time.sleep(0.2)
         _same_answer(after.json(), grounding_cmds.query(ws, scene, [text], with_moments=True)[0])
+
+
+def test_annotations_are_saved_in_the_formats_their_readers_take(server):
+    """`PUT` keypoints and step spans: good ones land where `transfer`/`eval-steps --annotations` read them, bad
+    ones get one line naming the problem and write nothing."""
+    url, ws, scene = server
+    folder = ws.annotations_dir(scene)
+    doc = {"keypoints": [{"name": "cap", "observations": [{"time": 2.0, "xy": [320.5, 180.0]},
+                                                          {"time": 6.0, "xy": [300.0, 170.25]}]}]}
+    with httpx.Client(base_url=url, timeout=60) as c:
+        r = c.put(f"/scene/{scene}/annotations/keypoints/video_01", json=doc)
+        assert r.status_code == 200 and r.json()["keypoints"] == 1 and r.json()["observations"] == 2, r.text
+        saved = json.loads((folder / "keypoints" / "video_01.json").read_text())
+        assert saved == {"video": "video_01", **doc}
+        assert c.get(f"/scene/{scene}/annotations").json()["keypoints"]["video_01"] == saved
+        bad = c.put(f"/scene/{scene}/annotations/keypoints/video_02", json={"keypoints": [{"name": "x",
+                                                                                          "observations": [{}]}]})
+        assert bad.status_code == 400 and "needs 'time' and 'xy'" in bad.json()["error"]
+        assert c.put(f"/scene/{scene}/annotations/keypoints/nope", json=doc).status_code == 404
+        assert not (folder / "keypoints" / "video_02.json").exists()
+
+        tasks = read_task_file(find_task_file(ws.scene_dir(scene)))
+        step = next(iter(tasks.tasks.values())).steps[0]
+        spans = {"steps": [{"step": step, "start": 1.25, "end": 4.5}]}
+        r = c.put(f"/scene/{scene}/annotations/steps/video_01", json=spans)
+        assert r.status_code == 200 and r.json()["steps"] == 1, r.text
+        assert (folder / "steps" / "video_01.csv").read_text() == f"step,start,end\n{step},1.250,4.500\n"
+        unknown = c.put(f"/scene/{scene}/annotations/steps/video_02", json={"steps": [{"step": "juggle", "start": 1,
+                                                                                       "end": 2}]})
+        assert unknown.status_code == 400 and "juggle" in unknown.json()["error"], unknown.text
+        late = c.put(f"/scene/{scene}/annotations/steps/video_02", json={"steps": [{"step": "a", "start": 5,
+                                                                                    "end": 2}]})
+        assert late.status_code == 400 and "before start" in late.json()["error"], late.text
+        assert not (folder / "steps" / "video_02.csv").exists()
 
 
 def test_fuzzed_requests_never_get_a_server_error(server):
