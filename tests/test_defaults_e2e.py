@@ -539,6 +539,59 @@ def test_guide(built: Built, cli):
     assert r["placed"] >= 0.75 and r["moment_shows"] >= 0.75 and r["moment_inside"] >= 0.5, r
 
 
+@pytest.fixture(scope="module")
+def anchors_file(built: Built) -> dict:
+    """The anchors `export --anchors` wrote (filled by its test; serve checks /anchors.json gives the same)."""
+    return {}
+
+
+def _glb_nodes(path: Path) -> dict[str, dict]:
+    """The GLB's glTF nodes by name (its JSON chunk: the first after the 12-byte header)."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[12:16], "little")
+    return {n["name"]: n for n in json.loads(data[20:20 + length])["nodes"] if "name" in n}
+
+
+def test_export_anchors_are_the_query_and_guide_points(built: Built, cli, tmp_path, anchors_file):
+    """`export --anchors`: a node per asked part at its `query` point and per guide step at its `guide` point,
+    the frame (units, up) on the anchors node; the anchors file beside the GLB holds the same."""
+    task, _ = _guide_task(built)
+    parts = [p.replace("_", " ") for p in _filmed_parts(built.gt)[:2]]
+    names = tmp_path / "parts.txt"
+    names.write_text(f"# parts\n{parts[1]}\n\n")
+    out = tmp_path / "scene.glb"
+    _ok(cli("export", built.root, "--scene", built.scene, "--anchors", "--query", parts[0], "--queries", str(names),
+            "--out", str(out)))
+    doc = json.loads(out.with_suffix(".anchors.json").read_text())
+    batch = tmp_path / "queries.txt"
+    batch.write_text("".join(f"{p}\n" for p in parts))
+    q = json.loads(_ok(cli("query", built.root, "--scene", built.scene, "--batch", str(batch), "--json")))
+    g = json.loads(_ok(cli("guide", built.root, "--scene", built.scene, "--task", task, "--json")))
+    by_name = {a["name"]: a for a in doc["anchors"]}
+    for a in q:
+        assert by_name[a["text"]]["kind"] == "part" and by_name[a["text"]]["point"] == a["point"], a["text"]
+    steps = {(a["task"], a["index"]): a for a in doc["anchors"] if a["kind"] == "step"}
+    placed = [st for st in g["steps"] if st["point"] is not None]
+    assert placed
+    for st in placed:
+        a = steps[(task, st["index"])]
+        assert a["point"] == st["point"] and a["radius"] == st["radius"] and a["step"] == st["step"], (a, st)
+    assert doc["units"] == g["units"] and np.isclose(np.linalg.norm(doc["up"]), 1, atol=1e-5)
+    nodes = _glb_nodes(out)
+    root = nodes["anchors"]
+    assert np.allclose(np.array(root["matrix"]).reshape(4, 4).T, doc["gltf_from_shared"], atol=1e-6)
+    assert root["extras"]["units"] == doc["units"] and root["extras"]["up"] == doc["up"]
+    for a in doc["anchors"]:
+        node = nodes[a["name"]]
+        assert np.allclose(np.array(node["matrix"]).reshape(4, 4).T[:3, 3], a["point"], atol=1e-6), a["name"]
+        assert node["extras"]["kind"] == a["kind"] and node["extras"]["point"] == a["point"]
+    # the up the GLB's root turns to glTF's +Y is the world's up
+    world_up = np.asarray(built.world_from_shared * np.array([[0, 0, 0], doc["up"]]))
+    assert (world_up[1] - world_up[0])[2] / np.linalg.norm(world_up[1] - world_up[0]) > 0.99
+    anchors_file.update(doc, parts=parts)
+    print(f"\n[defaults] anchors: {len(doc['anchors'])} ({len(placed)} steps of {task}), units {doc['units']}")
+
+
 def test_groundedness(built: Built, cli):
     doc = json.loads(_ok(cli("groundedness", built.root, "--scene", built.scene, "--json")))
     assert doc["scene"] == built.scene and set(doc["videos"]) == set(built.gt["videos"])
@@ -567,6 +620,57 @@ def test_view_screenshot_not_blank_and_shows_the_heatmap(built: Built, cli, tmp_
         assert img.std() > 10 and len(np.unique(img.reshape(-1, 3), axis=0)) > 50
     print(f"\n[defaults] view: heat pixels {heat_pixels(imgs[0])} plain, {heat_pixels(imgs[1])} with the query")
     assert heat_pixels(imgs[1]) > heat_pixels(imgs[0]) + 20
+
+
+def _annotation_clicks(built: Built, video: str) -> tuple[str, list[tuple[float, np.ndarray]]]:
+    """A part of ``video`` (where that video's car has it) and three of its frames, seconds apart, that see it
+    well inside the picture: (part, [(time, true pixel)])."""
+    gt = built.gt["videos"][video]
+    for part in _filmed_parts(built.gt):
+        seen = []
+        for f in gt["frames"]:
+            uv, depth = _project(f["K"], f["cam_from_world"], gt["parts"][part])
+            if depth > 0 and 40 < uv[0] < gt["width"] - 40 and 40 < uv[1] < gt["height"] - 40:
+                seen.append((f["time"], uv))
+        if len(seen) >= 3 and seen[-1][0] - seen[0][0] >= 6:
+            return part, [seen[0], seen[len(seen) // 2], seen[-1]]
+    raise AssertionError(f"no part seen long enough in {video}")
+
+
+def _page_annotate(driver, url: str, built: Built, video: str, part: str, clicks: list, span: dict) -> None:
+    """The page's annotation panel in headless Chromium: a keypoint named ``part`` clicked at the true pixels of
+    ``clicks`` (time, pixel) and the step ``span`` (its text, start, end) marked on the timeline, both saved."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    driver.get(url + "/")
+    wait = WebDriverWait(driver, 120)
+    wait.until(lambda d: d.execute_script("return window.howto3d && window.howto3d.ready"))
+    driver.find_element(By.CSS_SELECTOR, "#annotate summary").click()
+    Select(driver.find_element(By.ID, "avideo")).select_by_value(video)
+    wait.until(lambda d: d.execute_script(f"const a = window.howto3d.annotate; return a.ready && a.video == '{video}'"))
+    driver.find_element(By.ID, "kpname").send_keys(part)
+    el = driver.find_element(By.ID, "avid")
+    gt = built.gt["videos"][video]
+    for t, uv in clicks:
+        # a quarter frame in: the frame shown is the one of time t (the page records the time it shows)
+        driver.execute_script("return window.howto3d.annotate.seek(arguments[0])", t + 0.25 / gt["fps"])
+        w, h = el.size["width"], el.size["height"]
+        k = min(w / gt["width"], h / gt["height"])
+        dx = (w - gt["width"] * k) / 2 + uv[0] * k - w / 2  # selenium offsets are from the element's centre
+        dy = (h - gt["height"] * k) / 2 + uv[1] * k - h / 2
+        ActionChains(driver).move_to_element_with_offset(el, round(dx), round(dy)).click().perform()
+    driver.find_element(By.ID, "kpsave").click()
+    wait.until(lambda d: d.execute_script("return window.howto3d.annotate.saved !== null"))
+    driver.find_element(By.ID, "stepname").send_keys(span["step"])
+    for t, button in ((span["start"], "stepstart"), (span["end"], "stepend")):
+        driver.execute_script("return window.howto3d.annotate.seek(arguments[0])", t)
+        driver.find_element(By.ID, button).click()
+    driver.find_element(By.ID, "spansave").click()
+    wait.until(lambda d: d.execute_script("return window.howto3d.annotate.savedSpans !== null"))
+    assert not driver.execute_script("return window.howto3d.errors"), driver.execute_script(
+        "return window.howto3d.errors")
 
 
 def _page_guide(driver, url: str, built: Built, task: str, title: str) -> tuple[float, float]:
@@ -612,7 +716,7 @@ def _page_guide(driver, url: str, built: Built, task: str, title: str) -> tuple[
     return off, t
 
 
-def test_serve_answers_every_route(built: Built, photos, answers, tmp_path, headless_chromium):
+def test_serve_answers_every_route(built: Built, photos, answers, anchors_file, tmp_path, headless_chromium):
     port = _free_port()
     log = tmp_path / "serve.log"
     with open(log, "w") as f:
@@ -679,7 +783,42 @@ def test_serve_answers_every_route(built: Built, photos, answers, tmp_path, head
                 px, t = _page_guide(headless_chromium(), url, built, task, title)
                 print(f"\n[defaults] page: step 2's marker {px:.1f} px from its projection, video at {t:.2f} s")
                 assert px <= 6.0, px
+                # annotate on the page: the keypoint file `transfer` reads puts the part where it is
+                source = sorted(built.gt["videos"])[1]
+                kp_part, clicks = _annotation_clicks(built, source)
+                span = built.gt["videos"][source]["steps"][0]
+                _page_annotate(headless_chromium(), url, built, source, kp_part, clicks, span)
+                saved = built.ws.annotations_dir(built.scene)
+                doc = json.loads((saved / "keypoints" / f"{source}.json").read_text())
+                (clicked,) = doc["keypoints"]
+                assert clicked["name"] == kp_part and len(clicked["observations"]) == 3, doc
+                moved = json.loads(_ok(_howto3d("transfer", built.root, "--scene", built.scene, "--source", source,
+                                                "--keypoints", str(saved / "keypoints" / f"{source}.json"), "--json",
+                                                timeout=600)))
+                (kp,) = moved["keypoints"]
+                world = np.asarray(built.world_from_shared * np.array([kp["point"]]))[0]
+                err_kp = float(np.linalg.norm(world - np.array(built.gt["videos"][source]["parts"][kp_part])))
+                rows = (saved / "steps" / f"{source}.csv").read_text().splitlines()
+                print(f"\n[defaults] page annotation: {kp_part} clicked on 3 frames of {source} → transfer "
+                      f"{err_kp * 100:.2f} cm from the truth; step span {rows[-1]}")
+                assert err_kp <= 0.02, err_kp
+                assert kp["projections"], kp  # shown in the other video's frames
+                step, start, end = rows[-1].split(",")
+                assert rows[0] == "step,start,end" and step == span["step"], rows
+                assert abs(float(start) - span["start"]) < 0.05 and abs(float(end) - span["end"]) < 0.05, rows
 
+            if anchors_file:  # the CLI's anchors (test_export_anchors), when it ran: the same
+                got = c.get(f"/scene/{built.scene}/anchors.json", params={"name": anchors_file["parts"]})
+                assert got.status_code == 200, got.text
+                want = {k: v for k, v in anchors_file.items() if k != "parts"}
+                doc = got.json()
+                assert {k: v for k, v in doc.items() if k != "anchors"} == {k: v for k, v in want.items()
+                                                                             if k != "anchors"}
+                # the server's BERT runs on torch's kernels, the CLI's on NumPy: scores may differ in the 6th digit
+                assert [a["name"] for a in doc["anchors"]] == [a["name"] for a in want["anchors"]]
+                for a, b in zip(doc["anchors"], want["anchors"], strict=True):
+                    assert a.keys() == b.keys() and np.allclose(a["point"], b["point"], atol=1e-6), (a, b)
+                    assert abs(a["confidence"] - b["confidence"]) <= 1e-4 and a["radius"] == b["radius"], (a, b)
             glb = c.get(f"/scene/{built.scene}/export.glb")
             assert glb.status_code == 200 and glb.content[:4] == b"glTF"
             loaded = trimesh.load(io.BytesIO(glb.content), file_type="glb")
