@@ -228,6 +228,33 @@ def test_leftovers_of_a_killed_run_are_cleaned(cli, ws_with_video):
     assert not stale.exists() and not list(ws_with_video.rglob(".*.tmp"))
 
 
+def test_a_kill_between_atomic_dirs_renames_keeps_the_previous_folder(ws_with_video, monkeypatch):
+    """``atomic_dir`` replaces a folder in two renames (final → .old, tmp → final): a run killed between them
+    must not lose the folder its record still describes (benchmarks/chaos.py, issue #32)."""
+    ws = Workspace(ws_with_video)
+    folder = ws.align_dir("civic")
+    with atomic_dir(folder) as tmp:
+        (tmp / "transforms.json").write_text("old")
+    real_replace = os.replace
+
+    def killed_after_the_first_rename(src, dst):
+        real_replace(src, dst)
+        if str(dst).endswith(".old"):
+            raise KeyboardInterrupt  # as SIGKILL would stop it, before the new folder is renamed into place
+
+    monkeypatch.setattr(os, "replace", killed_after_the_first_rename)
+    with contextlib.suppress(KeyboardInterrupt), atomic_dir(folder) as tmp:
+        (tmp / "transforms.json").write_text("new")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not folder.exists() and (folder.parent / ".align.old").is_dir()
+    try:
+        ws.lock("test")  # the next writer sweeps the dead run's temporaries
+    finally:
+        release_locks()
+    assert (folder / "transforms.json").read_text() == "old"
+    assert not list(ws.root.rglob(".*.old")) and not list(ws.root.rglob(".*.tmp"))
+
+
 def test_files_respect_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
