@@ -1,7 +1,7 @@
 """``howto3d serve`` soak: a steady 50 queries/s plus one localization/s for 10 minutes, from a bounded load
 generator on loopback.
 
-    python benchmarks/soak.py [WS] [--scene S] [--minutes 10] [--qps 50] [--lps 1]
+    python benchmarks/soak.py [WS] [--scene S] [--minutes 10] [--qps 50] [--lps 1] [--quick]
 
 Starts the real server (``howto3d serve``, its own process, the workspace's ``[serve]`` settings) and waits for
 ``/health/ready``; then sends requests on a fixed schedule (open loop: a slow answer does not slow the
@@ -135,7 +135,10 @@ def main() -> None:
     parser.add_argument("--qps", type=float, default=50.0, help="queries per second")
     parser.add_argument("--lps", type=float, default=1.0, help="localizations per second")
     parser.add_argument("--in-flight", type=int, default=64, help="requests waiting at once, at most")
+    parser.add_argument("--quick", action="store_true", help="2 minutes (the pass rule needs a first and a last)")
     args = parser.parse_args()
+    if args.quick:
+        args.minutes = 2
     bench = _server_bench()
     ws = Workspace.open(args.ws) if args.ws else bench._small_workspace()
     scene = args.scene or ws.scenes()[0]
