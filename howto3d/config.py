@@ -50,9 +50,6 @@ class ServeConfig:
     max_upload_mb: float = field(default=20.0, metadata={"range": (0.001, None)})
     """Largest request body (megabytes, 10^6 bytes), photo uploads included; larger ones get 413 as soon as
     their Content-Length (or their streamed bytes) says so."""
-    max_image_mp: float = field(default=40.0, metadata={"range": (0.01, None)})
-    """Largest photo (megapixels) that /localize and /overlay decode, read from the file's header first: a
-    few-KB PNG declaring 12000 x 12000 pixels gets 413 without its pixels being decoded."""
     request_timeout_s: float = field(default=60.0, metadata={"range": (0.1, None)})
     """A request still working after this many seconds gets 504 (the client should retry later)."""
     max_localizations: int = field(default=4, metadata={"range": (1, None)})
