@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grounding.npmodel import softmax
+from grounding.model_numpy import softmax
 
 
 def normalize(x):

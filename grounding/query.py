@@ -1,6 +1,6 @@
 """``howto3d query``: text → softmax over a scene's voxels → heatmap and the best voxel's centre (source §5.5.2).
 
-Everything here runs in NumPy (``grounding.npmodel``): a cold query never imports torch."""
+Everything here runs in NumPy (``grounding.model_numpy``): a cold query never imports torch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from grounding import npmodel
+from grounding import model_numpy
 from grounding.config import GroundingConfig
 from grounding.index import LineIndex, normalize
 from grounding.voxels import VoxelSpace
@@ -24,7 +24,7 @@ at is not boosted without bound."""
 class Grounder:
     """A trained grounding model and its scenes' voxel spaces, ready for queries."""
 
-    def __init__(self, folder: Path, model: npmodel.GroundingModel, tokenizer, meta: dict,
+    def __init__(self, folder: Path, model: model_numpy.GroundingModel, tokenizer, meta: dict,
                  spaces: dict[str, VoxelSpace], index: dict[str, np.ndarray] | None = None):
         self.folder = folder
         self.model = model
@@ -74,7 +74,7 @@ class Grounder:
         for b in range(0, len(texts), batch_size):
             feats = self.model.embed(*self.tokenizer.encode(texts[b:b + batch_size], self.max_tokens))
             units.append(normalize(feats))
-            probs = npmodel.softmax(self.model.logits(feats, head)) if method != "index" else None
+            probs = model_numpy.softmax(self.model.logits(feats, head)) if method != "index" else None
             if method != "classifier":
                 votes = self.index[scene].votes(units[-1], self.k, self.temperature, self.weight_power)
                 probs = votes if probs is None else (1 - self.ensemble_weight) * probs + self.ensemble_weight * votes
@@ -191,12 +191,12 @@ def evidence(lines: list[dict], at_answer: np.ndarray, idx: np.ndarray, sims: np
 
 def load(out_dir: Path, encoder: Literal["numpy", "torch"] = "numpy") -> Grounder:
     """Load a model written by :func:`grounding.train.main`, with a clear error when there is none (``encoder``:
-    see :func:`grounding.npmodel.load`)."""
+    see :func:`grounding.model_numpy.load`)."""
     out_dir = Path(out_dir)
     folder = out_dir / "model"
-    if not (folder / npmodel.WEIGHTS).is_file() or not (folder / npmodel.META).is_file():
+    if not (folder / model_numpy.WEIGHTS).is_file() or not (folder / model_numpy.META).is_file():
         raise InputError(f"{out_dir}: no trained grounding model there; run `howto3d train` first")
-    model, tokenizer, meta, index = npmodel.load(folder, encoder)
+    model, tokenizer, meta, index = model_numpy.load(folder, encoder)
     spaces = {s: VoxelSpace.from_json(read_json(out_dir / "scenes" / s / "voxels.json")) for s in meta["scenes"]}
     return Grounder(out_dir, model, tokenizer, meta, spaces, index)
 
@@ -204,7 +204,7 @@ def load(out_dir: Path, encoder: Literal["numpy", "torch"] = "numpy") -> Grounde
 def trained_frames(out_dir: Path) -> dict[str, dict] | None:
     """Per scene, the shared frame the model in ``out_dir`` was trained in (:attr:`Grounder.frames`), read from its
     JSON alone (no weights, no BERT: a freshness check); ``None`` when there is no model."""
-    meta = Path(out_dir) / "model" / npmodel.META
+    meta = Path(out_dir) / "model" / model_numpy.META
     return read_json(meta).get("frames", {}) if meta.is_file() else None
 
 

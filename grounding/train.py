@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from grounding import index as gindex
-from grounding import model as gmodel
+from grounding import model_transformers as gmodel
 from grounding import voxels
 from grounding.config import GroundingConfig
 from grounding.narration import Narration

@@ -10,7 +10,7 @@ command runs through ``Workspace.run_step``, so "stale" means exactly "a rerun w
 ran is no problem.
 
 Nothing here writes, trains or computes a stage: pycolmap and the temporal adapters (torch) are imported by the
-checks that read them, not with this module (tests/test_startup.py).
+checks that read them, not with this module (tests/cli/test_startup.py).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from recon.io import InputError, read_json
 
 # Start-up time: this module imports only what every command needs (typer, rich, the workspace and its config);
 # each command imports its stage adapter inside its function, so a cold `howto3d query` pays for torch and
-# nothing else (no pycolmap, Open3D, scikit-learn, networkx; tests/test_startup.py keeps it so).
+# nothing else (no pycolmap, Open3D, scikit-learn, networkx; tests/cli/test_startup.py keeps it so).
 
 log = logging.getLogger("howto3d")
 app = typer.Typer(help="Turn narrated how-to videos into a shared 3D space you can ask questions of.",

@@ -19,7 +19,7 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 
-from grounding.model import load_encoder, tokenize
+from grounding.model_transformers import load_encoder, tokenize
 from grounding.narration import Narration
 from howto3d import scenes
 from howto3d.temporal_cmds import (

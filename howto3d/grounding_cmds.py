@@ -22,7 +22,7 @@ from howto3d.workspace import StepSpec, Workspace
 from recon.io import InputError, ProgressFn, read_json
 
 # Training, evaluation and the synthetic query sets (pycolmap, scipy, Open3D) are imported by the functions that
-# use them: a cold `howto3d query` imports this module and must not pay for them (tests/test_startup.py).
+# use them: a cold `howto3d query` imports this module and must not pay for them (tests/cli/test_startup.py).
 if TYPE_CHECKING:
     from recon.scene import SharedScene
     from recon.transfer import Localize

@@ -20,7 +20,7 @@ from howto3d.workspace import Video, Workspace
 from recon.io import InputError, read_json
 
 # The recon readers (pycolmap, networkx, scipy) are imported by the functions that read geometry, not here:
-# a query only loads the grounding model and checks the frame from JSON (cold start, tests/test_startup.py).
+# a query only loads the grounding model and checks the frame from JSON (cold start, tests/cli/test_startup.py).
 if TYPE_CHECKING:
     import pycolmap
 
@@ -199,7 +199,7 @@ def subtitle_inputs(ws: Workspace, scene: str) -> dict[str, object]:
 def grounder(ws: Workspace, scene: str | None = None, encoder: str = "numpy") -> gquery.Grounder:
     """The trained grounding model; with ``scene``, also checked to know that scene (else an input error) and to
     have been trained in the scene's current shared frame (else :class:`StaleFrameError`). ``encoder="torch"``
-    for a long-lived process (see :func:`grounding.npmodel.load`)."""
+    for a long-lived process (see :func:`grounding.model_numpy.load`)."""
     model = gquery.load(ws.grounding_dir, encoder)
     if scene is not None:
         model.scores(scene, [])  # raises when the model has no head for this scene

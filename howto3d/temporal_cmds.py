@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from grounding import query as gquery
-from grounding.model import META, WEIGHTS
+from grounding.model_transformers import META, WEIGHTS
 from howto3d import scenes
 from howto3d.executor import mapper
 from howto3d.workspace import StepSpec, Workspace

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from grounding.narration import Narration, cut_lines, find_subtitles, load_narrations, read_narrations, subtitle_files
 from recon.io import InputError
 
-DATA = Path(__file__).parent / "data" / "captions"
+DATA = Path(__file__).parents[1] / "data" / "captions"
 
 # The fixture's spoken words (see tests/data/captions/youtube_auto.en.vtt): YouTube cuts display lines by
 # width, the speaker pauses after "channel", "civic" and "handle" ([Music] plays before "pull").

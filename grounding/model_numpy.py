@@ -1,9 +1,9 @@
 """A trained grounding model loaded for queries without torch: the NumPy encoder and the per-scene heads.
 
-Reads the folder ``grounding.model.save`` writes (``model.safetensors`` under the training model's names,
+Reads the folder ``grounding.model_transformers.save`` writes (``model.safetensors`` under the training model's names,
 ``grounding.json``, ``index.safetensors``, the encoder's ``config.json`` and tokenizer files) with
 ``safetensors.numpy``: no pickle, no torch, no ``transformers``. A cold ``howto3d query`` pays NumPy instead of
-torch (tests/test_startup.py checks the imports, benchmarks/query.py the time).
+torch (tests/cli/test_startup.py checks the imports, benchmarks/query.py the time).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 from threadpoolctl import ThreadpoolController
 
-from grounding.npbert import BertShape, NumpyBert, Tokenizer
+from grounding.bert_numpy import BertShape, NumpyBert, Tokenizer
 from recon.io import InputError
 
 if TYPE_CHECKING:
-    from grounding.encoder import TorchEmbedder
+    from grounding.bert_torch import TorchEmbedder
 
 WEIGHTS = "model.safetensors"
 META = "grounding.json"
@@ -37,7 +37,7 @@ _BLAS = ThreadpoolController()
 
 
 class GroundingModel:
-    """Mean-pooled BERT features → per-scene voxel logits (``grounding.model.GroundingModel`` for inference)."""
+    """Mean-pooled BERT features → per-scene voxel logits (inference of ``model_transformers.GroundingModel``)."""
 
     def __init__(self, encoder: NumpyBert | TorchEmbedder, heads: list[tuple[np.ndarray, np.ndarray]],
                  threads: int = 1):
@@ -74,7 +74,7 @@ def load(folder: Path, encoder: Literal["numpy", "torch"] = "numpy"
                                                                                   np.float32))
                  for i in range(len(meta["num_voxels"]))]
         if encoder == "torch":
-            from grounding.encoder import TorchEmbedder
+            from grounding.bert_torch import TorchEmbedder
 
             bert = TorchEmbedder(shape, weights, prefix="encoder.")
         else:

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from grounding import evaluate as geval
 from grounding import index as gindex
-from grounding import model as gmodel
+from grounding import model_transformers as gmodel
 from grounding import query as gquery
 from grounding import train as gtrain
 from grounding import voxels

@@ -1,13 +1,13 @@
 """Inference-only BERT text encoder in plain torch, loading Hugging Face BERT folders without ``transformers``.
 
-Queries run the NumPy encoder (``grounding.npbert``, no torch at all); this one serves torch code that embeds
-without training (``grounding.model.load``) and is the torch reference the NumPy encoder is tested against.
+Queries run the NumPy encoder (``grounding.bert_numpy``, no torch at all); this one serves torch code that embeds
+without training (``grounding.model_transformers.load``) and is the torch reference the NumPy encoder is tested against.
 Why not ``transformers``: importing it costs about 1.7 s; the forward pass is embeddings + N post-LayerNorm
 encoder layers, which ``torch.nn.TransformerEncoderLayer`` computes exactly (and, in inference, with torch's
-fused fast path). Training keeps ``transformers`` (``grounding.model``).
+fused fast path). Training keeps ``transformers`` (``grounding.model_transformers``).
 The weights keep their Hugging Face names on disk: the layers map them on load, so the same
 ``model.safetensors`` (the packaged MiniLM, or a trained GroundingModel's ``encoder.``-prefixed state dict)
-loads in both. Tokenization: :class:`grounding.npbert.Tokenizer` (the ``transformers`` tokenizer's settings).
+loads in both. Tokenization: :class:`grounding.bert_numpy.Tokenizer` (the ``transformers`` tokenizer's settings).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from grounding import npbert
-from grounding.npbert import BertShape
+from grounding import bert_numpy
+from grounding.bert_numpy import BertShape
 from recon.io import InputError
 
 # Hugging Face BERT layer parameter → (TransformerEncoderLayer parameter, q/k/v part or None).
@@ -121,7 +121,7 @@ def _from_hf_names(module: nn.Module, state: dict, prefix: str, *_) -> None:
 
 
 class TorchEmbedder:
-    """:meth:`grounding.npbert.NumpyBert.embed` on torch's kernels, for a long-lived process (the server).
+    """:meth:`grounding.bert_numpy.NumpyBert.embed` on torch's kernels, for a long-lived process (the server).
 
     There the 1.4-s torch import is paid once, and torch runs a batch of queries 1.3-1.8x faster than NumPy
     (fused attention and GELU); a cold ``howto3d query`` keeps the NumPy encoder, which imports no torch."""
@@ -142,8 +142,8 @@ class TorchEmbedder:
         return ((hidden * m).sum(1) / m.sum(1).clamp(min=1.0)).numpy()
 
 
-class Tokenizer(npbert.Tokenizer):
-    """:class:`grounding.npbert.Tokenizer` returning torch tensors (what the torch models take)."""
+class Tokenizer(bert_numpy.Tokenizer):
+    """:class:`grounding.bert_numpy.Tokenizer` returning torch tensors (what the torch models take)."""
 
     def __call__(self, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
         """``input_ids`` and ``attention_mask`` (B, T): [CLS] … [SEP], truncated to ``max_tokens``, padded."""

@@ -2,8 +2,8 @@
 torch) give the same answers as the torch model they were trained as.
 
 Checked on a tiny random BERT (random weights catch a wrong mapping that a trained model might hide) and on the
-packaged MiniLM, for batches that need padding and truncation: the plain-torch encoder (``grounding.encoder``) and
-the NumPy one (``grounding.npbert``) against ``transformers.BertModel``, and ``grounding.query`` (NumPy encoder,
+packaged MiniLM, for batches that need padding and truncation: the plain-torch encoder (``grounding.bert_torch``) and
+the NumPy one (``grounding.bert_numpy``) against ``transformers.BertModel``, and ``grounding.query`` (NumPy encoder,
 heads, line-index vote, prior) against the same computation in torch.
 """
 
@@ -21,9 +21,9 @@ import torch
 from safetensors.numpy import load_file
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from grounding import encoder as light
-from grounding import model as gmodel
-from grounding import npbert, npmodel
+from grounding import bert_numpy, model_numpy
+from grounding import bert_torch as light
+from grounding import model_transformers as gmodel
 from grounding import query as gquery
 from grounding.config import PACKAGED_ENCODER
 from grounding.index import LineIndex
@@ -93,7 +93,8 @@ def test_same_ids_and_embeddings_as_transformers(request, which, max_tokens):
     # The NumPy encoder (what queries run): same ids, same hidden states of the real tokens, same embeddings.
     ids, mask = tokenizer.encode(TEXTS, max_tokens)
     assert np.array_equal(ids, ref_enc["input_ids"].numpy()) and np.array_equal(mask, ref_enc["attention_mask"])
-    bert = npbert.NumpyBert(npbert.BertShape.from_json(folder / "config.json"), load_file(folder / "model.safetensors"))
+    shape = bert_numpy.BertShape.from_json(folder / "config.json")
+    bert = bert_numpy.NumpyBert(shape, load_file(folder / "model.safetensors"))
     hidden, rows = bert.hidden(ids, mask)
     assert np.array_equal(rows, np.flatnonzero(mask))
     assert np.abs(hidden - ref_hidden.numpy().reshape(-1, hidden.shape[1])[rows]).max() <= 1e-5
@@ -107,7 +108,7 @@ def test_numpy_gelu_is_the_exact_erf_gelu():
     x = x.astype(np.float32)
     exact = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
     ours = x.copy()
-    npbert.gelu_(ours, np.empty_like(x), np.empty_like(x), np.empty(x.shape, np.int32))
+    bert_numpy.gelu_(ours, np.empty_like(x), np.empty_like(x), np.empty(x.shape, np.int32))
     theirs = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
     # errors in float32 steps of max(|GELU|, 1) (the absolute precision that matters as the next layer's input)
     step = np.spacing(np.maximum(np.abs(exact), 1).astype(np.float32))
@@ -167,7 +168,7 @@ def test_numpy_queries_match_the_torch_model(tmp_path, tiny):
     meta = {"scenes": ["a", "b"], "num_voxels": num_voxels, "max_tokens": 16, "method": "index",
             "config": {"prior_power": 0.5, "index_k": 3}}
     gmodel.save(model, tokenizer, tmp_path, meta, index)
-    loaded, tok, meta, arrays = npmodel.load(tmp_path)
+    loaded, tok, meta, arrays = model_numpy.load(tmp_path)
     spaces = {s: VoxelSpace(origin=np.zeros(3), size=np.array([0.1, 0.2, 0.15]), divisions=10,
                             cells=np.sort(rng.choice(1000, n, replace=False)))
               for s, n in zip("ab", num_voxels, strict=True)}
@@ -175,7 +176,7 @@ def test_numpy_queries_match_the_torch_model(tmp_path, tiny):
     assert grounder.k == 3 and grounder.prior_power == 0.5
     queries = [t for t in TEXTS if t.strip()] + lines[:3] + ["where do I check the oil level"]
     # the server's choice: the same model with BERT on torch's kernels
-    on_torch = gquery.Grounder(tmp_path, npmodel.load(tmp_path, encoder="torch")[0], tok, meta, spaces, arrays)
+    on_torch = gquery.Grounder(tmp_path, model_numpy.load(tmp_path, encoder="torch")[0], tok, meta, spaces, arrays)
     for scene in ("a", "b"):
         _assert_same_answers(grounder, tmp_path, scene, queries)
         _assert_same_answers(on_torch, tmp_path, scene, queries)
@@ -206,12 +207,12 @@ def test_trained_model_loads_on_the_light_encoder(tmp_path, tiny):
             b = loaded.logits(loaded.embed(**gmodel.tokenize(loaded_tok, TEXTS, 16)), head)
             assert (a - b).abs().max() <= 1e-5
     # What a query loads: the same folder without torch (NumPy), same features.
-    loaded_np, np_tok, _, _ = npmodel.load(tmp_path)
+    loaded_np, np_tok, _, _ = model_numpy.load(tmp_path)
     with torch.inference_mode():
         ref = model.embed(**gmodel.tokenize(tokenizer, TEXTS, 16)).numpy()
     assert np.abs(loaded_np.embed(*np_tok.encode(TEXTS, 16)) - ref).max() <= 1e-5
-    code = ("import sys; from pathlib import Path; from grounding import npmodel, query, evaluate; "
-            f"m, t, _, _ = npmodel.load(Path({str(tmp_path)!r})); "
+    code = ("import sys; from pathlib import Path; from grounding import model_numpy, query, evaluate; "
+            f"m, t, _, _ = model_numpy.load(Path({str(tmp_path)!r})); "
             "m.embed(*t.encode(['where is the dipstick'], 16)); "
             "heavy = {'torch', 'transformers', 'sklearn', 'scipy', 'matplotlib', 'open3d', 'pycolmap'}; "
             "print(sorted(heavy & set(sys.modules)))")

@@ -16,9 +16,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from grounding import encoder as light
+from grounding import bert_torch as light
 from grounding.config import PACKAGED_ENCODER
-from grounding.npmodel import INDEX, META, WEIGHTS  # the folder's file names, shared with the torch-free loader
+from grounding.model_numpy import INDEX, META, WEIGHTS  # the folder's file names, shared with the torch-free loader
 from recon.io import InputError, atomic_write_json
 
 if TYPE_CHECKING:  # training only: importing transformers costs ~1.7 s a query must not pay
@@ -103,7 +103,7 @@ def save(model: GroundingModel, tokenizer: PreTrainedTokenizerBase, folder: Path
 
 def load(folder: Path) -> tuple[GroundingModel, light.Tokenizer, dict, dict[str, torch.Tensor]]:
     """Inverse of :func:`save` on the plain-torch encoder (safetensors only, no pickle, no ``transformers``), for
-    torch code; queries load the same folder without torch (``grounding.npmodel.load``). A damaged file is an
+    torch code; queries load the same folder without torch (``grounding.model_numpy.load``). A damaged file is an
     :class:`InputError`."""
     current = folder / META
     try:

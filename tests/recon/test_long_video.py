@@ -21,7 +21,7 @@ from recon.io import read_json
 from synth import WorldConfig, generate_world
 from synth.video_writer import VideoWriter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.long_video import dwell_coverage, splice  # noqa: E402
 
 FPS = 10

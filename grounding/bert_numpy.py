@@ -2,10 +2,10 @@
 
 Why: ``import torch`` was ~75 % of a cold ``howto3d query`` (1.4 of 1.9 s) although a query is a forward pass of a
 6-layer encoder over a dozen tokens. This module computes the same pass as ``transformers.BertModel`` (and the
-plain-torch ``grounding.encoder``) with NumPy's BLAS, on weights read by ``safetensors.numpy`` under their Hugging
+plain-torch ``grounding.bert_torch``) with NumPy's BLAS, on weights read by ``safetensors.numpy`` under their Hugging
 Face names, tokenized by ``tokenizers`` from the folder's ``tokenizer.json``. Linear layers run on the batch's real
 tokens only (no padding rows); only attention sees the padded grid, with padding keys masked out. Training keeps
-torch and ``transformers`` (``grounding.model``).
+torch and ``transformers`` (``grounding.model_transformers``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def gelu_(x: np.ndarray, a: np.ndarray, b: np.ndarray, i: np.ndarray) -> None:
 
     erf is linearly interpolated between exact values (``math.erf``, libm) 1/4096 apart: the interpolation error
     is at most step² / 8 · max|erf''| = 7.2e-9, below the float32 rounding of ``1 + erf`` (6e-8), so this is the
-    erf GELU to float32 precision (closer to it than torch's, tests/test_encoder.py), not the tanh approximation.
+    erf GELU to float32 precision (closer to it than torch's, tests/grounding/test_bert.py), not the tanh approximation.
     ``scipy.special.erf`` would add ~0.2 s of imports to every cold query. No temporaries: fresh arrays of this
     size cost page faults that took longer than the arithmetic.
     """
