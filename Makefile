@@ -12,14 +12,15 @@ DEMO    ?= demo
 demo: $(STAMP)
 	$(BIN)/howto3d demo --out $(DEMO)
 
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/lint-imports
+test: lint
 	$(BIN)/python -m pytest -q --durations=25
 
+# Style, layers and types: ruff's lint and format checks, import-linter, mypy (strict on recon/).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b --quick || exit 1; done

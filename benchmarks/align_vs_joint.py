@@ -97,8 +97,9 @@ def load1() -> float:
 
 
 def cpu_seconds() -> float:
-    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF,
-                                                                         resource.RUSAGE_CHILDREN)))
+    return sum(
+        r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
 
 
 def evaluate(arm: Arm, shared: SharedScene, gt: dict, align_dir: Path) -> None:
@@ -136,8 +137,14 @@ def extract(db: Path, images: Path, conf: ReconstructConfig) -> None:
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.num_threads = conf.num_threads
     extraction.sift.max_num_features = conf.max_num_features
-    pycolmap.extract_features(db, images, camera_mode=pycolmap.CameraMode.PER_FOLDER, reader_options=reader,
-                              extraction_options=extraction, device=pycolmap.Device.cpu)
+    pycolmap.extract_features(
+        db,
+        images,
+        camera_mode=pycolmap.CameraMode.PER_FOLDER,
+        reader_options=reader,
+        extraction_options=extraction,
+        device=pycolmap.Device.cpu,
+    )
 
 
 def matching_options(conf: ReconstructConfig) -> pycolmap.FeatureMatchingOptions:
@@ -152,12 +159,27 @@ def joint_scene(scene: str, models: dict, times: dict[str, float]) -> SharedScen
     if not models:
         return SharedScene(scene, [], np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0, int), [])
     rec = max(models.values(), key=lambda r: r.num_reg_images())
-    frames = [RegisteredFrame(rec.images[i].name.split("/")[0], rec.images[i].name, times[rec.images[i].name],
-                              rec.cameras[rec.images[i].camera_id], rec.images[i].cam_from_world().matrix(),
-                              np.zeros((0, 2)), np.zeros(0, int)) for i in rec.reg_image_ids()]
+    frames = [
+        RegisteredFrame(
+            rec.images[i].name.split("/")[0],
+            rec.images[i].name,
+            times[rec.images[i].name],
+            rec.cameras[rec.images[i].camera_id],
+            rec.images[i].cam_from_world().matrix(),
+            np.zeros((0, 2)),
+            np.zeros(0, int),
+        )
+        for i in rec.reg_image_ids()
+    ]
     videos = sorted({f.video for f in frames})
-    return SharedScene(scene, videos, np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0, int),
-                       sorted(frames, key=lambda f: (f.video, f.time)))
+    return SharedScene(
+        scene,
+        videos,
+        np.zeros((0, 3)),
+        np.zeros((0, 3), np.uint8),
+        np.zeros(0, int),
+        sorted(frames, key=lambda f: (f.video, f.time)),
+    )
 
 
 def joint_exhaustive(ws: Workspace, scene: str, tmp: Path, conf: ReconstructConfig) -> tuple[Arm, SharedScene]:
@@ -182,8 +204,9 @@ def joint_exhaustive(ws: Workspace, scene: str, tmp: Path, conf: ReconstructConf
     return arm, joint_scene(scene, models, times)
 
 
-def joint_pairs(db: Path, by_video: dict[str, list[str]], conf: ReconstructConfig, cross_top: int,
-                seed: int) -> list[tuple[str, str]]:
+def joint_pairs(
+    db: Path, by_video: dict[str, list[str]], conf: ReconstructConfig, cross_top: int, seed: int
+) -> list[tuple[str, str]]:
     """The product's within-video pairs per video, plus each frame's ``cross_top`` VLAD-retrieved frames of
     other videos."""
     pairs: set[tuple[str, str]] = set()
@@ -208,8 +231,9 @@ def joint_pairs(db: Path, by_video: dict[str, list[str]], conf: ReconstructConfi
     return sorted(pairs)
 
 
-def joint_best(ws: Workspace, scene: str, tmp: Path, conf: ReconstructConfig, cross_top: int,
-               seed: int) -> tuple[Arm, SharedScene]:
+def joint_best(
+    ws: Workspace, scene: str, tmp: Path, conf: ReconstructConfig, cross_top: int, seed: int
+) -> tuple[Arm, SharedScene]:
     """(c) One database; sequential + loop-closure pairs within each video, VLAD-retrieved pairs across videos;
     ``match_image_pairs``; the global mapper."""
     arm = Arm(f"joint sequential + retrieval (top {cross_top}) + global")
@@ -225,8 +249,9 @@ def joint_best(ws: Workspace, scene: str, tmp: Path, conf: ReconstructConfig, cr
         with arm.stage("match"):
             pairing = pycolmap.ImportedPairingOptions()
             pairing.match_list_path = str(pairs_path)
-            pycolmap.match_image_pairs(db, matching_options=matching_options(conf), pairing_options=pairing,
-                                       device=pycolmap.Device.cpu)
+            pycolmap.match_image_pairs(
+                db, matching_options=matching_options(conf), pairing_options=pairing, device=pycolmap.Device.cpu
+            )
         with arm.stage("map"):
             (tmp / "joint").mkdir()
             models = pycolmap.global_mapping(db, images, tmp / "joint", options=global_options(conf))
@@ -298,8 +323,9 @@ def main() -> None:
     arms: list[Arm] = []
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.init(Path(tmp) / "ws")
-        world = world_config(args.preset, args.settings, scenes=1, videos=args.videos, seconds=args.seconds,
-                             fps=5.0, seed=args.seed)
+        world = world_config(
+            args.preset, args.settings, scenes=1, videos=args.videos, seconds=args.seconds, fps=5.0, seed=args.seed
+        )
         (scene_dir,) = generate_world(ws.root, world)
         scene = scene_dir.name
         gt = evaluation.load_gt(ws.ground_truth_path(scene))
@@ -307,8 +333,9 @@ def main() -> None:
         arm = ours(ws, scene, args.frames)
         evaluate(arm, scenes.shared_scene(ws, scene), gt, ws.align_dir(scene))
         arms.append(arm)
-        console.print(f"{arm.name}: {arm.seconds:.1f} s {arm.split}, summed over videos {arm.per_video}",
-                      highlight=False)
+        console.print(
+            f"{arm.name}: {arm.seconds:.1f} s {arm.split}, summed over videos {arm.per_video}", highlight=False
+        )
         arm, shared = joint_best(ws, scene, Path(tmp) / "best", conf, args.cross_top, args.seed)
         evaluate(arm, shared, gt, Path(tmp) / "none")
         arms.append(arm)
@@ -318,25 +345,59 @@ def main() -> None:
             evaluate(arm, shared, gt, Path(tmp) / "none")
             arms.append(arm)
     total = args.videos * args.frames
-    table = Table(title=f"{args.videos} videos × {args.frames} frames, {args.preset} world "
-                  f"{' '.join(args.settings)} (the same frames, sampled in {sampling:.1f} s)")
-    for col in ("arm", "SfM+align s", "split s", "pairs", "registered", "centre mean/max cm", "PCK@2/5cm",
-                "×ours", "×ours (+sampling)", "CPU s (×ours)", "load"):
+    table = Table(
+        title=f"{args.videos} videos × {args.frames} frames, {args.preset} world "
+        f"{' '.join(args.settings)} (the same frames, sampled in {sampling:.1f} s)"
+    )
+    for col in (
+        "arm",
+        "SfM+align s",
+        "split s",
+        "pairs",
+        "registered",
+        "centre mean/max cm",
+        "PCK@2/5cm",
+        "×ours",
+        "×ours (+sampling)",
+        "CPU s (×ours)",
+        "load",
+    ):
         table.add_column(col, justify="right")
     for a in arms:
         split = " ".join(f"{k} {v:.1f}" for k, v in a.split.items())
-        table.add_row(a.name, f"{a.seconds:.1f}", split, str(a.pairs), f"{a.registered}/{total}",
-                      f"{a.centre_mean_cm:.2f} / {a.centre_max_cm:.2f}", f"{a.pck2:.2f} / {a.pck5:.2f}",
-                      f"{a.seconds / arms[0].seconds:.2f}",
-                      f"{(a.seconds + sampling) / (arms[0].seconds + sampling):.2f}",
-                      f"{a.cpu:.0f} ({a.cpu / arms[0].cpu:.2f})", f"{a.load[0]:.1f}→{a.load[1]:.1f}")
+        table.add_row(
+            a.name,
+            f"{a.seconds:.1f}",
+            split,
+            str(a.pairs),
+            f"{a.registered}/{total}",
+            f"{a.centre_mean_cm:.2f} / {a.centre_max_cm:.2f}",
+            f"{a.pck2:.2f} / {a.pck5:.2f}",
+            f"{a.seconds / arms[0].seconds:.2f}",
+            f"{(a.seconds + sampling) / (arms[0].seconds + sampling):.2f}",
+            f"{a.cpu:.0f} ({a.cpu / arms[0].cpu:.2f})",
+            f"{a.load[0]:.1f}→{a.load[1]:.1f}",
+        )
     console.print(table)
-    console.print("×ours: the arm's time over ours (SfM + alignment). '+sampling' counts the frame sampling in "
-                  "every arm. CPU s: CPU seconds of the arm. load: 1-min load average before → after.")
+    console.print(
+        "×ours: the arm's time over ours (SfM + alignment). '+sampling' counts the frame sampling in "
+        "every arm. CPU s: CPU seconds of the arm. load: 1-min load average before → after."
+    )
     if args.json:
-        args.json.write_text(json.dumps({"videos": args.videos, "frames": args.frames, "seed": args.seed,
-                                         "preset": args.preset, "settings": args.settings,
-                                         "sampling_s": sampling, "arms": [a.__dict__ for a in arms]}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "videos": args.videos,
+                    "frames": args.frames,
+                    "seed": args.seed,
+                    "preset": args.preset,
+                    "settings": args.settings,
+                    "sampling_s": sampling,
+                    "arms": [a.__dict__ for a in arms],
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

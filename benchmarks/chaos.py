@@ -1,4 +1,4 @@
-"""Chaos: ``kill -9`` anywhere in ``howto3d run``, and a plain rerun resumes to the same result (issue #32).
+"""Chaos: ``kill -9`` anywhere in ``howto3d run``, and a plain rerun resumes to the same result.
 
     python benchmarks/chaos.py [--kills 20] [--extra 3] [--seed 0] [--out DIR] [--json results.json] [--keep]
         [--seconds 12] [--videos 2] [--frames 16] [--threads -1] [--add-mb 768]
@@ -112,8 +112,9 @@ class Proc:
         self.lines: list[tuple[float, str]] = []
         self.wall0 = time.time()
         self.t0 = time.perf_counter()
-        self.p = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV,
-                                  start_new_session=True)
+        self.p = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
+        )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -177,6 +178,7 @@ def traceback_in(text: str) -> bool:
 
 # ---- the workspace -------------------------------------------------------------------------------------------------
 
+
 def build_template(out: Path, args: argparse.Namespace) -> tuple[Path, str]:
     """The un-run workspace every trial copies (its rendering cached under OUT/template), and a key of the world
     and the settings given."""
@@ -188,9 +190,27 @@ def build_template(out: Path, args: argparse.Namespace) -> tuple[Path, str]:
     if not (marker.is_file() and marker.read_text() == world):
         shutil.rmtree(template, ignore_errors=True)
         say(f"rendering the world into {template}")
-        rc, text, _ = run(["synth", template, "--scenes", "2", "--videos", args.videos, "--seconds", args.seconds,
-                           "--seed", args.world_seed, "--set", "width=640", "--set", "height=360", "--set", "fps=5"],
-                          out / "synth.log")
+        rc, text, _ = run(
+            [
+                "synth",
+                template,
+                "--scenes",
+                "2",
+                "--videos",
+                args.videos,
+                "--seconds",
+                args.seconds,
+                "--seed",
+                args.world_seed,
+                "--set",
+                "width=640",
+                "--set",
+                "height=360",
+                "--set",
+                "fps=5",
+            ],
+            out / "synth.log",
+        )
         if rc != 0:
             sys.exit(f"howto3d synth failed ({rc}):\n{text[-2000:]}")
         ws = Workspace(template)
@@ -302,6 +322,7 @@ def _records_digest(path: Path) -> str:
 
 # ---- comparing results ---------------------------------------------------------------------------------------------
 
+
 def cameras(ws: Path, logs: Path) -> dict[str, dict]:
     """``howto3d cameras --json`` per scene: {scene: {(video, frame name): camera dict}} (None when it failed)."""
     out = {}
@@ -309,7 +330,7 @@ def cameras(ws: Path, logs: Path) -> dict[str, dict]:
         rc, text, _ = run(["cameras", ws, "--scene", s, "--json"], logs / f"cameras_{s}.log")
         try:
             start = text.index("{")
-            data = json.loads(text[start:text.rindex("}") + 1])
+            data = json.loads(text[start : text.rindex("}") + 1])
             out[s] = {(f["video"], f["name"]): f for f in data["frames"]}
         except (ValueError, KeyError):
             out[s] = None
@@ -332,7 +353,7 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.nda
     U, S, Vt = np.linalg.svd(b.T @ a / len(src))
     d = np.diag([1, 1, np.sign(np.linalg.det(U @ Vt))])
     R = U @ d @ Vt
-    s = float(np.trace(np.diag(S) @ d) / (a ** 2).sum(1).mean())
+    s = float(np.trace(np.diag(S) @ d) / (a**2).sum(1).mean())
     return s, R, mu_d - s * R @ mu_s
 
 
@@ -392,7 +413,7 @@ def query_points(ws: Path, logs: Path) -> dict[str, np.ndarray | None]:
     for s in scenes_of(ws):
         rc, text, _ = run(["query", ws, QUERY, "--scene", s, "--json"], logs / f"query_{s}.log")
         try:
-            data = json.loads(text[text.index("{"):text.rindex("}") + 1])
+            data = json.loads(text[text.index("{") : text.rindex("}") + 1])
             out[s] = np.asarray(data["point"], float)
         except (ValueError, KeyError, TypeError):
             out[s] = None
@@ -503,9 +524,11 @@ def compare(ref: Reference, ws: Path, logs: Path, o: Outcome, *, with_query: boo
         o.timeline_diff_s = timeline_diff(ref.ws, ws)
     o.leftovers = sorted(set(hashes) - set(ref.hashes))
     o.missing = sorted(set(ref.hashes) - set(hashes))
-    o.other_diffs = sorted(k for k in set(hashes) & set(ref.hashes)
-                           if hashes[k] != ref.hashes[k] and k not in ref.noisy
-                           and not _json_close(ref.ws / k, ws / k))
+    o.other_diffs = sorted(
+        k
+        for k in set(hashes) & set(ref.hashes)
+        if hashes[k] != ref.hashes[k] and k not in ref.noisy and not _json_close(ref.ws / k, ws / k)
+    )
     if o.leftovers:
         o.failures.append(f"left over: {', '.join(o.leftovers[:5])}")
     if o.missing:
@@ -514,12 +537,16 @@ def compare(ref: Reference, ws: Path, logs: Path, o: Outcome, *, with_query: boo
         o.failures.append(f"differ although the control reproduced them: {', '.join(o.other_diffs[:5])}")
     if with_query and not o.model_same and ref.query:
         pts = query_points(ws, logs)
-        diffs = [np.linalg.norm(pts[s] - ref.query[s]) * ref.m_per_unit[s] * 1000
-                 for s in ref.query if pts.get(s) is not None and ref.query[s] is not None]
+        diffs = [
+            np.linalg.norm(pts[s] - ref.query[s]) * ref.m_per_unit[s] * 1000
+            for s in ref.query
+            if pts.get(s) is not None and ref.query[s] is not None
+        ]
         o.query_diff_mm = float(max(diffs)) if diffs else float("inf")
 
 
 # ---- the main kills ------------------------------------------------------------------------------------------------
+
 
 def make_reference(out: Path, template: Path, key: str, name: str) -> tuple[Path, float, float]:
     """An uninterrupted run of a copy of the template (reused from an earlier invocation with the same --out)."""
@@ -571,8 +598,9 @@ def kill_run(ref: Reference, template: Path, out: Path, n: int, target: tuple[st
     killed = False
     while p.p.poll() is None:
         if armed is None:
-            now = {f.name: f.stat().st_mtime_ns for f in (ws / "state").glob("*.json")} \
-                if (ws / "state").is_dir() else {}
+            now = (
+                {f.name: f.stat().st_mtime_ns for f in (ws / "state").glob("*.json")} if (ws / "state").is_dir() else {}
+            )
             if now != mtimes:
                 mtimes = now
                 entry = records(ws).get((prev.record, prev.key))
@@ -605,8 +633,10 @@ def kill_run(ref: Reference, template: Path, out: Path, n: int, target: tuple[st
 
 # ---- align --reanchor, scale, add ---------------------------------------------------------------------------------
 
-def extra_reference(out: Path, finished: Path, name: str, args: list, m_per_unit: dict[str, float],
-                    noisy: set[str]) -> tuple[Reference, float]:
+
+def extra_reference(
+    out: Path, finished: Path, name: str, args: list, m_per_unit: dict[str, float], noisy: set[str]
+) -> tuple[Reference, float]:
     """``howto3d ARGS`` run uninterrupted on two copies of the finished reference: the first is what a killed and
     rerun one is compared with, the second says what the command itself does not reproduce."""
     runs = []
@@ -625,8 +655,9 @@ def extra_reference(out: Path, finished: Path, name: str, args: list, m_per_unit
     return ref, seconds
 
 
-def kill_writer(kind: str, ref: Reference, finished: Path, out: Path, n: int, args: list, seconds: float,
-                rng: random.Random) -> Outcome:
+def kill_writer(
+    kind: str, ref: Reference, finished: Path, out: Path, n: int, args: list, seconds: float, rng: random.Random
+) -> Outcome:
     """Kill ``howto3d ARGS`` (on a copy of the finished reference) at a uniform moment of its duration, check,
     run it again, compare with its uninterrupted result, then ``run``."""
     at = (0.1 + 0.85 * rng.random()) * seconds
@@ -676,7 +707,7 @@ def big_video(out: Path, source: Path, mib: int) -> Path:
         f.write(struct.pack(">I4s", pad + 8, b"free"))
         block = os.urandom(1 << 20)
         while pad > 0:
-            f.write(block[:min(pad, len(block))])
+            f.write(block[: min(pad, len(block))])
             pad -= len(block)
     return path
 
@@ -706,8 +737,13 @@ def kill_add(finished: Path, out: Path, n: int, video: Path, scene: str, rng: ra
         o.seconds = p.elapsed()
     partial = tmp.stat().st_size if tmp.exists() else None
     final = (videos / video.name).is_file()
-    o.stage = (f"mid-copy ({partial / video.stat().st_size:.0%} copied)" if partial is not None and not final
-               else "copied" if final else "before the copy")
+    o.stage = (
+        f"mid-copy ({partial / video.stat().st_size:.0%} copied)"
+        if partial is not None and not final
+        else "copied"
+        if final
+        else "before the copy"
+    )
     o.temporaries = temporaries(ws)
     from howto3d.workspace import Workspace
 
@@ -719,8 +755,11 @@ def kill_add(finished: Path, out: Path, n: int, video: Path, scene: str, rng: ra
     o.run_rc = rc
     if rc != 0:
         o.failures.append(f"`run` after the killed add exited {rc}")
-    if not final and (ws / "state" / "frames.json").is_file() and \
-            f"{scene}/{video.stem}" in json.loads((ws / "state" / "frames.json").read_text())["items"]:
+    if (
+        not final
+        and (ws / "state" / "frames.json").is_file()
+        and f"{scene}/{video.stem}" in json.loads((ws / "state" / "frames.json").read_text())["items"]
+    ):
         o.failures.append("`run` took the half copy for a video")
     o.leftovers = temporaries(ws)
     if o.leftovers:
@@ -784,8 +823,16 @@ def scale_request(ref: Path, cams: dict, logs: Path) -> tuple[str, str, Path, li
     return s, source, path, ["--distance", a, b, f"{metres:.6f}"]
 
 
-def extra_kills(args: argparse.Namespace, out: Path, ref: Reference, ref_ws: Path, cams: dict,
-                rng: random.Random, outcomes: list[Outcome], save) -> None:
+def extra_kills(
+    args: argparse.Namespace,
+    out: Path,
+    ref: Reference,
+    ref_ws: Path,
+    cams: dict,
+    rng: random.Random,
+    outcomes: list[Outcome],
+    save,
+) -> None:
     """Kills of ``align --reanchor``, ``scale`` and ``add`` (``--extra`` each)."""
     reanchor, t_re = extra_reference(out, ref_ws, "reanchor_ref", ["align", "--reanchor"], ref.m_per_unit, set())
     for n in range(1, args.extra + 1):
@@ -814,8 +861,8 @@ def extra_kills(args: argparse.Namespace, out: Path, ref: Reference, ref_ws: Pat
         say(f"add kill {n}: {o.stage}; check {o.check}; " + ("ok" if o.ok else "; ".join(o.failures)))
 
 
-
 # ---- report --------------------------------------------------------------------------------------------------------
+
 
 def fmt(x: float | None, spec: str = ".2g") -> str:
     if x is None:
@@ -830,19 +877,28 @@ def yes(x: bool | None) -> str:
 
 
 def table(outcomes: list[Outcome]) -> str:
-    rows = ["| kill # | time (s) | target | stage at kill | check result | rerun rc | cameras max diff | centres (mm) "
-            "| model same? | timelines same? | leftovers | result |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| kill # | time (s) | target | stage at kill | check result | rerun rc | cameras max diff | centres (mm) "
+        "| model same? | timelines same? | leftovers | result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for o in outcomes:
         stage = f"{o.stage} {o.item}".strip()
         left = ", ".join(o.leftovers + [f"missing {m}" for m in o.missing]) or "none"
         result = "ok" if o.ok else "**FAIL**: " + "; ".join(o.failures)
         model = yes(o.model_same) + (f" (query Δ {o.query_diff_mm:.2g} mm)" if o.query_diff_mm is not None else "")
-        steps = yes(o.timelines_same) + ("" if o.timeline_diff_s is None else " (other steps)"
-                                         if o.timeline_diff_s == float("inf") else f" (Δ {fmt(o.timeline_diff_s)} s)")
-        rows.append(f"| {o.n} | {o.seconds:.1f} | {o.target} | {stage} | {o.check} | {fmt(o.rerun_rc, 'd')}"
-                    f"{'' if o.run_rc is None else f' (run {o.run_rc})'} | {fmt(o.camera_diff)} | {fmt(o.camera_mm)} "
-                    f"| {model} | {steps} | {left} | {result} |")
+        steps = yes(o.timelines_same) + (
+            ""
+            if o.timeline_diff_s is None
+            else " (other steps)"
+            if o.timeline_diff_s == float("inf")
+            else f" (Δ {fmt(o.timeline_diff_s)} s)"
+        )
+        rows.append(
+            f"| {o.n} | {o.seconds:.1f} | {o.target} | {stage} | {o.check} | {fmt(o.rerun_rc, 'd')}"
+            f"{'' if o.run_rc is None else f' (run {o.run_rc})'} | {fmt(o.camera_diff)} | {fmt(o.camera_mm)} "
+            f"| {model} | {steps} | {left} | {result} |"
+        )
     return "\n".join(rows)
 
 
@@ -856,8 +912,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--videos", type=int, default=2)
     ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=-1,
-                    help="[reconstruct] num_threads of the workspace (default -1: all cores, the product default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=-1,
+        help="[reconstruct] num_threads of the workspace (default -1: all cores, the product default)",
+    )
     ap.add_argument("--add-mb", type=int, default=768, help="size of the video `add` copies (MiB)")
     ap.add_argument("--out", type=Path, help="work folder (kept; the template and references are reused)")
     ap.add_argument("--json", type=Path, help="write every outcome here")
@@ -889,8 +949,9 @@ def _main(args: argparse.Namespace, out: Path, rng: random.Random) -> int:
     cams = cameras(ref_ws, out)
     ref = Reference(ref_ws, order, file_hashes(ref_ws), cams, metres_per_unit(ref_ws, cams), seconds)
     control_hashes = file_hashes(control_ws)
-    control_diffs = sorted(k for k in set(ref.hashes) | set(control_hashes)
-                           if ref.hashes.get(k) != control_hashes.get(k))
+    control_diffs = sorted(
+        k for k in set(ref.hashes) | set(control_hashes) if ref.hashes.get(k) != control_hashes.get(k)
+    )
     ref.noisy = set(control_diffs)
     ref.camera_noise, ref.camera_noise_mm = compare_cameras(cams, cameras(control_ws, out), ref.m_per_unit)
     if ref.camera_noise > CAMERA_TOL:  # SfM differs run to run: so may everything made from it, by chance or not
@@ -898,22 +959,41 @@ def _main(args: argparse.Namespace, out: Path, rng: random.Random) -> int:
     timeline_noise = timeline_diff(ref_ws, control_ws)
     ref.query = query_points(ref_ws, out)
     control_query = query_points(control_ws, out)
-    query_noise = max((np.linalg.norm(control_query[s] - ref.query[s]) * ref.m_per_unit[s] * 1000
-                       for s in ref.query if ref.query[s] is not None and control_query.get(s) is not None),
-                      default=float("nan"))
-    say(f"control: {len(control_diffs)} file(s) differ from the reference; cameras {ref.camera_noise:.3g} "
-        f"({ref.camera_noise_mm:.3g} mm); query {query_noise:.3g} mm")
+    query_noise = max(
+        (
+            np.linalg.norm(control_query[s] - ref.query[s]) * ref.m_per_unit[s] * 1000
+            for s in ref.query
+            if ref.query[s] is not None and control_query.get(s) is not None
+        ),
+        default=float("nan"),
+    )
+    say(
+        f"control: {len(control_diffs)} file(s) differ from the reference; cameras {ref.camera_noise:.3g} "
+        f"({ref.camera_noise_mm:.3g} mm); query {query_noise:.3g} mm"
+    )
     outcomes: list[Outcome] = []
     targets = plan(order, args.kills, rng)
 
     def save() -> None:
         if args.json:
-            args.json.write_text(json.dumps({
-                "reference_seconds": seconds, "control_seconds": control_seconds,
-                "control_diffs": control_diffs, "noisy": sorted(ref.noisy),
-                "camera_noise": ref.camera_noise, "camera_noise_mm": ref.camera_noise_mm,
-                "query_noise_mm": query_noise, "timeline_noise_s": timeline_noise, "order": [asdict(i) for i in order],
-                "outcomes": [asdict(o) for o in outcomes]}, indent=1, default=str))
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "reference_seconds": seconds,
+                        "control_seconds": control_seconds,
+                        "control_diffs": control_diffs,
+                        "noisy": sorted(ref.noisy),
+                        "camera_noise": ref.camera_noise,
+                        "camera_noise_mm": ref.camera_noise_mm,
+                        "query_noise_mm": query_noise,
+                        "timeline_noise_s": timeline_noise,
+                        "order": [asdict(i) for i in order],
+                        "outcomes": [asdict(o) for o in outcomes],
+                    },
+                    indent=1,
+                    default=str,
+                )
+            )
 
     if args.extra:
         try:
@@ -927,13 +1007,17 @@ def _main(args: argparse.Namespace, out: Path, rng: random.Random) -> int:
         o = kill_run(ref, template, out, n, target)
         outcomes.append(o)
         save()
-        say(f"kill {n}/{args.kills}: {o.seconds:.1f} s, {o.stage} {o.item}; check {o.check}; rerun {o.rerun_rc}; "
+        say(
+            f"kill {n}/{args.kills}: {o.seconds:.1f} s, {o.stage} {o.item}; check {o.check}; rerun {o.rerun_rc}; "
             f"cameras {fmt(o.camera_diff)}; model {o.model_same}; timelines {o.timelines_same}; "
-            + ("ok" if o.ok else "FAIL: " + "; ".join(o.failures)))
+            + ("ok" if o.ok else "FAIL: " + "; ".join(o.failures))
+        )
 
     runs = [o for o in outcomes if o.kind == "run"]
-    print(f"\n## Chaos: kill -9 in `howto3d run` ({len(runs)} kills, seed {args.seed}; uninterrupted run "
-          f"{seconds:.0f} s, control {control_seconds:.0f} s)\n")
+    print(
+        f"\n## Chaos: kill -9 in `howto3d run` ({len(runs)} kills, seed {args.seed}; uninterrupted run "
+        f"{seconds:.0f} s, control {control_seconds:.0f} s)\n"
+    )
     print(table(runs))
     for kind in ("align --reanchor", "scale", "add"):
         mine = [o for o in outcomes if o.kind == kind]
@@ -943,18 +1027,26 @@ def _main(args: argparse.Namespace, out: Path, rng: random.Random) -> int:
     per_stage = {s: sum(o.stage == s for o in runs) for s in ("startup", *STAGES, "check", "finished")}
     failed = [o for o in outcomes if not o.ok]
     print(f"\nkills per stage: {', '.join(f'{s} {k}' for s, k in per_stage.items() if k)}")
-    kinds = sorted({re.sub(r"^scenes/[^/]+/", "scenes/*/", k).split("/")[2 if k.startswith("scenes/") else 0]
-                    for k in control_diffs})
+    kinds = sorted(
+        {
+            re.sub(r"^scenes/[^/]+/", "scenes/*/", k).split("/")[2 if k.startswith("scenes/") else 0]
+            for k in control_diffs
+        }
+    )
     listed = f" (under {', '.join(kinds)})" if kinds else ""
-    print(f"control run (uninterrupted, same settings) vs reference: {len(control_diffs)} file(s) differ{listed}"
-          f"; cameras max diff {fmt(ref.camera_noise)} ({fmt(ref.camera_noise_mm)} mm after Sim(3)); "
-          f"query point {fmt(query_noise)} mm; step boundaries {fmt(timeline_noise)} s (inf: other steps)")
+    print(
+        f"control run (uninterrupted, same settings) vs reference: {len(control_diffs)} file(s) differ{listed}"
+        f"; cameras max diff {fmt(ref.camera_noise)} ({fmt(ref.camera_noise_mm)} mm after Sim(3)); "
+        f"query point {fmt(query_noise)} mm; step boundaries {fmt(timeline_noise)} s (inf: other steps)"
+    )
     worst = max((o.camera_mm for o in runs if o.camera_mm is not None), default=None)
     worst_q = max((o.query_diff_mm for o in runs if o.query_diff_mm is not None), default=None)
     worst_t = max((o.timeline_diff_s for o in runs if o.timeline_diff_s is not None), default=None)
-    print(f"summary: {len(outcomes) - len(failed)} of {len(outcomes)} kills resumed to the reference "
-          f"({len(runs)} of `run`); worst after a kill: camera centres {fmt(worst)} mm, query point {fmt(worst_q)} mm, "
-          f"step boundaries {fmt(worst_t)} s (inf: other steps); {len(failed)} failure(s)")
+    print(
+        f"summary: {len(outcomes) - len(failed)} of {len(outcomes)} kills resumed to the reference "
+        f"({len(runs)} of `run`); worst after a kill: camera centres {fmt(worst)} mm, query point {fmt(worst_q)} mm, "
+        f"step boundaries {fmt(worst_t)} s (inf: other steps); {len(failed)} failure(s)"
+    )
     return 1 if failed else 0
 
 

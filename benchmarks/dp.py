@@ -58,15 +58,20 @@ def previous_implementation():
 def _crosstask_source(arg: str | None, tmp: Path) -> Path:
     src = Path(arg or os.environ.get("CROSSTASK", "") or tmp / "CrossTask")
     if not src.exists():
-        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/DmZhukov/CrossTask", str(src)],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["git", "clone", "-q", "--depth", "1", "https://github.com/DmZhukov/CrossTask", str(src)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     if src.is_file():
         return src
     if (src / "dp.pyx").exists():
         return src / "dp.pyx"
     out = tmp / "dp.pyx"  # a bare git folder (no work tree)
-    out.write_bytes(subprocess.run(["git", "--git-dir", str(src), "show", "HEAD:dp.pyx"], check=True,
-                                   capture_output=True).stdout)
+    out.write_bytes(
+        subprocess.run(["git", "--git-dir", str(src), "show", "HEAD:dp.pyx"], check=True, capture_output=True).stdout
+    )
     return out
 
 
@@ -75,8 +80,9 @@ def build_crosstask(arg: str | None, tmp: Path):
     try:
         pyx = _crosstask_source(arg, tmp)
     except (subprocess.SubprocessError, OSError) as e:
-        return None, (f"CrossTask column skipped: could not clone or read its dp.pyx ({type(e).__name__}); "
-                      "pass --crosstask PATH")
+        return None, (
+            f"CrossTask column skipped: could not clone or read its dp.pyx ({type(e).__name__}); pass --crosstask PATH"
+        )
     build = tmp / "build"
     build.mkdir()
     (build / "ct_dp.pyx").write_bytes(pyx.read_bytes())
@@ -85,8 +91,11 @@ def build_crosstask(arg: str | None, tmp: Path):
         import Cython  # noqa: F401
     except ImportError:
         pkgs = tmp / "cython"
-        r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(pkgs), "cython"],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--target", str(pkgs), "cython"],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode:
             return None, "Cython not installable from PyPI here: " + (r.stderr.strip().splitlines() or ["?"])[-1]
         env["PYTHONPATH"] = os.pathsep.join([str(pkgs), env.get("PYTHONPATH", "")])
@@ -112,8 +121,10 @@ def median_ms(solvers: dict, repeats: int) -> dict[str, tuple[float, float]]:
             t, c = time.perf_counter(), time.process_time()
             f()
             times[name].append((time.perf_counter() - t, time.process_time() - c))
-    return {name: (1e3 * statistics.median(w for w, _ in ts), 1e3 * statistics.median(c for _, c in ts))
-            for name, ts in times.items()}
+    return {
+        name: (1e3 * statistics.median(w for w, _ in ts), 1e3 * statistics.median(c for _, c in ts))
+        for name, ts in times.items()
+    }
 
 
 def one_cost(C: np.ndarray, steps: np.ndarray) -> float:
@@ -134,15 +145,25 @@ def labels_from_onehot(Y: np.ndarray) -> np.ndarray:
 
 def compile_cost() -> str:
     """numba import + first calls in fresh processes: compiling (empty cache), then loading the cache."""
-    code = ("import time, numpy as np; t = time.perf_counter(); import temporal.dp as d; "
-            "d.align_one(np.zeros((3, 2))); d.align_contiguous(np.zeros((3, 2))); "
-            "print(time.perf_counter() - t)")
+    code = (
+        "import time, numpy as np; t = time.perf_counter(); import temporal.dp as d; "
+        "d.align_one(np.zeros((3, 2))); d.align_contiguous(np.zeros((3, 2))); "
+        "print(time.perf_counter() - t)"
+    )
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        runs = [float(subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
-                                     text=True, check=True).stdout) for _ in range(2)]
-    return f"first call in a fresh process (numba import + both solvers): {runs[0]:.2f} s compiling, " \
-           f"{runs[1]:.2f} s from numba's disk cache"
+        runs = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+                ).stdout
+            )
+            for _ in range(2)
+        ]
+    return (
+        f"first call in a fresh process (numba import + both solvers): {runs[0]:.2f} s compiling, "
+        f"{runs[1]:.2f} s from numba's disk cache"
+    )
 
 
 def rows(T: int, K: int, repeats: int, ct_dp, prev_one, prev_contiguous) -> list[list[str]]:
@@ -152,14 +173,26 @@ def rows(T: int, K: int, repeats: int, ct_dp, prev_one, prev_contiguous) -> list
     Y = np.zeros((T, K), dtype=np.float32)  # CrossTask writes its one-hot labels here
     out = []
     for name, ours, prev, exactly_one, cost in [
-            ("A1", lambda: align_one(C, maximize=False), lambda: prev_one(C, maximize=False), True,
-             lambda s: one_cost(C, s)),
-            ("A2", lambda: align_contiguous(C, bg_cost=BG_COST), lambda: prev_contiguous(C, bg_cost=BG_COST),
-             False, lambda y: run_cost(C, y, BG_COST))]:
+        (
+            "A1",
+            lambda: align_one(C, maximize=False),
+            lambda: prev_one(C, maximize=False),
+            True,
+            lambda s: one_cost(C, s),
+        ),
+        (
+            "A2",
+            lambda: align_contiguous(C, bg_cost=BG_COST),
+            lambda: prev_contiguous(C, bg_cost=BG_COST),
+            False,
+            lambda y: run_cost(C, y, BG_COST),
+        ),
+    ]:
         got = ours()
 
         def ct(exactly_one=exactly_one):
             ct_dp(Y, C32, exactly_one, 0.0 if exactly_one else BG_COST)
+
         # the previous code on its own: its memory churn would slow whatever runs right after it
         ms = median_ms({"previous": prev}, max(3, repeats // 3))
         ms |= median_ms({"ours": ours} | ({"ct": ct} if ct_dp else {}), repeats)
@@ -175,8 +208,14 @@ def rows(T: int, K: int, repeats: int, ct_dp, prev_one, prev_contiguous) -> list
             ident = "identical" if np.array_equal(got, ct_out) else "differ"
             same_ct = f"{'yes' if same else 'NO'}, labels {ident}"
             ct_w, ct_c = ms["ct"]
-            row += [f"{ct_w:.2f}", f"{prev_w / ours_w:.0f}x", f"{ct_w / ours_w:.1f}x", f"{ours_c:.3f}", f"{ct_c:.2f}",
-                    f"{ct_c / ours_c:.1f}x"]
+            row += [
+                f"{ct_w:.2f}",
+                f"{prev_w / ours_w:.0f}x",
+                f"{ct_w / ours_w:.1f}x",
+                f"{ours_c:.3f}",
+                f"{ct_c:.2f}",
+                f"{ct_c / ours_c:.1f}x",
+            ]
         out.append(row + ["yes" if np.array_equal(got, prev()) else "NO", same_ct])
     return out
 
@@ -189,9 +228,22 @@ def main(quick: bool, crosstask: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ct_dp, note = build_crosstask(crosstask, Path(tmp))
         console.print(note)
-        table = Table("DP", "T", "K", "ours ms", "previous ms", "CrossTask ms", "÷ previous", "÷ CrossTask",
-                      "ours CPU ms", "CrossTask CPU ms", "÷ CrossTask CPU", "labels = previous",
-                      "cost = CrossTask", title="Order-constrained DP, median time per video (wall, then CPU)")
+        table = Table(
+            "DP",
+            "T",
+            "K",
+            "ours ms",
+            "previous ms",
+            "CrossTask ms",
+            "÷ previous",
+            "÷ CrossTask",
+            "ours CPU ms",
+            "CrossTask CPU ms",
+            "÷ CrossTask CPU",
+            "labels = previous",
+            "cost = CrossTask",
+            title="Order-constrained DP, median time per video (wall, then CPU)",
+        )
         for (T, K), n in zip(SIZES, repeats, strict=True):
             for row in rows(T, K, n, ct_dp, prev_one, prev_contiguous):
                 table.add_row(*row)
@@ -202,7 +254,9 @@ def main(quick: bool, crosstask: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Fewer repeats.")
-    parser.add_argument("--crosstask", help="CrossTask checkout, bare git folder or dp.pyx (default: $CROSSTASK, "
-                                            "else a clone from GitHub).")
+    parser.add_argument(
+        "--crosstask",
+        help="CrossTask checkout, bare git folder or dp.pyx (default: $CROSSTASK, else a clone from GitHub).",
+    )
     args = parser.parse_args()
     main(args.quick, args.crosstask)

@@ -42,7 +42,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from howto3d import grounding_cmds, scenes  # noqa: E402
 from howto3d.config import Config  # noqa: E402
-from howto3d.discover_cmds import _encoder  # noqa: E402
+from howto3d.groundedness_cmds import sentence_encoder  # noqa: E402
 from howto3d.temporal_cmds import features_of, narration_lines  # noqa: E402
 from howto3d.workspace import Workspace  # noqa: E402
 from recon.io import read_json  # noqa: E402
@@ -91,7 +91,7 @@ def separation(workspaces: list[Path], seeds: list[int], console: Console) -> di
     default_scores: dict = {}
     for root in workspaces:
         ws = Workspace.open(root)
-        embed = _encoder(ws)
+        embed = sentence_encoder(ws)
         for scene in ws.scenes():
             feats, lines, kinds = scene_data(ws, scene)
             k = np.concatenate([kinds[v] for v in sorted(kinds)])
@@ -106,61 +106,94 @@ def separation(workspaces: list[Path], seeds: list[int], console: Console) -> di
                     s = np.concatenate([res[v].lines for v in sorted(kinds)])
                     pooled[name].append((k, s))
                     rows[name].setdefault(col, []).append(roc_auc_score(y, s) if 0 < y.sum() < len(y) else np.nan)
-    table = Table("variant", *(f"{c}\n{n}" for c, n in counts.items()), "pooled", "mean step | mention | filler",
-                  title="AUC of the score, step lines vs the others (per scene: mean over seeds; lines "
-                  "step/mention/filler under each scene)")
+    table = Table(
+        "variant",
+        *(f"{c}\n{n}" for c, n in counts.items()),
+        "pooled",
+        "mean step | mention | filler",
+        title="AUC of the score, step lines vs the others (per scene: mean over seeds; lines "
+        "step/mention/filler under each scene)",
+    )
     for name in VARIANTS:
         k = np.concatenate([k for k, _ in pooled[name]])
         s = np.concatenate([s for _, s in pooled[name]])
         means = " | ".join(f"{s[k == kind].mean():.2f}" if (k == kind).any() else "-" for kind in KINDS)
-        table.add_row(name, *(f"{np.nanmean(rows[name][c]):.2f}" for c in counts),
-                      f"{roc_auc_score(k == 'step', s):.2f}", means)
+        table.add_row(
+            name, *(f"{np.nanmean(rows[name][c]):.2f}" for c in counts), f"{roc_auc_score(k == 'step', s):.2f}", means
+        )
     console.print(table)
     return default_scores
 
 
-def pck(workspaces: list[Path], scores: dict, thresholds: list[float], floor: float, seeds: list[int],
-        console: Console) -> None:
+def pck(
+    workspaces: list[Path], scores: dict, thresholds: list[float], floor: float, seeds: list[int], console: Console
+) -> None:
     """PCK@10/@30 of the grounding model trained with each line filter / weighting (mean over grounding seeds)."""
+
     def weights(root: Path, rule) -> dict:
         ws = Workspace.open(root)
         gt = {s: read_json(ws.ground_truth_path(s))["videos"] for s in ws.scenes()}
         out = {}
         for s in grounding_cmds.trainable_scenes(ws):
             nar = scenes.narrations(ws, s)
-            out[s] = {v: [float(rule(g, n["kind"])) for g, n in zip(scores[str(root)][s][v], gt[s][v]["narrations"],
-                                                                    strict=True)]
-                      for v in nar if v in scores[str(root)][s]}
+            out[s] = {
+                v: [
+                    float(rule(g, n["kind"]))
+                    for g, n in zip(scores[str(root)][s][v], gt[s][v]["narrations"], strict=True)
+                ]
+                for v in nar
+                if v in scores[str(root)][s]
+            }
         return out
 
     rules = {"every line (min_groundedness 0)": None}
     rules |= {f"min_groundedness {t:g}": (lambda t: lambda g, _: g >= t)(t) for t in thresholds}  # noqa: B023
-    rules[f"weighted {floor:g} + (1 − {floor:g})·min(1, 2·max(score − 0.5, 0))"] = \
-        lambda g, _: floor + (1 - floor) * min(1.0, 2 * max(g - 0.5, 0.0))
+    rules[f"weighted {floor:g} + (1 − {floor:g})·min(1, 2·max(score − 0.5, 0))"] = lambda g, _: (
+        floor + (1 - floor) * min(1.0, 2 * max(g - 0.5, 0.0))
+    )
     rules["ground-truth step lines only (oracle)"] = lambda _, kind: kind == "step"
-    table = Table("training lines", "lines with weight > 0", "PCK@10cm", "PCK@30cm",
-                  title=f"grounding PCK (paraphrase queries, pooled over the workspaces; mean (each) over grounding "
-                  f"seeds {seeds})")
+    table = Table(
+        "training lines",
+        "lines with weight > 0",
+        "PCK@10cm",
+        "PCK@30cm",
+        title=f"grounding PCK (paraphrase queries, pooled over the workspaces; mean (each) over grounding "
+        f"seeds {seeds})",
+    )
     for name, rule in rules.items():
         lw = {str(r): weights(r, rule) for r in workspaces} if rule is not None else None
-        kept = "all" if lw is None else \
-            f"{np.mean([w > 0 for d in lw.values() for s in d.values() for ws_ in s.values() for w in ws_]):.0%}"
+        kept = (
+            "all"
+            if lw is None
+            else f"{np.mean([w > 0 for d in lw.values() for s in d.values() for ws_ in s.values() for w in ws_]):.0%}"
+        )
         fine, at = [], []
         for seed in seeds:
             for root in workspaces:
-                grounding_cmds.train(_Seeded(root, seed), line_weights=None if lw is None else lw[str(root)],
-                                     force=True)
+                grounding_cmds.train(
+                    _Seeded(root, seed), line_weights=None if lw is None else lw[str(root)], force=True
+                )
             rep = grounding_cmds.eval_grounding([_Seeded(r, seed) for r in workspaces])
             fine.append(rep["pck_fine"])
             at.append(rep["pck_at"])
-        table.add_row(name, kept, f"{np.mean(fine):.2f} ({', '.join(f'{x:.2f}' for x in fine)})",
-                      f"{np.mean(at):.2f} ({', '.join(f'{x:.2f}' for x in at)})")
+        table.add_row(
+            name,
+            kept,
+            f"{np.mean(fine):.2f} ({', '.join(f'{x:.2f}' for x in fine)})",
+            f"{np.mean(at):.2f} ({', '.join(f'{x:.2f}' for x in at)})",
+        )
         console.print(f"  {name}: PCK@10 {fine}, PCK@30 {at}")
     console.print(table)
 
 
-def main(workspaces: list[Path], seeds: list[int], with_pck: bool, thresholds: list[float], floor: float,
-         train_seeds: list[int]) -> None:
+def main(
+    workspaces: list[Path],
+    seeds: list[int],
+    with_pck: bool,
+    thresholds: list[float],
+    floor: float,
+    train_seeds: list[int],
+) -> None:
     torch.set_num_threads(1)
     console = Console(width=200)
     scores = separation(workspaces, seeds, console)
@@ -177,5 +210,11 @@ if __name__ == "__main__":
     ap.add_argument("--floor", type=float, default=0.25, help="weight of a line scored 0.5 or below")
     ap.add_argument("--train-seeds", default="0,1", help="grounding seeds (each filter is trained with each)")
     a = ap.parse_args()
-    main(a.workspaces, [int(s) for s in a.seeds.split(",")], a.pck, [float(t) for t in a.thresholds.split(",")],
-         a.floor, [int(s) for s in a.train_seeds.split(",")])
+    main(
+        a.workspaces,
+        [int(s) for s in a.seeds.split(",")],
+        a.pck,
+        [float(t) for t in a.thresholds.split(",")],
+        a.floor,
+        [int(s) for s in a.train_seeds.split(",")],
+    )

@@ -35,14 +35,29 @@ from grounding.config import GroundingConfig  # noqa: E402
 from grounding.narration import find_subtitles, read_narrations  # noqa: E402
 from synth.queries import PARAPHRASE_QUERIES  # noqa: E402
 
-SOURCE = {"method": "classifier", "trainable_layers": -1, "heldout_fraction": 0.15, "targets": "point",
-          "seen_weighting": False, "window_pad_seconds": 0.0, "window_shift_seconds": 0.0, "prior_power": 0.0}
+SOURCE = {
+    "method": "classifier",
+    "trainable_layers": -1,
+    "heldout_fraction": 0.15,
+    "targets": "point",
+    "seen_weighting": False,
+    "window_pad_seconds": 0.0,
+    "window_shift_seconds": 0.0,
+    "prior_power": 0.0,
+}
 """Today's model before this benchmark: BERT fine-tuned end to end, early stopping on a held-out split."""
 
-RAW_INDEX = {"method": "index", "targets": "point", "seen_weighting": False, "window_pad_seconds": 0.0,
-             "window_shift_seconds": 0.0, "index_weight_power": 1.0, "prior_power": 0.0}
+RAW_INDEX = {
+    "method": "index",
+    "targets": "point",
+    "seen_weighting": False,
+    "window_pad_seconds": 0.0,
+    "window_shift_seconds": 0.0,
+    "index_weight_power": 1.0,
+    "prior_power": 0.0,
+}
 PREVIOUS = {"index_weight_power": 1.0}
-"""The default before issue #13's second round: pair weights to the power 1."""
+"""An earlier default: pair weights to the power 1."""
 DEFAULT = "index, window + seen + 1 s neighbours, weight^4 (default)"
 VARIANTS: dict[str, dict] = {
     "fine-tuned BERT + head (source)": SOURCE,
@@ -63,13 +78,26 @@ VARIANTS: dict[str, dict] = {
     "index, no label smoothing": {"label_sigma": 0.0},
     "frozen encoder + head": {"method": "classifier"},
     "ensemble head + index (0.7), prior 0.5": {"method": "ensemble", "ensemble_weight": 0.7, "prior_power": 0.5},
-    "top 2 layers fine-tuned (lr 2e-5, 15 epochs) + index": {"method": "ensemble", "trainable_layers": 2,
-                                                              "lr_encoder": 2e-5, "epochs": 15},
+    "top 2 layers fine-tuned (lr 2e-5, 15 epochs) + index": {
+        "method": "ensemble",
+        "trainable_layers": 2,
+        "lr_encoder": 2e-5,
+        "epochs": 15,
+    },
 }
 """Overrides of the default :class:`GroundingConfig` per variant."""
 
-QUERY_TIME = ("method", "index_k", "index_temperature", "index_weight_power", "prior_power", "ensemble_weight",
-              "score_radius", "peak_separation", "uncertain_ratio")
+QUERY_TIME = (
+    "method",
+    "index_k",
+    "index_temperature",
+    "index_weight_power",
+    "prior_power",
+    "ensemble_weight",
+    "score_radius",
+    "peak_separation",
+    "uncertain_ratio",
+)
 """Settings read at query time: variants differing only in these share one trained model."""
 
 
@@ -84,10 +112,15 @@ def oracle_world(root: Path, pixel_step: int) -> dict:
         narrations[s.scene] = {v: read_narrations(p) for v, p in subs.items() if p is not None}
         gts[s.scene] = json.loads((d / "ground_truth.json").read_text())
     filmed = {s: sorted({st["part"] for v in g["videos"].values() for st in v["steps"]}) for s, g in gts.items()}
-    return {"name": root.name, "scenes": scenes, "narrations": narrations,
-            "queries": geval.queries_for(filmed, PARAPHRASE_QUERIES),
-            "gt_points": {s: g["parts"] for s, g in gts.items()}, "chance": {s: sc.points for s, sc in scenes.items()},
-            "to_metric": {}}
+    return {
+        "name": root.name,
+        "scenes": scenes,
+        "narrations": narrations,
+        "queries": geval.queries_for(filmed, PARAPHRASE_QUERIES),
+        "gt_points": {s: g["parts"] for s, g in gts.items()},
+        "chance": {s: sc.points for s, sc in scenes.items()},
+        "to_metric": {},
+    }
 
 
 def workspace_world(root: Path) -> dict:
@@ -115,9 +148,12 @@ def latency(folder: Path, scene: str, texts: list[str]) -> dict:
     t0 = time.perf_counter()
     grounder.query(scene, texts)
     batched = time.perf_counter() - t0
-    return {"cold_start_s": round(cold, 2), "single_p50_ms": round(1000 * float(np.percentile(single, 50)), 1),
-            "single_p95_ms": round(1000 * float(np.percentile(single, 95)), 1),
-            "batched_queries_per_s": round(len(texts) / batched, 1)}
+    return {
+        "cold_start_s": round(cold, 2),
+        "single_p50_ms": round(1000 * float(np.percentile(single, 50)), 1),
+        "single_p95_ms": round(1000 * float(np.percentile(single, 95)), 1),
+        "batched_queries_per_s": round(len(texts) / batched, 1),
+    }
 
 
 def run_variant(name: str, overrides: dict, worlds: list[dict], out: Path, encoder: str, trained: dict) -> dict:
@@ -131,8 +167,12 @@ def run_variant(name: str, overrides: dict, worlds: list[dict], out: Path, encod
             folder = out / w["name"] / f"model_{len(trained)}"
             t = time.perf_counter()
             summary = gtrain.main(conf, w["scenes"], w["narrations"], folder)
-            have = {"folder": folder, "head": conf.method != "index", "seconds": time.perf_counter() - t,
-                    "per_epoch": summary.get("seconds_per_epoch")}
+            have = {
+                "folder": folder,
+                "head": conf.method != "index",
+                "seconds": time.perf_counter() - t,
+                "per_epoch": summary.get("seconds_per_epoch"),
+            }
             trained[(w["name"], key)] = have
         seconds.append(have["seconds"])
         if have["per_epoch"] is not None:
@@ -141,32 +181,61 @@ def run_variant(name: str, overrides: dict, worlds: list[dict], out: Path, encod
         grounder.k, grounder.temperature = conf.index_k, conf.index_temperature
         grounder.weight_power = conf.index_weight_power
         grounder.prior_power, grounder.ensemble_weight = conf.prior_power, conf.ensemble_weight
-        reports.append(geval.evaluate(grounder, w["queries"], w["gt_points"], w["chance"], w["to_metric"],
-                                      method=conf.method))
+        reports.append(
+            geval.evaluate(grounder, w["queries"], w["gt_points"], w["chance"], w["to_metric"], method=conf.method)
+        )
     r = summarize(reports)
-    r |= {"train_seconds": round(float(np.mean(seconds)), 1),
-          "seconds_per_epoch": round(float(np.mean(per_epoch)), 3) if per_epoch else None,
-          "world_reports": [{k: x[k] for k in ("queries", "parts", "pck", "chance", "pck_at", "chance_at", "pck_fine",
-                                               "chance_fine", "thresholds", "at", "at_fine", "median_error_m")}
-                            for x in reports]}
+    r |= {
+        "train_seconds": round(float(np.mean(seconds)), 1),
+        "seconds_per_epoch": round(float(np.mean(per_epoch)), 3) if per_epoch else None,
+        "world_reports": [
+            {
+                k: x[k]
+                for k in (
+                    "queries",
+                    "parts",
+                    "pck",
+                    "chance",
+                    "pck_at",
+                    "chance_at",
+                    "pck_fine",
+                    "chance_fine",
+                    "thresholds",
+                    "at",
+                    "at_fine",
+                    "median_error_m",
+                )
+            }
+            for x in reports
+        ],
+    }
     return r
 
 
 def summarize(reports: list[dict]) -> dict:
     r = geval.combine(reports) if len(reports) > 1 else reports[0]
-    return {"pck_at_10cm": r["pck_fine"], "pck_at_30cm": r["pck_at"], "chance_at_10cm": r["chance_fine"],
-            "chance_at_30cm": r["chance_at"], "median_error_m": r["median_error_m"],
-            "per_world": [(x["pck_fine"], x["pck_at"]) for x in reports],
-            "parts_at_30cm": {p: v["pck"] for p, v in r["parts"].items()},
-            "parts_at_10cm": {p: v["pck_fine"] for p, v in r["parts"].items()},
-            "calibration": r["calibration"], "queries": len(r["queries"])}
+    return {
+        "pck_at_10cm": r["pck_fine"],
+        "pck_at_30cm": r["pck_at"],
+        "chance_at_10cm": r["chance_fine"],
+        "chance_at_30cm": r["chance_at"],
+        "median_error_m": r["median_error_m"],
+        "per_world": [(x["pck_fine"], x["pck_at"]) for x in reports],
+        "parts_at_30cm": {p: v["pck"] for p, v in r["parts"].items()},
+        "parts_at_10cm": {p: v["pck_fine"] for p, v in r["parts"].items()},
+        "calibration": r["calibration"],
+        "queries": len(r["queries"]),
+    }
 
 
 def print_row(label: str, name: str, r: dict) -> None:
     parts = "  ".join(f"{p[:12]} {v:.2f}" for p, v in r["parts_at_30cm"].items())
-    print(f"{label} | {name:52s} | PCK@10 {r['pck_at_10cm']:.3f} PCK@30 {r['pck_at_30cm']:.3f} | chance "
-          f"{r['chance_at_10cm']:.3f}/{r['chance_at_30cm']:.3f} | train {r.get('train_seconds')} s "
-          f"({r.get('seconds_per_epoch')} s/epoch) | {parts}", flush=True)
+    print(
+        f"{label} | {name:52s} | PCK@10 {r['pck_at_10cm']:.3f} PCK@30 {r['pck_at_30cm']:.3f} | chance "
+        f"{r['chance_at_10cm']:.3f}/{r['chance_at_30cm']:.3f} | train {r.get('train_seconds')} s "
+        f"({r.get('seconds_per_epoch')} s/epoch) | {parts}",
+        flush=True,
+    )
 
 
 def merge(files: list[Path]) -> None:
@@ -182,9 +251,11 @@ def merge(files: list[Path]) -> None:
             merged["seconds_per_epoch"] = round(float(np.mean(epochs)), 3) if epochs else None
             print_row(f"{label} ({len(merged['per_world'])} worlds)", name, merged)
             cal = merged["calibration"]
-            print(f"      calibration: {[(b['mean_score'], b['hit_rate'], b['queries']) for b in cal['bins']]}, "
-                  f"hit rate confident {cal['hit_rate_confident']} / uncertain {cal['hit_rate_uncertain']} "
-                  f"({cal['uncertain_fraction']} uncertain)")
+            print(
+                f"      calibration: {[(b['mean_score'], b['hit_rate'], b['queries']) for b in cal['bins']]}, "
+                f"hit rate confident {cal['hit_rate_confident']} / uncertain {cal['hit_rate_uncertain']} "
+                f"({cal['uncertain_fraction']} uncertain)"
+            )
 
 
 def main() -> None:
@@ -197,10 +268,18 @@ def main() -> None:
     ap.add_argument("--encoder", default=GroundingConfig().encoder, help="packaged BERT or a local BERT folder")
     ap.add_argument("--out", type=Path, help="keep the worlds, models and report here")
     ap.add_argument("--merge", type=Path, nargs="*", help="only pool and print these report files")
-    ap.add_argument("--degraded", action="store_true", help="generate degraded worlds (WorldConfig.degraded: dense "
-                    "talk, half of the videos with rolling YouTube captions) instead of clean ones")
-    ap.add_argument("--long", action="store_true", help="generate 2 × 10-minute videos with minute-long hovers and "
-                    "dense talk (WorldConfig.long, 60-s dwells) instead of clean worlds")
+    ap.add_argument(
+        "--degraded",
+        action="store_true",
+        help="generate degraded worlds (WorldConfig.degraded: dense "
+        "talk, half of the videos with rolling YouTube captions) instead of clean ones",
+    )
+    ap.add_argument(
+        "--long",
+        action="store_true",
+        help="generate 2 × 10-minute videos with minute-long hovers and "
+        "dense talk (WorldConfig.long, 60-s dwells) instead of clean worlds",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.merge:
@@ -214,16 +293,18 @@ def main() -> None:
         for seed in (0,) if args.quick else (0, 1, 2):
             d = out / f"world_s{seed}"
             if not (d / "scenes").is_dir():
-                cfg = WorldConfig.degraded(seed=seed, width=64, height=36, caption_vtt_share=0.5) if args.degraded \
-                    else WorldConfig.long(seed=seed, seconds=600.0, dwell_seconds=60.0, width=64, height=36) \
-                    if args.long else WorldConfig(scenes=2, videos=4, seconds=20.0, seed=seed, width=64, height=36)
+                cfg = (
+                    WorldConfig.degraded(seed=seed, width=64, height=36, caption_vtt_share=0.5)
+                    if args.degraded
+                    else WorldConfig.long(seed=seed, seconds=600.0, dwell_seconds=60.0, width=64, height=36)
+                    if args.long
+                    else WorldConfig(scenes=2, videos=4, seconds=20.0, seed=seed, width=64, height=36)
+                )
                 generate_world(d, cfg)
             oracle_dirs.append(d)
     worlds = [workspace_world(w) for w in args.workspaces] + [oracle_world(d, 2) for d in oracle_dirs]
-    names = args.variants or ([DEFAULT, "fine-tuned BERT + head (source)"]
-                              if args.quick else list(VARIANTS))
-    report: dict = {"label": args.label, "worlds": [w["name"] for w in worlds], "encoder": args.encoder,
-                    "variants": {}}
+    names = args.variants or ([DEFAULT, "fine-tuned BERT + head (source)"] if args.quick else list(VARIANTS))
+    report: dict = {"label": args.label, "worlds": [w["name"] for w in worlds], "encoder": args.encoder, "variants": {}}
     trained: dict = {}
     path = out / f"report_{args.label}_{'_'.join(w['name'] for w in worlds)}.json"
     for name in names:
@@ -231,12 +312,27 @@ def main() -> None:
         report["variants"][name] = r
         print_row(args.label, name, r)
         path.write_text(json.dumps(report, indent=1))
-    default = next((v for (world, key), v in trained.items() if world == worlds[0]["name"]
-                    and key == json.dumps({k: x for k, x in asdict(replace(GroundingConfig(), encoder=args.encoder))
-                                           .items() if k not in QUERY_TIME}, sort_keys=True)), None)
+    default = next(
+        (
+            v
+            for (world, key), v in trained.items()
+            if world == worlds[0]["name"]
+            and key
+            == json.dumps(
+                {
+                    k: x
+                    for k, x in asdict(replace(GroundingConfig(), encoder=args.encoder)).items()
+                    if k not in QUERY_TIME
+                },
+                sort_keys=True,
+            )
+        ),
+        None,
+    )
     if default is not None:
-        report["latency_default"] = latency(default["folder"], worlds[0]["queries"][0][0],
-                                            [q[2] for q in worlds[0]["queries"]])
+        report["latency_default"] = latency(
+            default["folder"], worlds[0]["queries"][0][0], [q[2] for q in worlds[0]["queries"]]
+        )
         print(f"latency of the default: {report['latency_default']}")
     path.write_text(json.dumps(report, indent=1))
     print(f"report: {path}")

@@ -53,17 +53,30 @@ def main() -> None:
             for task in [t for t in read_task_file(path).tasks if t in performed]:
                 for fusion in FUSIONS:
                     try:
-                        g = guide_cmds.guide(ws, scene, task, timelines=timelines, grounder=grounder,
-                                             conf=replace(GuideConfig(), fusion=fusion))
+                        g = guide_cmds.guide(
+                            ws,
+                            scene,
+                            task,
+                            timelines=timelines,
+                            grounder=grounder,
+                            conf=replace(GuideConfig(), fusion=fusion),
+                        )
                     except InputError as e:  # no video performs it in its timeline: every step unplaced
                         print(f"{root.name}/{scene} {task}: {e}")
-                        g = {"task": task, "steps": [{"step": s, "point": None, "moments": []}
-                                                     for s in read_task_file(path).tasks[task].steps]}
+                        g = {
+                            "task": task,
+                            "steps": [
+                                {"step": s, "point": None, "moments": []}
+                                for s in read_task_file(path).tasks[task].steps
+                            ],
+                        }
                     r = evaluation.eval_guide(gt, world, g)
                     pooled[fusion] += r["steps"]
-                    print(f"{root.name}/{scene} {task:<22} {fusion:<8} placed {r['placed']:.2f}  moment shows "
-                          f"{r['moment_shows']:.2f}  inside {r['moment_inside']:.2f}  ({len(r['steps'])} steps)",
-                          flush=True)
+                    print(
+                        f"{root.name}/{scene} {task:<22} {fusion:<8} placed {r['placed']:.2f}  moment shows "
+                        f"{r['moment_shows']:.2f}  inside {r['moment_inside']:.2f}  ({len(r['steps'])} steps)",
+                        flush=True,
+                    )
     hits, near = [], []
     for root in args.ws:  # query answers' evidence: does the top moment show the asked-for part?
         ws = Workspace.open(root)
@@ -72,20 +85,25 @@ def main() -> None:
                 continue
             gt = evaluation.load_gt(ws.ground_truth_path(scene))
             world = evaluation.world_from_shared(ws, scene, scenes.shared_scene(ws, scene))
-            filmed = sorted({s["part"] for r in gt["videos"].values() for s in r.get("steps", [])}
-                            & set(PARAPHRASE_QUERIES))
+            filmed = sorted(
+                {s["part"] for r in gt["videos"].values() for s in r.get("steps", [])} & set(PARAPHRASE_QUERIES)
+            )
             texts = [(p, q) for p in filmed for q in PARAPHRASE_QUERIES[p]]
             answers = grounding_cmds.query(ws, scene, [q for _, q in texts], with_moments=True)
             for (p, _), a in zip(texts, answers, strict=True):
                 hits.append(bool(a["moments"]) and evaluation.moment_shows(gt, a["moments"][0], p))
                 X = np.asarray(world * np.array([a["point"]])).reshape(3)
                 near.append(float(np.linalg.norm(X - np.asarray(gt["parts"][p]))) <= 0.3)
-            print(f"{root.name}/{scene} queries: top moment shows the asked-for part "
-                  f"{sum(hits[-len(texts):])}/{len(texts)}")
+            print(
+                f"{root.name}/{scene} queries: top moment shows the asked-for part "
+                f"{sum(hits[-len(texts) :])}/{len(texts)}"
+            )
     good = [h for h, n in zip(hits, near, strict=True) if n]
-    print(f"\nquery answers (paraphrase set): top moment shows the asked-for part {sum(hits)}/{len(hits)} "
-          f"= {sum(hits) / max(len(hits), 1):.2f}; of the answers within 30 cm {sum(good)}/{len(good)} "
-          f"= {sum(good) / max(len(good), 1):.2f}")
+    print(
+        f"\nquery answers (paraphrase set): top moment shows the asked-for part {sum(hits)}/{len(hits)} "
+        f"= {sum(hits) / max(len(hits), 1):.2f}; of the answers within 30 cm {sum(good)}/{len(good)} "
+        f"= {sum(good) / max(len(good), 1):.2f}"
+    )
     print("\n| fusion | steps | placed ≤ 30 cm | median error (cm) | top moment shows the part | inside the step |")
     print("|---|---|---|---|---|---|")
     for fusion, rows in pooled.items():
@@ -94,8 +112,10 @@ def main() -> None:
         errs = sorted(r["error_m"] for r in rows if r["error_m"] is not None)
         med = 100 * errs[len(errs) // 2] if errs else float("nan")
         n = len(rows)
-        print(f"| {fusion} | {n} | {sum(e <= 0.3 for e in errs) / n:.2f} | {med:.1f} | "
-              f"{sum(r['moment_shows'] for r in rows) / n:.2f} | {sum(r['moment_inside'] for r in rows) / n:.2f} |")
+        print(
+            f"| {fusion} | {n} | {sum(e <= 0.3 for e in errs) / n:.2f} | {med:.1f} | "
+            f"{sum(r['moment_shows'] for r in rows) / n:.2f} | {sum(r['moment_inside'] for r in rows) / n:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,11 @@ def splice(scene_dir: Path, parts: list[str], name: str) -> None:
     gt = json.loads(gt_path.read_text())
     first = gt["videos"][parts[0]]
     out = {k: first[k] for k in ("fps", "width", "height", "parts")} | {
-        "file": f"videos/{name}.mp4", "frames": [], "dwells": [], "cuts": []}
+        "file": f"videos/{name}.mp4",
+        "frames": [],
+        "dwells": [],
+        "cuts": [],
+    }
     offset, index = 0.0, 0
     with VideoWriter(scene_dir / "videos" / f"{name}.mp4", first["width"], first["height"], first["fps"]) as w:
         for part in parts:
@@ -61,8 +65,9 @@ def splice(scene_dir: Path, parts: list[str], name: str) -> None:
             truth = gt["videos"].pop(part)
             if offset:
                 out["cuts"].append(offset)
-            out["frames"] += [f | {"index": index + f["index"], "time": round(offset + f["time"], 7)}
-                              for f in truth["frames"]]
+            out["frames"] += [
+                f | {"index": index + f["index"], "time": round(offset + f["time"], 7)} for f in truth["frames"]
+            ]
             out["dwells"] += [d | {"start": offset + d["start"], "end": offset + d["end"]} for d in truth["dwells"]]
             index += len(truth["frames"])
             offset = index / first["fps"]
@@ -74,8 +79,9 @@ def splice(scene_dir: Path, parts: list[str], name: str) -> None:
 
 def spliced_world(out: Path, videos: int, seconds: float, fps: float, size: tuple[int, int], seed: int) -> Path:
     """Render ``2 × videos`` shots of ``seconds / 2`` and splice them pairwise into ``videos`` long videos."""
-    cfg = WorldConfig(scenes=1, videos=2 * videos, seconds=seconds / 2, seed=seed, width=size[0], height=size[1],
-                      fps=fps)
+    cfg = WorldConfig(
+        scenes=1, videos=2 * videos, seconds=seconds / 2, seed=seed, width=size[0], height=size[1], fps=fps
+    )
     (scene_dir,) = generate_world(out, cfg)
     for v in range(videos):
         splice(scene_dir, [f"video_{2 * v:02d}", f"video_{2 * v + 1:02d}"], f"long_{v:02d}")
@@ -93,8 +99,9 @@ def dwell_coverage(shared: SharedScene, gt: dict) -> tuple[int, int]:
     return covered, total
 
 
-def run(scene_dir: Path, work: Path, recon_conf: recon_stage.ReconstructConfig, frames_dirs: dict[str, Path],
-        seconds: dict) -> dict:
+def run(
+    scene_dir: Path, work: Path, recon_conf: recon_stage.ReconstructConfig, frames_dirs: dict[str, Path], seconds: dict
+) -> dict:
     """Reconstruct (given frames) and align every video of ``scene_dir``; evaluate against its ground truth."""
     gt = read_json(scene_dir / "ground_truth.json")
     sfm_dirs, reports = {}, {}
@@ -112,8 +119,9 @@ def run(scene_dir: Path, work: Path, recon_conf: recon_stage.ReconstructConfig, 
     align_stage.main(align_stage.AlignConfig(), sfm_dirs, work / "align")
     seconds["align"] += time.perf_counter() - t
     transforms = read_json(work / "align" / "transforms.json")
-    by_segment = {v: {int(k): sim3_from_json(s) for k, s in segs.items()}
-                  for v, segs in transforms["shared_from_segment"].items()}
+    by_segment = {
+        v: {int(k): sim3_from_json(s) for k, s in segs.items()} for v, segs in transforms["shared_from_segment"].items()
+    }
     shared = load_shared_scene(scene_dir.name, sfm_dirs, frames_dirs, by_segment)
     errors = camera_errors(shared, gt)
     covered, total = dwell_coverage(shared, gt)
@@ -153,8 +161,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.world or Path(tmp) / "world"
         scenes = sorted((root / "scenes").glob("*")) if (root / "scenes").exists() else []
-        scene_dir = scenes[0] if scenes else spliced_world(root, args.videos, args.seconds, args.fps,
-                                                            tuple(args.size), args.seed)
+        scene_dir = (
+            scenes[0]
+            if scenes
+            else spliced_world(root, args.videos, args.seconds, args.fps, tuple(args.size), args.seed)
+        )
         shots = sorted((scene_dir / "videos").glob("video_*.mp4"))  # a world rendered by generate_world alone
         for v in range(len(shots) // 2):
             splice(scene_dir, [shots[2 * v].stem, shots[2 * v + 1].stem], f"long_{v:02d}")
@@ -173,17 +184,35 @@ def main() -> None:
             shutil.rmtree(work)
     length = read_json(scene_dir / "ground_truth.json")
     minutes = sum(len(v["frames"]) / v["fps"] for v in length["videos"].values()) / 60
-    table = Table(title=f"long videos: {len(frames_dirs)} × {minutes / len(frames_dirs):.1f} min, one cut each "
-                        f"(seconds summed over videos)")
-    for col in ("mapper", "decoded/kept", "registered", "segments kept/aligned", "dwells covered",
-                "centre mean/max cm", "rot max °", *(f"{s} s" for s in STAGES), "s per video-minute"):
+    table = Table(
+        title=f"long videos: {len(frames_dirs)} × {minutes / len(frames_dirs):.1f} min, one cut each "
+        f"(seconds summed over videos)"
+    )
+    for col in (
+        "mapper",
+        "decoded/kept",
+        "registered",
+        "segments kept/aligned",
+        "dwells covered",
+        "centre mean/max cm",
+        "rot max °",
+        *(f"{s} s" for s in STAGES),
+        "s per video-minute",
+    ):
         table.add_column(col, justify="right")
     for mapper, r in results.items():
         total = sum(r["seconds"].values())
-        table.add_row(mapper, f"{r['decoded']}/{r['kept']}", str(r["registered"]),
-                      f"{r['segments']}/{r['segments_aligned']}", r["dwells"],
-                      f"{r['centre_mean_cm']}/{r['centre_max_cm']}", str(r["rotation_max_deg"]),
-                      *(str(r["seconds"][s]) for s in STAGES), f"{total / minutes:.1f}")
+        table.add_row(
+            mapper,
+            f"{r['decoded']}/{r['kept']}",
+            str(r["registered"]),
+            f"{r['segments']}/{r['segments_aligned']}",
+            r["dwells"],
+            f"{r['centre_mean_cm']}/{r['centre_max_cm']}",
+            str(r["rotation_max_deg"]),
+            *(str(r["seconds"][s]) for s in STAGES),
+            f"{total / minutes:.1f}",
+        )
     console.print(table)
     if args.json:
         args.json.write_text(json.dumps({"minutes": minutes, "results": results}, indent=1))

@@ -139,6 +139,7 @@ class Cell:
 
 # ---- designs -----------------------------------------------------------------------------------------------------
 
+
 def _pairs(cell: tuple, axes: range) -> set[tuple]:
     return {(a, cell[a], b, cell[b]) for a, b in itertools.combinations(axes, 2)}
 
@@ -178,13 +179,16 @@ def design(args: argparse.Namespace) -> tuple[str, list[Cell]]:
         name = f"full factorial ({' × '.join(str(len(v)) for v in levels)} = {len(cells)} cells)"
     else:
         cells = covering_design(levels)
-        name = f"all-pairs covering design ({len(cells)} cell{'s' * (len(cells) != 1)}; full factorial would be " \
-               f"{int(np.prod([len(v) for v in levels]))})"
+        name = (
+            f"all-pairs covering design ({len(cells)} cell{'s' * (len(cells) != 1)}; full factorial would be "
+            f"{int(np.prod([len(v) for v in levels]))})"
+        )
     # shortest clips first (early feedback), cells of one world together (its rendering is reused)
     return name, sorted((Cell(*c) for c in cells), key=lambda c: (c.length, c.preset, c.seed, c.frames))
 
 
 # ---- running commands --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Cmd:
@@ -254,6 +258,7 @@ def _judge(cmd: Cmd, stdout: str, stderr: str) -> None:
 
 # ---- worlds and workspaces ---------------------------------------------------------------------------------------
 
+
 def synth_settings(preset: str, fps: float, size: tuple[int, int]) -> list[str]:
     out = [f"fps={fps:g}", f"width={size[0]}", f"height={size[1]}"]
     if preset == "degraded":  # its motion_blur (0.5) is a fraction of the frame interval at its own 10 fps
@@ -264,8 +269,18 @@ def synth_settings(preset: str, fps: float, size: tuple[int, int]) -> list[str]:
 def world(root: Path, cell: Cell, args: argparse.Namespace) -> tuple[Path, Cmd | None]:
     """The cell's rendered world (a ``howto3d synth`` workspace), rendered once per preset/length/seed."""
     path = root / "worlds" / cell.world_key
-    spec = ["--preset", cell.preset, "--scenes", "1", "--videos", "2", "--seconds", f"{cell.length:g}",
-            "--seed", str(cell.seed)]
+    spec = [
+        "--preset",
+        cell.preset,
+        "--scenes",
+        "1",
+        "--videos",
+        "2",
+        "--seconds",
+        f"{cell.length:g}",
+        "--seed",
+        str(cell.seed),
+    ]
     for s in synth_settings(cell.preset, args.fps, tuple(args.size)):
         spec += ["--set", s]
     marker = path / ".matrix-world.json"
@@ -292,14 +307,16 @@ def stage_seconds(ws: Path) -> dict[str, float]:
     for f in sorted((ws / "state").glob("*.json")):
         data = read_json_file(f)
         items = data.get("items", {}) if isinstance(data, dict) else {}
-        secs = [v["seconds"] for v in items.values()
-                if isinstance(v, dict) and isinstance(v.get("seconds"), int | float)]
+        secs = [
+            v["seconds"] for v in items.values() if isinstance(v, dict) and isinstance(v.get("seconds"), int | float)
+        ]
         if secs:
             out[f.stem] = round(float(sum(secs)), 1)
     return out
 
 
 # ---- ground truth ------------------------------------------------------------------------------------------------
+
 
 def centre(P) -> np.ndarray:
     P = np.asarray(P, float)
@@ -311,16 +328,26 @@ def camera_checks(cams: dict, gt: dict) -> dict:
     from howto3d.evaluation import fit_to_world
     from recon.io import InputError
 
-    frames = [SimpleNamespace(video=f["video"], time=float(f["time"]), center=centre(f["cam_from_world"]),
-                              segment=f.get("segment", 0)) for f in cams.get("frames", [])]
+    frames = [
+        SimpleNamespace(
+            video=f["video"], time=float(f["time"]), center=centre(f["cam_from_world"]), segment=f.get("segment", 0)
+        )
+        for f in cams.get("frames", [])
+    ]
     keys = Counter((f.video, round(f.time, 6)) for f in frames)
-    out: dict = {"duplicates": sum(n - 1 for n in keys.values() if n > 1),
-                 "registered": {v: sum(1 for k in keys if k[0] == v) for v in gt["videos"]},
-                 "segments": {v: len({f.segment for f in frames if f.video == v}) for v in gt["videos"]},
-                 "shots": {v: len(t.get("cuts", [])) + 1 for v, t in gt["videos"].items()},
-                 "median_all_m": {}, "median_own_m": {}, "problems": []}
-    truth = {v: {round(f["time"], 3): f["cam_from_world"] for f in t["frames"] if f["cam_from_world"] is not None}
-             for v, t in gt["videos"].items()}
+    out: dict = {
+        "duplicates": sum(n - 1 for n in keys.values() if n > 1),
+        "registered": {v: sum(1 for k in keys if k[0] == v) for v in gt["videos"]},
+        "segments": {v: len({f.segment for f in frames if f.video == v}) for v in gt["videos"]},
+        "shots": {v: len(t.get("cuts", [])) + 1 for v, t in gt["videos"].items()},
+        "median_all_m": {},
+        "median_own_m": {},
+        "problems": [],
+    }
+    truth = {
+        v: {round(f["time"], 3): f["cam_from_world"] for f in t["frames"] if f["cam_from_world"] is not None}
+        for v, t in gt["videos"].items()
+    }
     try:
         world_from_shared = fit_to_world(frames, gt)
     except InputError as e:
@@ -332,16 +359,21 @@ def camera_checks(cams: dict, gt: dict) -> dict:
         if not mine:
             out["problems"].append(f"{v}: no camera in the shared frame")
             continue
-        err = np.linalg.norm(world_from_shared * np.array([f.center for f in mine])
-                             - np.array([centre(truth[v][round(f.time, 3)]) for f in mine]), axis=1)
+        err = np.linalg.norm(
+            world_from_shared * np.array([f.center for f in mine])
+            - np.array([centre(truth[v][round(f.time, 3)]) for f in mine]),
+            axis=1,
+        )
         out["median_all_m"][v] = float(np.median(err))
         try:
             own = fit_to_world(mine, gt)
         except InputError as e:
             out["problems"].append(f"{v}: own fit: {e}")
             continue
-        err = np.linalg.norm(own * np.array([f.center for f in mine])
-                             - np.array([centre(truth[v][round(f.time, 3)]) for f in mine]), axis=1)
+        err = np.linalg.norm(
+            own * np.array([f.center for f in mine]) - np.array([centre(truth[v][round(f.time, 3)]) for f in mine]),
+            axis=1,
+        )
         out["median_own_m"][v] = float(np.median(err))
     return out
 
@@ -385,8 +417,10 @@ def photo(ws: Path, scene: str, video: str, gt: dict, out: Path) -> dict | None:
 
     from recon.video import read_frames
 
-    sampled = {f.get("index") for f in (read_json_file(ws / "scenes" / scene / "frames" / video / "frames.json")
-                                        or {}).get("frames", [])}
+    sampled = {
+        f.get("index")
+        for f in (read_json_file(ws / "scenes" / scene / "frames" / video / "frames.json") or {}).get("frames", [])
+    }
     frames = [f for f in gt["videos"][video]["frames"] if f["cam_from_world"] is not None and f["index"] not in sampled]
     if not frames:
         return None
@@ -401,14 +435,16 @@ def photo(ws: Path, scene: str, video: str, gt: dict, out: Path) -> dict | None:
 
 # ---- serve ---------------------------------------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def http(url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 300) -> tuple[int, dict,
-                                                                                                          bytes]:
+def http(
+    url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 300
+) -> tuple[int, dict, bytes]:
     req = urllib.request.Request(url, data=data, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -420,8 +456,12 @@ def http(url: str, data: bytes | None = None, headers: dict | None = None, timeo
 def multipart(fields: dict[str, str], name: str, filename: str, data: bytes, ctype: str) -> tuple[bytes, dict]:
     b = uuid.uuid4().hex
     parts = [f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]
-    parts.append(f'--{b}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                 f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(
+        f'--{b}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+        f"Content-Type: {ctype}\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+    )
     return b"".join(parts) + f"--{b}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={b}"}
 
 
@@ -483,16 +523,24 @@ def _requests(base: str, scene: str, image: Path | None, timeout: float) -> dict
     check("GET /", s, b"<html" in body.lower(), body)
     s, _, body = http(base + "/static/vendor/three/three.module.js", timeout=timeout)
     check("GET /static", s, len(body) > 1000, body)
-    s, _, body = http(base + "/query", json.dumps({"scene": scene, "text": QUERY}).encode(),
-                      {"Content-Type": "application/json"}, timeout=timeout)
+    s, _, body = http(
+        base + "/query",
+        json.dumps({"scene": scene, "text": QUERY}).encode(),
+        {"Content-Type": "application/json"},
+        timeout=timeout,
+    )
     check("POST /query", s, b'"point"' in body, body)
     if image is not None:
         data = image.read_bytes()
-        s, _, body = http(base + "/localize", *multipart({"scene": scene}, "image", image.name, data, "image/png"),
-                          timeout=timeout)
+        s, _, body = http(
+            base + "/localize", *multipart({"scene": scene}, "image", image.name, data, "image/png"), timeout=timeout
+        )
         check("POST /localize", s, b'"localized"' in body, body)
-        s, h, body = http(base + "/overlay", *multipart({"scene": scene, "text": QUERY}, "image", image.name, data,
-                                                        "image/png"), timeout=timeout)
+        s, h, body = http(
+            base + "/overlay",
+            *multipart({"scene": scene, "text": QUERY}, "image", image.name, data, "image/png"),
+            timeout=timeout,
+        )
         check("POST /overlay", s, body[:4] == b"\x89PNG", body)
     s, _, body = http(base + f"/scene/{scene}/export.glb", timeout=timeout)
     check("GET /scene/S/export.glb", s, body[:4] == b"glTF", body)
@@ -500,6 +548,7 @@ def _requests(base: str, scene: str, image: Path | None, timeout: float) -> dict
 
 
 # ---- one cell ------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Result:
@@ -519,14 +568,19 @@ class Result:
         return next((c for c in self.commands if c.name == name), None)
 
 
-def run_cell(root: Path, index: int, cell: Cell, args: argparse.Namespace, has_check: bool,
-             default_frames: int | None) -> Result:
+def run_cell(
+    root: Path, index: int, cell: Cell, args: argparse.Namespace, has_check: bool, default_frames: int | None
+) -> Result:
     res = Result(cell)
     t0 = time.perf_counter()
     say = lambda c: console.print(  # noqa: E731
         f"    {c.name:<16} rc {'n/a' if c.na else c.rc!s:>4}  {c.seconds:7.1f} s"
-        + ("  TRACEBACK" if c.traceback else "") + (f"  {c.error}" if c.rc not in (0, None) else "")
-        + (f"  [{c.note}]" if c.note else ""), markup=False, highlight=False)
+        + ("  TRACEBACK" if c.traceback else "")
+        + (f"  {c.error}" if c.rc not in (0, None) else "")
+        + (f"  [{c.note}]" if c.note else ""),
+        markup=False,
+        highlight=False,
+    )
 
     def do(name: str, *cmd_args, expect: Path | None = None, timeout: float | None = None) -> Cmd:
         c = run_cmd(name, list(cmd_args), logs, timeout or args.timeout, expect)
@@ -569,14 +623,24 @@ def run_cell(root: Path, index: int, cell: Cell, args: argparse.Namespace, has_c
         res.problems.append("no cameras --json output: nothing to check against the truth")
     else:
         res.problems += cc["problems"]
-        sampled = {v: len((read_json_file(ws / "scenes" / scene / "frames" / v / "frames.json") or {})
-                          .get("frames", [])) for v in videos}
+        sampled = {
+            v: len((read_json_file(ws / "scenes" / scene / "frames" / v / "frames.json") or {}).get("frames", []))
+            for v in videos
+        }
         res.numbers.update(
-            duplicates=cc["duplicates"], registered=cc["registered"], sampled=sampled, segments=cc["segments"],
-            shots=cc["shots"], median_all_cm={v: round(e * 100, 3) for v, e in cc["median_all_m"].items()},
-            median_own_cm={v: round(e * 100, 3) for v, e in cc["median_own_m"].items()})
-    registered_times = {v: [float(f["time"]) for f in cams["frames"] if f["video"] == v]
-                        for v in videos} if isinstance(cams, dict) else {v: [] for v in videos}
+            duplicates=cc["duplicates"],
+            registered=cc["registered"],
+            sampled=sampled,
+            segments=cc["segments"],
+            shots=cc["shots"],
+            median_all_cm={v: round(e * 100, 3) for v, e in cc["median_all_m"].items()},
+            median_own_cm={v: round(e * 100, 3) for v, e in cc["median_own_m"].items()},
+        )
+    registered_times = (
+        {v: [float(f["time"]) for f in cams["frames"] if f["video"] == v] for v in videos}
+        if isinstance(cams, dict)
+        else {v: [] for v in videos}
+    )
     wfs = cc.get("world_from_shared") if cc else None
 
     source = max(videos, key=lambda v: len(registered_times[v]))
@@ -587,24 +651,63 @@ def run_cell(root: Path, index: int, cell: Cell, args: argparse.Namespace, has_c
     out = read_json_file(logs / "transfer.out") if tr.rc == 0 else None
     if isinstance(out, dict) and wfs is not None:
         parts = gt["videos"][source]["parts"]
-        errs = [float(np.linalg.norm(wfs * np.asarray(k["point"], float)[None] - np.asarray(parts[k["name"]])))
-                for k in out.get("keypoints", []) if k.get("name") in parts]
+        errs = [
+            float(np.linalg.norm(wfs * np.asarray(k["point"], float)[None] - np.asarray(parts[k["name"]])))
+            for k in out.get("keypoints", [])
+            if k.get("name") in parts
+        ]
         res.numbers["transfer_cm"] = round(float(np.median(errs)) * 100, 2) if errs else None
         res.numbers["transfer_skipped"] = len(out.get("skipped", []))
 
     do("query", "query", ws, "--scene", scene, QUERY, "--json")
-    do("overlay-video", "overlay", ws, "--scene", scene, "--video", videos[0], "--query", QUERY,
-       "--out", outs / "overlay.mp4", expect=outs / "overlay.mp4")
+    do(
+        "overlay-video",
+        "overlay",
+        ws,
+        "--scene",
+        scene,
+        "--video",
+        videos[0],
+        "--query",
+        QUERY,
+        "--out",
+        outs / "overlay.mp4",
+        expect=outs / "overlay.mp4",
+    )
     photo_video = videos[-1]
     picked = photo(ws, scene, photo_video, gt, outs / "photo.png")
     image = outs / "photo.png" if picked is not None else None
     if image is None:
         res.problems.append(f"{photo_video}: no unsampled bay frame to use as a photo")
     else:
-        do("overlay-image", "overlay", ws, "--scene", scene, "--image", image, "--query", QUERY,
-           "--out", outs / "overlay_photo.png", expect=outs / "overlay_photo.png")
-    do("export", "export", ws, "--scene", scene, "--format", "glb", "--query", QUERY, "--out", outs / "scene.glb",
-       expect=outs / "scene.glb")
+        do(
+            "overlay-image",
+            "overlay",
+            ws,
+            "--scene",
+            scene,
+            "--image",
+            image,
+            "--query",
+            QUERY,
+            "--out",
+            outs / "overlay_photo.png",
+            expect=outs / "overlay_photo.png",
+        )
+    do(
+        "export",
+        "export",
+        ws,
+        "--scene",
+        scene,
+        "--format",
+        "glb",
+        "--query",
+        QUERY,
+        "--out",
+        outs / "scene.glb",
+        expect=outs / "scene.glb",
+    )
     do("actionness", "actionness", ws, "--scene", scene, "--json")
     do("steps", "steps", ws, "--scene", scene, "--video", videos[0], "--json")
     do("discover", "discover", ws, "--scene", scene, "--json")
@@ -616,10 +719,23 @@ def run_cell(root: Path, index: int, cell: Cell, args: argparse.Namespace, has_c
             r = out["images"][0]
             res.numbers["photo"] = r.get("status")
             if r.get("cam_from_world") is not None and wfs is not None:
-                res.numbers["localize_cm"] = round(float(np.linalg.norm(
-                    wfs * centre(r["cam_from_world"])[None] - centre(picked["cam_from_world"]))) * 100, 2)
-    do("view", "view", ws, "--scene", scene, "--query", QUERY, "--screenshot", outs / "view.png",
-       expect=outs / "view.png")
+                res.numbers["localize_cm"] = round(
+                    float(np.linalg.norm(wfs * centre(r["cam_from_world"])[None] - centre(picked["cam_from_world"])))
+                    * 100,
+                    2,
+                )
+    do(
+        "view",
+        "view",
+        ws,
+        "--scene",
+        scene,
+        "--query",
+        QUERY,
+        "--screenshot",
+        outs / "view.png",
+        expect=outs / "view.png",
+    )
     sv, routes = serve(ws, scene, image, logs, args.timeout)
     res.commands.append(sv)
     res.numbers["routes"] = routes
@@ -644,8 +760,22 @@ def run_cell(root: Path, index: int, cell: Cell, args: argparse.Namespace, has_c
     if len(names) >= 2:
         parts = gt["videos"][source]["parts"]
         metres = float(np.linalg.norm(np.asarray(parts[names[0]]) - np.asarray(parts[names[1]])))
-        do("scale", "scale", ws, "--scene", scene, "--source", source, "--keypoints", kp_file,
-           "--distance", names[0], names[1], f"{metres:.6f}", "--json")
+        do(
+            "scale",
+            "scale",
+            ws,
+            "--scene",
+            scene,
+            "--source",
+            source,
+            "--keypoints",
+            kp_file,
+            "--distance",
+            names[0],
+            names[1],
+            f"{metres:.6f}",
+            "--json",
+        )
     else:
         res.problems.append(f"{source}: fewer than 2 parts seen in 2 registered frames: transfer/scale untested")
     return _finish(res, t0, cc)
@@ -661,14 +791,17 @@ def _finish(res: Result, t0: float, cc: dict | None = None) -> Result:
         return res
     videos = list(cc["registered"])
     res.checks["dup"] = cc["duplicates"] == 0
-    res.checks["gt"] = (len(cc["median_all_m"]) == len(videos)
-                        and all(e <= GT_ALL_M for e in cc["median_all_m"].values()))
-    res.checks["own"] = (len(cc["median_own_m"]) == len(videos)
-                         and all(e <= GT_OWN_M for e in cc["median_own_m"].values()))
+    res.checks["gt"] = len(cc["median_all_m"]) == len(videos) and all(
+        e <= GT_ALL_M for e in cc["median_all_m"].values()
+    )
+    res.checks["own"] = len(cc["median_own_m"]) == len(videos) and all(
+        e <= GT_OWN_M for e in cc["median_own_m"].values()
+    )
     return res
 
 
 # ---- report ----------------------------------------------------------------------------------------------------------
+
 
 def mark(v: bool | None) -> str:
     return "n/a" if v is None else ("[green]ok[/]" if v else "[red]FAIL[/]")
@@ -676,9 +809,28 @@ def mark(v: bool | None) -> str:
 
 def table(results: list[Result], title: str) -> Table:
     t = Table(title=title)
-    for col in ("#", "len s", "frames", "preset", "seed", "wall s", "run s", "tb", "rc", "dup", "gt", "own",
-                "reg/sampled", "segs (shots)", "gt med cm (worst video)", "own med cm (worst)", "xfer cm", "loc cm",
-                "PCK@30", "pass"):
+    for col in (
+        "#",
+        "len s",
+        "frames",
+        "preset",
+        "seed",
+        "wall s",
+        "run s",
+        "tb",
+        "rc",
+        "dup",
+        "gt",
+        "own",
+        "reg/sampled",
+        "segs (shots)",
+        "gt med cm (worst video)",
+        "own med cm (worst)",
+        "xfer cm",
+        "loc cm",
+        "PCK@30",
+        "pass",
+    ):
         t.add_column(col, justify="right")
     for i, r in enumerate(results):
         n, c = r.numbers, r.cell
@@ -690,15 +842,27 @@ def table(results: list[Result], title: str) -> Table:
         all_cmds = sum(not x.na for x in r.commands)
         worst = lambda d: f"{max(d.values()):.2f}" if d else "-"  # noqa: E731
         t.add_row(
-            str(i), f"{c.length:g}", str(c.frames), c.preset, str(c.seed), f"{r.seconds:.0f}",
+            str(i),
+            f"{c.length:g}",
+            str(c.frames),
+            c.preset,
+            str(c.seed),
+            f"{r.seconds:.0f}",
             f"{n.get('run_s', 0):.0f}",
-            mark(r.checks.get("tb")), f"{mark(r.checks.get('rc'))} {ok_cmds}/{all_cmds}", mark(r.checks.get("dup")),
-            mark(r.checks.get("gt")), mark(r.checks.get("own")),
+            mark(r.checks.get("tb")),
+            f"{mark(r.checks.get('rc'))} {ok_cmds}/{all_cmds}",
+            mark(r.checks.get("dup")),
+            mark(r.checks.get("gt")),
+            mark(r.checks.get("own")),
             f"{sum(reg.values())}/{sum(samp.values())}" if samp else "-",
             " ".join(f"{segs[v]}({shots.get(v, '?')})" for v in segs) or "-",
-            worst(n.get("median_all_cm", {})), worst(n.get("median_own_cm", {})),
-            _fmt(n.get("transfer_cm")), _fmt(n.get("localize_cm")), _fmt(n.get("pck30")),
-            "[green]PASS[/]" if r.passed else "[red]FAIL[/]")
+            worst(n.get("median_all_cm", {})),
+            worst(n.get("median_own_cm", {})),
+            _fmt(n.get("transfer_cm")),
+            _fmt(n.get("localize_cm")),
+            _fmt(n.get("pck30")),
+            "[green]PASS[/]" if r.passed else "[red]FAIL[/]",
+        )
     return t
 
 
@@ -735,18 +899,32 @@ def command_table(results: list[Result]) -> Table:
 
 def from_json(d: dict) -> Result:
     names = {f.name for f in fields(Cmd)}
-    return Result(Cell(**d["cell"]), d["seconds"], [Cmd(**{k: v for k, v in c.items() if k in names})
-                                                    for c in d["commands"]],
-                  d["stages"], d["numbers"], d["problems"], d["checks"])
+    return Result(
+        Cell(**d["cell"]),
+        d["seconds"],
+        [Cmd(**{k: v for k, v in c.items() if k in names}) for c in d["commands"]],
+        d["stages"],
+        d["numbers"],
+        d["problems"],
+        d["checks"],
+    )
 
 
 def to_json(r: Result) -> dict:
-    return {"cell": asdict(r.cell), "passed": r.passed, "checks": r.checks, "seconds": r.seconds,
-            "stages": r.stages, "numbers": r.numbers, "problems": r.problems,
-            "commands": [asdict(c) | {"ok": c.ok} for c in r.commands]}
+    return {
+        "cell": asdict(r.cell),
+        "passed": r.passed,
+        "checks": r.checks,
+        "seconds": r.seconds,
+        "stages": r.stages,
+        "numbers": r.numbers,
+        "problems": r.problems,
+        "commands": [asdict(c) | {"ok": c.ok} for c in r.commands],
+    }
 
 
 # ---- main ----------------------------------------------------------------------------------------------------------
+
 
 def _levels(kind, text: str, allowed=None) -> list:
     try:
@@ -766,6 +944,7 @@ def positive(kind):
         if min(values) < (1 if kind is int else 1.0):
             raise argparse.ArgumentTypeError(f"{text!r}: values must be >= 1")
         return values
+
     return parse
 
 
@@ -775,8 +954,12 @@ def main() -> int:
     ap.add_argument("--full", action="store_true", help="the full factorial of the chosen levels")
     ap.add_argument("--lengths", type=positive(float), default=list(LENGTHS), help="clip lengths in s (20,45,90,150)")
     ap.add_argument("--frames", type=positive(int), default=list(FRAMES), help="frames per video (30,80,150)")
-    ap.add_argument("--presets", type=lambda s: _levels(str, s, PRESETS), default=list(PRESETS),
-                    help="synth presets (default,degraded,long)")
+    ap.add_argument(
+        "--presets",
+        type=lambda s: _levels(str, s, PRESETS),
+        default=list(PRESETS),
+        help="synth presets (default,degraded,long)",
+    )
     ap.add_argument("--seeds", type=lambda s: _levels(int, s), default=list(SEEDS), help="world seeds (0,1)")
     ap.add_argument("--out", type=Path, help="keep worlds (cached: reused by later runs) and cell workspaces here")
     ap.add_argument("--json", type=Path, help="write the results here")
@@ -784,8 +967,9 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per command (default 900)")
     ap.add_argument("--run-timeout", type=float, default=10800.0, help="seconds for synth and run (default 3 h)")
     ap.add_argument("--fps", type=float, default=5.0, help="rendered frame rate (default 5)")
-    ap.add_argument("--size", type=int, nargs=2, default=(480, 270), metavar=("W", "H"),
-                    help="rendered size (default 480 270)")
+    ap.add_argument(
+        "--size", type=int, nargs=2, default=(480, 270), metavar=("W", "H"), help="rendered size (default 480 270)"
+    )
     args = ap.parse_args()
     if args.quick and args.full:
         ap.error("--quick and --full exclude each other")
@@ -804,8 +988,9 @@ def main() -> int:
         return 0
     title, cells = design(args)
     has_check = subprocess.run([*howto3d_exe(), "check", "--help"], capture_output=True).returncode == 0
-    console.print(f"[bold]settings matrix[/]: {title}; `howto3d check`: "
-                  f"{'available' if has_check else 'not in this build (n/a)'}")
+    console.print(
+        f"[bold]settings matrix[/]: {title}; `howto3d check`: {'available' if has_check else 'not in this build (n/a)'}"
+    )
     for i, c in enumerate(cells):
         console.print(f"  cell {i:2d}: {c.length:g} s, {c.frames} frames, {c.preset}, seed {c.seed}", highlight=False)
 
@@ -817,16 +1002,22 @@ def main() -> int:
     try:
         for i, cell in enumerate(cells):
             t0 = time.perf_counter()
-            console.print(f"[bold][{i + 1}/{len(cells)}][/] {cell.length:g} s, {cell.frames} frames, {cell.preset}, "
-                          f"seed {cell.seed}", highlight=False)
+            console.print(
+                f"[bold][{i + 1}/{len(cells)}][/] {cell.length:g} s, {cell.frames} frames, {cell.preset}, "
+                f"seed {cell.seed}",
+                highlight=False,
+            )
             try:
                 results.append(run_cell(root, i, cell, args, has_check, default_frames))
             except Exception as e:  # the benchmark's own bug: report it, the other cells go on
                 console.print_exception()
                 results.append(_finish(Result(cell, problems=[f"benchmark error: {type(e).__name__}: {e}"]), t0))
             r = results[-1]
-            console.print(f"    → {'PASS' if r.passed else 'FAIL'} in {r.seconds:.0f} s"
-                          + "".join(f"; {k} {mark(v)}" for k, v in r.checks.items()), highlight=False)
+            console.print(
+                f"    → {'PASS' if r.passed else 'FAIL'} in {r.seconds:.0f} s"
+                + "".join(f"; {k} {mark(v)}" for k, v in r.checks.items()),
+                highlight=False,
+            )
             if args.json:
                 _write_json(args.json, title, cells, results)
     except KeyboardInterrupt:
@@ -846,20 +1037,29 @@ def report(results: list[Result], title: str, planned: int) -> None:
     console.print(command_table(results))
     for r in results:
         if r.stages:
-            console.print(f"{r.cell.name}: run stages (s, summed over items): "
-                          + ", ".join(f"{k} {v:g}" for k, v in r.stages.items()), highlight=False)
+            console.print(
+                f"{r.cell.name}: run stages (s, summed over items): "
+                + ", ".join(f"{k} {v:g}" for k, v in r.stages.items()),
+                highlight=False,
+            )
         for c in r.commands:
             if not c.ok:
                 how = "TRACEBACK" if c.traceback else ("clean" if c.clean else "not one line")
-                console.print(f"[red]{r.cell.name}: {c.name}[/] rc {c.rc} ({how}): {c.error}"
-                              + (f" [{c.note}]" if c.note else ""), highlight=False, markup=False)
+                console.print(
+                    f"[red]{r.cell.name}: {c.name}[/] rc {c.rc} ({how}): {c.error}"
+                    + (f" [{c.note}]" if c.note else ""),
+                    highlight=False,
+                    markup=False,
+                )
                 if c.name.startswith("check"):
                     for line in c.tail:
                         console.print(f"      {line}", highlight=False, markup=False)
         for p in r.problems:
             console.print(f"[yellow]{r.cell.name}[/]: {p}", highlight=False)
-    console.print(f"[bold]{sum(r.passed for r in results)} of {len(results)} cells pass[/]"
-                  + (f" ({planned - len(results)} not run)" if len(results) < planned else ""))
+    console.print(
+        f"[bold]{sum(r.passed for r in results)} of {len(results)} cells pass[/]"
+        + (f" ({planned - len(results)} not run)" if len(results) < planned else "")
+    )
 
 
 def default_num_frames() -> int | None:
@@ -873,9 +1073,19 @@ def default_num_frames() -> int | None:
 
 
 def _write_json(path: Path, title: str, cells: list[Cell], results: list[Result]) -> None:
-    path.write_text(json.dumps({"design": title, "cells": [asdict(c) for c in cells],
-                                "passed": sum(r.passed for r in results), "total": len(cells),
-                                "results": [to_json(r) for r in results]}, indent=1, default=str))
+    path.write_text(
+        json.dumps(
+            {
+                "design": title,
+                "cells": [asdict(c) for c in cells],
+                "passed": sum(r.passed for r in results),
+                "total": len(cells),
+                "results": [to_json(r) for r in results],
+            },
+            indent=1,
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

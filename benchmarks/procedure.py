@@ -38,39 +38,53 @@ PAPER = {  # 004 Table 1 (CrossTask): (recall, F1) per k; multi-task from Table 
 def main(quick: bool, seed: int) -> None:
     torch.set_num_threads(1)
     console = Console()
-    conf = (SynthConfig(n_primary=4, n_related=0, train_videos=10, test_videos=6, length_range=(60, 180), seed=seed)
-            if quick else SynthConfig(n_related=0, seed=seed))
+    conf = (
+        SynthConfig(n_primary=4, n_related=0, train_videos=10, test_videos=6, length_range=(60, 180), seed=seed)
+        if quick
+        else SynthConfig(n_related=0, seed=seed)
+    )
     rows: dict[str, list[str]] = {}
     acc: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         generate(conf).write(Path(tmp))
         data = CrossTask.load(Path(tmp))
         for k in KS:
-            for name, mt, bg in (("single-task", False, "none"), ("single-task + background", False, "states"),
-                                 ("multi-task", True, "none"), ("multi-task + background", True, "states")):
+            for name, mt, bg in (
+                ("single-task", False, "none"),
+                ("single-task + background", False, "states"),
+                ("multi-task", True, "none"),
+                ("multi-task + background", True, "states"),
+            ):
                 t0 = time.process_time()
                 _, rep = discover_crosstask(data, ProcedureConfig(k=k, multi_task=mt, background=bg, seed=seed))
                 secs = time.process_time() - t0
                 rows.setdefault("Random", [])
                 if name == "single-task":
                     rows["Random"].append(f"{100 * rep['random']['recall']:.1f} / {100 * rep['random']['f1']:.1f}")
-                rows.setdefault(name, []).append(f"{100 * rep['ours']['recall']:.1f} / {100 * rep['ours']['f1']:.1f}"
-                                                 f" ({secs:.0f} s)")
+                rows.setdefault(name, []).append(
+                    f"{100 * rep['ours']['recall']:.1f} / {100 * rep['ours']['f1']:.1f} ({secs:.0f} s)"
+                )
                 if mt:
                     acc[f"{name}, k={k}"] = rep["task_accuracy"]
-    table = Table(title=f"key-step discovery, synthetic CrossTask ({'quick' if quick else 'full'}, seed {seed}): "
-                        "recall / F1 % (CPU seconds)")
+    table = Table(
+        title=f"key-step discovery, synthetic CrossTask ({'quick' if quick else 'full'}, seed {seed}): "
+        "recall / F1 % (CPU seconds)"
+    )
     table.add_column("method")
     for k in KS:
         table.add_column(f"k={k}")
         table.add_column(f"paper k={k}")
     for name, cells in rows.items():
         ref = PAPER.get(name.split(" +")[0]) if " +" not in name else None
-        table.add_row(name, *[c for i, cell in enumerate(cells)
-                              for c in (cell, f"{ref[i][0]} / {ref[i][1]}" if ref else "-")])
+        table.add_row(
+            name, *[c for i, cell in enumerate(cells) for c in (cell, f"{ref[i][0]} / {ref[i][1]}" if ref else "-")]
+        )
     console.print(table)
-    console.print("multi-task classification accuracy: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in acc.items())
-                  + " (paper, CrossTask k=10: 80.4 %)")
+    console.print(
+        "multi-task classification accuracy: "
+        + ", ".join(f"{k} {100 * v:.1f} %" for k, v in acc.items())
+        + " (paper, CrossTask k=10: 80.4 %)"
+    )
 
 
 if __name__ == "__main__":

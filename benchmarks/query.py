@@ -32,9 +32,20 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import numpy as np  # noqa: E402
 
-TEXTS = [f"{verb} {part}" for part in ("dipstick", "battery", "air filter", "coolant reservoir", "brake fluid",
-                                       "spark plugs", "oil filler cap", "fuse box")
-         for verb in ("where is the", "show me the", "how do I reach the", "point at the")]
+TEXTS = [
+    f"{verb} {part}"
+    for part in (
+        "dipstick",
+        "battery",
+        "air filter",
+        "coolant reservoir",
+        "brake fluid",
+        "spark plugs",
+        "oil filler cap",
+        "fuse box",
+    )
+    for verb in ("where is the", "show me the", "how do I reach the", "point at the")
+]
 
 
 def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, float]:
@@ -80,17 +91,28 @@ def main() -> None:
     ws = Workspace.open(args.ws) if args.ws else small_workspace(Path(tempfile.mkdtemp(prefix="howto3d-bench-")))
     scene = args.scene or ws.scenes()[0]
     py = sys.executable, "-P"  # -P: the current folder must not shadow the tree named by PYTHONPATH
-    query = ["-c", "import sys; from howto3d.cli import main; sys.argv[0] = 'howto3d'; main()",
-             "query", str(ws.root), "--scene", scene, "where is the dipstick", "--json"]
+    query = [
+        "-c",
+        "import sys; from howto3d.cli import main; sys.argv[0] = 'howto3d'; main()",
+        "query",
+        str(ws.root),
+        "--scene",
+        scene,
+        "where is the dipstick",
+        "--json",
+    ]
     base = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     here = {**base, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     other = {**base, "PYTHONPATH": str(args.baseline.resolve())} if args.baseline else None
     rows: dict[str, list] = {"cold `howto3d query` process": []}
     if args.baseline:
         rows["cold `howto3d query` process, --baseline"] = []
-    parts = {"  of which: `python -c pass`": ["-c", "pass"], "  of which: `import numpy`": ["-c", "import numpy"],
-             "  of which: `import howto3d.cli`": ["-c", "import howto3d.cli"],
-             "  not any more: `import torch`": ["-c", "import torch"]}
+    parts = {
+        "  of which: `python -c pass`": ["-c", "pass"],
+        "  of which: `import numpy`": ["-c", "import numpy"],
+        "  of which: `import howto3d.cli`": ["-c", "import howto3d.cli"],
+        "  not any more: `import torch`": ["-c", "import torch"],
+    }
     rows |= {name: [] for name in parts}
     timed([*py, *query], here)  # unmeasured: bytecode and page cache
     if other:
@@ -129,8 +151,10 @@ def main() -> None:
     for name, (wall, cpu, load) in (("  in process: load the model", load_s), ("  in process: first answer", first_s)):
         print(f"| {name:<45} | {wall:6.2f} s | {cpu:6.2f} s | {load:4.1f} |")
     ms = 1000 * np.asarray(single)
-    print(f"\nwarm, in process: single text p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms; "
-          f"batched {batched:.0f} queries/s ({len(TEXTS)} texts per call)")
+    print(
+        f"\nwarm, in process: single text p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms; "
+        f"batched {batched:.0f} queries/s ({len(TEXTS)} texts per call)"
+    )
 
 
 if __name__ == "__main__":

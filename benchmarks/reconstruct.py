@@ -40,13 +40,21 @@ def main() -> None:
             t = time.perf_counter()
             frames_stage.main(frames_stage.FramesConfig(num_frames=args.frames), video, Path(tmp) / "f" / video.stem)
             decode = time.perf_counter() - t
-            report = recon_stage.main(recon_stage.ReconstructConfig(), Path(tmp) / "f" / video.stem,
-                                      Path(tmp) / "s" / video.stem)
+            report = recon_stage.main(
+                recon_stage.ReconstructConfig(), Path(tmp) / "f" / video.stem, Path(tmp) / "s" / video.stem
+            )
             s = report["seconds"]
             total = decode + sum(s.values())
-            table.add_row(video.stem, f"{decode:.1f}", f"{s['extract']:.1f}", f"{s['match']:.1f}", f"{s['map']:.1f}",
-                          f"{total:.1f}", f"{report['frames_sampled'] / total:.2f}",
-                          f"{report['registered']}/{report['frames_sampled']}")
+            table.add_row(
+                video.stem,
+                f"{decode:.1f}",
+                f"{s['extract']:.1f}",
+                f"{s['match']:.1f}",
+                f"{s['map']:.1f}",
+                f"{total:.1f}",
+                f"{report['frames_sampled'] / total:.2f}",
+                f"{report['registered']}/{report['frames_sampled']}",
+            )
         sfm = {d.name: d for d in sorted((Path(tmp) / "s").iterdir())}
         seconds = align_stage.main(align_stage.AlignConfig(), sfm, Path(tmp) / "align")["seconds"]
     console = Console()

@@ -91,8 +91,10 @@ def main() -> None:
             with Clock() as whole:
                 generate_world(Path(tmp) / "long", long_cfg)
             frames_long = round(long_cfg.seconds * long_cfg.fps)
-            rows += [(f"long video ({frames_long} frames, s)", whole.wall, whole.cpu),
-                     ("long video (s/frame)", whole.wall / frames_long, whole.cpu / frames_long)]
+            rows += [
+                (f"long video ({frames_long} frames, s)", whole.wall, whole.cpu),
+                ("long video (s/frame)", whole.wall / frames_long, whole.cpu / frames_long),
+            ]
     print(f"{w}x{h}, {n} frames")
     print(f"  {'':<34}{'wall':>9}{'cpu':>9}")
     for name, wall, cpu in rows:

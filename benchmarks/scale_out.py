@@ -1,4 +1,4 @@
-"""Scale-out benchmark (issue #18): per-video reconstruction with `local` (1 worker) vs `ray` (2 workers), the
+"""Scale-out benchmark: per-video reconstruction with `local` (1 worker) vs `ray` (2 workers), the
 alignment stage's video pairs with and without top-k pair selection, clip features in-process vs as Ray tasks, and
 a batch of grounding queries in-process vs as Ray tasks, on one synthetic scene, side by side.
 
@@ -88,9 +88,11 @@ def _queries_table(ws: Workspace, scene: str, n: int, workers: int, console: Con
     table = Table(title=f"grounding queries: a batch of {n}, model folder {size} MiB")
     for col in ("where", "load s", "query s", "total s", "queries/s", "same answers"):
         table.add_column(col, justify="right")
-    table.add_row("in-process", f"{t_load:.1f}", f"{t_query:.1f}", f"{t_load + t_query:.1f}",
-                  f"{n / (t_load + t_query):.0f}", "")
+    table.add_row(
+        "in-process", f"{t_load:.1f}", f"{t_query:.1f}", f"{t_load + t_query:.1f}", f"{n / (t_load + t_query):.0f}", ""
+    )
     for label in ("ray, cold workers", "ray, warm workers"):
+
         def on_ray() -> list[dict]:
             files = ray.put(pack_files(ws.grounding_dir))
             parts = ray.get([remote.remote(files, scene, c) for c in chunks])
@@ -133,37 +135,62 @@ def main() -> None:
         ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         try:
             t_local, local = _timed(lambda: recon_cmds.reconstruct(ws_local, None, workers=1))
-            t_ray, on_ray = _timed(lambda: recon_cmds.reconstruct(ws_ray, None, workers=args.ray_cpus,
-                                                                   executor="ray"))
+            t_ray, on_ray = _timed(lambda: recon_cmds.reconstruct(ws_ray, None, workers=args.ray_cpus, executor="ray"))
             table = Table(title=f"reconstruct: {args.videos} videos × {args.seconds:.0f} s, {args.frames} frames")
-            for col in ("executor", "workers", "wall s", "speed-up", "Σ SfM task s / wall", "videos done",
-                        "registered frames"):
+            for col in (
+                "executor",
+                "workers",
+                "wall s",
+                "speed-up",
+                "Σ SfM task s / wall",
+                "videos done",
+                "registered frames",
+            ):
                 table.add_column(col, justify="right")
             for name, workers, t, summary in (("local", 1, t_local, local), ("ray", args.ray_cpus, t_ray, on_ray)):
                 done = [r for r in summary if r["status"] == "done"]
-                table.add_row(name, str(workers), f"{t:.1f}", f"{t_local / t:.2f}×",
-                              f"{sum(r['seconds'] for r in summary) / t:.2f}", f"{len(done)}/{len(summary)}",
-                              str(sum(r["registered"] for r in done)))
-            console.print(f"machine load (1-min average) after reconstruct: {os.getloadavg()[0]:.1f} on "
-                          f"{os.cpu_count()} cores; the speed-up needs idle cores")
+                table.add_row(
+                    name,
+                    str(workers),
+                    f"{t:.1f}",
+                    f"{t_local / t:.2f}×",
+                    f"{sum(r['seconds'] for r in summary) / t:.2f}",
+                    f"{len(done)}/{len(summary)}",
+                    str(sum(r["registered"] for r in done)),
+                )
+            console.print(
+                f"machine load (1-min average) after reconstruct: {os.getloadavg()[0]:.1f} on "
+                f"{os.cpu_count()} cores; the speed-up needs idle cores"
+            )
             console.print(table)
 
             gt = load_gt(ws_local.scene_dir(scene) / "ground_truth.json")
             table = Table(title="align: node pairs matched with and without top-k (same models)")
-            for col in ("pairs", "executor", "matched / all", "wall s", "aligned", "centre err mean m",
-                        "rotation err max °"):
+            for col in (
+                "pairs",
+                "executor",
+                "matched / all",
+                "wall s",
+                "aligned",
+                "centre err mean m",
+                "rotation err max °",
+            ):
                 table.add_column(col, justify="right")
             for k, executor in ((0, "local"), (5, "local"), (2, "local"), (2, "ray")):
                 ws_local.remember("align", "video_pairs_per_node", k)
-                t, _ = _timed(lambda executor=executor: recon_cmds.align(ws_local, None, force=True,
-                                                                         executor=executor))
+                t, _ = _timed(lambda executor=executor: recon_cmds.align(ws_local, None, force=True, executor=executor))
                 result = Alignment.load(ws_local.align_dir(scene))
                 errors = camera_errors(scenes.shared_scene(ws_local, scene), gt)
                 pairs = result.graph["pairs"]
-                table.add_row("all" if k == 0 else f"top-{k}", executor, f"{pairs['matched']}/{pairs['all']}",
-                              f"{t:.1f}", f"{len(result.shared_from_video)}/{args.videos}",
-                              f"{np.mean([e['centre_mean_m'] for e in errors.values()]):.4f}",
-                              f"{max(e['rotation_max_deg'] for e in errors.values()):.2f}")
+                table.add_row(
+                    "all" if k == 0 else f"top-{k}",
+                    executor,
+                    f"{pairs['matched']}/{pairs['all']}",
+                    f"{t:.1f}",
+                    f"{len(result.shared_from_video)}/{args.videos}",
+                    f"{np.mean([e['centre_mean_m'] for e in errors.values()]):.4f}",
+                    f"{max(e['rotation_max_deg'] for e in errors.values()):.2f}",
+                )
             console.print(table)
             _features_table(ws_local, scene, console)
             grounding_cmds.train(ws_local)

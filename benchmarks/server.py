@@ -105,8 +105,9 @@ def _small_workspace() -> Workspace:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ws", type=Path, nargs="?", help="a trained workspace (default: the small one that "
-                        "benchmarks/query.py builds)")
+    parser.add_argument(
+        "ws", type=Path, nargs="?", help="a trained workspace (default: the small one that benchmarks/query.py builds)"
+    )
     parser.add_argument("--scene")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=800)
@@ -129,8 +130,12 @@ def main() -> None:
     cold = {}
     for name in trees:
         t0 = time.perf_counter()
-        subprocess.run([*cli, "query", str(ws.root), "--scene", scene, "where is the dipstick", "--json"],
-                       check=True, capture_output=True, env=envs[name])
+        subprocess.run(
+            [*cli, "query", str(ws.root), "--scene", scene, "where is the dipstick", "--json"],
+            check=True,
+            capture_output=True,
+            env=envs[name],
+        )
         cold[name] = time.perf_counter() - t0
 
     servers, urls = {}, {}
@@ -140,8 +145,12 @@ def main() -> None:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             urls[name] = f"http://127.0.0.1:{port}"
-            servers[name] = subprocess.Popen([*cli, "serve", str(ws.root), "--port", str(port)], env=envs[name],
-                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            servers[name] = subprocess.Popen(
+                [*cli, "serve", str(ws.root), "--port", str(port)],
+                env=envs[name],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         t0 = time.perf_counter()
         for name, url in urls.items():
             while True:
@@ -161,11 +170,15 @@ def main() -> None:
                 # /localize waits for that, so the query numbers below are not measured beside it.
                 warm = photos[0] if photos else _blank_jpeg()
                 c.post("/localize", data={"scene": scene}, files={"image": ("warm.jpg", warm, "image/jpeg")})
-        loads = [("1 client, unique texts", _texts(50, "single"), 1),
-                 (f"{args.clients} clients, unique texts ({args.requests})", _texts(args.requests, "unique"),
-                  args.clients),
-                 (f"{args.clients} clients, 10 repeated texts ({args.requests // 10 * 10})",
-                  _texts(10, "repeated") * (args.requests // 10), args.clients)]
+        loads = [
+            ("1 client, unique texts", _texts(50, "single"), 1),
+            (f"{args.clients} clients, unique texts ({args.requests})", _texts(args.requests, "unique"), args.clients),
+            (
+                f"{args.clients} clients, 10 repeated texts ({args.requests // 10 * 10})",
+                _texts(10, "repeated") * (args.requests // 10),
+                args.clients,
+            ),
+        ]
         rows: list[tuple[str, str, np.ndarray, float, float, float]] = []
         for name, url in urls.items():  # other texts than the measured ones
             _load(url, scene, _texts(32, "warm-up"), args.clients, servers[name].pid)
@@ -191,21 +204,33 @@ def main() -> None:
                 server.wait()
 
     ms = lambda a, q: 1000 * float(np.percentile(a, q))  # noqa: E731
-    print(f"\nhowto3d serve on {ws.root} (scene {scene}), {os.cpu_count()} CPUs, servers ready {startup:.1f} s "
-          "after start\n")
-    print("| measurement                                   | server    | p50 ms | p95 ms | requests/s | "
-          "server CPU ms/req | load |")
-    print("|-----------------------------------------------|-----------|--------|--------|------------|"
-          "-------------------|------|")
+    print(
+        f"\nhowto3d serve on {ws.root} (scene {scene}), {os.cpu_count()} CPUs, servers ready {startup:.1f} s "
+        "after start\n"
+    )
+    print(
+        "| measurement                                   | server    | p50 ms | p95 ms | requests/s | "
+        "server CPU ms/req | load |"
+    )
+    print(
+        "|-----------------------------------------------|-----------|--------|--------|------------|"
+        "-------------------|------|"
+    )
     for name in trees:
-        print(f"| cold `howto3d query` process (1 query)         | {name:<9} | {cold[name] * 1000:6.0f} |        |"
-              "            |                   |      |")
+        print(
+            f"| cold `howto3d query` process (1 query)         | {name:<9} | {cold[name] * 1000:6.0f} |        |"
+            "            |                   |      |"
+        )
     for label, name, lat, rps, cpu, load in rows:
-        print(f"| /query, {label:<37} | {name:<9} | {ms(lat, 50):6.1f} | {ms(lat, 95):6.1f} | {rps:10.0f} | "
-              f"{cpu:17.1f} | {load:4.1f} |")
+        print(
+            f"| /query, {label:<37} | {name:<9} | {ms(lat, 50):6.1f} | {ms(lat, 95):6.1f} | {rps:10.0f} | "
+            f"{cpu:17.1f} | {load:4.1f} |"
+        )
     if secs:
-        print(f"\n/localize, 640x360 JPEG: {np.mean(secs):.2f} s per photo (median {np.median(secs):.2f}, "
-              f"{len(secs)} photos, {ok} localized)")
+        print(
+            f"\n/localize, 640x360 JPEG: {np.mean(secs):.2f} s per photo (median {np.median(secs):.2f}, "
+            f"{len(secs)} photos, {ok} localized)"
+        )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,7 @@ def _rss_mb(pid: int) -> float:
         p = todo.pop()
         try:
             status = Path(f"/proc/{p}/status").read_text()
-            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir()
-                     for c in (t / "children").read_text().split()]
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):  # exited meanwhile
             continue
         total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
@@ -108,8 +107,9 @@ async def _soak(url: str, scene: str, photos: list[bytes], pid: int, args) -> li
                 task = asyncio.create_task(one(c, kind, k, bucket))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-            minutes.append({"minute": minute + 1, "bucket": current, "rss_mb": _rss_mb(pid),
-                            "load": os.getloadavg()[0]})
+            minutes.append(
+                {"minute": minute + 1, "bucket": current, "rss_mb": _rss_mb(pid), "load": os.getloadavg()[0]}
+            )
             print(_row(minutes[-1]), flush=True)
         await asyncio.gather(*tasks)
     return minutes
@@ -121,15 +121,18 @@ def _p(values: list[float], q: float) -> float:
 
 def _row(m: dict) -> str:
     b = m["bucket"]
-    return (f"| {m['minute']:6d} | {len(b['query']):7d} | {_p(b['query'], 50):6.1f} | {_p(b['query'], 99):6.1f} | "
-            f"{len(b['localize']):8d} | {_p(b['localize'], 50):6.0f} | {_p(b['localize'], 99):6.0f} | "
-            f"{b['errors']:6d} | {m['rss_mb']:7.0f} | {m['load']:4.1f} |")
+    return (
+        f"| {m['minute']:6d} | {len(b['query']):7d} | {_p(b['query'], 50):6.1f} | {_p(b['query'], 99):6.1f} | "
+        f"{len(b['localize']):8d} | {_p(b['localize'], 50):6.0f} | {_p(b['localize'], 99):6.0f} | "
+        f"{b['errors']:6d} | {m['rss_mb']:7.0f} | {m['load']:4.1f} |"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ws", type=Path, nargs="?", help="a trained workspace (default: the small one that "
-                        "benchmarks/query.py builds)")
+    parser.add_argument(
+        "ws", type=Path, nargs="?", help="a trained workspace (default: the small one that benchmarks/query.py builds)"
+    )
     parser.add_argument("--scene")
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--qps", type=float, default=50.0, help="queries per second")
@@ -148,8 +151,9 @@ def main() -> None:
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     cli = [sys.executable, "-P", "-c", "import sys; from howto3d.cli import main; sys.argv[0] = 'howto3d'; main()"]
-    server = subprocess.Popen([*cli, "serve", str(ws.root), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [*cli, "serve", str(ws.root), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         t0 = time.perf_counter()
         while True:
@@ -168,10 +172,14 @@ def main() -> None:
                 t1 = time.perf_counter()
                 c.post("/localize", data={"scene": scene}, files={"image": (f"{k}.jpg", photos[k], "image/jpeg")})
                 first.append(time.perf_counter() - t1)
-        print(f"\nhowto3d serve on {ws.root} (scene {scene}), {os.cpu_count()} CPUs: ready {ready:.1f} s after "
-              f"start; first three /localize {', '.join(f'{s:.2f}' for s in first)} s\n")
-        print(f"{args.qps:g} queries/s + {args.lps:g} localizations/s for {args.minutes} min, at most "
-              f"{args.in_flight} in flight\n")
+        print(
+            f"\nhowto3d serve on {ws.root} (scene {scene}), {os.cpu_count()} CPUs: ready {ready:.1f} s after "
+            f"start; first three /localize {', '.join(f'{s:.2f}' for s in first)} s\n"
+        )
+        print(
+            f"{args.qps:g} queries/s + {args.lps:g} localizations/s for {args.minutes} min, at most "
+            f"{args.in_flight} in flight\n"
+        )
         print("| minute | queries | p50 ms | p99 ms | localize | p50 ms | p99 ms | errors | RSS MB | load |")
         print("|--------|---------|--------|--------|----------|--------|--------|--------|--------|------|")
         minutes = asyncio.run(_soak(url, scene, photos, server.pid, args))
@@ -185,8 +193,10 @@ def main() -> None:
     growth = minutes[-1]["rss_mb"] / minutes[0]["rss_mb"] - 1
     p99_ratio = _p(minutes[-1]["bucket"]["query"], 99) / _p(minutes[0]["bucket"]["query"], 99)
     passed = errors == 0 and growth < 0.10 and p99_ratio <= 2.0
-    print(f"\nerrors {errors}; RSS growth after the first minute {100 * growth:+.1f} %; last/first minute query p99 "
-          f"{p99_ratio:.2f}x → {'PASS' if passed else 'FAIL'}")
+    print(
+        f"\nerrors {errors}; RSS growth after the first minute {100 * growth:+.1f} %; last/first minute query p99 "
+        f"{p99_ratio:.2f}x → {'PASS' if passed else 'FAIL'}"
+    )
     sys.exit(0 if passed else 1)
 
 

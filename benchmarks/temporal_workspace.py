@@ -26,8 +26,13 @@ from howto3d import temporal_cmds as tc  # noqa: E402
 from howto3d.workspace import Workspace  # noqa: E402
 from temporal.video_steps import StepsConfig  # noqa: E402
 
-COMBOS = (["bovw", "color"], ["bovw", "color", "motion"], ["gaze"], ["motion", "gaze"],
-          ["bovw", "color", "motion", "gaze"])
+COMBOS = (
+    ["bovw", "color"],
+    ["bovw", "color", "motion"],
+    ["gaze"],
+    ["motion", "gaze"],
+    ["bovw", "color", "motion", "gaze"],
+)
 
 
 def build(root: Path) -> Workspace:
@@ -49,17 +54,27 @@ def main() -> None:
         ap.error("give a workspace (or --quick to build a small one)")
     ws = Workspace.open(args.ws) if args.ws else build(Path(tempfile.mkdtemp()) / "ws")
     default = ws.config.clip_features.kinds
-    runs = [(["bovw", "color"], StepsConfig(grounded_weight=0.0)), (default, StepsConfig())] if args.quick else \
-        [(k, StepsConfig(grounded_weight=g, actionness_weight=a)) for k in COMBOS for g in (0.5, 0.75)
-         for a in (0.0, 0.2)]
+    runs = (
+        [(["bovw", "color"], StepsConfig(grounded_weight=0.0)), (default, StepsConfig())]
+        if args.quick
+        else [
+            (k, StepsConfig(grounded_weight=g, actionness_weight=a))
+            for k in COMBOS
+            for g in (0.5, 0.75)
+            for a in (0.0, 0.2)
+        ]
+    )
     for scene in ws.scenes():
         for kinds, conf in runs:
             tc.steps(ws, scene, feature_kinds=kinds, conf=conf)  # actionness of the same features comes with it
             r = tc.eval_steps(ws, scene)["scenes"][scene]
             cells = "  ".join(f"{m} {x['recall']:.2f}/{x['frame_f1']:.2f}" for m, x in r["methods"].items())
-            print(f"{scene} {'+'.join(kinds):<26} grounded {conf.grounded_weight:.2f} act {conf.actionness_weight:.1f}"
-                  f"  recall/F1: {cells}  actionness AP {r['actionness']['ap']:.2f} "
-                  f"(chance {r['actionness']['chance']:.2f})", flush=True)
+            print(
+                f"{scene} {'+'.join(kinds):<26} grounded {conf.grounded_weight:.2f} act {conf.actionness_weight:.1f}"
+                f"  recall/F1: {cells}  actionness AP {r['actionness']['ap']:.2f} "
+                f"(chance {r['actionness']['chance']:.2f})",
+                flush=True,
+            )
     run.timelines(ws)  # leave the workspace with its own settings' results
 
 

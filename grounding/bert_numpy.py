@@ -83,14 +83,20 @@ class BertShape:
         act = conf.get("hidden_act", "gelu")
         pos = conf.get("position_embedding_type", "absolute")
         if act != "gelu" or pos != "absolute" or conf.get("is_decoder", False):
-            raise InputError(f"{path}: unsupported BERT variant (hidden_act={act!r}, position_embedding_type="
-                             f"{pos!r}); use a BERT encoder with GELU and absolute positions")
-        return cls(hidden_size=int(conf["hidden_size"]), num_hidden_layers=int(conf["num_hidden_layers"]),
-                   num_attention_heads=int(conf["num_attention_heads"]),
-                   intermediate_size=int(conf["intermediate_size"]), vocab_size=int(conf["vocab_size"]),
-                   max_position_embeddings=int(conf["max_position_embeddings"]),
-                   type_vocab_size=int(conf.get("type_vocab_size", 2)),
-                   layer_norm_eps=float(conf.get("layer_norm_eps", 1e-12)))
+            raise InputError(
+                f"{path}: unsupported BERT variant (hidden_act={act!r}, position_embedding_type="
+                f"{pos!r}); use a BERT encoder with GELU and absolute positions"
+            )
+        return cls(
+            hidden_size=int(conf["hidden_size"]),
+            num_hidden_layers=int(conf["num_hidden_layers"]),
+            num_attention_heads=int(conf["num_attention_heads"]),
+            intermediate_size=int(conf["intermediate_size"]),
+            vocab_size=int(conf["vocab_size"]),
+            max_position_embeddings=int(conf["max_position_embeddings"]),
+            type_vocab_size=int(conf.get("type_vocab_size", 2)),
+            layer_norm_eps=float(conf.get("layer_norm_eps", 1e-12)),
+        )
 
 
 class Tokenizer:
@@ -105,12 +111,16 @@ class Tokenizer:
         try:
             self._tok = _HFTokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception as e:  # noqa: BLE001 - ``tokenizers`` raises a bare Exception for a missing/bad file
-            raise InputError(f"{folder / 'tokenizer.json'}: missing or damaged tokenizer ({e}); use a BERT folder "
-                             "saved with its tokenizer.json (`howto3d train` writes one)") from None
+            raise InputError(
+                f"{folder / 'tokenizer.json'}: missing or damaged tokenizer ({e}); use a BERT folder "
+                "saved with its tokenizer.json (`howto3d train` writes one)"
+            ) from None
         pad_id = self._tok.token_to_id(pad)
         if pad_id is None:
-            raise InputError(f"{folder / 'tokenizer.json'}: padding token {pad!r} not in the vocabulary; "
-                             "save the tokenizer again with `howto3d train`")
+            raise InputError(
+                f"{folder / 'tokenizer.json'}: padding token {pad!r} not in the vocabulary; "
+                "save the tokenizer again with `howto3d train`"
+            )
         self._pad_id = pad_id
         self._pad_left = conf.get("padding_side", "right") == "left"
         self._tok.no_padding()
@@ -171,6 +181,7 @@ class NumpyBert:
     def __init__(self, shape: BertShape, weights: dict[str, np.ndarray], prefix: str = ""):
         """``weights`` under Hugging Face names after ``prefix`` (``embeddings.…``, ``encoder.layer.N.…``); a
         missing one is a ``KeyError``."""
+
         def w(name: str) -> np.ndarray:
             return np.ascontiguousarray(weights[prefix + name], dtype=np.float32)
 
@@ -182,14 +193,20 @@ class NumpyBert:
         self.layers = []
         for i in range(shape.num_hidden_layers):
             p = f"encoder.layer.{i}."
-            self.layers.append(_Layer(
-                qkv_w=np.concatenate([w(p + f"attention.self.{n}.weight") for n in ("query", "key", "value")]),
-                qkv_b=np.concatenate([w(p + f"attention.self.{n}.bias") for n in ("query", "key", "value")]),
-                out_w=w(p + "attention.output.dense.weight"), out_b=w(p + "attention.output.dense.bias"),
-                norm1=(w(p + "attention.output.LayerNorm.weight"), w(p + "attention.output.LayerNorm.bias")),
-                ff1_w=w(p + "intermediate.dense.weight"), ff1_b=w(p + "intermediate.dense.bias"),
-                ff2_w=w(p + "output.dense.weight"), ff2_b=w(p + "output.dense.bias"),
-                norm2=(w(p + "output.LayerNorm.weight"), w(p + "output.LayerNorm.bias"))))
+            self.layers.append(
+                _Layer(
+                    qkv_w=np.concatenate([w(p + f"attention.self.{n}.weight") for n in ("query", "key", "value")]),
+                    qkv_b=np.concatenate([w(p + f"attention.self.{n}.bias") for n in ("query", "key", "value")]),
+                    out_w=w(p + "attention.output.dense.weight"),
+                    out_b=w(p + "attention.output.dense.bias"),
+                    norm1=(w(p + "attention.output.LayerNorm.weight"), w(p + "attention.output.LayerNorm.bias")),
+                    ff1_w=w(p + "intermediate.dense.weight"),
+                    ff1_b=w(p + "intermediate.dense.bias"),
+                    ff2_w=w(p + "output.dense.weight"),
+                    ff2_b=w(p + "output.dense.bias"),
+                    norm2=(w(p + "output.LayerNorm.weight"), w(p + "output.LayerNorm.bias")),
+                )
+            )
 
     def hidden(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Last hidden states of the real tokens only, (N, H) in row-major order of the (B, T) grid, and their

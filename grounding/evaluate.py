@@ -1,4 +1,4 @@
-"""Grounding evaluation as in the source (§5.5.2): PCK in metres of the predicted point over 1–100 cm thresholds,
+"""Grounding evaluation as in [001] §5.5.2: PCK in metres of the predicted point over 1–100 cm thresholds,
 pooled over scenes, a per-part table at 30 cm, and the chance baseline (a random point of the model).
 
 The held-out queries are instruction-style sentences (wikiHow-like) written independently of the synthetic
@@ -7,8 +7,9 @@ narration templates: different verbs, sentence shapes and extra context, the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
 
@@ -18,6 +19,67 @@ THRESHOLDS = np.arange(1, 101) / 100.0
 """PCK thresholds in metres (1 cm … 1 m)."""
 AT = 0.30
 """Threshold of the per-part table (the source's Table 5.1)."""
+
+
+class QueryScore(TypedDict):
+    """One evaluated query: its answer (in metres) and its distance to the part."""
+
+    scene: str
+    part: str
+    text: str
+    point: list[float]
+    error_m: float
+    score: float
+    uncertain: bool
+
+
+class PartScore(TypedDict):
+    """One part's queries: PCK at ``AT`` and ``AT_FINE``, chance at ``AT``, median error."""
+
+    queries: int
+    pck: float
+    chance: float
+    pck_fine: float
+    median_error_m: float
+
+
+class CalibrationBin(TypedDict):
+    bin: list[float]
+    queries: int
+    mean_score: float
+    hit_rate: float
+
+
+class Calibration(TypedDict):
+    """Whether ``score`` means something (:func:`calibration`)."""
+
+    radius_m: float
+    bins: list[CalibrationBin]
+    hit_rate_confident: float | None
+    hit_rate_uncertain: float | None
+    uncertain_fraction: float
+
+
+class GroundingReport(TypedDict):
+    """``eval-grounding --json`` (:func:`evaluate`, pooled by :func:`combine`); the workspace commands add their
+    own fields (``howto3d.grounding_cmds``)."""
+
+    thresholds: list[float]
+    pck: list[float]
+    chance: list[float]
+    at: float
+    pck_at: float
+    chance_at: float
+    at_fine: float
+    pck_fine: float
+    chance_fine: float
+    median_error_m: float
+    calibration: Calibration
+    parts: dict[str, PartScore]
+    queries: list[QueryScore]
+    worlds: NotRequired[int]
+    """Pooled reports: how many."""
+
 
 HELDOUT_QUERIES: dict[str, list[str]] = {
     "air_filter": [
@@ -90,51 +152,77 @@ AT_FINE = 0.10
 """Second reported threshold (10 cm: the answer is on the part, not only near it)."""
 
 
-def queries_for(parts_by_scene: dict[str, list[str]], queries: dict[str, Sequence[str]] | None = None
-                ) -> list[tuple[str, str, str]]:
+def queries_for(
+    parts_by_scene: Mapping[str, Sequence[str]], queries: Mapping[str, Sequence[str]] | None = None
+) -> list[tuple[str, str, str]]:
     """(scene, part, text) for every query (``queries``, default the held-out instructions) of the given parts."""
-    queries = HELDOUT_QUERIES if queries is None else queries
-    return [(s, p, text) for s in sorted(parts_by_scene) for p in sorted(parts_by_scene[s]) if p in queries
-            for text in queries[p]]
+    texts: Mapping[str, Sequence[str]] = HELDOUT_QUERIES if queries is None else queries
+    return [
+        (s, p, text)
+        for s in sorted(parts_by_scene)
+        for p in sorted(parts_by_scene[s])
+        if p in texts
+        for text in texts[p]
+    ]
 
 
-def evaluate(grounder: Grounder, queries: list[tuple[str, str, str]], gt_points: dict[str, dict[str, np.ndarray]],
-             chance_points: dict[str, np.ndarray],
-             to_metric: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
-             thresholds: np.ndarray = THRESHOLDS, method: str | None = None) -> dict:
+def evaluate(
+    grounder: Grounder,
+    queries: list[tuple[str, str, str]],
+    gt_points: Mapping[str, Mapping[str, np.ndarray | Sequence[float]]],
+    chance_points: Mapping[str, np.ndarray],
+    to_metric: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+    thresholds: np.ndarray = THRESHOLDS,
+    method: str | None = None,
+) -> GroundingReport:
     """PCK of the grounder's points (mapped to metres by ``to_metric[scene]``, identity when absent) and chance.
 
     ``gt_points`` and ``chance_points`` are in metres; PCK is pooled over all queries of all scenes.
     """
     to_metric = to_metric or {}
-    rows, chance = [], []
+    rows: list[QueryScore] = []
+    chance_rows: list[np.ndarray] = []
     for scene in sorted({q[0] for q in queries}):
         qs = [q for q in queries if q[0] == scene]
-        results = grounder.query(scene, [q[2] for q in qs], method=method) if method else \
-            grounder.query(scene, [q[2] for q in qs])
+        results = (
+            grounder.query(scene, [q[2] for q in qs], method=method)
+            if method
+            else grounder.query(scene, [q[2] for q in qs])
+        )
         pred = np.array([r["point"] for r in results])
         pred = to_metric[scene](pred) if scene in to_metric else pred
         for (_, part, text), p, r in zip(qs, pred, results, strict=True):
             gt = np.asarray(gt_points[scene][part], float)
-            rows.append({"scene": scene, "part": part, "text": text, "point": [round(float(x), 4) for x in p],
-                         "error_m": round(float(np.linalg.norm(p - gt)), 4), "score": r["score"],
-                         "uncertain": r.get("uncertain", False)})
-            chance.append(pck(chance_points[scene], gt, thresholds))
+            rows.append(
+                {
+                    "scene": scene,
+                    "part": part,
+                    "text": text,
+                    "point": [round(float(x), 4) for x in p],
+                    "error_m": round(float(np.linalg.norm(p - gt)), 4),
+                    "score": r["score"],
+                    "uncertain": r.get("uncertain", False),
+                }
+            )
+            chance_rows.append(pck(chance_points[scene], gt, thresholds))
     if not rows:
         raise ValueError("no queries to evaluate")
     errors = np.array([r["error_m"] for r in rows])
     model_curve = (errors[:, None] <= thresholds[None]).mean(0)
-    chance = np.array(chance)
+    chance = np.array(chance_rows)
     chance_curve = chance.mean(0)
     i_at = int(np.argmin(np.abs(thresholds - AT)))
     i_fine = int(np.argmin(np.abs(thresholds - AT_FINE)))
-    parts = {}
+    parts: dict[str, PartScore] = {}
     for part in sorted({r["part"] for r in rows}):
         sel = [i for i, r in enumerate(rows) if r["part"] == part]
-        parts[part] = {"queries": len(sel), "pck": round(float((errors[sel] <= thresholds[i_at]).mean()), 4),
-                       "chance": round(float(chance[sel, i_at].mean()), 4),
-                       "pck_fine": round(float((errors[sel] <= thresholds[i_fine]).mean()), 4),
-                       "median_error_m": round(float(np.median(errors[sel])), 4)}
+        parts[part] = {
+            "queries": len(sel),
+            "pck": round(float((errors[sel] <= thresholds[i_at]).mean()), 4),
+            "chance": round(float(chance[sel, i_at].mean()), 4),
+            "pck_fine": round(float((errors[sel] <= thresholds[i_fine]).mean()), 4),
+            "median_error_m": round(float(np.median(errors[sel])), 4),
+        }
     return {
         "thresholds": thresholds.tolist(),
         "pck": model_curve.round(4).tolist(),
@@ -152,51 +240,79 @@ def evaluate(grounder: Grounder, queries: list[tuple[str, str, str]], gt_points:
     }
 
 
-def calibration(rows: list[dict], radius: float, bins: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.01)) -> dict:
+def calibration(
+    rows: Sequence[QueryScore], radius: float, bins: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.01)
+) -> Calibration:
     """Does ``score`` mean something: per score bin, the mean score and the fraction of answers within
     ``radius`` of the truth; and that fraction for confident vs ``uncertain`` answers."""
     scores = np.array([r["score"] for r in rows])
     hit = np.array([r["error_m"] <= radius for r in rows])
     unsure = np.array([bool(r.get("uncertain")) for r in rows])
-    table = []
+    table: list[CalibrationBin] = []
     for lo, hi in zip(bins[:-1], bins[1:], strict=True):
         sel = (scores >= lo) & (scores < hi)
         if sel.any():
-            table.append({"bin": [lo, min(hi, 1.0)], "queries": int(sel.sum()),
-                          "mean_score": round(float(scores[sel].mean()), 4),
-                          "hit_rate": round(float(hit[sel].mean()), 4)})
-    return {"radius_m": float(radius), "bins": table,
-            "hit_rate_confident": round(float(hit[~unsure].mean()), 4) if (~unsure).any() else None,
-            "hit_rate_uncertain": round(float(hit[unsure].mean()), 4) if unsure.any() else None,
-            "uncertain_fraction": round(float(unsure.mean()), 4)}
+            table.append(
+                {
+                    "bin": [lo, min(hi, 1.0)],
+                    "queries": int(sel.sum()),
+                    "mean_score": round(float(scores[sel].mean()), 4),
+                    "hit_rate": round(float(hit[sel].mean()), 4),
+                }
+            )
+    return {
+        "radius_m": float(radius),
+        "bins": table,
+        "hit_rate_confident": round(float(hit[~unsure].mean()), 4) if (~unsure).any() else None,
+        "hit_rate_uncertain": round(float(hit[unsure].mean()), 4) if unsure.any() else None,
+        "uncertain_fraction": round(float(unsure.mean()), 4),
+    }
 
 
-def combine(reports: list[dict]) -> dict:
+def combine(reports: Sequence[GroundingReport]) -> GroundingReport:
     """Pool several worlds' reports (PCK curves and per-part rates weighted by their query counts)."""
     rows = [q for r in reports for q in r["queries"]]
     n = np.array([len(r["queries"]) for r in reports], float)
 
-    def mean(key: str) -> np.ndarray:
+    def mean(key: Literal["pck", "chance", "pck_at", "chance_at", "pck_fine", "chance_fine"]) -> np.ndarray:
         values = np.array([r[key] for r in reports], float)
         return np.tensordot(n, values, axes=1) / n.sum()
-    out = {k: reports[0][k] for k in ("thresholds", "at", "at_fine")}
-    out |= {"pck": mean("pck").round(4).tolist(), "chance": mean("chance").round(4).tolist(),
-            "pck_at": round(float(mean("pck_at")), 4), "chance_at": round(float(mean("chance_at")), 4),
-            "pck_fine": round(float(mean("pck_fine")), 4), "chance_fine": round(float(mean("chance_fine")), 4),
-            "median_error_m": round(float(np.median([q["error_m"] for q in rows])), 4),
-            "calibration": calibration(rows, reports[0]["at_fine"]), "queries": rows, "worlds": len(reports)}
-    parts = {}
+
+    def part_mean(have: list[PartScore], q: np.ndarray, key: Literal["pck", "chance", "pck_fine"]) -> float:
+        return round(float(np.dot(q, [h[key] for h in have]) / q.sum()), 4)
+
+    parts: dict[str, PartScore] = {}
     for part in sorted({p for r in reports for p in r["parts"]}):
         have = [r["parts"][part] for r in reports if part in r["parts"]]
         q = np.array([h["queries"] for h in have], float)
-        parts[part] = {"queries": int(q.sum()), **{k: round(float(np.dot(q, [h[k] for h in have]) / q.sum()), 4)
-                                                   for k in ("pck", "chance", "pck_fine")},
-                       "median_error_m": round(float(np.median([x["error_m"] for x in rows if x["part"] == part])), 4)}
-    out["parts"] = parts
-    return out
+        parts[part] = {
+            "queries": int(q.sum()),
+            "pck": part_mean(have, q, "pck"),
+            "chance": part_mean(have, q, "chance"),
+            "pck_fine": part_mean(have, q, "pck_fine"),
+            "median_error_m": round(float(np.median([x["error_m"] for x in rows if x["part"] == part])), 4),
+        }
+    return {
+        "thresholds": reports[0]["thresholds"],
+        "at": reports[0]["at"],
+        "at_fine": reports[0]["at_fine"],
+        "pck": mean("pck").round(4).tolist(),
+        "chance": mean("chance").round(4).tolist(),
+        "pck_at": round(float(mean("pck_at")), 4),
+        "chance_at": round(float(mean("chance_at")), 4),
+        "pck_fine": round(float(mean("pck_fine")), 4),
+        "chance_fine": round(float(mean("chance_fine")), 4),
+        "median_error_m": round(float(np.median([q["error_m"] for q in rows])), 4),
+        "calibration": calibration(rows, reports[0]["at_fine"]),
+        "queries": rows,
+        "worlds": len(reports),
+        "parts": parts,
+    }
 
 
-def plot_pck(report: dict, png: Path, others: dict[str, dict] | None = None, label: str = "model") -> None:
+def plot_pck(
+    report: GroundingReport, png: Path, others: Mapping[str, GroundingReport] | None = None, label: str = "model"
+) -> None:
     """PCK curves (model, chance, and any ``others`` reports by label) against the threshold in cm."""
     import matplotlib
 

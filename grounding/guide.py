@@ -11,43 +11,54 @@ narration's off-screen mentions. The step's moments are the clips inside its seg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
-from grounding.config import GroundingConfig
+from grounding.config import GroundingConfig, GuideConfig
+from grounding.moments import Moment
 from grounding.moments import moments as video_moments
 from grounding.narration import Narration
 from grounding.pairs import frame_center, surface_point
 from grounding.query import answer
 from grounding.voxels import VoxelSpace
+from recon.config import choices
 from recon.scene import SharedScene
 
-FUSIONS = ("product", "look", "text", "mixture")
+FUSIONS = choices(GuideConfig, "fusion")
 
 Spans = dict[str, list[tuple[float, float]]]
 """Per video, the (start, end) seconds of one step's segments."""
 
 
-@dataclass(frozen=True)
-class GuideConfig:
-    """How a step is placed and shown."""
+class Segment(TypedDict):
+    """One segment of a step in one video (seconds)."""
 
-    fusion: str = "product"
-    """How the step's looks and its text heatmap combine: 'product' (both must agree; each is floored so that one
-    empty side leaves the other), 'look' (where the cameras look during the step), 'text' (the grounding heatmap
-    of the step's words) or 'mixture' (their mean). Product placed 0.80 of 60 steps within 30 cm on seven
-    synthetic worlds, against 0.73 / 0.78 / 0.77 (``benchmarks/guide.py``, docs/guide.md)."""
-    floor: float = 0.1
-    """'product': each distribution is mixed with this share of a uniform one before multiplying."""
-    pad_seconds: float = 1.0
-    """Frames this many seconds outside a segment still count as its looks (a segment is in whole clips of the
-    timeline, a frame is sampled wherever the motion put it); moments come from inside the segments, and from
-    this margin only when no frame inside shows the step's place."""
-    moments: int = 3
-    """Clips per step, ranked (at most two of one video)."""
-    centred: bool = True
-    """Prefer frames near the middle of the step's segments (half weight at their ends)."""
+    video: str
+    start: float
+    end: float
+
+
+class Said(Segment):
+    """A narration line spoken during one of a step's moments."""
+
+    text: str
+
+
+class StepPlace(TypedDict):
+    """Where one step happens (:func:`step_answer`; a ``guide --json`` step without its ``index``)."""
+
+    step: str
+    point: list[float]
+    radius: float
+    confidence: float
+    uncertain: bool
+    looks: int
+    """Frames behind the point."""
+    videos: list[str]
+    segments: list[Segment]
+    moments: list[Moment]
+    narration: list[Said]
 
 
 def looks(scene: SharedScene, spans: Spans, pad: float, conf: GroundingConfig | None = None) -> np.ndarray:
@@ -93,28 +104,54 @@ def fuse(look: np.ndarray, text: np.ndarray | None, conf: GuideConfig) -> np.nda
     return p / p.sum()
 
 
-def step_answer(scene: SharedScene, space: VoxelSpace, near: np.ndarray, step: str, spans: Spans,
-                text_probs: np.ndarray | None, narrations: dict[str, list[Narration]], conf: GuideConfig,
-                score_radius: float, peak_separation: float, uncertain_ratio: float) -> dict:
+def step_answer(
+    scene: SharedScene,
+    space: VoxelSpace,
+    near: np.ndarray,
+    step: str,
+    spans: Spans,
+    text_probs: np.ndarray | None,
+    narrations: dict[str, list[Narration]],
+    conf: GuideConfig,
+    score_radius: float,
+    peak_separation: float,
+    uncertain_ratio: float,
+) -> StepPlace:
     """One step of the guide: ``point``, ``radius``, ``confidence`` (the fused mass within ``radius``),
     ``uncertain``, ``looks`` (frames behind the point), ``moments`` and ``narration``."""
     pts = looks(scene, spans, conf.pad_seconds)
     probs = fuse(look_distribution(space, near, pts), text_probs, conf)
     a = answer(scene.scene, step, probs, space, near, peak_separation, uncertain_ratio)
-    clips = video_moments(scene, np.asarray(a["point"]), narrations, top=conf.moments, per_video=2, spans=spans,
-                          centred=conf.centred) \
-        or video_moments(scene, np.asarray(a["point"]), narrations, top=conf.moments, per_video=2,
-                         spans={v: [(s - conf.pad_seconds, e + conf.pad_seconds) for s, e in segs]
-                                for v, segs in spans.items()}, centred=conf.centred)
-    said: dict[tuple, dict] = {}
+    clips = video_moments(
+        scene, np.asarray(a["point"]), narrations, top=conf.moments, per_video=2, spans=spans, centred=conf.centred
+    ) or video_moments(
+        scene,
+        np.asarray(a["point"]),
+        narrations,
+        top=conf.moments,
+        per_video=2,
+        spans={v: [(s - conf.pad_seconds, e + conf.pad_seconds) for s, e in segs] for v, segs in spans.items()},
+        centred=conf.centred,
+    )
+    said: dict[tuple[str, float], Said] = {}
     for c in clips:
         for n in narrations.get(c["video"], []):
             if n.start < c["end"] and n.end > c["start"]:
-                said.setdefault((c["video"], n.start), {"video": c["video"], "start": round(n.start, 3),
-                                                        "end": round(n.end, 3), "text": n.text})
-    return {"step": step, "point": a["point"], "radius": round(score_radius * float(np.mean(space.size)), 6),
-            "confidence": a["score"], "uncertain": a["uncertain"], "looks": len(pts),
-            "videos": sorted(v for v, segs in spans.items() if segs),
-            "segments": [{"video": v, "start": round(s, 3), "end": round(e, 3)}
-                         for v, segs in sorted(spans.items()) for s, e in segs],
-            "moments": clips, "narration": list(said.values())}
+                said.setdefault(
+                    (c["video"], n.start),
+                    Said(video=c["video"], start=round(n.start, 3), end=round(n.end, 3), text=n.text),
+                )
+    return {
+        "step": step,
+        "point": a["point"],
+        "radius": round(score_radius * float(np.mean(space.size)), 6),
+        "confidence": a["score"],
+        "uncertain": a["uncertain"],
+        "looks": len(pts),
+        "videos": sorted(v for v, segs in spans.items() if segs),
+        "segments": [
+            Segment(video=v, start=round(s, 3), end=round(e, 3)) for v, segs in sorted(spans.items()) for s, e in segs
+        ],
+        "moments": clips,
+        "narration": list(said.values()),
+    }

@@ -11,6 +11,7 @@ heard in training.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,11 +41,13 @@ class LineIndex:
     """(N,) each segment's weight (how well its frames look at what it votes for)."""
 
     def __post_init__(self) -> None:
-        self.embeddings, self.targets, self.weights = (np.ascontiguousarray(x, np.float32) for x in
-                                                       (self.embeddings, self.targets, self.weights))
+        self.embeddings, self.targets, self.weights = (
+            np.ascontiguousarray(x, np.float32) for x in (self.embeddings, self.targets, self.weights)
+        )
 
-    def voters(self, queries: np.ndarray, k: int, temperature: float, weight_power: float = 1.0
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def voters(
+        self, queries: np.ndarray, k: int, temperature: float, weight_power: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each query's ``k`` nearest segments (``queries``: unit (Q, D)): their indices (Q, k), cosine
         similarities (Q, k) and vote shares (Q, k; softmax(cosine / ``temperature``) × weight ** ``weight_power``,
         normalised)."""
@@ -52,8 +55,9 @@ class LineIndex:
         k = min(k, sims.shape[1])
         idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
         top = np.take_along_axis(sims, idx, axis=1)
-        a = softmax(top / np.float32(temperature), axis=1) \
-            * np.maximum(self.weights[idx] ** np.float32(weight_power), np.float32(1e-12))
+        a = softmax(top / np.float32(temperature), axis=1) * np.maximum(
+            self.weights[idx] ** np.float32(weight_power), np.float32(1e-12)
+        )
         return idx, top, a / a.sum(1, keepdims=True)
 
     def votes(self, queries: np.ndarray, k: int, temperature: float, weight_power: float = 1.0) -> np.ndarray:
@@ -74,15 +78,16 @@ class LineIndex:
         """The arrays as torch tensors under ``prefix`` (training saves them with ``safetensors.torch``)."""
         import torch  # training only
 
-        return {f"{prefix}.{name}": torch.from_numpy(getattr(self, name))
-                for name in ("embeddings", "targets", "weights")}
+        return {
+            f"{prefix}.{name}": torch.from_numpy(getattr(self, name)) for name in ("embeddings", "targets", "weights")
+        }
 
     @classmethod
     def from_tensors(cls, tensors: dict, prefix: str) -> LineIndex:
         return cls(tensors[f"{prefix}.embeddings"], tensors[f"{prefix}.targets"], tensors[f"{prefix}.weights"])
 
 
-def targets(voxel_lists: list[np.ndarray], smooth):
+def targets(voxel_lists: Sequence[np.ndarray | Sequence[int]], smooth):
     """(N, N_V) torch tensor per pair: the histogram of its voxels (one per frame, or a single one) smoothed by
     ``smooth`` (training)."""
     import torch  # training only

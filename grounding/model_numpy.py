@@ -39,8 +39,9 @@ _BLAS = ThreadpoolController()
 class GroundingModel:
     """Mean-pooled BERT features → per-scene voxel logits (inference of ``model_transformers.GroundingModel``)."""
 
-    def __init__(self, encoder: NumpyBert | TorchEmbedder, heads: list[tuple[np.ndarray, np.ndarray]],
-                 threads: int = 1):
+    def __init__(
+        self, encoder: NumpyBert | TorchEmbedder, heads: list[tuple[np.ndarray, np.ndarray]], threads: int = 1
+    ):
         self.encoder = encoder
         self.heads = heads
         self.threads = threads
@@ -57,8 +58,9 @@ class GroundingModel:
         return features @ weight.T + bias
 
 
-def load(folder: Path, encoder: Literal["numpy", "torch"] = "numpy"
-         ) -> tuple[GroundingModel, Tokenizer, dict, dict[str, np.ndarray]]:
+def load(
+    folder: Path, encoder: Literal["numpy", "torch"] = "numpy"
+) -> tuple[GroundingModel, Tokenizer, dict, dict[str, np.ndarray]]:
     """The model, its tokenizer, ``grounding.json`` and the line index's arrays; a damaged file is an
     :class:`InputError` naming it. ``encoder="torch"`` runs BERT on torch's kernels (a long-lived process that
     answers many queries; the same embeddings to float32 rounding)."""
@@ -70,9 +72,11 @@ def load(folder: Path, encoder: Literal["numpy", "torch"] = "numpy"
         shape = BertShape.from_json(current)
         current = folder / WEIGHTS
         weights = load_file(str(current))
-        heads = [(np.asarray(weights[f"heads.{i}.weight"], np.float32), np.asarray(weights[f"heads.{i}.bias"],
-                                                                                  np.float32))
-                 for i in range(len(meta["num_voxels"]))]
+        heads = [
+            (np.asarray(weights[f"heads.{i}.weight"], np.float32), np.asarray(weights[f"heads.{i}.bias"], np.float32))
+            for i in range(len(meta["num_voxels"]))
+        ]
+        bert: NumpyBert | TorchEmbedder
         if encoder == "torch":
             from grounding.bert_torch import TorchEmbedder
 
@@ -85,6 +89,7 @@ def load(folder: Path, encoder: Literal["numpy", "torch"] = "numpy"
         current = folder / "tokenizer.json"
         tokenizer = Tokenizer(folder)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
-        raise InputError(f"{current}: damaged or incomplete grounding model ({type(e).__name__}); run "
-                         "`howto3d train` again") from None
+        raise InputError(
+            f"{current}: damaged or incomplete grounding model ({type(e).__name__}); run `howto3d train` again"
+        ) from None
     return model, tokenizer, meta, index

@@ -1,4 +1,4 @@
-"""Text encoder B (BERT, shared by all scenes) → one linear voxel classifier C per scene (source §5.4.2).
+"""Text encoder B (BERT, shared by all scenes) → one linear voxel classifier C per scene ([001] §5.4.2).
 
 Saved as ``model.safetensors`` + ``grounding.json`` + the encoder's ``config.json`` and tokenizer files in one
 folder, so a trained model loads offline from that folder alone and never unpickles anything.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -33,8 +33,10 @@ def encoder_path(name: str) -> Path:
         return Path(get_model_path())
     path = Path(name).expanduser()
     if not (path / "config.json").is_file():
-        raise InputError(f"grounding.encoder = {name!r}: no BERT folder with config.json there; name a local "
-                         f"BERT checkpoint folder or use {PACKAGED_ENCODER!r}")
+        raise InputError(
+            f"grounding.encoder = {name!r}: no BERT folder with config.json there; name a local "
+            f"BERT checkpoint folder or use {PACKAGED_ENCODER!r}"
+        )
     return path
 
 
@@ -51,6 +53,9 @@ def load_encoder(name: str) -> tuple[BertModel, PreTrainedTokenizerBase]:
 class GroundingModel(nn.Module):
     """Mean-pooled BERT features → per-scene voxel logits."""
 
+    encoder: BertModel | light.BertEncoder
+    heads: nn.ModuleList
+
     def __init__(self, encoder: BertModel | light.BertEncoder, num_voxels: list[int]):
         super().__init__()
         self.encoder = encoder
@@ -65,8 +70,9 @@ class GroundingModel(nn.Module):
         return self.heads[scene](features)
 
 
-def tokenize(tokenizer: PreTrainedTokenizerBase | light.Tokenizer, texts: list[str],
-             max_tokens: int) -> dict[str, torch.Tensor]:
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase | light.Tokenizer, texts: list[str], max_tokens: int
+) -> dict[str, torch.Tensor]:
     """Dynamic padding to the longest text of the batch; texts beyond ``max_tokens`` are truncated."""
     if isinstance(tokenizer, light.Tokenizer):
         return tokenizer(texts, max_tokens)
@@ -74,9 +80,15 @@ def tokenize(tokenizer: PreTrainedTokenizerBase | light.Tokenizer, texts: list[s
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
+def _hf_encoder(model: GroundingModel) -> BertModel:
+    """The encoder of a model being trained: always transformers' ``BertModel`` (:func:`load_encoder`; the light
+    encoder is for inference only)."""
+    return cast("BertModel", model.encoder)
+
+
 def set_trainable_layers(model: GroundingModel, layers: int, freeze_embeddings: bool) -> None:
     """Fine-tune only the top ``layers`` encoder layers (0: frozen encoder, -1: all; heads always train)."""
-    enc = model.encoder
+    enc = _hf_encoder(model)
     n = len(enc.encoder.layer)
     first = 0 if layers < 0 else n - min(layers, n)
     for p in enc.parameters():
@@ -89,14 +101,19 @@ def set_trainable_layers(model: GroundingModel, layers: int, freeze_embeddings: 
             enc.embeddings.word_embeddings.weight.requires_grad_(not freeze_embeddings)
 
 
-def save(model: GroundingModel, tokenizer: PreTrainedTokenizerBase, folder: Path, meta: dict,
-         index: dict[str, torch.Tensor] | None = None) -> None:
+def save(
+    model: GroundingModel,
+    tokenizer: PreTrainedTokenizerBase,
+    folder: Path,
+    meta: dict,
+    index: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Weights (safetensors), encoder config, tokenizer files, the line index and ``meta`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS))
     if index:
         save_file(index, str(folder / INDEX))
-    model.encoder.config.to_json_file(str(folder / "config.json"))
+    _hf_encoder(model).config.to_json_file(str(folder / "config.json"))
     tokenizer.save_pretrained(str(folder))
     atomic_write_json(folder / META, meta)
 
@@ -121,8 +138,9 @@ def load(folder: Path) -> tuple[GroundingModel, light.Tokenizer, dict, dict[str,
         current = folder / "tokenizer.json"
         tokenizer = light.Tokenizer(folder)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
-        raise InputError(f"{current}: damaged or incomplete grounding model ({type(e).__name__}); run "
-                         "`howto3d train` again") from None
+        raise InputError(
+            f"{current}: damaged or incomplete grounding model ({type(e).__name__}); run `howto3d train` again"
+        ) from None
     model.eval()
     return model, tokenizer, meta, index
 

@@ -80,8 +80,10 @@ def cut_lines(words: list[Word], pause: float = PAUSE, max_seconds: float = MAX_
         if nxt is None or nxt[1] - w[1] > pause or _SENTENCE_END.search(w[0]):
             lines.extend(_split_long(current, max_seconds))
             current = []
-    return [Narration(" ".join(w[0] for w in ln), ln[0][1], max(ln[-1][2], ln[0][1]),
-                      tuple((w[0], w[1]) for w in ln)) for ln in lines]
+    return [
+        Narration(" ".join(w[0] for w in ln), ln[0][1], max(ln[-1][2], ln[0][1]), tuple((w[0], w[1]) for w in ln))
+        for ln in lines
+    ]
 
 
 def _split_long(words: list[Word], max_seconds: float) -> list[list[Word]]:
@@ -124,7 +126,7 @@ def _timed_words(line: str, start: float, end: float) -> list[tuple[str, float, 
 
 def _vtt_seconds(stamp: str) -> float:
     fields = [float(x) for x in stamp.split(":")]
-    return sum(v * 60 ** i for i, v in enumerate(reversed(fields)))
+    return sum(v * 60**i for i, v in enumerate(reversed(fields)))
 
 
 def _rolling_vtt(cues: list[tuple[list[str], float, float]]) -> list[Narration]:
@@ -151,7 +153,8 @@ def _unroll(cues: list[tuple[str, float, float]]) -> list[tuple[str, float, floa
     pairs = [(a, b) for a, b in zip(lines, lines[1:], strict=False) if a and len(b) > 1]
     if len(pairs) < 2 or sum(b[0] == a[-1] for a, b in pairs) < 0.5 * len(pairs):
         return cues
-    out, previous = [], []
+    out: list[tuple[str, float, float]] = []
+    previous: list[str] = []
     for (_, start, end), current in zip(cues, lines, strict=True):
         k = 0
         while k < len(current) and current[k] in previous:
@@ -173,7 +176,9 @@ def _from_srt(path: Path, data: str) -> list[tuple[str, float, float]]:
 def _from_vtt(path: Path, data: str) -> list[tuple[str, float, float]] | list[Narration]:
     try:
         vtt = webvtt.from_string(data)
-        cues = [(c.lines, c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000) for c in vtt]
+        cues = [
+            (c.lines, c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000) for c in vtt.captions
+        ]
     except (webvtt.errors.MalformedFileError, ValueError, OverflowError) as e:
         raise InputError(f"{path}: malformed WebVTT ({e}); it must start with 'WEBVTT'") from None
     for _, start, end in cues:
@@ -185,8 +190,10 @@ def _from_vtt(path: Path, data: str) -> list[tuple[str, float, float]] | list[Na
 
 
 def _from_json(path: Path, data: str) -> list[tuple[str, float, float]] | list[Narration]:
-    fix = ('expected Whisper output {"segments": [{"start", "end", "text", "words"?}]}, YouTube json3 '
-           '{"events": [...]} or [{"start": seconds, "end": seconds, "text": "..."}, ...]')
+    fix = (
+        'expected Whisper output {"segments": [{"start", "end", "text", "words"?}]}, YouTube json3 '
+        '{"events": [...]} or [{"start": seconds, "end": seconds, "text": "..."}, ...]'
+    )
     try:
         doc = json.loads(data)
     except (json.JSONDecodeError, RecursionError) as e:
@@ -201,8 +208,13 @@ def _from_json(path: Path, data: str) -> list[tuple[str, float, float]] | list[N
     for i, it in enumerate(doc):
         if not isinstance(it, dict) or not isinstance(it.get("text"), str):
             raise InputError(f"{path}: entry {i} is not a narration; {fix}")
-        out.append((it["text"], _seconds(it.get("start"), f"entry {i} 'start'", path),
-                    _seconds(it.get("end"), f"entry {i} 'end'", path)))
+        out.append(
+            (
+                it["text"],
+                _seconds(it.get("start"), f"entry {i} 'start'", path),
+                _seconds(it.get("end"), f"entry {i} 'end'", path),
+            )
+        )
     return out
 
 
@@ -286,8 +298,9 @@ def read_narrations(path: Path) -> list[Narration]:
     try:
         items = reader(path, _decode(path, raw))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as e:
-        raise InputError(f"{path}: unreadable subtitles ({type(e).__name__}: {str(e)[:80]}); "
-                         "re-export them as SRT or WebVTT") from None
+        raise InputError(
+            f"{path}: unreadable subtitles ({type(e).__name__}: {str(e)[:80]}); re-export them as SRT or WebVTT"
+        ) from None
     if items and not isinstance(items[0], Narration):
         items = _unroll(items)
     out = []
@@ -300,8 +313,9 @@ def read_narrations(path: Path) -> list[Narration]:
         if not text:
             continue
         if end < start:
-            raise InputError(f"{path}: cue {text[:40]!r} ends ({end:.3f}s) before it starts ({start:.3f}s); "
-                             "fix its times")
+            raise InputError(
+                f"{path}: cue {text[:40]!r} ends ({end:.3f}s) before it starts ({start:.3f}s); fix its times"
+            )
         out.append(Narration(text, float(start), float(end)))
     return sorted(out, key=lambda n: (n.start, n.end))
 
@@ -338,7 +352,7 @@ def subtitle_language(path: Path, video: Path) -> str | None:
     """The language tag of ``path`` as a subtitle of ``video`` (``video.en-US.srt`` → ``en-US``), else ``None``."""
     name, stem = Path(path).name, Path(video).stem
     suffix = Path(path).suffix
-    middle = name[len(stem):len(name) - len(suffix)] if name.startswith(stem) else ""
+    middle = name[len(stem) : len(name) - len(suffix)] if name.startswith(stem) else ""
     return middle[1:] if middle.startswith(".") and _LANG.match(middle[1:]) else None
 
 

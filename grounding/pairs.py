@@ -1,4 +1,4 @@
-"""Training pairs (narration segment → 3D point) from narrations and registered frames (source §5.4.1).
+"""Training pairs (narration segment → 3D point) from narrations and registered frames ([001] §5.4.1).
 
 A segment's frames are the registered frames inside its time window. ``center`` back-projects each frame's
 centre onto the reconstructed surface (depth = median depth of the observed 3D points nearest that pixel) and
@@ -16,11 +16,12 @@ import numpy as np
 
 from grounding.config import GroundingConfig
 from grounding.narration import Narration
+from recon.config import choices
 from recon.scene import RegisteredFrame, SharedScene
 
 log = logging.getLogger(__name__)
 
-SUPERVISION = ("center", "gaze")
+SUPERVISION = choices(GroundingConfig, "supervision")
 
 
 @dataclass
@@ -53,8 +54,12 @@ def segments(narrations: list[Narration], max_seconds: float, min_seconds: float
     merged: list[Narration] = []
     for n in narrations:
         prev = merged[-1] if merged else None
-        if prev is not None and prev.end - prev.start < min_seconds and n.start - prev.end < 0.5 \
-                and n.end - prev.start <= max_seconds:
+        if (
+            prev is not None
+            and prev.end - prev.start < min_seconds
+            and n.start - prev.end < 0.5
+            and n.end - prev.start <= max_seconds
+        ):
             merged[-1] = Narration(f"{prev.text} {n.text}", prev.start, n.end)
         else:
             merged.append(n)
@@ -68,13 +73,16 @@ def segments(narrations: list[Narration], max_seconds: float, min_seconds: float
             continue
         cuts = np.linspace(0, len(words), pieces + 1).round().astype(int)
         step = (n.end - n.start) / pieces
-        out += [Narration(" ".join(words[a:b]), n.start + i * step, n.start + (i + 1) * step)
-                for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))]
+        out += [
+            Narration(" ".join(words[a:b]), n.start + i * step, n.start + (i + 1) * step)
+            for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))
+        ]
     return out
 
 
-def surface_point(frame: RegisteredFrame, scene: SharedScene, xy: np.ndarray, radius: float,
-                  neighbors: int) -> np.ndarray | None:
+def surface_point(
+    frame: RegisteredFrame, scene: SharedScene, xy: np.ndarray, radius: float, neighbors: int
+) -> np.ndarray | None:
     """Back-project pixel ``xy`` onto the reconstructed surface, or ``None`` when no 3D point is observed near it.
 
     ``radius`` is a fraction of the image diagonal; the depth is the median camera depth of the (at most
@@ -139,8 +147,13 @@ def _segment_weight(seg: Narration, lines: list[Narration], weights: list[float]
     return max(over, default=1.0)
 
 
-def make_pairs(conf: GroundingConfig, scene: SharedScene, narrations: dict[str, list[Narration]],
-               supervision: str, line_weights: dict[str, list[float]] | None = None) -> tuple[list[Pair], Counter]:
+def make_pairs(
+    conf: GroundingConfig,
+    scene: SharedScene,
+    narrations: dict[str, list[Narration]],
+    supervision: str,
+    line_weights: dict[str, list[float]] | None = None,
+) -> tuple[list[Pair], Counter]:
     """Pairs of one scene; the counter says how many segments/frames were skipped and why.
 
     ``line_weights`` (optional, per video: one weight in [0, 1] per narration line, e.g. how grounded the line
@@ -172,8 +185,7 @@ def make_pairs(conf: GroundingConfig, scene: SharedScene, narrations: dict[str, 
                 continue
             used, anchors = [], []
             for i in inside:
-                X = surface_point(frames[i], scene, frame_center(frames[i]), conf.depth_radius,
-                                  conf.depth_neighbors)
+                X = surface_point(frames[i], scene, frame_center(frames[i]), conf.depth_radius, conf.depth_neighbors)
                 if X is None:
                     skipped["frames without 3D points near the centre"] += 1
                     continue
@@ -183,15 +195,31 @@ def make_pairs(conf: GroundingConfig, scene: SharedScene, narrations: dict[str, 
                 skipped["segments without a surface point"] += 1
                 continue
             anchors_a = np.array(anchors)
-            point = np.median(anchors_a, axis=0) if supervision == "center" or len(used) < 2 else \
-                gaze_point(used, anchors_a, conf.gaze_prior_weight)
-            pairs.append(Pair(scene.scene, video, seg.text, round(seg.start, 3), round(seg.end, 3),
-                              [float(x) for x in point], len(used),
-                              anchors=[[round(float(x), 6) for x in a] for a in anchors_a], weight=line_weight))
+            point = (
+                np.median(anchors_a, axis=0)
+                if supervision == "center" or len(used) < 2
+                else gaze_point(used, anchors_a, conf.gaze_prior_weight)
+            )
+            pairs.append(
+                Pair(
+                    scene.scene,
+                    video,
+                    seg.text,
+                    round(seg.start, 3),
+                    round(seg.end, 3),
+                    [float(x) for x in point],
+                    len(used),
+                    anchors=[[round(float(x), 6) for x in a] for a in anchors_a],
+                    weight=line_weight,
+                )
+            )
             used_frames.append(used)
     if conf.seen_weighting and pairs:
-        depths = [f.cam_from_world[2, :3] @ np.asarray(p.point) + f.cam_from_world[2, 3]
-                  for p, fs in zip(pairs, used_frames, strict=True) for f in fs]
+        depths = [
+            f.cam_from_world[2, :3] @ np.asarray(p.point) + f.cam_from_world[2, 3]
+            for p, fs in zip(pairs, used_frames, strict=True)
+            for f in fs
+        ]
         ref = float(np.median(depths))
         for p, fs in zip(pairs, used_frames, strict=True):
             p.weight = round(p.weight * seen_weight(fs, np.asarray(p.point), ref), 6)

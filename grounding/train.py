@@ -14,9 +14,9 @@ import copy
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,31 +28,40 @@ from grounding import voxels
 from grounding.config import GroundingConfig
 from grounding.narration import Narration
 from grounding.pairs import Pair, make_pairs
-from recon.io import InputError, atomic_dir, atomic_write_json, read_json
+from recon.config import choices
+from recon.io import InputError, ProgressFn, atomic_dir, atomic_write_json, read_json
 from recon.scene import SharedScene
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]
-METHODS = ("classifier", "index", "ensemble")
-TARGETS = ("window", "point")
+METHODS = choices(GroundingConfig, "method")
+TARGETS = choices(GroundingConfig, "targets")
 
 
-def training_set(conf: GroundingConfig, scenes: dict[str, SharedScene],
-                 narrations: dict[str, dict[str, list[Narration]]],
-                 line_weights: dict[str, dict[str, list[float]]] | None = None,
-                 ) -> tuple[dict[str, voxels.VoxelSpace], dict[str, list[Pair]], dict[str, Counter]]:
+def training_set(
+    conf: GroundingConfig,
+    scenes: dict[str, SharedScene],
+    narrations: dict[str, dict[str, list[Narration]]],
+    line_weights: dict[str, dict[str, list[float]]] | None = None,
+) -> tuple[dict[str, voxels.VoxelSpace], dict[str, list[Pair]], dict[str, Counter]]:
     """Per scene: pairs (with voxel labels) and its voxel space; scenes without pairs are left out.
 
     ``line_weights[scene][video]`` optionally weighs each narration line (see :func:`make_pairs`).
     """
     spaces, pairs, skipped = {}, {}, {}
     for name in sorted(scenes):
-        scene_pairs, skipped[name] = make_pairs(conf, scenes[name], narrations.get(name, {}), conf.supervision,
-                                                (line_weights or {}).get(name))
+        scene_pairs, skipped[name] = make_pairs(
+            conf, scenes[name], narrations.get(name, {}), conf.supervision, (line_weights or {}).get(name)
+        )
         if not scene_pairs:
-            log.warning("scene %s: no training pairs (%s); it gets no grounding head", name,
-                        ", ".join(f"{n} {why}" for why, n in skipped[name].items()) or "no narrations")
+            log.warning(
+                "scene %s: no training pairs (%s); it gets no grounding head",
+                name,
+                ", ".join(f"{n} {why}" for why, n in skipped[name].items()) or "no narrations",
+            )
             continue
         points = np.array([p.point for p in scene_pairs])
         seen = np.vstack([points] + [np.array(p.anchors) for p in scene_pairs if p.anchors])
@@ -69,16 +78,20 @@ def pair_targets(conf: GroundingConfig, space: voxels.VoxelSpace, pairs: list[Pa
     if conf.targets not in TARGETS:
         raise InputError(f"grounding.targets = {conf.targets!r}: use one of {', '.join(TARGETS)} in howto3d.toml")
     smooth = gmodel.soft_targets(space.centers, space.size, conf.label_sigma)
-    lists = [space.assign(np.array(p.anchors)) if conf.targets == "window" and p.anchors else [p.voxel]
-             for p in pairs]
+    lists = [space.assign(np.array(p.anchors)) if conf.targets == "window" and p.anchors else [p.voxel] for p in pairs]
     return gindex.targets(lists, smooth)
 
 
-def _embed(model: gmodel.GroundingModel, tokenizer, conf: GroundingConfig, texts: list[str],
-           batch: int = 64) -> torch.Tensor:
+def _embed(
+    model: gmodel.GroundingModel, tokenizer, conf: GroundingConfig, texts: list[str], batch: int = 64
+) -> torch.Tensor:
     with torch.inference_mode():
-        return torch.cat([model.embed(**gmodel.tokenize(tokenizer, texts[b:b + batch], conf.max_tokens))
-                          for b in range(0, len(texts), batch)])
+        return torch.cat(
+            [
+                model.embed(**gmodel.tokenize(tokenizer, texts[b : b + batch], conf.max_tokens))
+                for b in range(0, len(texts), batch)
+            ]
+        )
 
 
 def _loss(model: gmodel.GroundingModel, feats: torch.Tensor, rows: list[Row]) -> tuple[torch.Tensor, int]:
@@ -105,8 +118,12 @@ class Row:
     weight: float
 
 
-def fit(conf: GroundingConfig, spaces: dict[str, voxels.VoxelSpace], pairs: dict[str, list[Pair]],
-        progress: Progress | None = None) -> tuple[gmodel.GroundingModel, object, dict, dict[str, torch.Tensor]]:
+def fit(
+    conf: GroundingConfig,
+    spaces: dict[str, voxels.VoxelSpace],
+    pairs: dict[str, list[Pair]],
+    progress: ProgressFn | None = None,
+) -> tuple[gmodel.GroundingModel, PreTrainedTokenizerBase, dict, dict[str, torch.Tensor]]:
     """Train the heads (and the top ``trainable_layers`` of the encoder) and build the line index.
 
     Seeded and deterministic. With ``heldout_fraction`` > 0 the best held-out epoch is kept (early stopping),
@@ -122,11 +139,19 @@ def fit(conf: GroundingConfig, spaces: dict[str, voxels.VoxelSpace], pairs: dict
     gmodel.set_trainable_layers(model, conf.trainable_layers, conf.freeze_embeddings)
     targets = {n: pair_targets(conf, spaces[n], pairs[n]) for n in names}
     rows = [Row(i, p.text, targets[n][j], p.weight) for i, n in enumerate(names) for j, p in enumerate(pairs[n])]
-    stats: dict = {"train_pairs": len(rows), "heldout_pairs": 0, "best_epoch": 0, "heldout_accuracy": None,
-                   "heldout_loss": None, "history": []}
+    stats: dict = {
+        "train_pairs": len(rows),
+        "heldout_pairs": 0,
+        "best_epoch": 0,
+        "heldout_accuracy": None,
+        "heldout_loss": None,
+        "history": [],
+    }
     if conf.epochs < 1:
-        raise InputError(f"epochs = {conf.epochs} would save an untrained model: nothing was written (the previous "
-                         "model is kept); train with --epochs 1 or more")
+        raise InputError(
+            f"epochs = {conf.epochs} would save an untrained model: nothing was written (the previous "
+            "model is kept); train with --epochs 1 or more"
+        )
     if conf.method != "index":
         stats = _train_heads(conf, model, tokenizer, rows, progress)
     model.eval()
@@ -135,21 +160,29 @@ def fit(conf: GroundingConfig, spaces: dict[str, voxels.VoxelSpace], pairs: dict
     for i, n in enumerate(names):
         k = len(pairs[n])
         weights = torch.tensor([p.weight for p in pairs[n]], dtype=torch.float32)
-        index.update(gindex.LineIndex(feats[offset:offset + k].clone(), targets[n], weights).tensors(f"scene{i}"))
+        index.update(
+            gindex.LineIndex(feats[offset : offset + k].clone().numpy(), targets[n].numpy(), weights.numpy()).tensors(
+                f"scene{i}"
+            )
+        )
         offset += k
     return model, tokenizer, stats, index
 
 
-def _train_heads(conf: GroundingConfig, model: gmodel.GroundingModel, tokenizer, rows: list[Row],
-                 progress: Progress | None) -> dict:
+def _train_heads(
+    conf: GroundingConfig, model: gmodel.GroundingModel, tokenizer, rows: list[Row], progress: ProgressFn | None
+) -> dict:
     order = np.random.default_rng(conf.seed).permutation(len(rows))
     n_held = int(round(conf.heldout_fraction * len(rows))) if len(rows) >= 10 else 0
     held = [rows[i] for i in order[:n_held]]
     train = [rows[i] for i in order[n_held:]]
     frozen = conf.trainable_layers == 0
     # A frozen encoder gives the same features every epoch: embed once, then only the heads run.
-    cache = {r.text: f for r, f in zip(rows, _embed(model, tokenizer, conf, [r.text for r in rows]), strict=True)} \
-        if frozen else None
+    cache = (
+        {r.text: f for r, f in zip(rows, _embed(model, tokenizer, conf, [r.text for r in rows]), strict=True)}
+        if frozen
+        else None
+    )
 
     def features(batch: list[Row]) -> torch.Tensor:
         if cache is not None:
@@ -161,19 +194,22 @@ def _train_heads(conf: GroundingConfig, model: gmodel.GroundingModel, tokenizer,
         total, hits, weight = 0.0, 0, 0.0
         with torch.inference_mode():
             for b in range(0, len(data), 64):
-                loss, h = _loss(model, features(data[b:b + 64]), data[b:b + 64])
+                loss, h = _loss(model, features(data[b : b + 64]), data[b : b + 64])
                 total, hits = total + float(loss), hits + h
-                weight += sum(r.weight for r in data[b:b + 64])
+                weight += sum(r.weight for r in data[b : b + 64])
         return total / max(weight, 1e-9), hits
 
     check = held or train
     untrained = evaluate(check)[0]
-    optim = torch.optim.AdamW([
-        {"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": conf.lr_encoder},
-        {"params": model.heads.parameters(), "lr": conf.lr_head},
-    ], weight_decay=conf.weight_decay)
+    optim = torch.optim.AdamW(
+        [
+            {"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": conf.lr_encoder},
+            {"params": model.heads.parameters(), "lr": conf.lr_head},
+        ],
+        weight_decay=conf.weight_decay,
+    )
     gen = torch.Generator().manual_seed(conf.seed)
-    best = (untrained, 0, copy.deepcopy(model.state_dict()))
+    best: tuple[float, int, dict[str, Any] | None] = (untrained, 0, copy.deepcopy(model.state_dict()))
     history = []
     desc = "training grounding model"
     for epoch in range(conf.epochs):
@@ -182,7 +218,7 @@ def _train_heads(conf: GroundingConfig, model: gmodel.GroundingModel, tokenizer,
         perm = torch.randperm(len(train), generator=gen).tolist()
         train_loss = 0.0
         for b in range(0, len(train), conf.batch_size):
-            batch = [train[i] for i in perm[b:b + conf.batch_size]]
+            batch = [train[i] for i in perm[b : b + conf.batch_size]]
             loss, _ = _loss(model, features(batch), batch)
             optim.zero_grad()
             (loss / max(sum(r.weight for r in batch), 1e-9)).backward()
@@ -190,10 +226,15 @@ def _train_heads(conf: GroundingConfig, model: gmodel.GroundingModel, tokenizer,
             train_loss += float(loss.detach())
         seconds = time.perf_counter() - t
         held_loss, hits = evaluate(held) if held else (train_loss / max(sum(r.weight for r in train), 1e-9), 0)
-        history.append({"epoch": epoch + 1, "train_loss": round(train_loss / max(len(train), 1), 4),
-                        "heldout_loss": round(held_loss, 4) if held else None,
-                        "heldout_accuracy": round(hits / len(held), 4) if held else None,
-                        "seconds": round(seconds, 3)})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": round(train_loss / max(len(train), 1), 4),
+                "heldout_loss": round(held_loss, 4) if held else None,
+                "heldout_accuracy": round(hits / len(held), 4) if held else None,
+                "seconds": round(seconds, 3),
+            }
+        )
         log.debug("epoch %d: %s", epoch + 1, history[-1])
         if progress:
             progress(desc, epoch + 1, conf.epochs)
@@ -210,21 +251,34 @@ def _train_heads(conf: GroundingConfig, model: gmodel.GroundingModel, tokenizer,
         model.load_state_dict(best[2])
     final = evaluate(check)[0]
     if best[1] == 0 or not final < untrained:
-        raise InputError(f"training did not improve on the untrained model ({'held-out' if held else 'training'} "
-                         f"loss {final:.4f} vs {untrained:.4f} before training); nothing was written (the previous "
-                         "model is kept); check the pairs in the summary or train with more --epochs")
+        raise InputError(
+            f"training did not improve on the untrained model ({'held-out' if held else 'training'} "
+            f"loss {final:.4f} vs {untrained:.4f} before training); nothing was written (the previous "
+            "model is kept); check the pairs in the summary or train with more --epochs"
+        )
     best_row = history[best[1] - 1]
-    return {"train_pairs": len(train), "heldout_pairs": len(held), "best_epoch": best[1],
-            "heldout_accuracy": best_row["heldout_accuracy"], "heldout_loss": best_row["heldout_loss"],
-            "untrained_loss": round(untrained, 4), "final_loss": round(final, 4),
-            "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in history])), 3),
-            "history": history}
+    return {
+        "train_pairs": len(train),
+        "heldout_pairs": len(held),
+        "best_epoch": best[1],
+        "heldout_accuracy": best_row["heldout_accuracy"],
+        "heldout_loss": best_row["heldout_loss"],
+        "untrained_loss": round(untrained, 4),
+        "final_loss": round(final, 4),
+        "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in history])), 3),
+        "history": history,
+    }
 
 
-def main(conf: GroundingConfig, scenes: dict[str, SharedScene], narrations: dict[str, dict[str, list[Narration]]],
-         out_dir: Path, progress: Progress | None = None,
-         line_weights: dict[str, dict[str, list[float]]] | None = None, frames: dict[str, dict] | None = None
-         ) -> dict:
+def main(
+    conf: GroundingConfig,
+    scenes: dict[str, SharedScene],
+    narrations: dict[str, dict[str, list[Narration]]],
+    out_dir: Path,
+    progress: ProgressFn | None = None,
+    line_weights: dict[str, dict[str, list[float]]] | None = None,
+    frames: dict[str, dict] | None = None,
+) -> dict:
     """Build pairs and voxel spaces, train the shared model, write everything under ``out_dir``; a summary.
 
     ``frames``: per scene, the caller's record of the shared frame the scenes are in, stored with the model and
@@ -233,15 +287,23 @@ def main(conf: GroundingConfig, scenes: dict[str, SharedScene], narrations: dict
     t0 = time.perf_counter()
     spaces, pairs, skipped = training_set(conf, scenes, narrations, line_weights)
     if not pairs:
-        raise InputError(f"no training pairs in any scene ({', '.join(sorted(scenes)) or 'no scenes'}): "
-                         "add subtitles next to the videos and reconstruct them first")
+        raise InputError(
+            f"no training pairs in any scene ({', '.join(sorted(scenes)) or 'no scenes'}): "
+            "add subtitles next to the videos and reconstruct them first"
+        )
     t_pairs = time.perf_counter() - t0
     model, tokenizer, stats, index = fit(conf, spaces, pairs, progress)
     names = sorted(pairs)
     summary = {
-        "scenes": {n: {"pairs": len(pairs.get(n, [])), "voxels": len(spaces[n].cells) if n in spaces else 0,
-                       "skipped": dict(skipped[n]), **({"frame": frames[n]} if frames and n in frames else {})}
-                   for n in sorted(scenes)},
+        "scenes": {
+            n: {
+                "pairs": len(pairs.get(n, [])),
+                "voxels": len(spaces[n].cells) if n in spaces else 0,
+                "skipped": dict(skipped[n]),
+                **({"frame": frames[n]} if frames and n in frames else {}),
+            }
+            for n in sorted(scenes)
+        },
         "supervision": conf.supervision,
         "method": conf.method,
         "encoder": conf.encoder,
@@ -252,21 +314,39 @@ def main(conf: GroundingConfig, scenes: dict[str, SharedScene], narrations: dict
         for n in names:
             atomic_write_json(tmp / "scenes" / n / "voxels.json", spaces[n].to_json())
             atomic_write_json(tmp / "scenes" / n / "pairs.json", [p.to_json() for p in pairs[n]])
-        gmodel.save(model, tokenizer, tmp / "model", {
-            "scenes": names, "num_voxels": [len(spaces[n].cells) for n in names],
-            "max_tokens": conf.max_tokens, "pooling": "mean", "method": conf.method, "config": asdict(conf),
-            "frames": {n: frames[n] for n in names if frames and n in frames}}, index)
+        gmodel.save(
+            model,
+            tokenizer,
+            tmp / "model",
+            {
+                "scenes": names,
+                "num_voxels": [len(spaces[n].cells) for n in names],
+                "max_tokens": conf.max_tokens,
+                "pooling": "mean",
+                "method": conf.method,
+                "config": asdict(conf),
+                "frames": {n: frames[n] for n in names if frames and n in frames},
+            },
+            index,
+        )
         atomic_write_json(tmp / "history.json", stats["history"])
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
         atomic_write_json(tmp / "summary.json", summary)
-    log.info("grounding model trained on %d pairs of %d scenes in %.0f s", stats["train_pairs"], len(names),
-             summary["seconds"]["total"])
+    log.info(
+        "grounding model trained on %d pairs of %d scenes in %.0f s",
+        stats["train_pairs"],
+        len(names),
+        summary["seconds"]["total"],
+    )
     return summary
 
 
 def load_summary(out_dir: Path) -> dict:
     """The summary :func:`main` wrote with its model (an input error when either is missing)."""
     out_dir = Path(out_dir)
-    if not (out_dir / "summary.json").is_file() or not (out_dir / "model" / gmodel.WEIGHTS).is_file():
+    if not all(
+        p.is_file()
+        for p in (out_dir / "summary.json", out_dir / "model" / gmodel.WEIGHTS, out_dir / "model" / gmodel.INDEX)
+    ):  # no index: an earlier release's model
         raise InputError(f"{out_dir}: no trained grounding model there; run `howto3d train` first")
     return read_json(out_dir / "summary.json")

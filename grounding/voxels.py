@@ -1,4 +1,4 @@
-"""A scene's voxel space: the classes of its text → voxel classifier (source §5.5).
+"""A scene's voxel space: the classes of its text → voxel classifier ([001] §5.5).
 
 A box around the aligned model (percentiles, robust to stray SfM points) split into ``divisions``³ cells;
 the ``num_voxels`` cells holding most training points are kept, ties and the rest filled by model points, so
@@ -51,34 +51,44 @@ class VoxelSpace:
         return out
 
     def to_json(self) -> dict:
-        return {"origin": self.origin.tolist(), "size": self.size.tolist(), "divisions": self.divisions,
-                "cells": self.cells.tolist()}
+        return {
+            "origin": self.origin.tolist(),
+            "size": self.size.tolist(),
+            "divisions": self.divisions,
+            "cells": self.cells.tolist(),
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> VoxelSpace:
-        return cls(np.array(d["origin"], float), np.array(d["size"], float), int(d["divisions"]),
-                   np.array(d["cells"], int))
+        return cls(
+            np.array(d["origin"], float), np.array(d["size"], float), int(d["divisions"]), np.array(d["cells"], int)
+        )
 
 
 def box(points: np.ndarray, percentile: float) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper corners of the robust box around ``points``."""
     if len(points) < 4:
-        raise InputError(f"only {len(points)} 3D points in the scene: too few to build a voxel space; "
-                         "reconstruct more frames")
+        raise InputError(
+            f"only {len(points)} 3D points in the scene: too few to build a voxel space; reconstruct more frames"
+        )
     lo, hi = np.percentile(points, [percentile, 100 - percentile], axis=0)
     pad = 1e-6 * max(float(np.max(hi - lo)), 1e-9)
     return lo - pad, hi + pad
 
 
-def build(model_points: np.ndarray, training_points: np.ndarray, divisions: int, num_voxels: int,
-          percentile: float) -> VoxelSpace:
+def build(
+    model_points: np.ndarray, training_points: np.ndarray, divisions: int, num_voxels: int, percentile: float
+) -> VoxelSpace:
     """Keep the ``num_voxels`` cells with most training points, then most model points (deterministic order)."""
     lo, hi = box(np.asarray(model_points, float), percentile)
     space = VoxelSpace(lo, (hi - lo) / divisions, divisions, np.zeros(0, int))
     inside = np.all((model_points >= lo) & (model_points <= hi), axis=1)
     n_cells = divisions**3
-    train = np.bincount(space.cell_of(training_points), minlength=n_cells) if len(training_points) else \
-        np.zeros(n_cells, int)
+    train = (
+        np.bincount(space.cell_of(training_points), minlength=n_cells)
+        if len(training_points)
+        else np.zeros(n_cells, int)
+    )
     model = np.bincount(space.cell_of(model_points[inside]), minlength=n_cells)
     # Sort by training points, then model points, then cell index; never keep cells with neither.
     order = np.lexsort((np.arange(n_cells), -model, -train))

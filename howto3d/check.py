@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import numpy as np
 
@@ -38,6 +38,22 @@ TEMPORAL = ("features", "actionness", "steps", "discover", "groundedness")
 """Stage records keyed by scene that the temporal checks read."""
 
 
+class ProblemRecord(TypedDict):
+    """One problem of ``check --json`` (:meth:`Problem.to_json`)."""
+
+    scene: str | None
+    path: str
+    message: str
+    fix: str
+
+
+class CheckReport(TypedDict):
+    """``check --json``: ``ok`` when nothing is wrong, else every problem."""
+
+    ok: bool
+    problems: list[ProblemRecord]
+
+
 @dataclass(frozen=True)
 class Problem:
     """One broken promise: the file concerned, what is wrong with it and the command that fixes it."""
@@ -51,8 +67,13 @@ class Problem:
     def line(self) -> str:
         return f"{self.path}: {self.message}; run `{self.fix}`"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> ProblemRecord:
         return {"scene": self.scene, "path": str(self.path), "message": self.message, "fix": self.fix}
+
+
+def report(problems: list[Problem]) -> CheckReport:
+    """The ``check --json`` document of :func:`check`'s problems."""
+    return {"ok": not problems, "problems": [p.to_json() for p in problems]}
 
 
 def check(ws: Workspace, scene: str | None = None) -> list[Problem]:
@@ -77,8 +98,10 @@ def summary(ws: Workspace, scene: str | None = None) -> str:
     sampled = [ws.frames_dir(v.scene, v.name) for v in videos if frames_stage.is_done(ws.frames_dir(v.scene, v.name))]
     frames = sum(len(frames_stage.load(d)["frames"]) for d in sampled)
     segments = sum(len(segment_dirs(ws.sfm_dir(v.scene, v.name))) for v in videos)
-    return (f"ok: {len(names)} scene(s), {len(videos)} video(s), {frames} sampled frames, {segments} SfM segment(s); "
-            "every recorded stage is current")
+    return (
+        f"ok: {len(names)} scene(s), {len(videos)} video(s), {frames} sampled frames, {segments} SfM segment(s); "
+        "every recorded stage is current"
+    )
 
 
 def _cmd(ws: Workspace, command: str, *args: str) -> str:
@@ -109,8 +132,9 @@ def _scene(ws: Workspace, s: str) -> tuple[list[Problem], bool]:
         try:
             alignment = Alignment.load(path.parent)
         except (InputError, KeyError, TypeError, ValueError) as e:
-            problems.append(Problem(s, path, f"unreadable ({_reason(e, path)})",
-                                    _cmd(ws, "align", "--scene", s, "--force")))
+            problems.append(
+                Problem(s, path, f"unreadable ({_reason(e, path)})", _cmd(ws, "align", "--scene", s, "--force"))
+            )
             sound = False
     registered: dict[str, dict[int, int]] = {}
     for v in sorted({v.name for v in ws.videos(s)} | set(alignment.shared_from_segment if alignment else ())):
@@ -143,17 +167,27 @@ def _frames(ws: Workspace, s: str, v: str) -> tuple[set[str] | None, list[Proble
     problems = []
     repeated = sorted(n for n, k in Counter(names).items() if k > 1)
     if repeated:
-        problems.append(Problem(s, path, f"{len(repeated)} frame name(s) listed more than once ({_some(repeated)})",
-                                fix))
-    bad = [n for n, t in zip(names, times, strict=True)
-           if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t)]
+        problems.append(
+            Problem(s, path, f"{len(repeated)} frame name(s) listed more than once ({_some(repeated)})", fix)
+        )
+    bad = [
+        n
+        for n, t in zip(names, times, strict=True)
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t)
+    ]
     back = [(a, ta, b, tb) for (a, ta), (b, tb) in pairwise(zip(names, times, strict=True)) if not tb > ta]
     if bad:
         problems.append(Problem(s, path, f"{len(bad)} frame(s) without a finite time ({_some(bad)})", fix))
     elif back:
         a, ta, b, tb = back[0]
-        problems.append(Problem(s, path, f"times not strictly increasing at {len(back)} frame(s), first {b} at "
-                                         f"{tb:g} s after {a} at {ta:g} s", fix))
+        problems.append(
+            Problem(
+                s,
+                path,
+                f"times not strictly increasing at {len(back)} frame(s), first {b} at {tb:g} s after {a} at {ta:g} s",
+                fix,
+            )
+        )
     return set(names), problems
 
 
@@ -177,18 +211,31 @@ def _segments(ws: Workspace, s: str, v: str, frame_names: set[str] | None) -> tu
         repeated = sorted(n for n in names if n in owner)
         if repeated:
             others = ", ".join(map(str, sorted({owner[n] for n in repeated})))
-            problems.append(Problem(s, folder, f"segment {k} registers {len(repeated)} frame(s) that segment {others} "
-                                               f"registers too ({_some(repeated)}); a frame belongs to one segment",
-                                    _cmd(ws, "align", "--scene", s)))
+            problems.append(
+                Problem(
+                    s,
+                    folder,
+                    f"segment {k} registers {len(repeated)} frame(s) that segment {others} "
+                    f"registers too ({_some(repeated)}); a frame belongs to one segment",
+                    redo,
+                )
+            )
         for n in sorted(names):
             owner.setdefault(n, k)
         unknown = sorted(names - frame_names) if frame_names is not None else []
         if unknown:
-            problems.append(Problem(s, folder, f"segment {k} registers {len(unknown)} frame(s) that frames.json does "
-                                               f"not list ({_some(unknown)})", redo))
+            problems.append(
+                Problem(
+                    s,
+                    folder,
+                    f"segment {k} registers {len(unknown)} frame(s) that frames.json does not list ({_some(unknown)})",
+                    redo,
+                )
+            )
     if registered and frame_names is None and not (ws.frames_dir(s, v) / "frames.json").is_file():
-        problems.append(Problem(s, ws.frames_dir(s, v) / "frames.json",
-                                "missing: the SfM model's frames have no times", redo))
+        problems.append(
+            Problem(s, ws.frames_dir(s, v) / "frames.json", "missing: the SfM model's frames have no times", redo)
+        )
     return registered, problems
 
 
@@ -197,13 +244,23 @@ def _transforms(ws: Workspace, s: str, alignment: Alignment) -> list[Problem]:
     from recon.align import node_name
     from recon.sim3 import sim3_from_json
 
-    sims = {node_name(v, k): sim for v, segs in sorted(alignment.shared_from_segment.items())
-            for k, sim in sorted(segs.items())}
+    sims = {
+        node_name(v, k): sim
+        for v, segs in sorted(alignment.shared_from_segment.items())
+        for k, sim in sorted(segs.items())
+    }
     if alignment.frame.get("frame_from_reference"):
         sims["frame_from_reference"] = sim3_from_json(alignment.frame["frame_from_reference"])
-    return [Problem(s, ws.align_dir(s) / "transforms.json", f"the transform of {node} is not a finite similarity "
-                    f"with a positive scale (scale {sim.scale:g})", _cmd(ws, "align", "--scene", s, "--force"))
-            for node, sim in sims.items() if not _similarity(sim)]
+    return [
+        Problem(
+            s,
+            ws.align_dir(s) / "transforms.json",
+            f"the transform of {node} is not a finite similarity with a positive scale (scale {sim.scale:g})",
+            _cmd(ws, "align", "--scene", s, "--force"),
+        )
+        for node, sim in sims.items()
+        if not _similarity(sim)
+    ]
 
 
 def _models(ws: Workspace, s: str, alignment: Alignment, registered: dict[str, dict[int, int]]) -> list[Problem]:
@@ -221,8 +278,9 @@ def _models(ws: Workspace, s: str, alignment: Alignment, registered: dict[str, d
             if k not in folders:
                 problems.append(Problem(s, folder, f"missing, yet {path.name} aligns {node_name(v, k)} from it", fix))
             elif registered.get(v, {}).get(k) == 0:
-                problems.append(Problem(s, folder, f"registers no frame, yet {path.name} aligns {node_name(v, k)} "
-                                                   "from it", fix))
+                problems.append(
+                    Problem(s, folder, f"registers no frame, yet {path.name} aligns {node_name(v, k)} from it", fix)
+                )
     return problems
 
 
@@ -254,7 +312,7 @@ def _temporal(ws: Workspace, s: str) -> list[Problem]:
     groundedness against their current inputs; each later one only when what it reads is current."""
     if not any(s in ws.record(stage).items for stage in TEMPORAL) or not scenes.reconstructed_videos(ws, s):
         return []
-    from howto3d import discover_cmds, temporal_cmds
+    from howto3d import discover_cmds, groundedness_cmds, temporal_cmds
     from temporal.tasks import find_task_file
 
     folder = ws.temporal_dir(s)
@@ -267,21 +325,37 @@ def _temporal(ws: Workspace, s: str) -> list[Problem]:
     except (InputError, OSError, KeyError, ValueError) as e:
         path = folder / "features.json"
         return [Problem(s, path, f"unreadable clip features ({_reason(e, path)}); `run` makes them again", run)]
-    problems = _stale(ws, s, discover_cmds.groundedness_step(ws, s, feats), folder / "groundedness.json",
-                      "the groundedness report", _cmd(ws, "groundedness", "--scene", s))
+    problems = _stale(
+        ws,
+        s,
+        groundedness_cmds.groundedness_step(ws, s, feats),
+        folder / "groundedness.json",
+        "the groundedness report",
+        _cmd(ws, "groundedness", "--scene", s),
+    )
     if find_task_file(ws.scene_dir(s)) is None:
-        return problems + _stale(ws, s, discover_cmds.discover_step(ws, s, feats, discover_cmds.procedure_conf(ws)),
-                                 folder / "steps", "the discovered key steps", run)
+        return problems + _stale(
+            ws,
+            s,
+            discover_cmds.discover_step(ws, s, feats, discover_cmds.procedure_conf(ws)),
+            folder / "steps",
+            "the discovered key steps",
+            run,
+        )
     spec = temporal_cmds.actionness_step(ws, s, feats)
     if _state(ws, spec) is not True:
         return problems + _stale(ws, s, spec, folder / "actionness", "the actionness", run)
     try:
         act = temporal_cmds.saved_actionness(ws, s, feats)
     except (InputError, OSError, KeyError, ValueError) as e:
-        return problems + [Problem(s, folder / "actionness", f"unreadable actionness ({_reason(e, folder)}); `run` "
-                                                             "makes it again", run)]
-    return problems + _stale(ws, s, temporal_cmds.steps_step(ws, s, feats, act), folder / "steps",
-                             "the step timelines", run)
+        return problems + [
+            Problem(
+                s, folder / "actionness", f"unreadable actionness ({_reason(e, folder)}); `run` makes it again", run
+            )
+        ]
+    return problems + _stale(
+        ws, s, temporal_cmds.steps_step(ws, s, feats, act), folder / "steps", "the step timelines", run
+    )
 
 
 def _grounding(ws: Workspace, scene: str | None, sound: list[str]) -> list[Problem]:
@@ -290,9 +364,10 @@ def _grounding(ws: Workspace, scene: str | None, sound: list[str]) -> list[Probl
     meta = ws.grounding_dir / "model" / "grounding.json"
     train = _cmd(ws, "train")
     frames = gquery.trained_frames(ws.grounding_dir)
+    trained = frames or {}
     problems, moved = [], set()
-    for s in sorted(set(frames or {}) & set(sound)):
-        why = scenes.frame_moved(frames[s], scenes.frame_state(ws, s))
+    for s in sorted(set(trained) & set(sound)):
+        why = scenes.frame_moved(trained[s], scenes.frame_state(ws, s))
         if why:
             moved.add(s)
             problems.append(Problem(s, meta, f"trained in an earlier shared frame of scene {s} ({why})", train))
@@ -310,32 +385,35 @@ def _grounding(ws: Workspace, scene: str | None, sound: list[str]) -> list[Probl
         return problems + [Problem(None, meta, "missing, yet `train` recorded the model", train)]
     by_scene: dict[str | None, list[str]] = {}
     for name in step.changes() or []:
-        s = name.split("/")[1] if "/" in name else None
-        if name != f"align/{s}" or s not in moved:  # a moved frame is said once, above
-            by_scene.setdefault(s, []).append(name)
+        of = name.split("/")[1] if "/" in name else None
+        if name != f"align/{of}" or of not in moved:  # a moved frame is said once, above
+            by_scene.setdefault(of, []).append(name)
     return problems + [
-        Problem(s, meta.parent, f"the grounding model is out of date: {_some(changes)} changed since it was trained",
-                train)
-        for s, changes in sorted(by_scene.items(), key=lambda kv: kv[0] or "") if scene is None or s in (scene, None)]
+        Problem(
+            s, meta.parent, f"the grounding model is out of date: {_some(changes)} changed since it was trained", train
+        )
+        for s, changes in sorted(by_scene.items(), key=lambda kv: kv[0] or "")
+        if scene is None or s in (scene, None)
+    ]
 
 
-def _line_weights(ws: Workspace, names: list[str]) -> dict | None | bool:
+def _line_weights(ws: Workspace, names: list[str]) -> grounding_cmds.LineWeights | None | Literal[False]:
     """The line weights ``run`` trains with (``grounding.min_groundedness`` > 0), from the saved groundedness;
     ``None`` without a threshold, ``False`` when a scene's groundedness is not current."""
     threshold = ws.config.grounding.min_groundedness
     if threshold <= 0:
         return None
-    from howto3d import discover_cmds, temporal_cmds
+    from howto3d import groundedness_cmds, temporal_cmds
 
-    weights = {}
+    weights: grounding_cmds.LineWeights = {}
     for s in names:
         try:
             if _state(ws, temporal_cmds.features_step(ws, s)) is not True:
                 return False
             feats = temporal_cmds.saved_features(ws, s)
-            if _state(ws, discover_cmds.groundedness_step(ws, s, feats)) is not True:
+            if _state(ws, groundedness_cmds.groundedness_step(ws, s, feats)) is not True:
                 return False
-            weights[s] = discover_cmds.saved_line_weights(ws, s, scenes.narrations(ws, s), threshold)
+            weights[s] = groundedness_cmds.saved_line_weights(ws, s, scenes.narrations(ws, s), threshold)
         except (InputError, OSError, KeyError, ValueError):
             return False  # unreadable: reported with the scene, and redone before training
     return weights

@@ -9,11 +9,10 @@ import errno
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
 from rich.text import Text
-from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.core import TyperGroup
 
 from grounding.narration import subtitle_language
@@ -22,21 +21,34 @@ from howto3d.progress import console, progress_bar, setup_logging
 from howto3d.workspace import Workspace, release_locks
 from recon.io import InputError, read_json
 
+if TYPE_CHECKING:  # the types of typer's vendored click, for the overrides below (nothing imported at run time)
+    from typer._click import Command as ClickCommand
+    from typer._click import Context as ClickContext
+
 # Start-up time: this module imports only what every command needs (typer, rich, the workspace and its config);
 # each command imports its stage adapter inside its function, so a cold `howto3d query` pays for torch and
 # nothing else (no pycolmap, Open3D, scikit-learn, networkx; tests/cli/test_startup.py keeps it so).
 
 log = logging.getLogger("howto3d")
-app = typer.Typer(help="Turn narrated how-to videos into a shared 3D space you can ask questions of.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Turn narrated how-to videos into a shared 3D space you can ask questions of.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 
 WS = Annotated[Path, typer.Argument(help="Workspace folder.")]
 SceneOpt = Annotated[str | None, typer.Option("--scene", help="Only this scene (default: all scenes).")]
 Scene = Annotated[str, typer.Option("--scene", help="Scene name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-ExecutorOpt = Annotated[Literal["local", "ray"] | None, typer.Option(
-    "--executor", help="local: worker processes here; ray: Ray tasks on [run] ray_address, RAY_ADDRESS, else a "
-    "local Ray cluster. Saved in howto3d.toml.")]
+ExecutorOpt = Annotated[
+    Literal["local", "ray"] | None,
+    typer.Option(
+        "--executor",
+        help="local: worker processes here; ray: Ray tasks on [run] ray_address, RAY_ADDRESS, else a "
+        "local Ray cluster. Saved in howto3d.toml.",
+    ),
+]
 
 
 class _CrossTaskGroup(TyperGroup):
@@ -49,26 +61,21 @@ class _CrossTaskGroup(TyperGroup):
 
             self.commands.update(typer.main.get_group(cli_crosstask.app).commands)
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: ClickContext) -> list[str]:
         self._load()
         return super().list_commands(ctx)
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> typer.core.TyperCommand | None:
+    def get_command(self, ctx: ClickContext, cmd_name: str) -> ClickCommand | None:
         self._load()
         return super().get_command(ctx, cmd_name)
 
 
-def _warn_deprecated() -> None:
-    from howto3d import cli_crosstask
-
-    cli_crosstask.warn_deprecated()
-
-
 _crosstask = typer.Typer(cls=_CrossTaskGroup, no_args_is_help=True)
-_CROSSTASK_HELP = ("Step localization, actionness and key-step discovery on CrossTask-format folders "
-                   "(per-clip features).")  # as cli_crosstask.app says; shown without importing it
+_CROSSTASK_HELP = (
+    "Step localization, actionness and key-step discovery on CrossTask-format folders "
+    "(per-clip features)."
+)  # as cli_crosstask.app says; shown without importing it
 app.add_typer(_crosstask, name="crosstask", help=_CROSSTASK_HELP)
-app.add_typer(_crosstask, name="temporal", hidden=True, help=_CROSSTASK_HELP, callback=_warn_deprecated)  # one release
 
 
 @app.callback()
@@ -84,9 +91,11 @@ def init(ws: WS) -> None:
 
 
 @app.command()
-def add(ws: WS, scene: Scene,
-        videos: Annotated[list[Path], typer.Argument(help="Videos; same-stem .srt/.vtt/.json subtitles come along.")],
-        ) -> None:
+def add(
+    ws: WS,
+    scene: Scene,
+    videos: Annotated[list[Path], typer.Argument(help="Videos; same-stem .srt/.vtt/.json subtitles come along.")],
+) -> None:
     """Copy videos (and their sidecar subtitles) into a scene of the workspace."""
     w = Workspace.init(ws).lock("add")
     added = w.add_videos(scene, videos)
@@ -96,16 +105,20 @@ def add(ws: WS, scene: Scene,
             lang = subtitle_language(v.subtitles, v.path)
             note = f"subtitles {v.subtitles.name}" + (f" (language {lang})" if lang else "")
         console.print(f"added {scene}/{v.name}: {note}")
-    console.print(f"{len(added)} new or changed video(s) in scene {scene!r} "
-                  f"({len(videos) - len(added)} already there, unchanged)")
+    console.print(
+        f"{len(added)} new or changed video(s) in scene {scene!r} ({len(videos) - len(added)} already there, unchanged)"
+    )
 
 
 @app.command()
-def reconstruct(ws: WS, scene: SceneOpt = None,
-                frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames sampled per video.")] = None,
-                workers: Annotated[int | None, typer.Option(min=1, help="Videos reconstructed in parallel.")] = None,
-                force: Annotated[bool, typer.Option(help="Redo videos that finished or failed before.")] = False,
-                executor: ExecutorOpt = None) -> None:
+def reconstruct(
+    ws: WS,
+    scene: SceneOpt = None,
+    frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames sampled per video.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Videos reconstructed in parallel.")] = None,
+    force: Annotated[bool, typer.Option(help="Redo videos that finished or failed before.")] = False,
+    executor: ExecutorOpt = None,
+) -> None:
     """Reconstruct every video on its own with pycolmap (resumable)."""
     from howto3d import recon_cmds
 
@@ -123,12 +136,19 @@ def reconstruct(ws: WS, scene: SceneOpt = None,
 
 
 @app.command()
-def align(ws: WS, scene: SceneOpt = None,
-          force: Annotated[bool, typer.Option(help="Realign even if nothing changed.")] = False,
-          reanchor: Annotated[bool, typer.Option(
-              help="Create the shared frame anew (new reference video and up; every pair matched again). "
-                   "Without it the frame stays put when videos are added or removed.")] = False,
-          executor: ExecutorOpt = None) -> None:
+def align(
+    ws: WS,
+    scene: SceneOpt = None,
+    force: Annotated[bool, typer.Option(help="Realign even if nothing changed.")] = False,
+    reanchor: Annotated[
+        bool,
+        typer.Option(
+            help="Create the shared frame anew (new reference video and up; every pair matched again). "
+            "Without it the frame stays put when videos are added or removed."
+        ),
+    ] = False,
+    executor: ExecutorOpt = None,
+) -> None:
     """Align each scene's reconstructions into one shared frame (alignment graph)."""
     from howto3d import recon_cmds
 
@@ -141,8 +161,11 @@ def align(ws: WS, scene: SceneOpt = None,
 
 
 @app.command()
-def train(ws: WS, epochs: Annotated[int | None, typer.Option(min=1, help="Maximum training epochs.")] = None,
-          force: Annotated[bool, typer.Option(help="Retrain even if nothing changed.")] = False) -> None:
+def train(
+    ws: WS,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Maximum training epochs.")] = None,
+    force: Annotated[bool, typer.Option(help="Retrain even if nothing changed.")] = False,
+) -> None:
     """Train the text→voxel grounding model from the narrations (one BERT for all scenes; skipped when nothing
     changed)."""
     from howto3d import run as run_stages
@@ -156,13 +179,21 @@ def train(ws: WS, epochs: Annotated[int | None, typer.Option(min=1, help="Maximu
 
 
 @app.command()
-def query(ws: WS, scene: Scene,
-          text: Annotated[str | None, typer.Argument(help="What to look for.")] = None,
-          batch: Annotated[Path | None, typer.Option("--batch", help="File with one query per line.")] = None,
-          heatmap: Annotated[Path | None, typer.Option("--heatmap", help="Write the heatmap as PLY.")] = None,
-          moments: Annotated[bool, typer.Option("--moments", help="List the video clips that show each answer "
-                                                "(loads the scene's cameras: about a second more).")] = False,
-          json_out: JsonOpt = False) -> None:
+def query(
+    ws: WS,
+    scene: Scene,
+    text: Annotated[str | None, typer.Argument(help="What to look for.")] = None,
+    batch: Annotated[Path | None, typer.Option("--batch", help="File with one query per line.")] = None,
+    heatmap: Annotated[Path | None, typer.Option("--heatmap", help="Write the heatmap as PLY.")] = None,
+    moments: Annotated[
+        bool,
+        typer.Option(
+            "--moments",
+            help="List the video clips that show each answer (loads the scene's cameras: about a second more).",
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Where is it? Text → 3D heatmap and point in the scene's shared frame."""
     from howto3d import grounding_cmds
 
@@ -181,11 +212,19 @@ def query(ws: WS, scene: Scene,
 
 
 @app.command()
-def guide(ws: WS, scene: Scene,
-          task: Annotated[str, typer.Option(help="Task id or title from the scene's task file, or what you want to do "
-                                                 "('how do I check the oil'); without a task file the discovered "
-                                                 "key steps are followed.")],
-          json_out: JsonOpt = False) -> None:
+def guide(
+    ws: WS,
+    scene: Scene,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="Task id or title from the scene's task file, or what you want to do "
+            "('how do I check the oil'); without a task file the discovered "
+            "key steps are followed."
+        ),
+    ],
+    json_out: JsonOpt = False,
+) -> None:
     """A task's steps in order: where each happens in 3D, the video moments that show it and what was said."""
     from howto3d import guide_cmds
 
@@ -196,16 +235,26 @@ def guide(ws: WS, scene: Scene,
 
 
 @app.command("eval-grounding")
-def eval_grounding(ws: Annotated[list[Path], typer.Argument(help="Workspace folder(s); several are pooled.")],
-                   plot: Annotated[Path | None, typer.Option(help="Write the PCK curves as PNG.")] = None,
-                   queries: Annotated[str, typer.Option(help="Query set: paraphrase (worded unlike the narration) "
-                                                              "or heldout (wikiHow-style instructions).")]
-                   = "paraphrase",
-                   json_out: JsonOpt = False,
-                   scene: Annotated[str | None, typer.Option(help="With --parts: the scene they are in.")] = None,
-                   parts: Annotated[Path | None, typer.Option(help="Your own scene: part positions JSON (points in "
-                                                              "the shared frame or clicks); --queries is then a "
-                                                              "JSON file {part: [texts]}.")] = None) -> None:
+def eval_grounding(
+    ws: Annotated[list[Path], typer.Argument(help="Workspace folder(s); several are pooled.")],
+    plot: Annotated[Path | None, typer.Option(help="Write the PCK curves as PNG.")] = None,
+    queries: Annotated[
+        str,
+        typer.Option(
+            help="Query set: paraphrase (worded unlike the narration) or heldout (wikiHow-style instructions)."
+        ),
+    ] = "paraphrase",
+    json_out: JsonOpt = False,
+    scene: Annotated[str | None, typer.Option(help="With --parts: the scene they are in.")] = None,
+    parts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own scene: part positions JSON (points in "
+            "the shared frame or clicks); --queries is then a "
+            "JSON file {part: [texts]}."
+        ),
+    ] = None,
+) -> None:
     """PCK@10/@30cm of queries against part positions, per part: synthetic worlds' truth (pooled over worlds), or
     your own scene's parts and queries (--scene S --parts PARTS.json --queries QUERIES.json)."""
     from howto3d import grounding_cmds
@@ -220,21 +269,38 @@ def eval_grounding(ws: Annotated[list[Path], typer.Argument(help="Workspace fold
         raise InputError("with --parts give one workspace, --scene S and --queries QUERIES.json ({part: [texts]})")
     w = Workspace.open(ws[0])
     locate = viewer_cmds.frame_localizers(w, scene, scenes.shared_scene(w, scene))
-    report = grounding_cmds.eval_user_grounding(w, scene, parts, Path(queries), plot, localize_for=locate)
-    reports.show(report, json_out, lambda r: console.print(
-        f"{r['scene']}: {len(r['queries'])} queries, PCK@{r['at_fine']:g} {r['pck_fine']:.2f} "
-        f"(chance {r['chance_fine']:.2f}), PCK@{r['at']:g} {r['pck_at']:.2f} (chance {r['chance_at']:.2f}), "
-        f"median error {r['median_error_m']:.3f} ({'m' if r['units'] == 'metres' else 'scene sizes'})"))
+    user_report = grounding_cmds.eval_user_grounding(w, scene, parts, Path(queries), plot, localize_for=locate)
+    reports.show(
+        user_report,
+        json_out,
+        lambda r: console.print(
+            f"{r['scene']}: {len(r['queries'])} queries, PCK@{r['at_fine']:g} {r['pck_fine']:.2f} "
+            f"(chance {r['chance_fine']:.2f}), PCK@{r['at']:g} {r['pck_at']:.2f} (chance {r['chance_at']:.2f}), "
+            f"median error {r['median_error_m']:.3f} ({'m' if r['units'] == 'metres' else 'scene sizes'})"
+        ),
+    )
 
 
 @app.command("eval-transfer")
-def eval_transfer(ws: WS, scene: Scene, json_out: JsonOpt = False,
-                  annotations: Annotated[list[Path] | None, typer.Option(
-                      help="Your own videos: a folder of <video>.json (or files), each the `transfer` input format "
-                           "of one video's clicked keypoints.")] = None,
-                  thresholds: Annotated[str | None, typer.Option(
-                      help="With --annotations: comma-separated PCK thresholds (cm in a metric frame, else model "
-                           "units; default 1–20 cm or 0.5–15 % of the scene size).")] = None) -> None:
+def eval_transfer(
+    ws: WS,
+    scene: Scene,
+    json_out: JsonOpt = False,
+    annotations: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Your own videos: a folder of <video>.json (or files), each the `transfer` input format "
+            "of one video's clicked keypoints."
+        ),
+    ] = None,
+    thresholds: Annotated[
+        str | None,
+        typer.Option(
+            help="With --annotations: comma-separated PCK thresholds (cm in a metric frame, else model "
+            "units; default 1–20 cm or 0.5–15 % of the scene size)."
+        ),
+    ] = None,
+) -> None:
     """Keypoint-transfer PCK: synthetic worlds against ground truth (camera accuracy, graph vs direct edges), or
     your own videos from keypoints you clicked in several videos (--annotations)."""
     from howto3d import evaluation, scenes
@@ -249,24 +315,40 @@ def eval_transfer(ws: WS, scene: Scene, json_out: JsonOpt = False,
         except ValueError:
             raise InputError(f"--thresholds {thresholds!r}: give numbers separated by commas, e.g. 2,5,10") from None
         report = evaluation.eval_user_transfer(
-            shared, evaluation.read_annotations(annotations, shared.videos), scenes.frame_state(w, scene)["units"],
-            ths, localize_for=viewer_cmds.frame_localizers(w, scene, shared))
-        reports.show(report, json_out, lambda r: console.print(
-            f"{r['scene']}: {r['pairs']} keypoint pairs, PCK ({r['error_units']}) "
-            + ", ".join(f"@{t}: {p:.2f}" for t, p in r["pck"].items())
-            + "; reprojection PCK (px) " + ", ".join(f"@{t}: {p:.2f}" for t, p in r["pixels"]["pck"].items())
-            + "".join(f"\nskipped {x.get('video', '')} {x['name']}: {x['why']}" for x in r["skipped"]), markup=False))
+            shared,
+            evaluation.read_annotations(annotations, shared.videos),
+            scenes.frame_state(w, scene)["units"],
+            ths,
+            localize_for=viewer_cmds.frame_localizers(w, scene, shared),
+        )
+        reports.show(
+            report,
+            json_out,
+            lambda r: console.print(
+                f"{r['scene']}: {r['pairs']} keypoint pairs, PCK ({r['error_units']}) "
+                + ", ".join(f"@{t}: {p:.2f}" for t, p in r["pck"].items())
+                + "; reprojection PCK (px) "
+                + ", ".join(f"@{t}: {p:.2f}" for t, p in r["pixels"]["pck"].items())
+                + "".join(f"\nskipped {x.get('video', '')} {x['name']}: {x['why']}" for x in r["skipped"]),
+                markup=False,
+            ),
+        )
         return
     gt = evaluation.load_gt(w.ground_truth_path(scene))
-    report = {"cameras": evaluation.camera_errors(shared, gt),
-              "transfer": evaluation.eval_transfer(shared, gt, w.align_dir(scene))}
-    reports.show(report, json_out, reports.print_alignment_accuracy)
+    accuracy: evaluation.AlignmentAccuracy = {
+        "cameras": evaluation.camera_errors(shared, gt),
+        "transfer": evaluation.eval_transfer(shared, gt, w.align_dir(scene)),
+    }
+    reports.show(accuracy, json_out, reports.print_alignment_accuracy)
 
 
 @app.command("actionness")
-def actionness_cmd(ws: WS, scene: Scene,
-                   video: Annotated[str | None, typer.Option(help="Only save this video (default: all).")] = None,
-                   json_out: JsonOpt = False) -> None:
+def actionness_cmd(
+    ws: WS,
+    scene: Scene,
+    video: Annotated[str | None, typer.Option(help="Only save this video (default: all).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Per-clip actionness (order verification trained on the scene's videos), saved in the workspace."""
     from howto3d import temporal_cmds
 
@@ -280,10 +362,16 @@ def actionness_cmd(ws: WS, scene: Scene,
 
 
 @app.command("steps")
-def steps_cmd(ws: WS, scene: Scene, video: Annotated[str, typer.Option(help="Video name.")],
-              task: Annotated[str | None, typer.Option(help="Task id(s), comma-separated (default: task file "
-                                                       "entry, else the narration's best match).")] = None,
-              json_out: JsonOpt = False) -> None:
+def steps_cmd(
+    ws: WS,
+    scene: Scene,
+    video: Annotated[str, typer.Option(help="Video name.")],
+    task: Annotated[
+        str | None,
+        typer.Option(help="Task id(s), comma-separated (default: task file entry, else the narration's best match)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Step segments of a video: DP over learned + 3D-grounded step scores, narration constraints, actionness."""
     from howto3d import temporal_cmds
 
@@ -300,9 +388,12 @@ def steps_cmd(ws: WS, scene: Scene, video: Annotated[str, typer.Option(help="Vid
 
 
 @app.command("discover")
-def discover_cmd(ws: WS, scene: Scene,
-                 k: Annotated[int | None, typer.Option("--k", min=1, help="Key steps per task (default 7).")] = None,
-                 json_out: JsonOpt = False) -> None:
+def discover_cmd(
+    ws: WS,
+    scene: Scene,
+    k: Annotated[int | None, typer.Option("--k", min=1, help="Key steps per task (default 7).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Step timelines without a task list: key steps discovered from the videos, named from their narration."""
     from howto3d import discover_cmds
 
@@ -315,21 +406,28 @@ def discover_cmd(ws: WS, scene: Scene,
 @app.command("groundedness")
 def groundedness_cmd(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
     """How well each narration line is localized in its own video (segment-level AUC; 0.5 = not at all)."""
-    from howto3d import discover_cmds
+    from howto3d import groundedness_cmds
 
     w = Workspace.open(ws).lock("groundedness")
     with progress_bar() as progress:
-        report = discover_cmds.groundedness(w, w.require_scene(scene), progress)
+        report = groundedness_cmds.groundedness(w, w.require_scene(scene), progress)
     reports.show(report, json_out, reports.print_groundedness)
 
 
 @app.command("eval-steps")
-def eval_steps(ws: WS, scene: SceneOpt = None,
-               annotations: Annotated[Path | None, typer.Option(
-                   help="Your own labels (one scene: give --scene): a folder of <video>.csv, rows step,start,end"
-                        "[,task] (CrossTask's shape; step: number or text), instead of a synthetic world's ground "
-                        "truth.")] = None,
-               json_out: JsonOpt = False) -> None:
+def eval_steps(
+    ws: WS,
+    scene: SceneOpt = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own labels (one scene: give --scene): a folder of <video>.csv, rows step,start,end"
+            "[,task] (CrossTask's shape; step: number or text), instead of a synthetic world's ground "
+            "truth."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Step recall, frame F1 and actionness AP of the saved timelines vs ground truth (synthetic worlds) or your
     own labels (--annotations)."""
     from howto3d import temporal_cmds
@@ -355,9 +453,13 @@ def cameras(ws: WS, scene: Scene, json_out: JsonOpt = False) -> None:
 
 
 @app.command()
-def transfer(ws: WS, scene: Scene,
-             source: Annotated[str, typer.Option(help="Video whose frames the keypoints were clicked in.")],
-             keypoints: Annotated[Path, typer.Option(help="Keypoints JSON.")], json_out: JsonOpt = False) -> None:
+def transfer(
+    ws: WS,
+    scene: Scene,
+    source: Annotated[str, typer.Option(help="Video whose frames the keypoints were clicked in.")],
+    keypoints: Annotated[Path, typer.Option(help="Keypoints JSON.")],
+    json_out: JsonOpt = False,
+) -> None:
     """Transfer keypoints clicked in one video to every frame of the others."""
     from howto3d import scenes, viewer_cmds
     from recon import transfer as transfer_stage
@@ -378,23 +480,44 @@ def transfer(ws: WS, scene: Scene,
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def scale(ctx: typer.Context, ws: WS, scene: Scene,
-          source: Annotated[str, typer.Option(help="Video whose frames the keypoints were clicked in.")],
-          keypoints: Annotated[Path, typer.Option(help="Keypoints JSON (the `transfer` input; may also hold "
-                                                  '"distances": [{"a", "b", "metres"}]).')],
-          distance: Annotated[list[str] | None, typer.Option(
-              metavar="NAME_A NAME_B METRES",
-              help="A known length between two keypoints; repeatable (least-squares scale).")] = None,
-          json_out: JsonOpt = False) -> None:
+def scale(
+    ctx: typer.Context,
+    ws: WS,
+    scene: Scene,
+    source: Annotated[str, typer.Option(help="Video whose frames the keypoints were clicked in.")],
+    keypoints: Annotated[
+        Path,
+        typer.Option(help='Keypoints JSON (the `transfer` input; may also hold "distances": [{"a", "b", "metres"}]).'),
+    ],
+    distance: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME_A NAME_B METRES",
+            help="A known length between two keypoints; repeatable (least-squares scale).",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Make the scene's shared frame metric from a known length ("this battery is 0.24 m wide")."""
     from howto3d import recon_cmds, viewer_cmds
 
     w = Workspace.open(ws).lock("scale")
-    out = recon_cmds.scale(w, scene, source, keypoints, _distances(distance or [], ctx.args),
-                           lambda shared: viewer_cmds.frame_localizers(w, scene, shared)(source))
-    reports.show(out, json_out, lambda r: console.print(
-        f"{r['scene']}: shared frame now in metres (scale {r['scale']:.6g}, RMS residual {r['residual'] * 100:.2f} cm "
-        f"over {len(r['distances'])} length(s))"))
+    out = recon_cmds.scale(
+        w,
+        scene,
+        source,
+        keypoints,
+        _distances(distance or [], ctx.args),
+        lambda shared: viewer_cmds.frame_localizers(w, scene, shared)(source),
+    )
+    reports.show(
+        out,
+        json_out,
+        lambda r: console.print(
+            f"{r['scene']}: shared frame now in metres (scale {r['scale']:.6g}, "
+            f"RMS residual {r['residual'] * 100:.2f} cm over {len(r['distances'])} length(s))"
+        ),
+    )
 
 
 def _distances(first: list[str], rest: list[str]) -> list[tuple[str, str, float]]:
@@ -405,7 +528,7 @@ def _distances(first: list[str], rest: list[str]) -> list[tuple[str, str, float]
         raise InputError(f"unexpected arguments {' '.join(rest)!r}; {usage}")
     out = []
     for i, a in enumerate(first):
-        b, metres = rest[2 * i:2 * i + 2]
+        b, metres = rest[2 * i : 2 * i + 2]
         try:
             out.append((a, b, float(metres)))
         except ValueError:
@@ -414,8 +537,12 @@ def _distances(first: list[str], rest: list[str]) -> list[tuple[str, str, float]
 
 
 @app.command()
-def view(ws: WS, scene: Scene, query: Annotated[str | None, typer.Option(help="Show this query's heatmap.")] = None,
-         screenshot: Annotated[Path | None, typer.Option(help="Render headless to this PNG instead.")] = None) -> None:
+def view(
+    ws: WS,
+    scene: Scene,
+    query: Annotated[str | None, typer.Option(help="Show this query's heatmap.")] = None,
+    screenshot: Annotated[Path | None, typer.Option(help="Render headless to this PNG instead.")] = None,
+) -> None:
     """Open the 3D viewer (points, cameras, heatmaps, timelines); --screenshot renders it headless."""
     from howto3d import viewer_cmds
 
@@ -425,16 +552,19 @@ def view(ws: WS, scene: Scene, query: Annotated[str | None, typer.Option(help="S
 
 
 @app.command()
-def overlay(ws: WS, scene: Scene,
-            out: Annotated[Path, typer.Option(help="out.mp4, or a folder for PNGs (out.png with --image).")],
-            query: Annotated[str | None, typer.Option(help="What to show (or --task and --step).")] = None,
-            task: Annotated[str | None, typer.Option(help="Show a step of this task's guide (id, title or "
-                                                          "'how do I ...'), with --step.")] = None,
-            step: Annotated[int | None, typer.Option(help="Which step of --task (1 = the first).")] = None,
-            video: Annotated[str | None, typer.Option(help="Video name.")] = None,
-            image: Annotated[Path | None, typer.Option(help="A new photo: localized, then drawn on.")] = None,
-            gt_part: Annotated[str | None, typer.Option(help="Synthetic worlds: draw this part's truth.")] = None,
-            ) -> None:
+def overlay(
+    ws: WS,
+    scene: Scene,
+    out: Annotated[Path, typer.Option(help="out.mp4, or a folder for PNGs (out.png with --image).")],
+    query: Annotated[str | None, typer.Option(help="What to show (or --task and --step).")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="Show a step of this task's guide (id, title or 'how do I ...'), with --step.")
+    ] = None,
+    step: Annotated[int | None, typer.Option(help="Which step of --task (1 = the first).")] = None,
+    video: Annotated[str | None, typer.Option(help="Video name.")] = None,
+    image: Annotated[Path | None, typer.Option(help="A new photo: localized, then drawn on.")] = None,
+    gt_part: Annotated[str | None, typer.Option(help="Synthetic worlds: draw this part's truth.")] = None,
+) -> None:
     """Draw a query's heatmap, or where a guide step happens, over every frame of a video or over your own photo
     (the AR-assistant preview)."""
     from howto3d import viewer_cmds
@@ -455,13 +585,17 @@ def overlay(ws: WS, scene: Scene,
     if image is not None:
         console.print(f"overlay: {viewer_cmds.photo_overlay(w, scene, image, query, out, gt_part, target)}")
         return
+    assert video is not None  # exactly one of --video and --image (checked above)
     console.print(f"overlay: {viewer_cmds.overlay(w, scene, video, query, out, gt_part, target=target)}")
 
 
 @app.command()
-def localize(ws: WS, scene: Scene,
-             images: Annotated[list[Path], typer.Argument(help="Photos (JPEG/PNG) of the scene.")],
-             json_out: JsonOpt = False) -> None:
+def localize(
+    ws: WS,
+    scene: Scene,
+    images: Annotated[list[Path], typer.Argument(help="Photos (JPEG/PNG) of the scene.")],
+    json_out: JsonOpt = False,
+) -> None:
     """Find where each photo's camera is in the scene's shared frame (retrieval + SIFT + PnP)."""
     from howto3d import viewer_cmds
 
@@ -475,14 +609,19 @@ def localize(ws: WS, scene: Scene,
             console.print(f"{r['image']}: not localized ({r['reason']})")
         else:
             c = r["center"]
-            console.print(f"{r['image']}: localized, {r['inliers']} inliers, camera at "
-                          f"({c[0]:.3f}, {c[1]:.3f}, {c[2]:.3f}), focal {r['K'][0][0]:.0f} px")
+            console.print(
+                f"{r['image']}: localized, {r['inliers']} inliers, camera at "
+                f"({c[0]:.3f}, {c[1]:.3f}, {c[2]:.3f}), focal {r['K'][0][0]:.0f} px"
+            )
 
 
 @app.command()
-def serve(ws: WS, port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-          host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: the whole network).")] = "127.0.0.1",
-          localize_workers: Annotated[int, typer.Option(min=1, help="Processes localizing photos.")] = 1) -> None:
+def serve(
+    ws: WS,
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: the whole network).")] = "127.0.0.1",
+    localize_workers: Annotated[int, typer.Option(min=1, help="Processes localizing photos.")] = 1,
+) -> None:
     """HTTP API for AR clients (query, localize, overlay, GLB export) and a web page at /."""
     from howto3d.server import serve as run_server  # FastAPI/uvicorn: only `serve` pays for their import
 
@@ -490,16 +629,28 @@ def serve(ws: WS, port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 
 
 @app.command()
-def export(ws: WS, scene: Scene, fmt: Annotated[str, typer.Option("--format", help="glb, ply or colmap.")] = "glb",
-           query: Annotated[list[str] | None, typer.Option(
-               help="A part: its heatmap is drawn (the first --query); with --anchors each is an anchor. Repeatable."
-           )] = None,
-           with_anchors: Annotated[bool, typer.Option(
-               "--anchors", help="glb: add named anchor nodes (each --query, every guide step) and write "
-                                 "<out>.anchors.json beside.")] = False,
-           queries: Annotated[Path | None, typer.Option(help="With --anchors: a text file of part names, one per "
-                                                        "line.")] = None,
-           out: Annotated[Path | None, typer.Option(help="Output file; a folder for colmap.")] = None) -> None:
+def export(
+    ws: WS,
+    scene: Scene,
+    fmt: Annotated[str, typer.Option("--format", help="glb, ply or colmap.")] = "glb",
+    query: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A part: its heatmap is drawn (the first --query); with --anchors each is an anchor. Repeatable."
+        ),
+    ] = None,
+    with_anchors: Annotated[
+        bool,
+        typer.Option(
+            "--anchors",
+            help="glb: add named anchor nodes (each --query, every guide step) and write <out>.anchors.json beside.",
+        ),
+    ] = False,
+    queries: Annotated[
+        Path | None, typer.Option(help="With --anchors: a text file of part names, one per line.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output file; a folder for colmap.")] = None,
+) -> None:
     """Export points, cameras and a heatmap as GLB (AR apps, Blender) or PLY; with --anchors, named parts and guide
     steps as GLB nodes; or every registered frame, its camera and the points as one COLMAP model with the frames
     (splatting/NeRF trainers, COLMAP's GUI)."""
@@ -516,8 +667,9 @@ def export(ws: WS, scene: Scene, fmt: Annotated[str, typer.Option("--format", he
             raise InputError("--query draws a heatmap, which a COLMAP model cannot hold: use --format glb or ply")
         out = out or Path(f"{scene}_colmap")
         rec = viewer_cmds.export_colmap(Workspace.open(ws), scene, out)
-        console.print(f"exported: {out} ({rec.num_images()} images, {rec.num_points3D()} points, "
-                      f"{rec.num_cameras()} cameras)")
+        console.print(
+            f"exported: {out} ({rec.num_images()} images, {rec.num_points3D()} points, {rec.num_cameras()} cameras)"
+        )
         return
     out = out or Path(f"{scene}.{fmt}")
     heatmap = query[0] if query else None
@@ -526,16 +678,18 @@ def export(ws: WS, scene: Scene, fmt: Annotated[str, typer.Option("--format", he
 
         names = list(dict.fromkeys([*(query or []), *(anchors_cmds.read_names(queries) if queries else [])]))
         path, found = anchors_cmds.export(Workspace.open(ws), scene, out, heatmap, names)
-        console.print(f"exported: {path} with {len(found['anchors'])} anchors "
-                      f"({anchors_cmds.anchors_path(path)})")
+        console.print(f"exported: {path} with {len(found['anchors'])} anchors ({anchors_cmds.anchors_path(path)})")
         return
     path = viewer_cmds.export(Workspace.open(ws), scene, fmt, heatmap, out)
     console.print(f"exported: {path}")
 
 
 @app.command()
-def run(ws: WS, frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames sampled per video.")] = None,
-        executor: ExecutorOpt = None) -> None:
+def run(
+    ws: WS,
+    frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames sampled per video.")] = None,
+    executor: ExecutorOpt = None,
+) -> None:
     """Every stage in order: reconstruct, align, train, actionness + steps (each skips what is already done), then
     `check`: exit 1 when the workspace breaks a promise (one line each, with its fix)."""
     from howto3d import run as run_stages
@@ -558,7 +712,7 @@ def check(ws: WS, scene: SceneOpt = None, json_out: JsonOpt = False) -> None:
     w = Workspace.open(ws)
     problems = checks.check(w, scene)
     if json_out:
-        reports.print_json({"ok": not problems, "problems": [p.to_json() for p in problems]})
+        reports.print_json(checks.report(problems))
     else:
         reports.print_lines([p.line() for p in problems] or [checks.summary(w, scene)])
     if problems:
@@ -566,27 +720,47 @@ def check(ws: WS, scene: SceneOpt = None, json_out: JsonOpt = False) -> None:
 
 
 @app.command()
-def synth(out: Annotated[Path, typer.Argument(help="Folder of the new synthetic workspace.")],
-          scenes: Annotated[int | None, typer.Option(min=1, help="Scenes (car models); 2 unless a preset says.")
-                            ] = None,
-          videos: Annotated[int | None, typer.Option(min=1, help="Videos per scene; 4 unless a preset says.")
-                            ] = None,
-          seconds: Annotated[float | None, typer.Option(min=1.0, help="Length of each video; 30 unless a preset "
-                                                        "says.")] = None,
-          seed: Annotated[int, typer.Option(help="Random seed (same seed, same world).")] = 0,
-          preset: Annotated[str, typer.Option(help="default | long (150-s downloads: 20-30 s dwells with hands, "
-                                              "jump cut, insert, YouTube auto-captions) | degraded (blur, lens "
-                                              "distortion, exposure jumps, hands, jump cuts).")] = "default",
-          set_: Annotated[list[str] | None, typer.Option("--set", help="Any other world setting as KEY=VALUE, "
-                                                         "repeatable: cuts=2, inserts=1, caption_vtt_share=0.5, "
-                                                         "motion_blur=0.5, distortion_k1=-0.1, hands=true, fps=5 "
-                                                         "(all: synth.WorldConfig).")] = None) -> None:
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder of the new synthetic workspace.")],
+    scenes: Annotated[int | None, typer.Option(min=1, help="Scenes (car models); 2 unless a preset says.")] = None,
+    videos: Annotated[int | None, typer.Option(min=1, help="Videos per scene; 4 unless a preset says.")] = None,
+    seconds: Annotated[
+        float | None, typer.Option(min=1.0, help="Length of each video; 30 unless a preset says.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same world).")] = 0,
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="default | long (150-s downloads: 20-30 s dwells with hands, "
+            "jump cut, insert, YouTube auto-captions) | degraded (blur, lens "
+            "distortion, exposure jumps, hands, jump cuts)."
+        ),
+    ] = "default",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Any other world setting as KEY=VALUE, "
+            "repeatable: cuts=2, inserts=1, caption_vtt_share=0.5, "
+            "motion_blur=0.5, distortion_k1=-0.1, hands=true, fps=5 "
+            "(all: synth.WorldConfig).",
+        ),
+    ] = None,
+) -> None:
     """Render a synthetic narrated engine-bay world as a ready workspace (with ground truth)."""
     from howto3d import synth_cmds
 
     with progress_bar() as progress:
-        synth_cmds.make_synthetic_workspace(out, scenes=scenes, videos=videos, seconds=seconds, seed=seed,
-                                           progress=progress, preset=preset, settings=set_ or [])
+        synth_cmds.make_synthetic_workspace(
+            out,
+            scenes=scenes,
+            videos=videos,
+            seconds=seconds,
+            seed=seed,
+            progress=progress,
+            preset=preset,
+            settings=set_ or [],
+        )
     console.print(f"synthetic workspace ready: {out}")
 
 
@@ -628,11 +802,17 @@ def main() -> None:
         rc = app(standalone_mode=False)
     except InputError as e:
         _fail(str(e), getattr(e, "exit_code", 2))  # a stale artefact (work to redo) exits 1
-    except NoArgsIsHelpError as e:
-        e.show()
-        sys.exit(0)
-    except ClickException as e:  # typer's own copy of click: usage mistakes carry their message and exit code
-        where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) is not None else ""
+    except typer.TyperException as e:
+        # typer 0.29 (pinned) vendors click, whose exceptions derive from the public `typer.TyperException`; its
+        # maintainers advise against importing `typer._click`, so usage mistakes are caught through the base class
+        # and help for a bare command is told by name, as typer's own rich_utils does (tests/cli/test_bad_input.py
+        # pins both: one line and exit 2, or the help and exit 0).
+        if type(e).__name__ == "NoArgsIsHelpError":  # rich help is already printed; plain help is the message
+            if e.format_message().strip():
+                typer.echo(e.format_message(), err=True)
+            sys.exit(0)
+        ctx = getattr(e, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         _fail(" ".join(e.format_message().split()) + where, e.exit_code)
     except (typer.Exit, typer.Abort) as e:
         sys.exit(getattr(e, "exit_code", 1))

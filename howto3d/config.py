@@ -10,13 +10,14 @@ import dataclasses
 import inspect
 import textwrap
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from grounding.config import GroundingConfig
+from grounding.config import GroundingConfig, GuideConfig
 from recon.config import AlignConfig, FramesConfig, LocalizeConfig, ReconstructConfig
 from recon.io import InputError
 from temporal.config import FeatureConfig, GroundednessConfig, ProcedureConfig, StepsConfig
@@ -34,7 +35,7 @@ class RunConfig:
     started for this run)."""
     workers: int = 0
     """Tasks in flight at once (0: local = half the cores, ray = the cluster's CPUs / cpus_per_task)."""
-    cpus_per_task: int = 1
+    cpus_per_task: int = field(default=1, metadata={"range": (1, None)})
     """With ray, CPUs requested by (and threads given to) each video's SfM task when reconstruct.num_threads is
     -1; one thread per video packs a cluster best when videos outnumber cores."""
     max_retries: int = 3
@@ -80,6 +81,8 @@ class Config:
     paper's CrossTask settings, except that clips nearest an unselected state are background (temporal stage)."""
     groundedness: GroundednessConfig = field(default_factory=GroundednessConfig)
     """Which narration lines describe what is on screen (``groundedness``; ``run`` weights training by it)."""
+    guide: GuideConfig = field(default_factory=GuideConfig)
+    """Where each step of a task is shown, and which clips show it (``guide``, the server's guide, AR anchors)."""
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     """Localizing new photos in a scene's shared frame (recon stage)."""
     run: RunConfig = field(default_factory=RunConfig)
@@ -95,9 +98,13 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
     for node, nxt in zip(body, body[1:], strict=False):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
@@ -122,21 +129,23 @@ def to_toml(config: Config) -> str:
     section_docs = field_docs(Config)
     for section in dataclasses.fields(Config):
         value = getattr(config, section.name)
-        lines.append(f"# {section_docs.get(section.name, '')}")
+        lines += [f"# {line}" for line in textwrap.wrap(section_docs.get(section.name, ""), 100)]
         lines.append(f"[{section.name}]")
-        docs = field_docs(type(value))
+        docs = field_docs(value.__class__)
         for f in dataclasses.fields(value):
             v = getattr(value, f.name)
-            if v is None:
-                continue
             lines += [f"# {line}" for line in textwrap.wrap(docs.get(f.name, ""), 100)]
-            lines.append(f"{f.name} = {_toml_value(v)}")
+            # TOML has no null: an unset optional setting (None in its docstring) is shown commented out
+            lines.append(f"# {f.name} = (unset)" if v is None else f"{f.name} = {_toml_value(v)}")
         lines.append("")
     return "\n".join(lines)
 
 
 def _coerce(path: Path, where: str, hint: Any, v: Any) -> Any:
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # ``int | None``: TOML can only give the value
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
     if origin is typing.Literal:
         if v not in typing.get_args(hint):
             raise InputError(f"{path}: {where} = {v!r} is not one of {list(typing.get_args(hint))}")
@@ -151,37 +160,29 @@ def _coerce(path: Path, where: str, hint: Any, v: Any) -> Any:
     return v
 
 
-_AT_LEAST_ONE = {
-    "frames.num_frames", "frames.max_side", "frames.jpeg_quality", "reconstruct.max_num_features",
-    "reconstruct.exhaustive_max_frames", "reconstruct.sequential_overlap", "reconstruct.min_model_frames",
-    "align.frame_pairs", "align.codebook_size", "align.min_pair_matches", "align.min_inliers", "align.refine_sweeps",
-    "grounding.divisions", "grounding.num_voxels", "grounding.depth_neighbors", "grounding.max_tokens",
-    "grounding.epochs", "grounding.batch_size", "clip_features.samples_per_second", "clip_features.max_side",
-    "clip_features.sift_features", "clip_features.words", "clip_features.gaze_divisions", "clip_features.max_points",
-    "temporal.epochs", "temporal.order_epochs", "run.cpus_per_task", "discover.k", "discover.states", "discover.epochs",
-    "discover.hidden", "groundedness.dim", "groundedness.negatives", "groundedness.epochs", "groundedness.folds",
-    "groundedness.neighbours",
-}
-"""Counts and sizes: zero or less is never meaningful (0 frames, 0 voxel divisions, an empty batch)."""
-_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "frames.jpeg_quality": (1, 100), "reconstruct.num_threads": (-1, None),
-    "align.ratio": (0, 1), "align.min_inlier_ratio": (0, 1), "grounding.box_percentile": (0, 50),
-    "grounding.heldout_fraction": (0, 0.9), "temporal.actionness_prior": (0, 1),
-}
-"""Explicit bounds; any other number must be >= 0 (seeds excepted), and counts >= 1."""
-
-
 def check_range(path: Path, where: str, v: Any, bounds: tuple[float | None, float | None] | None = None) -> None:
     """Out-of-range settings fail when the config is read, naming the field, not deep inside a stage.
 
-    ``bounds`` is the field's own ``metadata["range"]`` where it declares one."""
+    ``bounds`` is the field's own ``metadata["range"]`` (counts and sizes say ``(1, None)``: 0 frames or an
+    empty batch is never meaningful); a number whose field declares none must be >= 0."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         return
-    lo, hi = bounds or _RANGES.get(
-        where, (1 if where in _AT_LEAST_ONE else None if where.endswith(".seed") else 0, None))
+    lo, hi = bounds or (0, None)
     if v != v or (lo is not None and v < lo) or (hi is not None and v > hi):
-        bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise InputError(f"{path}: {where} = {v!r} is out of range; use a value {bounds}")
+        allowed = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise InputError(f"{path}: {where} = {v!r} is out of range; use a value {allowed}")
+
+
+def check_choices(path: Path, where: str, v: Any, allowed: tuple[str, ...] | None) -> None:
+    """A setting with ``metadata["choices"]`` must be one of them (a list: a non-empty list of them)."""
+    if allowed is None:
+        return
+    if isinstance(v, list):
+        ok, what = bool(v) and all(x in allowed for x in v), "a non-empty list of"
+    else:
+        ok, what = v in allowed, "one of"
+    if not ok:
+        raise InputError(f"{path}: {where} = {v!r} is not {what} {list(allowed)}")
 
 
 def from_dict(data: dict, path: Path) -> Config:
@@ -199,6 +200,7 @@ def from_dict(data: dict, path: Path) -> Config:
                 raise InputError(f"{path}: unknown key {name}.{key}; known keys: {', '.join(sorted(known))}")
             value = _coerce(path, f"{name}.{key}", hints[key], v)
             check_range(path, f"{name}.{key}", value, known[key].metadata.get("range"))
+            check_choices(path, f"{name}.{key}", value, known[key].metadata.get("choices"))
             setattr(current, key, value)
     return config
 

@@ -40,16 +40,26 @@ def main(out: Path, conf: DemoConfig | None = None) -> dict:
         ws = Workspace.open(ws_root)
     else:
         with progress_bar() as progress:
-            ws = synth_cmds.make_synthetic_workspace(ws_root, scenes=conf.scenes, videos=conf.videos,
-                                                    seconds=conf.seconds, seed=conf.seed, fps=conf.fps,
-                                                    progress=progress)
+            ws = synth_cmds.make_synthetic_workspace(
+                ws_root,
+                scenes=conf.scenes,
+                videos=conf.videos,
+                seconds=conf.seconds,
+                seed=conf.seed,
+                fps=conf.fps,
+                progress=progress,
+            )
     run.run_all(ws)
     for scene in ws.scenes():
         shared = scenes.shared_scene(ws, scene)
         gt = evaluation.load_gt(ws.ground_truth_path(scene))
         console.rule(f"alignment of {scene} vs ground truth")
-        reports.print_alignment_accuracy({"cameras": evaluation.camera_errors(shared, gt),
-                                          "transfer": evaluation.eval_transfer(shared, gt, ws.align_dir(scene))})
+        reports.print_alignment_accuracy(
+            {
+                "cameras": evaluation.camera_errors(shared, gt),
+                "transfer": evaluation.eval_transfer(shared, gt, ws.align_dir(scene)),
+            }
+        )
     console.rule("grounding: questions worded unlike the narration vs true part positions")
     report = grounding_cmds.eval_grounding(ws, out / "pck.png")
     reports.print_eval_report(report)
@@ -60,8 +70,9 @@ def main(out: Path, conf: DemoConfig | None = None) -> dict:
     steps_report = temporal_cmds.eval_steps(ws)
     reports.print_eval(steps_report)
     steps, actionness = temporal_cmds.timeline_inputs(ws, scene)
-    pictures = viewer_cmds.demo_outputs(ws, scene, conf.query, out, gt_part=conf.query_part, steps=steps,
-                                        actionness=actionness)
+    pictures = viewer_cmds.demo_outputs(
+        ws, scene, conf.query, out, gt_part=conf.query_part, steps=steps, actionness=actionness
+    )
     pictures["pck"] = out / "pck.png"
     console.rule("open these")
     for name, path in pictures.items():

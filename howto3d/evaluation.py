@@ -2,15 +2,16 @@
 user's own videos from their clicked keypoints alone (``eval_user_transfer``, ``user_parts``).
 
 Alignment accuracy: one Sim(3) fit of all shared-frame camera centres to their true centres, then
-per-video centre and rotation errors in metres/degrees. Keypoint transfer (source §5.5.1): landmarks
+per-video centre and rotation errors in metres/degrees. Keypoint transfer ([001] §5.5.1): landmarks
 "clicked" (projected) in frames of a source video are triangulated, transferred and compared with their
 true 3D positions; PCK over 1–20 cm, through the alignment graph and over direct edges only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import pycolmap
@@ -24,10 +25,103 @@ from recon.transfer import FORMAT, Localize, observe, parse_observations, triang
 THRESHOLDS_CM = (1, 2, 3, 5, 8, 10, 15, 20)
 
 
+class CameraError(TypedDict):
+    """One video's cameras against the truth after one global Sim(3) fit (:func:`camera_errors`)."""
+
+    frames: int
+    centre_mean_m: float
+    centre_max_m: float
+    rotation_max_deg: float
+
+
+class TransferScore(TypedDict):
+    """Keypoint-transfer PCK against the truth (:func:`eval_transfer`; PCK keyed ``"<t>cm"``)."""
+
+    keypoints: int
+    pck_shared: dict[str, float]
+    pck_graph: dict[str, float]
+    pck_direct: dict[str, float]
+    pairs_graph: int
+    pairs_direct: int
+    median_error_cm: float | None
+
+
+class AlignmentAccuracy(TypedDict):
+    """``eval-transfer --json`` on a synthetic world: per-video camera errors and keypoint transfer."""
+
+    cameras: dict[str, CameraError]
+    transfer: TransferScore
+
+
+class StepTruth(TypedDict):
+    """One ``guide`` step against the truth (:func:`eval_guide`)."""
+
+    step: str
+    part: str
+    error_m: float | None
+    moment_shows: bool
+    moment_inside: bool
+
+
+class GuideScore(TypedDict):
+    """A ``guide`` against the truth (:func:`eval_guide`)."""
+
+    task: str
+    steps: list[StepTruth]
+    at_m: float
+    placed: float
+    moment_shows: float
+    moment_inside: float
+
+
+class Skipped(TypedDict):
+    """A keypoint left out of ``eval-transfer --annotations`` (``video``: when one video's clicks failed)."""
+
+    video: NotRequired[str]
+    name: str
+    why: str
+
+
+class KeypointScore(TypedDict):
+    """One keypoint clicked in several videos: its pairs' PCK and median errors."""
+
+    videos: list[str]
+    pairs: int
+    pck: dict[str, float]
+    median_error: float
+    median_error_px: float | None
+
+
+class PixelScore(TypedDict):
+    """The reprojection check: the click vs the other videos' point projected there, in video pixels."""
+
+    thresholds: list[int]
+    projections: int
+    pck: dict[str, float]
+    median_error: float | None
+
+
+class UserTransferReport(TypedDict):
+    """``eval-transfer --annotations --json`` (docs/cli.md, "Measure on your own videos")."""
+
+    scene: str
+    units: str
+    error_units: str
+    scene_size: float
+    thresholds: list[float]
+    pairs: int
+    pck: dict[str, float]
+    median_error: float | None
+    pixels: PixelScore
+    keypoints: dict[str, KeypointScore]
+    skipped: list[Skipped]
+
+
 def _gt_frames(gt: dict, video: str) -> dict[float, np.ndarray]:
     frames = gt["videos"].get(video, {}).get("frames", [])  # a video the user added has no ground truth
-    return {round(f["time"], 3): np.array(f["cam_from_world"]) for f in frames
-            if f["cam_from_world"] is not None}  # inserts (off-car shots) have no pose in the world
+    return {
+        round(f["time"], 3): np.array(f["cam_from_world"]) for f in frames if f["cam_from_world"] is not None
+    }  # inserts (off-car shots) have no pose in the world
 
 
 def load_gt(path) -> dict:
@@ -36,8 +130,9 @@ def load_gt(path) -> dict:
     return read_json(path)
 
 
-def fit_to_world(frames: list[RegisteredFrame], gt: dict,
-                 frame_from_shared: pycolmap.Sim3d | None = None) -> pycolmap.Sim3d:
+def fit_to_world(
+    frames: list[RegisteredFrame], gt: dict, frame_from_shared: pycolmap.Sim3d | None = None
+) -> pycolmap.Sim3d:
     """Sim(3) from the frames' coordinate frame to the world, fitted on camera centres against the true ones.
 
     ``frame_from_shared`` re-expresses the shared-frame centres first (e.g. in one video's own model frame).
@@ -51,27 +146,38 @@ def fit_to_world(frames: list[RegisteredFrame], gt: dict,
             tgt.append(-P[:, :3].T @ P[:, 3])
     if len(src) < 3:
         raise InputError("fewer than 3 registered frames match ground-truth timestamps; cannot fit a Sim(3)")
-    src = np.array(src) if frame_from_shared is None else frame_from_shared * np.array(src)
-    return pycolmap.estimate_sim3d(src, np.array(tgt))
+    centres = np.array(src) if frame_from_shared is None else frame_from_shared * np.array(src)
+    fit = pycolmap.estimate_sim3d(centres, np.array(tgt))
+    if fit is None:
+        raise InputError("the registered cameras' centres are degenerate (e.g. all on one line); cannot fit a Sim(3)")
+    return fit
 
 
-def camera_errors(shared: SharedScene, gt: dict) -> dict[str, dict]:
+def camera_errors(shared: SharedScene, gt: dict) -> dict[str, CameraError]:
     """Per video: camera-centre error (m) and rotation error (deg) after one global Sim(3) fit."""
     world_from_shared = fit_to_world(shared.frames, gt)
     R_fit = world_from_shared.rotation.matrix()
-    out: dict[str, dict] = {}
+    out: dict[str, CameraError] = {}
     for v in shared.videos:
         truth = _gt_frames(gt, v)
         frames = [f for f in shared.frames_of(v) if round(f.time, 3) in truth]
         if not frames:
             continue
         P = [truth[round(f.time, 3)] for f in frames]
-        c_err = [np.linalg.norm(world_from_shared * f.center[None] - (-p[:, :3].T @ p[:, 3]))[()] for f, p in
-                 zip(frames, P, strict=True)]
-        r_err = [np.degrees(np.arccos(np.clip((np.trace(p[:, :3] @ (f.cam_from_world[:, :3] @ R_fit.T).T) - 1) / 2,
-                                              -1, 1))) for f, p in zip(frames, P, strict=True)]
-        out[v] = {"frames": len(frames), "centre_mean_m": float(np.mean(c_err)), "centre_max_m": float(np.max(c_err)),
-                  "rotation_max_deg": float(np.max(r_err))}
+        c_err = [
+            float(np.linalg.norm(world_from_shared * f.center[None] - (-p[:, :3].T @ p[:, 3])))
+            for f, p in zip(frames, P, strict=True)
+        ]
+        r_err = [
+            np.degrees(np.arccos(np.clip((np.trace(p[:, :3] @ (f.cam_from_world[:, :3] @ R_fit.T).T) - 1) / 2, -1, 1)))
+            for f, p in zip(frames, P, strict=True)
+        ]
+        out[v] = {
+            "frames": len(frames),
+            "centre_mean_m": float(np.mean(c_err)),
+            "centre_max_m": float(np.max(c_err)),
+            "rotation_max_deg": float(np.max(r_err)),
+        }
     return out
 
 
@@ -99,15 +205,16 @@ def pck(errors_m: list[float], thresholds_cm=THRESHOLDS_CM) -> dict[str, float]:
     return {f"{t}cm": float((e <= t).mean()) if len(e) else 0.0 for t in thresholds_cm}
 
 
-def eval_transfer(shared: SharedScene, gt: dict, align_dir) -> dict:
+def eval_transfer(shared: SharedScene, gt: dict, align_dir: Path) -> TransferScore:
     """Keypoint-transfer PCK: shared frame (one global fit), and per video pair via the graph vs direct edges."""
     world_from_shared = fit_to_world(shared.frames, gt)
     alignment = Alignment.load(align_dir) if Alignment.is_done(align_dir) else None
     shared_from = alignment.shared_from_video if alignment else {}
     edges = alignment.accepted_edges() if alignment else {}
     # A per-video world fit measures how well a point lands in *that video's* model (graph vs direct).
-    world_from_video = {v: fit_to_world(shared.frames_of(v), gt, shared_from[v].inverse())
-                        for v in shared.videos if v in shared_from}
+    world_from_video = {
+        v: fit_to_world(shared.frames_of(v), gt, shared_from[v].inverse()) for v in shared.videos if v in shared_from
+    }
     global_err, graph_err, direct_err = [], [], []
     for lm in gt["landmarks"]:
         X_gt = np.array(lm["position"])
@@ -125,9 +232,15 @@ def eval_transfer(shared: SharedScene, gt: dict, align_dir) -> dict:
                 if (s, t) in edges:
                     X_s = shared_from[s].inverse() * X[None]
                     direct_err.append(float(np.linalg.norm(world_from_video[t] * (edges[(s, t)] * X_s) - X_gt)))
-    return {"keypoints": len(global_err), "pck_shared": pck(global_err), "pck_graph": pck(graph_err),
-            "pck_direct": pck(direct_err), "pairs_graph": len(graph_err), "pairs_direct": len(direct_err),
-            "median_error_cm": float(np.median(global_err) * 100) if global_err else None}
+    return {
+        "keypoints": len(global_err),
+        "pck_shared": pck(global_err),
+        "pck_graph": pck(graph_err),
+        "pck_direct": pck(direct_err),
+        "pairs_graph": len(graph_err),
+        "pairs_direct": len(direct_err),
+        "median_error_cm": float(np.median(global_err) * 100) if global_err else None,
+    }
 
 
 def world_from_shared(ws: Workspace, scene: str, shared: SharedScene) -> pycolmap.Sim3d | None:
@@ -161,23 +274,34 @@ def moment_shows(gt: dict, moment: dict, part: str, margin: float = 0.05) -> boo
     return bool(margin * w <= u <= (1 - margin) * w and margin * h <= v <= (1 - margin) * h)
 
 
-def eval_guide(gt: dict, world_from_shared: pycolmap.Sim3d, guide: dict, at: float = 0.3) -> dict:
+def eval_guide(gt: dict, world_from_shared: pycolmap.Sim3d, guide: Mapping[str, Any], at: float = 0.3) -> GuideScore:
     """A ``guide`` result against the truth: per step, the distance (m) of its point to the part the step works on
     (the mean of that part's positions in the videos performing it), whether its top moment shows the part (in
     front of the true camera and inside the image, 5 % margin) and lies inside the step's true time span in its
     video. Summary: the share of steps within ``at`` m, and of top moments showing / inside."""
-    rows = []
+    rows: list[StepTruth] = []
     for st in guide["steps"]:
-        truth = [(v, s) for v, r in gt["videos"].items() for s in r.get("steps", [])
-                 if s["task"] == guide["task"] and s["step"] == st["step"]]
+        truth = [
+            (v, s)
+            for v, r in gt["videos"].items()
+            for s in r.get("steps", [])
+            if s["task"] == guide["task"] and s["step"] == st["step"]
+        ]
         if not truth:
             continue
         part = truth[0][1]["part"]
         where = np.mean([gt["videos"][v]["parts"][part] for v, _ in truth], axis=0)
-        row = {"step": st["step"], "part": part, "error_m": None, "moment_shows": False, "moment_inside": False}
+        row: StepTruth = {
+            "step": st["step"],
+            "part": part,
+            "error_m": None,
+            "moment_shows": False,
+            "moment_inside": False,
+        }
         if st["point"] is not None:
-            row["error_m"] = float(np.linalg.norm(np.asarray(world_from_shared * np.array([st["point"]])).reshape(3)
-                                                  - where))
+            row["error_m"] = float(
+                np.linalg.norm(np.asarray(world_from_shared * np.array([st["point"]])).reshape(3) - where)
+            )
         if st["moments"]:
             m = st["moments"][0]
             spans = [s for v, s in truth if v == m["video"]]
@@ -185,10 +309,14 @@ def eval_guide(gt: dict, world_from_shared: pycolmap.Sim3d, guide: dict, at: flo
             row["moment_shows"] = moment_shows(gt, m, part)
         rows.append(row)
     n = max(len(rows), 1)
-    return {"task": guide["task"], "steps": rows, "at_m": at,
-            "placed": sum(r["error_m"] is not None and r["error_m"] <= at for r in rows) / n,
-            "moment_shows": sum(r["moment_shows"] for r in rows) / n,
-            "moment_inside": sum(r["moment_inside"] for r in rows) / n}
+    return {
+        "task": guide["task"],
+        "steps": rows,
+        "at_m": at,
+        "placed": sum(r["error_m"] is not None and r["error_m"] <= at for r in rows) / n,
+        "moment_shows": sum(r["moment_shows"] for r in rows) / n,
+        "moment_inside": sum(r["moment_inside"] for r in rows) / n,
+    }
 
 
 # ---- on the user's own videos: no ground truth, only their clicks -------------------------------------------
@@ -209,8 +337,10 @@ def read_annotations(paths: list[Path], videos: list[str]) -> dict[str, dict]:
         if p.is_dir():
             found = sorted(p.glob("*.json"))
             if not found:
-                raise InputError(f"{p}: no *.json annotation files; write one per video (<video>.json) in the "
-                                 f"`transfer` input format")
+                raise InputError(
+                    f"{p}: no *.json annotation files; write one per video (<video>.json) in the "
+                    f"`transfer` input format"
+                )
             files += found
         elif p.is_file():
             files.append(p)
@@ -223,8 +353,10 @@ def read_annotations(paths: list[Path], videos: list[str]) -> dict[str, dict]:
             raise InputError(f"{f}: {FORMAT}")
         video = str(data.get("video", f.stem))
         if video not in videos:
-            raise InputError(f"{f}: video {video!r} is not aligned in the scene (aligned: {', '.join(videos)}); "
-                             'name the file <video>.json or add "video": NAME')
+            raise InputError(
+                f"{f}: video {video!r} is not aligned in the scene (aligned: {', '.join(videos)}); "
+                'name the file <video>.json or add "video": NAME'
+            )
         if video in out:
             raise InputError(f"{f}: a second annotation file for video {video!r}; keep one file per video")
         out[video] = data
@@ -241,10 +373,15 @@ def _pck_at(errors: list[float], thresholds) -> dict[str, float]:
     return {f"{t:g}": round(float((e <= t).mean()), 4) if len(e) else 0.0 for t in thresholds}
 
 
-def eval_user_transfer(shared: SharedScene, annotations: dict[str, dict], units: str = "model",
-                       thresholds: list[float] | None = None, metres_per_unit: float | None = None,
-                       localize_for: Callable[[str], Localize | None] | None = None) -> dict:
-    """Keypoint transfer measured on the user's own clicks (source §5.5.1, without ground truth).
+def eval_user_transfer(
+    shared: SharedScene,
+    annotations: dict[str, dict],
+    units: str = "model",
+    thresholds: list[float] | None = None,
+    metres_per_unit: float | None = None,
+    localize_for: Callable[[str], Localize | None] | None = None,
+) -> UserTransferReport:
+    """Keypoint transfer measured on the user's own clicks ([001] §5.5.1, without ground truth).
 
     Every keypoint is triangulated in every video it was clicked in (each video's own cameras, in the shared
     frame). For each keypoint seen in ≥ 2 videos and each pair of them: the 3D distance between the two
@@ -260,7 +397,7 @@ def eval_user_transfer(shared: SharedScene, annotations: dict[str, dict], units:
         thresholds = list(USER_THRESHOLDS_CM) if metric else [round(f * size, 6) for f in USER_THRESHOLDS_SIZE]
     points: dict[str, dict[str, np.ndarray]] = {}
     used: dict[str, dict[str, list]] = {}
-    skipped = []
+    skipped: list[Skipped] = []
     for video, data in sorted(annotations.items()):
         localize = localize_for(video) if localize_for else None
         for i, kp in enumerate(data["keypoints"]):
@@ -275,14 +412,17 @@ def eval_user_transfer(shared: SharedScene, annotations: dict[str, dict], units:
                 continue
             points.setdefault(name, {})[video] = X
             used.setdefault(name, {})[video] = seen
-    errors_3d, errors_px, per_kp = [], [], {}
+    errors_3d: list[float] = []
+    errors_px: list[float] = []
+    per_kp: dict[str, KeypointScore] = {}
     for name, by_video in sorted(points.items()):
         vids = sorted(by_video)
         if len(vids) < 2:
             skipped.append({"name": name, "why": f"clicked (with a known camera) in one video only ({vids[0]})"})
             continue
-        e3 = [float(np.linalg.norm(by_video[a] - by_video[b])) * to_out
-              for i, a in enumerate(vids) for b in vids[i + 1:]]
+        e3 = [
+            float(np.linalg.norm(by_video[a] - by_video[b])) * to_out for i, a in enumerate(vids) for b in vids[i + 1 :]
+        ]
         epx = []
         for s in vids:
             for t in vids:
@@ -294,28 +434,43 @@ def eval_user_transfer(shared: SharedScene, annotations: dict[str, dict], units:
                         epx.append(float(np.linalg.norm((proj[0] - xy) * frame.video_scale)))
         errors_3d += e3
         errors_px += epx
-        per_kp[name] = {"videos": vids, "pairs": len(e3), "pck": _pck_at(e3, thresholds),
-                        "median_error": round(float(np.median(e3)), 4),
-                        "median_error_px": round(float(np.median(epx)), 2) if epx else None}
+        per_kp[name] = {
+            "videos": vids,
+            "pairs": len(e3),
+            "pck": _pck_at(e3, thresholds),
+            "median_error": round(float(np.median(e3)), 4),
+            "median_error_px": round(float(np.median(epx)), 2) if epx else None,
+        }
     return {
-        "scene": shared.scene, "units": "metres" if metric else "model",
-        "error_units": "cm" if metric else "model", "scene_size": round(size * to_out, 6),
-        "thresholds": list(thresholds), "pairs": len(errors_3d), "pck": _pck_at(errors_3d, thresholds),
+        "scene": shared.scene,
+        "units": "metres" if metric else "model",
+        "error_units": "cm" if metric else "model",
+        "scene_size": round(size * to_out, 6),
+        "thresholds": list(thresholds),
+        "pairs": len(errors_3d),
+        "pck": _pck_at(errors_3d, thresholds),
         "median_error": round(float(np.median(errors_3d)), 4) if errors_3d else None,
-        "pixels": {"thresholds": list(PIXEL_THRESHOLDS), "projections": len(errors_px),
-                   "pck": _pck_at(errors_px, PIXEL_THRESHOLDS),
-                   "median_error": round(float(np.median(errors_px)), 2) if errors_px else None},
-        "keypoints": per_kp, "skipped": skipped,
+        "pixels": {
+            "thresholds": list(PIXEL_THRESHOLDS),
+            "projections": len(errors_px),
+            "pck": _pck_at(errors_px, PIXEL_THRESHOLDS),
+            "median_error": round(float(np.median(errors_px)), 2) if errors_px else None,
+        },
+        "keypoints": per_kp,
+        "skipped": skipped,
     }
 
 
-PARTS_FORMAT = ('parts JSON must look like {"parts": {"dipstick": [x, y, z], "battery": {"video": "video_00", '
-                '"observations": [{"time": 3.2, "xy": [u, v]}, ...]}}}: a point in the shared frame, or clicks in '
-                'frames of one video (triangulated as `transfer` does)')
+PARTS_FORMAT = (
+    'parts JSON must look like {"parts": {"dipstick": [x, y, z], "battery": {"video": "video_00", '
+    '"observations": [{"time": 3.2, "xy": [u, v]}, ...]}}}: a point in the shared frame, or clicks in '
+    "frames of one video (triangulated as `transfer` does)"
+)
 
 
-def user_parts(shared: SharedScene, path: Path, localize_for: Callable[[str], Localize | None] | None = None
-               ) -> dict[str, np.ndarray]:
+def user_parts(
+    shared: SharedScene, path: Path, localize_for: Callable[[str], Localize | None] | None = None
+) -> dict[str, np.ndarray]:
     """The user's part positions in the shared frame: given as points, or triangulated from their clicks."""
     data = read_json(path)
     parts = data.get("parts") if isinstance(data, dict) else None
@@ -331,11 +486,18 @@ def user_parts(shared: SharedScene, path: Path, localize_for: Callable[[str], Lo
         elif isinstance(value, dict) and "video" in value and "observations" in value:
             video = str(value["video"])
             if video not in shared.videos:
-                raise InputError(f"{path}: part {name!r}: video {video!r} is not aligned in scene {shared.scene!r} "
-                                 f"(aligned: {', '.join(shared.videos)})")
+                raise InputError(
+                    f"{path}: part {name!r}: video {video!r} is not aligned in scene {shared.scene!r} "
+                    f"(aligned: {', '.join(shared.videos)})"
+                )
             try:
-                out[name] = triangulate(shared, video, value["observations"], name=name,
-                                        localize=localize_for(video) if localize_for else None)
+                out[name] = triangulate(
+                    shared,
+                    video,
+                    value["observations"],
+                    name=name,
+                    localize=localize_for(video) if localize_for else None,
+                )
             except InputError as e:
                 raise InputError(f"{path}: {e}") from None
         else:
@@ -346,12 +508,21 @@ def user_parts(shared: SharedScene, path: Path, localize_for: Callable[[str], Lo
 def user_queries(path: Path, parts: dict[str, np.ndarray]) -> dict[str, list[str]]:
     """``{part: [texts]}`` from the user's queries file, every part known to the parts file."""
     data = read_json(path)
-    if not isinstance(data, dict) or not data or not all(
-            isinstance(v, list) and v and all(isinstance(t, str) and t.strip() for t in v) for v in data.values()):
-        raise InputError(f'{path}: queries JSON must map each part to its texts: {{"dipstick": ["where is the '
-                         'dipstick", "pull out the oil level stick"]}')
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(
+            isinstance(v, list) and v and all(isinstance(t, str) and t.strip() for t in v) for v in data.values()
+        )
+    ):
+        raise InputError(
+            f'{path}: queries JSON must map each part to its texts: {{"dipstick": ["where is the '
+            'dipstick", "pull out the oil level stick"]}'
+        )
     unknown = sorted(set(data) - set(parts))
     if unknown:
-        raise InputError(f"{path}: parts {', '.join(unknown)} have no position in the parts file; add them there "
-                         "or remove their queries")
+        raise InputError(
+            f"{path}: parts {', '.join(unknown)} have no position in the parts file; add them there "
+            "or remove their queries"
+        )
     return {p: list(texts) for p, texts in data.items()}

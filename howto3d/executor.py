@@ -29,8 +29,10 @@ from recon.io import InputError, atomic_dir
 
 log = logging.getLogger("howto3d")
 
-DIED = ("its worker process died (a crash inside a native library, or the machine ran out of memory or disk); "
-        "free memory/disk space and rerun")
+DIED = (
+    "its worker process died (a crash inside a native library, or the machine ran out of memory or disk); "
+    "free memory/disk space and rerun"
+)
 
 
 @dataclass
@@ -63,8 +65,9 @@ def guarded(fn: Callable[..., dict], *args: Any) -> dict:
         return {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
 
 
-def run_tasks(tasks: Iterable[Task], workers: int, on_done: Callable[[Task, dict], Iterable[Task]],
-              run: RunConfig | None = None) -> None:
+def run_tasks(
+    tasks: Iterable[Task], workers: int, on_done: Callable[[Task, dict], Iterable[Task]], run: RunConfig | None = None
+) -> None:
     """Run ``tasks`` on ``workers`` spawned processes (or as Ray tasks when ``run.executor`` is "ray");
     ``on_done(task, result)`` runs in this process as each finishes (it records the result) and may return
     follow-up tasks.
@@ -104,8 +107,10 @@ def run_tasks(tasks: Iterable[Task], workers: int, on_done: Callable[[Task, dict
                         queue.extend(on_done(task, result))
                 except BrokenProcessPool:
                     suspects.extend([task, *pending.values()])
-                    log.warning("a worker process died; rerunning the %d task(s) it may have been running one at a "
-                                "time", len(suspects))
+                    log.warning(
+                        "a worker process died; rerunning the %d task(s) it may have been running one at a time",
+                        len(suspects),
+                    )
                     break
 
 
@@ -148,7 +153,7 @@ def _on_worker(fn: Callable[..., Any], args: tuple, output: int | None) -> Any:
                 unpack_files(a.files, Path(tmp) / f"in{i}")
                 local[i] = Path(tmp) / f"in{i}" / (next(iter(a.files)) if a.is_file else "")
         out = Path(tmp) / "out" / str(args[output]) if output is not None else None
-        if out is not None:
+        if out is not None and output is not None:
             out.parent.mkdir()
             local[output] = out
         result = fn(*local)
@@ -178,11 +183,18 @@ def ray_session(run: RunConfig):
 
     if not ray.is_initialized():
         try:
-            ray.init(address=run.ray_address or None, ignore_reinit_error=True, include_dashboard=False,
-                     logging_level=logging.ERROR, log_to_driver=False)
+            ray.init(
+                address=run.ray_address or None,
+                ignore_reinit_error=True,
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+            )
         except (ConnectionError, ValueError, RuntimeError) as e:
-            raise InputError(f"Ray cluster {run.ray_address or '(RAY_ADDRESS or local)'}: {e}; check [run] "
-                             "ray_address in howto3d.toml or RAY_ADDRESS, or use --executor local") from e
+            raise InputError(
+                f"Ray cluster {run.ray_address or '(RAY_ADDRESS or local)'}: {e}; check [run] "
+                "ray_address in howto3d.toml or RAY_ADDRESS, or use --executor local"
+            ) from e
         atexit.register(ray.shutdown)
     return ray
 
@@ -202,8 +214,9 @@ def _in_flight(ray, workers: int, run: RunConfig) -> int:
     return workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, run.cpus_per_task))
 
 
-def _run_ray(tasks: Iterable[Task], workers: int, on_done: Callable[[Task, dict], Iterable[Task]],
-             run: RunConfig) -> None:
+def _run_ray(
+    tasks: Iterable[Task], workers: int, on_done: Callable[[Task, dict], Iterable[Task]], run: RunConfig
+) -> None:
     """:func:`run_tasks` on Ray: the driver submits, collects, writes each output folder and calls ``on_done``."""
     ray = ray_session(run)
     remote = ray.remote(_on_worker)
@@ -214,8 +227,9 @@ def _run_ray(tasks: Iterable[Task], workers: int, on_done: Callable[[Task, dict]
         while queue or pending:
             while queue and len(pending) < limit:
                 task = queue.popleft()
-                ref = remote.options(num_cpus=task.num_cpus, max_retries=run.max_retries,
-                                     name=f"howto3d {task.key}").remote(task.fn, _ray_args(task), task.output)
+                ref = remote.options(
+                    num_cpus=task.num_cpus, max_retries=run.max_retries, name=f"howto3d {task.key}"
+                ).remote(task.fn, _ray_args(task), task.output)
                 pending[ref] = task
             done, _ = ray.wait(list(pending), num_returns=1)
             task = pending.pop(done[0])
@@ -228,8 +242,7 @@ def _run_ray(tasks: Iterable[Task], workers: int, on_done: Callable[[Task, dict]
                 try:
                     unpack_files(files, task.args[task.output])
                 except OSError as e:
-                    result = {"status": "failed", "error": f"{task.args[task.output]}: {e}; free space there "
-                              "and rerun"}
+                    result = {"status": "failed", "error": f"{task.args[task.output]}: {e}; free space there and rerun"}
             queue.extend(on_done(task, result))
     finally:
         for ref in pending:  # interrupted: nothing of ours keeps running on the cluster
@@ -264,7 +277,7 @@ def mapper(run: RunConfig | None) -> Callable[[Callable, Iterable], Iterator] | 
     def ray_map(fn: Callable, items: Iterable) -> Iterator:
         ray = ray_session(run)
         remote = ray.remote(_map_on_worker).options(num_cpus=1, max_retries=run.max_retries)
-        queue, pending = deque(items), deque()
+        queue, pending = deque(items), deque[Any]()
         limit = _in_flight(ray, run.workers, run)
         try:
             while queue or pending:

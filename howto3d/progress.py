@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from recon.io import ProgressFn
 
@@ -16,10 +16,13 @@ console = Console(stderr=True, markup=False)
 """Messages carry user paths and names (``[bogus]``, ``a[/]b``): never interpret them as rich markup."""
 
 
-
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False, show_time=False)], force=True)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
     for noisy in ("PIL", "matplotlib", "urllib3", "filelock", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -27,9 +30,15 @@ def setup_logging(verbose: bool = False) -> None:
 @contextlib.contextmanager
 def progress_bar() -> Iterator[ProgressFn]:
     """A callback that drives one rich bar per description (created on first use)."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as bar:
-        tasks: dict[str, int] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
 
         def update(desc: str, done: int, total: int) -> None:
             if desc not in tasks:

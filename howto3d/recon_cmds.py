@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from howto3d import scenes
 from howto3d.config import RunConfig
@@ -26,19 +27,40 @@ from recon import reconstruct as recon_stage
 from recon import sampling as frames_stage
 from recon.align import Alignment
 from recon.io import InputError, ProgressFn, read_json
-from recon.scene import SharedScene
+from recon.scene import RegisteredFrame, SharedScene
 from recon.transfer import Localize
+
+if TYPE_CHECKING:
+    from recon.config import FramesConfig, ReconstructConfig
 
 log = logging.getLogger("howto3d")
 
+Executor = Literal["local", "ray"]
 
-def _sample_frames(conf: frames_stage.FramesConfig, video: Path, frames_dir: Path) -> dict:
+
+class ScaleResult(TypedDict):
+    """``scale --json`` (docs/workspace.md): the new metric scale, the fit's residual and each given length."""
+
+    scene: str
+    scale: float
+    """The shared frame's metres per unit of the reference video's model, after this scaling."""
+    units: str
+    residual: float
+    """RMS residual of the given lengths (m)."""
+    factor: float
+    """This scaling's factor (1 when the frame was already metric and stays so)."""
+    units_before: str
+    distances: list[dict[str, Any]]
+    """Each length: ``a``, ``b``, ``metres``, ``model`` (before) and ``after`` (its length now, m)."""
+
+
+def _sample_frames(conf: FramesConfig, video: Path, frames_dir: Path) -> dict:
     """Worker: sample a video's frames (recorded by the driver, so a later SfM failure or kill keeps them)."""
     t = time.perf_counter()
     return {**guarded(frames_stage.main, conf, video, frames_dir), "seconds": time.perf_counter() - t}
 
 
-def _structure_from_motion(conf: recon_stage.ReconstructConfig, frames_dir: Path, sfm_dir: Path) -> dict:
+def _structure_from_motion(conf: ReconstructConfig, frames_dir: Path, sfm_dir: Path) -> dict:
     """Worker: per-video SfM on the sampled frames; errors come back as data, not exceptions."""
     t = time.perf_counter()
     result = guarded(recon_stage.main, conf, frames_dir, sfm_dir)
@@ -47,13 +69,21 @@ def _structure_from_motion(conf: recon_stage.ReconstructConfig, frames_dir: Path
     return {**result, "seconds": time.perf_counter() - t}
 
 
-def run_config(ws: Workspace, executor: str | None) -> RunConfig:
+def run_config(ws: Workspace, executor: Executor | None) -> RunConfig:
     """The workspace's ``[run]`` settings, with a command's ``--executor`` (when given) in place of its own."""
     return replace(ws.config.run, executor=executor) if executor else ws.config.run
 
 
-def reconstruct(ws: Workspace, scene: str | None, *, frames: int | None = None, workers: int | None = None,
-                force: bool = False, progress: ProgressFn | None = None, executor: str | None = None) -> list[dict]:
+def reconstruct(
+    ws: Workspace,
+    scene: str | None,
+    *,
+    frames: int | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    executor: Executor | None = None,
+) -> list[dict]:
     """Sample frames and reconstruct every video of the selected scenes; skip videos already done."""
     config = ws.config
     run = run_config(ws, executor)
@@ -75,8 +105,9 @@ def reconstruct(ws: Workspace, scene: str | None, *, frames: int | None = None, 
             step = ws.step("reconstruct", key, {"frames": frames_step.fingerprint}, asdict(recon_conf))
             if step.entry and not force:
                 why = "already reconstructed" if step.done else f"failed before: {step.entry['error']}"
-                log.info("%s: skipped (%s; inputs unchanged%s)", key, why,
-                         "" if step.done else ", use --force to retry")
+                log.info(
+                    "%s: skipped (%s; inputs unchanged%s)", key, why, "" if step.done else ", use --force to retry"
+                )
                 summary.append({"key": key, **step.entry, "skipped": True})
                 continue
             todo.append((v, frames_step, step))
@@ -87,9 +118,14 @@ def reconstruct(ws: Workspace, scene: str | None, *, frames: int | None = None, 
 
     def sfm_task(i: int) -> Task:
         v = todo[i][0]
-        return Task((i, "sfm"), _structure_from_motion,
-                    (task_conf, ws.frames_dir(v.scene, v.name), ws.sfm_dir(v.scene, v.name)),
-                    inputs=(1,), output=2, num_cpus=max(1, threads))
+        return Task(
+            (i, "sfm"),
+            _structure_from_motion,
+            (task_conf, ws.frames_dir(v.scene, v.name), ws.sfm_dir(v.scene, v.name)),
+            inputs=(1,),
+            output=2,
+            num_cpus=max(1, threads),
+        )
 
     def finish(task: Task, result: dict) -> list[Task]:
         i, phase = task.key
@@ -99,8 +135,10 @@ def reconstruct(ws: Workspace, scene: str | None, *, frames: int | None = None, 
             _remove_partial(ws, v)
             free = shutil.disk_usage(ws.root).free
             if free < _LOW_DISK:  # SQLite/pycolmap report a full disk in many ways, or abort
-                result["error"] = (f"{ws.root}: the disk is full ({free >> 20} MiB free; {result['error']}); "
-                                   "free space there and rerun (finished videos are kept)")
+                result["error"] = (
+                    f"{ws.root}: the disk is full ({free >> 20} MiB free; {result['error']}); "
+                    "free space there and rerun (finished videos are kept)"
+                )
         elif phase == "frames":
             frames_step.put("done", seconds=round(result["seconds"], 2))
             return [sfm_task(i)]
@@ -108,9 +146,14 @@ def reconstruct(ws: Workspace, scene: str | None, *, frames: int | None = None, 
         if result["status"] == "done":
             info |= {k: result["report"][k] for k in ("registered", "frames_sampled", "points3D")}
             info["segments"] = len(result["report"]["segments"])
-            log.info("%s: registered %d/%d frames in %.0f s (%d segment(s))", key,
-                     result["report"]["registered_all_segments"], info["frames_sampled"], result["seconds"],
-                     info["segments"])
+            log.info(
+                "%s: registered %d/%d frames in %.0f s (%d segment(s))",
+                key,
+                result["report"]["registered_all_segments"],
+                info["frames_sampled"],
+                result["seconds"],
+                info["segments"],
+            )
         else:
             info["error"] = result["error"]
             log.error("%s: %s", key, result["error"])
@@ -126,8 +169,9 @@ def reconstruct(ws: Workspace, scene: str | None, *, frames: int | None = None, 
         v, frames_step, _ = todo[i]
         if frames_step.done and not force and frames_stage.is_done(ws.frames_dir(v.scene, v.name)):
             return sfm_task(i)
-        return Task((i, "frames"), _sample_frames, (frames_conf, v.path, ws.frames_dir(v.scene, v.name)),
-                    inputs=(1,), output=2)
+        return Task(
+            (i, "frames"), _sample_frames, (frames_conf, v.path, ws.frames_dir(v.scene, v.name)), inputs=(1,), output=2
+        )
 
     run_tasks(map(first_task, range(len(todo))), workers, finish, run)
     return sorted(summary, key=lambda r: r["key"])
@@ -144,20 +188,30 @@ def _remove_partial(ws: Workspace, v: Video) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def repair_segments(ws: Workspace, scene: str, video: str) -> None:
-    """Make a video's segments disjoint when an earlier release kept models repeating another's frames (their
-    fingerprint changes, so alignment and everything made in the shared frame are redone), and say so."""
-    change = recon_stage.repair(ws.sfm_dir(scene, video), ws.frames_dir(scene, video),
-                                ws.config.reconstruct.min_model_frames)
-    if change:
-        log.warning("%s/%s: its segments repeated frames of a larger one (made by an earlier release): repaired, "
-                    "%d segment(s) → %d, %d registrations → %d; alignment and everything made in the shared frame "
-                    "will be redone", scene, video, change["segments_before"], change["segments_after"],
-                    change["registered_before"], change["registered_after"])
+def refuse_repeated_segments(ws: Workspace, scene: str, video: str) -> None:
+    """An input error (one line) when a video's segments register the same frame twice: only an earlier release
+    wrote such models (``reconstruct`` now keeps each frame in one segment), so the fix is to reconstruct again."""
+    model = recon_stage.Model(ws.sfm_dir(scene, video))
+    segments = model.segments()
+    if len(segments) < 2:
+        return
+    names = [recon_stage.registered_names(model.load(k)) for k in segments]
+    if sum(map(len, names)) != len(set().union(*names)):
+        raise InputError(
+            f"{ws.sfm_dir(scene, video)}: its segments repeat frames (reconstructed by an earlier "
+            f"release); run `howto3d reconstruct {ws.root} --scene {scene} --force`"
+        )
 
 
-def align(ws: Workspace, scene: str | None, *, force: bool = False, reanchor: bool = False,
-          progress: ProgressFn | None = None, executor: str | None = None) -> dict:
+def align(
+    ws: Workspace,
+    scene: str | None,
+    *,
+    force: bool = False,
+    reanchor: bool = False,
+    progress: ProgressFn | None = None,
+    executor: Executor | None = None,
+) -> dict:
     """Align every scene's reconstructed videos into its shared frame (skipped when inputs are unchanged).
 
     The frame is kept when videos are added or removed (only their pairs are matched); ``reanchor`` creates it
@@ -171,14 +225,27 @@ def align(ws: Workspace, scene: str | None, *, force: bool = False, reanchor: bo
             log.warning("%s: no reconstructed video to align: skipped (run `howto3d reconstruct`)", s)
             continue
         for v in models:
-            repair_segments(ws, s, v)
+            refuse_repeated_segments(ws, s, v)
         spec = align_step(ws, s)
-        results[s] = ws.run_step(
-            *spec,
-            lambda s=s, models=models, fingerprints=spec.inputs: align_stage.main(
-                conf, models, ws.align_dir(s), progress=progress, map_pairs=map_pairs, fingerprints=fingerprints,
-                reanchor=reanchor),
-            load=lambda s=s: Alignment.load(ws.align_dir(s)).summary(), force=force or reanchor)
+        fingerprints = {v: str(fp) for v, fp in spec.inputs.items()}  # the models' (model_fingerprints)
+
+        def fit(
+            s: str = s, models: dict[str, Path] = models, fingerprints: dict[str, str] = fingerprints
+        ) -> dict[str, Any]:
+            return align_stage.main(
+                conf,
+                models,
+                ws.align_dir(s),
+                progress=progress,
+                map_pairs=map_pairs,
+                fingerprints=fingerprints,
+                reanchor=reanchor,
+            )
+
+        def load(s: str = s) -> dict[str, Any]:
+            return Alignment.load(ws.align_dir(s)).summary()
+
+        results[s] = ws.run_step(*spec, fit, load=load, force=force or reanchor)
     return results
 
 
@@ -188,8 +255,14 @@ def align_step(ws: Workspace, scene: str) -> StepSpec:
     return StepSpec("align", scene, scenes.model_fingerprints(ws, scene), asdict(ws.config.align))
 
 
-def scale(ws: Workspace, scene: str, source: str, keypoints: Path, distances: list[tuple[str, str, float]],
-          localizer: Callable[[SharedScene], Localize] | None = None) -> dict:
+def scale(
+    ws: Workspace,
+    scene: str,
+    source: str,
+    keypoints: Path,
+    distances: list[tuple[str, str, float]],
+    localizer: Callable[[SharedScene], Localize] | None = None,
+) -> ScaleResult:
     """Make a scene's shared frame metric from known lengths between keypoints clicked in ``source``.
 
     The named keypoints are triangulated in the current frame, the least-squares scale over every given length
@@ -203,27 +276,50 @@ def scale(ws: Workspace, scene: str, source: str, keypoints: Path, distances: li
     ws.require_scene(scene)
     align_dir = ws.align_dir(scene)
     if not Alignment.is_done(align_dir):
-        raise InputError(f"{align_dir}: scene {scene!r} has no shared frame to scale yet; run `howto3d align "
-                         f"{ws.root} --scene {scene}` first")
+        raise InputError(
+            f"{align_dir}: scene {scene!r} has no shared frame to scale yet; run `howto3d align "
+            f"{ws.root} --scene {scene}` first"
+        )
     request = read_json(keypoints)
     distances = list(distances) + file_distances(request, str(keypoints))
     shared = scenes.shared_scene(ws, scene)
-    made: list = []
 
-    def localize(t: float):  # the localization index is built on the first click that needs it
-        if not made:
-            made.append(localizer(shared))
-        return made[0](t)
+    def lazy(make: Callable[[SharedScene], Localize]) -> Localize:
+        made: list[Localize] = []
 
-    m = measure(shared, source, request, distances, str(keypoints), localize if localizer else None)
+        def localize(t: float) -> RegisteredFrame | None:  # the index is built on the first click that needs it
+            if not made:
+                made.append(make(shared))
+            return made[0](t)
+
+        return localize
+
+    m = measure(shared, source, request, distances, str(keypoints), lazy(localizer) if localizer else None)
     alignment = Alignment.load(align_dir)
     before = alignment.frame.get("units", "model")
     scaled = alignment.rescaled(m["scale"], "metres")
-    scaled.frame["scale_measured"] = {"source": source, "keypoints": keypoints.name, "factor": m["scale"],
-                                      "residual_m": m["residual"], "distances": m["distances"]}
+    scaled.frame["scale_measured"] = {
+        "source": source,
+        "keypoints": keypoints.name,
+        "factor": m["scale"],
+        "residual_m": m["residual"],
+        "distances": m["distances"],
+    }
     scaled.save(align_dir)
-    log.info("%s: shared frame scaled by %.6g (%s → metres; RMS residual %.4f m over %d length(s))", scene,
-             m["scale"], before, m["residual"], len(distances))
-    return {"scene": scene, "scale": scaled.frame["metric_scale"], "units": "metres",
-            "residual": round(m["residual"], 6), "factor": m["scale"], "units_before": before,
-            "distances": [d | {"after": round(d["model"] * m["scale"], 6)} for d in m["distances"]]}
+    log.info(
+        "%s: shared frame scaled by %.6g (%s → metres; RMS residual %.4f m over %d length(s))",
+        scene,
+        m["scale"],
+        before,
+        m["residual"],
+        len(distances),
+    )
+    return {
+        "scene": scene,
+        "scale": scaled.frame["metric_scale"],
+        "units": "metres",
+        "residual": round(m["residual"], 6),
+        "factor": m["scale"],
+        "units_before": before,
+        "distances": [d | {"after": round(d["model"] * m["scale"], 6)} for d in m["distances"]],
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from howto3d import check, discover_cmds, grounding_cmds, recon_cmds, reports, scenes, temporal_cmds
+from howto3d import check, discover_cmds, groundedness_cmds, grounding_cmds, recon_cmds, reports, scenes, temporal_cmds
 from howto3d.progress import progress_bar
 from howto3d.workspace import Workspace
 from recon.io import InputError, ProgressFn
@@ -14,8 +14,7 @@ from temporal.tasks import find_task_file
 log = logging.getLogger("howto3d")
 
 
-def train(ws: Workspace, epochs: int | None = None, progress: ProgressFn | None = None,
-          force: bool = False) -> dict:
+def train(ws: Workspace, epochs: int | None = None, progress: ProgressFn | None = None, force: bool = False) -> dict:
     """Train grounding; with ``grounding.min_groundedness`` > 0 the lines each video localizes poorly in its own
     frames are left out first (``howto3d groundedness``), and the choice is saved next to the model."""
     threshold = ws.config.grounding.min_groundedness
@@ -23,10 +22,10 @@ def train(ws: Workspace, epochs: int | None = None, progress: ProgressFn | None 
         return grounding_cmds.train(ws, epochs, progress, force=force)
     names = grounding_cmds.trainable_scenes(ws)
     narrations = {s: scenes.narrations(ws, s) for s in names}
-    weights = {s: discover_cmds.groundedness_weights(ws, s, narrations[s], threshold, progress) for s in names}
+    weights = {s: groundedness_cmds.groundedness_weights(ws, s, narrations[s], threshold, progress) for s in names}
     summary = grounding_cmds.train(ws, epochs, progress, line_weights=weights, force=force)
     for s in names:
-        discover_cmds.write_line_record(ws, s, narrations[s], threshold)
+        groundedness_cmds.write_line_record(ws, s, narrations[s], threshold)
     return summary
 
 
@@ -42,14 +41,17 @@ def timelines(ws: Workspace, progress: ProgressFn | None = None) -> dict[str, di
         if find_task_file(ws.scene_dir(s)) is not None:
             done[s] = temporal_cmds.steps(ws, s, progress=progress)  # features and actionness first, inside
         else:
-            log.warning("%s: no tasks.json/tasks.toml in %s: key steps discovered from the videos instead "
-                        "(`howto3d discover`)", s, ws.scene_dir(s))
+            log.warning(
+                "%s: no tasks.json/tasks.toml in %s: key steps discovered from the videos instead (`howto3d discover`)",
+                s,
+                ws.scene_dir(s),
+            )
             feats = temporal_cmds.features_of(ws, s, progress=progress)
             temporal_cmds.actionness(ws, s, None, progress, feats)
             done[s] = discover_cmds.discover(ws, s, progress=progress, features=feats)
         if s in ws.record("groundedness").items:
             try:
-                discover_cmds.groundedness(ws, s, progress=progress)  # skipped when current
+                groundedness_cmds.groundedness(ws, s, progress=progress)  # skipped when current
             except InputError as e:
                 log.warning("%s: groundedness report not redone: %s", s, e)
     return done

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -22,6 +22,8 @@ from recon.io import InputError, read_json
 # The recon readers (pycolmap, networkx, scipy) are imported by the functions that read geometry, not here:
 # a query only loads the grounding model and checks the frame from JSON (cold start, tests/cli/test_startup.py).
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pycolmap
 
     from recon.scene import SharedScene
@@ -67,12 +69,15 @@ def shared_from_segment(ws: Workspace, scene: str) -> dict[str, dict[int, pycolm
         return {videos[0]: {0: pycolmap.Sim3d()}}
     if not videos:
         raise InputError(f"{ws.root}: scene {scene!r} has no reconstructed video yet; run `howto3d reconstruct`")
-    raise InputError(f"{ws.root}: scene {scene!r} has {len(videos)} reconstructed videos but no shared frame yet; "
-                     "run `howto3d align`")
+    raise InputError(
+        f"{ws.root}: scene {scene!r} has {len(videos)} reconstructed videos but no shared frame yet; "
+        "run `howto3d align`"
+    )
 
 
 class StaleFrameError(InputError):
-    """An artefact was made in a shared frame that has moved since (re-alignment, ``--reanchor``, ``scale``).
+    """An artefact was made in a shared frame that has moved since (re-alignment, ``--reanchor``, ``scale``), or
+    does not record the frame it was made in.
 
     Not a usage mistake but work to redo, hence exit code 1 (``howto3d.cli.main`` reads ``exit_code``)."""
 
@@ -87,9 +92,13 @@ def _sim3_digest(sim: dict) -> str:
     """Digest of one stored Sim(3) as the 3×4 matrix it applies (``q`` and ``-q`` are one rotation), quantized
     to 1e-9 of its largest entry: a transform re-read and re-written is the same frame, a real move is not."""
     x, y, z, w = np.asarray(sim["rotation_xyzw"], float) / np.linalg.norm(sim["rotation_xyzw"])
-    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    R = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
     M = np.hstack([float(sim["scale"]) * R, np.asarray(sim["translation"], float)[:, None]])
     ref = float(np.abs(M).max()) or 1.0
     return _digest(np.round(M / ref * 1e9).astype(np.int64).tolist() + [f"{ref:.6e}"])
@@ -105,7 +114,12 @@ def frame_state(ws: Workspace, scene: str) -> dict:
     """
     path = ws.align_dir(scene) / "transforms.json"
     data = read_json(path) if path.is_file() else {}
-    by_segment = data.get("shared_from_segment") or {v: {"0": s} for v, s in data.get("shared_from_video", {}).items()}
+    if path.is_file() and "shared_from_segment" not in data:
+        raise InputError(
+            f"{path}: written by an earlier release (no per-segment transforms); run `howto3d align "
+            f"{ws.root} --scene {scene}` (or `howto3d run {ws.root}`)"
+        )
+    by_segment = data.get("shared_from_segment", {})
     if not path.is_file():
         identity = {"scale": 1.0, "rotation_xyzw": [0.0, 0.0, 0.0, 1.0], "translation": [0.0, 0.0, 0.0]}
         by_segment = {v: {"0": identity} for v in reconstructed_videos(ws, scene)}
@@ -115,20 +129,12 @@ def frame_state(ws: Workspace, scene: str) -> dict:
     return {**state, "fingerprint": _digest(state)}
 
 
-def frame_fingerprint(ws: Workspace, scene: str) -> str:
-    """One stable digest of the scene's shared frame (every aligned segment's transform and the units): it changes
-    when ``align --reanchor``, ``scale`` or a re-alignment moves the frame, not when nothing moved."""
-    return frame_state(ws, scene)["fingerprint"]
-
-
-def frame_moved(recorded: dict | None, current: dict) -> str | None:
+def frame_moved(recorded: dict, current: dict) -> str | None:
     """Why an artefact made in frame ``recorded`` no longer holds in ``current`` (``None``: it holds).
 
     Only the segments the artefact was made from count: a video added (or removed) since leaves the others where
-    they were, so it is not a move (``run`` retrains to include it); ``None`` recorded means "unknown".
+    they were, so it is not a move (``run`` retrains to include it).
     """
-    if not recorded:
-        return None
     if recorded.get("units") != current["units"]:
         return f"units {recorded.get('units')} → {current['units']}"
     old, new = recorded.get("segments", {}), current["segments"]
@@ -139,26 +145,20 @@ def frame_moved(recorded: dict | None, current: dict) -> str | None:
     return f"{len(moved)} of {len(common)} aligned segments moved ({', '.join(moved[:3])})" if moved else None
 
 
-_warned_unknown: set[str] = set()
-
-
 def check_frame(ws: Workspace, scene: str, recorded: dict | None, made_by: str = "train") -> None:
-    """Refuse (:class:`StaleFrameError`, one line) to answer in a frame that moved since ``made_by`` ran.
-
-    Artefacts made before frames were recorded (``recorded`` is ``None``) still work: the frame is "unknown", with
-    one warning per workspace, scene and process.
-    """
+    """Refuse (:class:`StaleFrameError`, one line) to answer in a frame that moved since ``made_by`` ran, or in one
+    it did not record (``recorded`` is ``None``: made by an earlier release, so it cannot be checked)."""
     if recorded is None:
-        if f"{ws.root}/{scene}" not in _warned_unknown:
-            _warned_unknown.add(f"{ws.root}/{scene}")
-            log.warning("scene %s: the output of `howto3d %s` does not record its shared frame (made before this "
-                        "release): it cannot be checked against the current one; rerun `howto3d %s` to record it",
-                        scene, made_by, made_by)
-        return
+        raise StaleFrameError(
+            f"scene {scene}: the output of `howto3d {made_by}` does not record its shared frame "
+            f"(made by an earlier release); run `howto3d {made_by} {ws.root} --force`"
+        )
     why = frame_moved(recorded, frame_state(ws, scene))
     if why:
-        raise StaleFrameError(f"{ws.align_dir(scene) / 'transforms.json'}: the shared frame of scene {scene} changed "
-                              f"since `{made_by}`; run `howto3d {made_by}` (or `howto3d run`) ({why})")
+        raise StaleFrameError(
+            f"{ws.align_dir(scene) / 'transforms.json'}: the shared frame of scene {scene} changed "
+            f"since `{made_by}`; run `howto3d {made_by}` (or `howto3d run`) ({why})"
+        )
 
 
 def shared_scene(ws: Workspace, scene: str) -> SharedScene:
@@ -167,8 +167,12 @@ def shared_scene(ws: Workspace, scene: str) -> SharedScene:
 
     ws.require_scene(scene)
     transforms = shared_from_segment(ws, scene)
-    return load_shared_scene(scene, {v: ws.sfm_dir(scene, v) for v in transforms},
-                             {v: ws.frames_dir(scene, v) for v in transforms}, transforms)
+    return load_shared_scene(
+        scene,
+        {v: ws.sfm_dir(scene, v) for v in transforms},
+        {v: ws.frames_dir(scene, v) for v in transforms},
+        dict(transforms),
+    )
 
 
 def shared_or_none(ws: Workspace, scene: str, without: str) -> SharedScene | None:
@@ -191,12 +195,12 @@ def narrations(ws: Workspace, scene: str) -> dict[str, list[Narration]]:
     return out
 
 
-def subtitle_inputs(ws: Workspace, scene: str) -> dict[str, object]:
+def subtitle_inputs(ws: Workspace, scene: str) -> dict[str, Path | None]:
     """The subtitle file of each video as a step input (``None`` for a video without one)."""
     return {f"subtitles/{scene}/{v.name}": v.subtitles for v in ws.videos(scene)}
 
 
-def grounder(ws: Workspace, scene: str | None = None, encoder: str = "numpy") -> gquery.Grounder:
+def grounder(ws: Workspace, scene: str | None = None, encoder: Literal["numpy", "torch"] = "numpy") -> gquery.Grounder:
     """The trained grounding model; with ``scene``, also checked to know that scene (else an input error) and to
     have been trained in the scene's current shared frame (else :class:`StaleFrameError`). ``encoder="torch"``
     for a long-lived process (see :func:`grounding.model_numpy.load`)."""

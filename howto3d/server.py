@@ -48,12 +48,12 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import uvicorn
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -72,6 +72,11 @@ from recon.localize import PhotoTooLarge, open_photo, read_photo
 from recon.transfer import parse_keypoints
 from viewer.export import export
 from viewer.overlay import draw_frame
+
+if TYPE_CHECKING:
+    from grounding.query import Answer, Grounder
+    from howto3d.anchors_cmds import AnchorsFile
+    from howto3d.guide_cmds import Guide
 
 log = logging.getLogger("howto3d.server")
 
@@ -93,8 +98,14 @@ class QueryBatcher:
     never waits.
     """
 
-    def __init__(self, grounder, max_batch: int = 32, cache_size: int = 1024, window_s: float = 0.002,
-                 extend: Callable[[str, list[dict]], None] | None = None):
+    def __init__(
+        self,
+        grounder: Grounder,
+        max_batch: int = 32,
+        cache_size: int = 1024,
+        window_s: float = 0.002,
+        extend: Callable[[str, list[Answer]], None] | None = None,
+    ):
         self.grounder = grounder
         self.extend = extend
         """Adds to a batch's answers of one scene what the model alone does not know (their video moments)."""
@@ -121,7 +132,7 @@ class QueryBatcher:
         self._queue.put((scene, text, loop, fut))
         return await fut
 
-    def swap(self, grounder) -> None:
+    def swap(self, grounder: Grounder) -> None:
         """Answer with ``grounder`` from the next batch on (a retrained model); forget the old answers."""
         with self._lock:
             self.grounder = grounder
@@ -157,7 +168,7 @@ class QueryBatcher:
             for scene in dict.fromkeys(item[0] for item in batch):
                 self._answer(scene, [item[1:] for item in batch if item[0] == scene])
 
-    def _query(self, grounder, scene: str, texts: list[str]) -> list[dict]:
+    def _query(self, grounder: Grounder, scene: str, texts: list[str]) -> list[Answer]:
         results = grounder.query(scene, texts)
         if self.extend is not None:
             self.extend(scene, results)
@@ -214,7 +225,7 @@ def _settle(results: list[tuple[asyncio.Future, bytes | Exception]]) -> None:
             fut.set_result(a)
 
 
-def _json(answer: dict) -> bytes:
+def _json(answer: Mapping[str, Any]) -> bytes:
     return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -294,8 +305,12 @@ class Service:
         self.batcher = QueryBatcher(self.grounder, extend=self._moments) if self.grounder is not None else None
         self._model_key = _file_key(self._model_file)
         self._reloading = False
-        self.pool = ProcessPoolExecutor(max_workers=localize_workers, mp_context=get_context("spawn"),
-                                        initializer=_worker_init, initargs=(str(ws.root), os.getpid()))
+        self.pool = ProcessPoolExecutor(
+            max_workers=localize_workers,
+            mp_context=get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(str(ws.root), os.getpid()),
+        )
         self._loaded: dict[str, tuple] = {}
         """Per scene, (``transforms.json`` key, shared scene, narrations): loaded again after an alignment."""
         self._glb: dict[str, bytes] = {}
@@ -316,10 +331,16 @@ class Service:
             photo = None
             try:
                 shared = self.shared(scene)
-                if self.batcher is not None and scene in self.grounder.spaces:
+                if self.batcher is not None and self.grounder is not None and scene in self.grounder.spaces:
                     self.batcher.warm(scene)
-                photo = next((p for f in shared.frames
-                              if (p := self.ws.frames_dir(scene, f.video) / "images" / f.name).is_file()), None)
+                photo = next(
+                    (
+                        p
+                        for f in shared.frames
+                        if (p := self.ws.frames_dir(scene, f.video) / "images" / f.name).is_file()
+                    ),
+                    None,
+                )
             except Exception as e:  # noqa: BLE001 - a scene that cannot load is reported by its requests
                 log.warning("%s: not warmed up (%s)", scene, e)
             try:
@@ -333,8 +354,11 @@ class Service:
         """413 for a text over ``[serve] max_text_chars``, before it costs a forward pass."""
         limit = self.limits.max_text_chars
         if text is not None and len(text) > limit:
-            raise HTTPException(413, f"{what}: {len(text)} characters, over the limit of {limit} "
-                                     "([serve] max_text_chars); send a shorter text")
+            raise HTTPException(
+                413,
+                f"{what}: {len(text)} characters, over the limit of {limit} "
+                "([serve] max_text_chars); send a shorter text",
+            )
 
     def check_photo(self, data: bytes, name: str) -> None:
         """413 for a photo whose header declares more than ``[localize] max_photo_mp``: nothing is decoded."""
@@ -359,9 +383,12 @@ class Service:
         """One of ``[serve] max_localizations`` slots; none free → 503 with a ``Retry-After`` estimate."""
         if self.localizing >= self.limits.max_localizations:
             wait = math.ceil(self.localize_s * self.localizing / self.workers)
-            raise HTTPException(503, f"{self.localizing} localizations already running or queued "
-                                     f"([serve] max_localizations); retry in {wait} s",
-                                headers={"Retry-After": str(max(1, wait))})
+            raise HTTPException(
+                503,
+                f"{self.localizing} localizations already running or queued "
+                f"([serve] max_localizations); retry in {wait} s",
+                headers={"Retry-After": str(max(1, wait))},
+            )
         self.localizing += 1
         try:
             yield
@@ -378,8 +405,9 @@ class Service:
         try:
             return await asyncio.wait_for(work, self.limits.request_timeout_s)
         except TimeoutError:
-            raise HTTPException(504, f"not answered within {self.limits.request_timeout_s:g} s "
-                                     "([serve] request_timeout_s); retry later") from None
+            raise HTTPException(
+                504, f"not answered within {self.limits.request_timeout_s:g} s ([serve] request_timeout_s); retry later"
+            ) from None
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -414,8 +442,11 @@ class Service:
 
             torch.set_num_threads(1)  # as at start-up (a server started before any model was trained)
         except Exception as e:  # noqa: BLE001 - keep serving the loaded model; retried when the file changes
-            log.warning("%s: the retrained grounding model did not load (%s); still serving the previous one",
-                        self.ws.grounding_dir, e)
+            log.warning(
+                "%s: the retrained grounding model did not load (%s); still serving the previous one",
+                self.ws.grounding_dir,
+                e,
+            )
         else:
             with self._lock:
                 self.grounder = grounder
@@ -447,7 +478,7 @@ class Service:
                     self._frame_ok[scene] = key
         return self.grounder
 
-    def _moments(self, scene: str, results: list[dict]) -> None:
+    def _moments(self, scene: str, results: list[Answer]) -> None:
         """The answers' video moments (``query --moments``), from the scene's cameras and narration, loaded once."""
         try:
             shared = self.shared(scene)
@@ -472,25 +503,38 @@ class Service:
         """The scene's narration per video, as loaded with :meth:`shared`."""
         return self._scene_state(scene)[2]
 
-    def guide(self, scene: str, task: str) -> dict:
+    def guide(self, scene: str, task: str) -> Guide:
         from howto3d import guide_cmds, temporal_cmds  # the step timelines' readers: only a guide needs them
 
         timelines = temporal_cmds.load_steps(self.ws, scene)
         if not timelines:
             raise InputError(f"{self.ws.temporal_dir(scene) / 'steps'}: no step timelines; run `howto3d run`")
         grounder = self.grounder if self.grounder is not None and scene in self.grounder.spaces else None
-        return guide_cmds.guide(self.ws, scene, task, timelines=timelines, grounder=grounder,
-                                shared=self.shared(scene), narrations=self.narrations(scene))
+        return guide_cmds.guide(
+            self.ws,
+            scene,
+            task,
+            timelines=timelines,
+            grounder=grounder,
+            shared=self.shared(scene),
+            narrations=self.narrations(scene),
+        )
 
-    def anchors(self, scene: str, names: list[str]) -> dict:
+    def anchors(self, scene: str, names: list[str]) -> AnchorsFile:
         """The anchors file (``export --anchors``): ``names`` as parts, every guide step of the saved timelines."""
         from howto3d import anchors_cmds, temporal_cmds
 
         grounder = self.grounder if self.grounder is not None and scene in self.grounder.spaces else None
         if names and grounder is None:
             self.require_grounder(scene)
-        return anchors_cmds.anchors(self.ws, scene, names, grounder=grounder, shared=self.shared(scene),
-                                    timelines=temporal_cmds.load_steps(self.ws, scene))
+        return anchors_cmds.anchors(
+            self.ws,
+            scene,
+            names,
+            grounder=grounder,
+            shared=self.shared(scene),
+            timelines=temporal_cmds.load_steps(self.ws, scene),
+        )
 
     def annotations(self, scene: str) -> dict:
         """The labels saved so far (``Workspace.annotations_dir``): keypoints (documents) and step spans (the CSV
@@ -517,8 +561,13 @@ class Service:
             raise InputError(f"the document says video {doc['video']!r} but was sent for {video!r}")
         path = self.ws.annotations_dir(scene) / "keypoints" / f"{video}.json"
         atomic_write_json(path, {"video": video, "keypoints": doc["keypoints"]})
-        return {"scene": scene, "video": video, "path": str(path), "keypoints": len(keypoints),
-                "observations": sum(len(obs) for _, obs in keypoints)}
+        return {
+            "scene": scene,
+            "video": video,
+            "path": str(path),
+            "keypoints": len(keypoints),
+            "observations": sum(len(obs) for _, obs in keypoints),
+        }
 
     def save_spans(self, scene: str, video: str, doc) -> dict:
         """Write the page's step spans as ``annotations/steps/<video>.csv`` (``eval-steps --annotations``), checked
@@ -627,9 +676,10 @@ class BodyLimit:
     def message(self, cap: int) -> str:
         if cap == self.photo_cap:
             return f"request body over {cap / 1e6:g} MB ([serve] max_upload_mb); send a smaller photo"
-        return (f"request body over {cap >> 10} KiB, more than a {self.limits.max_text_chars}-character text "
-                "([serve] max_text_chars) needs; send a shorter text")
-
+        return (
+            f"request body over {cap >> 10} KiB, more than a {self.limits.max_text_chars}-character text "
+            "([serve] max_text_chars) needs; send a shorter text"
+        )
 
     async def _drain(self, receive) -> None:
         dropped, deadline = 0, time.monotonic() + self.DRAIN_S
@@ -643,8 +693,9 @@ class BodyLimit:
                 return
 
 
-def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | None = None,
-               limits: ServeConfig | None = None) -> FastAPI:
+def create_app(
+    ws: Workspace | Path, localize_workers: int = 1, warm: bool | None = None, limits: ServeConfig | None = None
+) -> FastAPI:
     """The FastAPI app of a workspace; ``warm`` (default: ``[serve] warm``) warms every scene up at start-up.
 
     ``limits`` replaces the workspace's ``[serve]`` settings (an app that embeds the server sets its own)."""
@@ -662,8 +713,9 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
         finally:
             service.close()
 
-    app = FastAPI(title="howto3d", summary="Ask where things are in a shared 3D space; localize photos in it.",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="howto3d", summary="Ask where things are in a shared 3D space; localize photos in it.", lifespan=lifespan
+    )
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.add_middleware(BodyLimit, limits=limits)
 
@@ -685,8 +737,9 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, e: RequestValidationError) -> JSONResponse:
         """One line, as every other error: which field is missing or wrong, not FastAPI's list of dicts."""
-        problems = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ())[1:]) or 'body'}: {err.get('msg')}"
-                             for err in e.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err.get('loc', ())[1:]) or 'body'}: {err.get('msg')}" for err in e.errors()
+        )
         return JSONResponse({"error": f"{request.url.path}: {problems}"}, status_code=422)
 
     @app.get("/", include_in_schema=False)
@@ -697,8 +750,15 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
     async def health(request: Request) -> dict:
         """Liveness plus what readiness waits for (``warming``: scenes not yet warmed up)."""
         s = svc(request)
-        return {"status": "ok", "ready": not s.warming, "warming": sorted(s.warming), "workspace": str(ws.root),
-                "grounding": s.grounder is not None, "scenes": ws.scenes(), "localizing": s.localizing}
+        return {
+            "status": "ok",
+            "ready": not s.warming,
+            "warming": sorted(s.warming),
+            "workspace": str(ws.root),
+            "grounding": s.grounder is not None,
+            "scenes": ws.scenes(),
+            "localizing": s.localizing,
+        }
 
     @app.get("/health/live")
     async def live() -> dict:
@@ -710,21 +770,44 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
         """200 once every scene is warmed up, 503 with ``Retry-After`` before (send traffic after)."""
         warming = sorted(svc(request).warming)
         if warming:
-            return JSONResponse({"status": "warming", "warming": warming}, status_code=503,
-                                headers={"Retry-After": "1"})
+            return JSONResponse(
+                {"status": "warming", "warming": warming}, status_code=503, headers={"Retry-After": "1"}
+            )
         return JSONResponse({"status": "ready"})
 
     @app.get("/scenes")
     async def scenes(request: Request) -> dict:
         g = svc(request).grounder
-        return {"scenes": [{"scene": s, "videos": [v.name for v in ws.videos(s)],
-                            "aligned": Alignment.is_done(ws.align_dir(s)),
-                            "grounding": g is not None and s in g.spaces, "tasks": _tasks(ws, s)}
-                           for s in ws.scenes()]}
+        return {
+            "scenes": [
+                {
+                    "scene": s,
+                    "videos": [v.name for v in ws.videos(s)],
+                    "aligned": Alignment.is_done(ws.align_dir(s)),
+                    "grounding": g is not None and s in g.spaces,
+                    "tasks": _tasks(ws, s),
+                }
+                for s in ws.scenes()
+            ]
+        }
 
-    @app.post("/query", openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"type": "object", "required": ["scene", "text"],
-                   "properties": {"scene": {"type": "string"}, "text": {"type": "string"}}}}}}})
+    @app.post(
+        "/query",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["scene", "text"],
+                            "properties": {"scene": {"type": "string"}, "text": {"type": "string"}},
+                        }
+                    }
+                },
+            }
+        },
+    )
     async def query(request: Request) -> Response:
         """``{"scene", "text"}`` → the ``query --json`` answer. The body is read as plain JSON and the answer
         sent as the bytes the query thread serialized (and cached): FastAPI's body model and response encoding
@@ -735,12 +818,14 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
             if not isinstance(scene, str) or not isinstance(text, str):
                 raise TypeError
         except (ValueError, TypeError, KeyError):
-            return JSONResponse({"error": 'the body must be JSON {"scene": "<scene>", "text": "<what to find>"}'},
-                                status_code=422)
+            return JSONResponse(
+                {"error": 'the body must be JSON {"scene": "<scene>", "text": "<what to find>"}'}, status_code=422
+            )
         s = svc(request)
         s.check_text("text", text)
         s.scene(scene)
         s.require_grounder(scene)
+        assert s.batcher is not None  # made with the model require_grounder found
         return Response(await s.bounded(s.batcher.ask(scene, text)), media_type="application/json")
 
     @app.post("/localize")
@@ -749,14 +834,16 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
         s.scene(scene)
         data = await _upload(s, image)
         with s.localization_slot():
-            result = await s.bounded(asyncio.wrap_future(
-                s.pool.submit(_worker_localize, scene, data, image.filename or "upload")))
+            result = await s.bounded(
+                asyncio.wrap_future(s.pool.submit(_worker_localize, scene, data, image.filename or "upload"))
+            )
         s.localized(result)
         return {"scene": scene, "images": [result]}
 
     @app.post("/overlay")
-    async def overlay(request: Request, scene: str = Form(...), text: str = Form(...),
-                      image: UploadFile = File(...)) -> Response:
+    async def overlay(
+        request: Request, scene: str = Form(...), text: str = Form(...), image: UploadFile = File(...)
+    ) -> Response:
         s = svc(request)
         s.check_text("text", text)
         s.scene(scene)
@@ -764,12 +851,16 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
         data = await _upload(s, image)
         with s.localization_slot():
             heatmap = await s.bounded(asyncio.to_thread(grounder.heatmap, scene, text))
-            result, png = await s.bounded(asyncio.wrap_future(
-                s.pool.submit(_worker_overlay, scene, data, image.filename or "upload", heatmap)))
+            result, png = await s.bounded(
+                asyncio.wrap_future(s.pool.submit(_worker_overlay, scene, data, image.filename or "upload", heatmap))
+            )
         s.localized(result)
         if png is None:
-            raise HTTPException(422, f"{result['image']}: not localized in scene {scene!r} ({result.get('reason')}); "
-                                     "use a photo that shows more of the scene")
+            raise HTTPException(
+                422,
+                f"{result['image']}: not localized in scene {scene!r} ({result.get('reason')}); "
+                "use a photo that shows more of the scene",
+            )
         return Response(png, media_type="image/png", headers={"X-Howto3d-Inliers": str(result["inliers"])})
 
     @app.get("/guide")
@@ -789,8 +880,13 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
         return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
     @app.get("/scene/{scene}/export.glb")
-    async def export_glb(request: Request, scene: str, query: str | None = None, anchors: bool = False,
-                         name: Annotated[list[str] | None, Query()] = None) -> Response:
+    async def export_glb(
+        request: Request,
+        scene: str,
+        query: str | None = None,
+        anchors: bool = False,
+        name: Annotated[list[str] | None, Query()] = None,
+    ) -> Response:
         """The scene as GLB; ``query``'s heatmap; with ``anchors=true``, anchor nodes: each ``name`` (repeatable)
         and every guide step, as in ``anchors.json``."""
         s = svc(request)
@@ -807,12 +903,43 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
         s.scene(scene)
         return s.annotations(scene)
 
-    @app.put("/scene/{scene}/annotations/keypoints/{video}", openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["keypoints"], "properties": {"keypoints": {"type": "array", "items": {
-                "type": "object", "properties": {"name": {"type": "string"}, "observations": {
-                    "type": "array", "items": {"type": "object", "properties": {
-                        "time": {"type": "number"}, "xy": {"type": "array", "items": {"type": "number"}}}}}}}}}}}}}})
+    @app.put(
+        "/scene/{scene}/annotations/keypoints/{video}",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["keypoints"],
+                            "properties": {
+                                "keypoints": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "name": {"type": "string"},
+                                            "observations": {
+                                                "type": "array",
+                                                "items": {
+                                                    "type": "object",
+                                                    "properties": {
+                                                        "time": {"type": "number"},
+                                                        "xy": {"type": "array", "items": {"type": "number"}},
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    },
+                                }
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
     async def save_keypoints(request: Request, scene: str, video: str) -> dict:
         """Named keypoints clicked on a video's frames (several frames per name): saved as the ``transfer``
         input, ``annotations/keypoints/<video>.json``, which ``transfer``, ``scale`` and ``eval-transfer
@@ -822,15 +949,41 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
         try:
             doc = json.loads(await request.body())
         except ValueError:
-            return JSONResponse({"error": 'the body must be JSON {"keypoints": [{"name", "observations": '
-                                          '[{"time", "xy": [u, v]}]}]}'}, status_code=422)
+            raise HTTPException(
+                422, 'the body must be JSON {"keypoints": [{"name", "observations": [{"time", "xy": [u, v]}]}]}'
+            ) from None
         return await asyncio.to_thread(s.save_keypoints, scene, video, doc)
 
-    @app.put("/scene/{scene}/annotations/steps/{video}", openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["steps"], "properties": {"steps": {"type": "array", "items": {
-                "type": "object", "properties": {"step": {"type": "string"}, "start": {"type": "number"},
-                                                 "end": {"type": "number"}, "task": {"type": "string"}}}}}}}}}})
+    @app.put(
+        "/scene/{scene}/annotations/steps/{video}",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["steps"],
+                            "properties": {
+                                "steps": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "step": {"type": "string"},
+                                            "start": {"type": "number"},
+                                            "end": {"type": "number"},
+                                            "task": {"type": "string"},
+                                        },
+                                    },
+                                }
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
     async def save_spans(request: Request, scene: str, video: str) -> dict:
         """Step spans marked on a video's timeline, saved as ``annotations/steps/<video>.csv``."""
         s = svc(request)
@@ -838,8 +991,7 @@ def create_app(ws: Workspace | Path, localize_workers: int = 1, warm: bool | Non
         try:
             doc = json.loads(await request.body())
         except ValueError:
-            return JSONResponse({"error": 'the body must be JSON {"steps": [{"step", "start", "end"}]}'},
-                                status_code=422)
+            raise HTTPException(422, 'the body must be JSON {"steps": [{"step", "start", "end"}]}') from None
         return await asyncio.to_thread(s.save_spans, scene, video, doc)
 
     @app.get("/scene/{scene}/anchors.json")
@@ -859,4 +1011,3 @@ def serve(ws: Path, host: str = "127.0.0.1", port: int = 8000, localize_workers:
     app = create_app(Workspace.open(ws), localize_workers)
     log.info("serving %s on http://%s:%d", ws, host, port)
     uvicorn.run(app, host=host, port=port, log_level="info")
-

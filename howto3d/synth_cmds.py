@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from howto3d.workspace import Workspace
@@ -9,10 +10,18 @@ from recon.io import InputError, ProgressFn
 from synth import generate_world, world_config
 
 
-def make_synthetic_workspace(out: Path, *, scenes: int | None = None, videos: int | None = None,
-                             seconds: float | None = None, seed: int = 0, fps: float | None = None,
-                             progress: ProgressFn | None = None, preset: str = "default",
-                             settings: list[str] = ()) -> Workspace:
+def make_synthetic_workspace(
+    out: Path,
+    *,
+    scenes: int | None = None,
+    videos: int | None = None,
+    seconds: float | None = None,
+    seed: int = 0,
+    fps: float | None = None,
+    progress: ProgressFn | None = None,
+    preset: str = "default",
+    settings: Sequence[str] = (),
+) -> Workspace:
     """Render a synthetic world straight into a new workspace (videos, subtitles, ground truth).
 
     ``preset``: ``default``, ``long`` or ``degraded`` (see ``synth.WorldConfig``); None keeps the preset's value;

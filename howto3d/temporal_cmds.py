@@ -19,6 +19,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -52,6 +53,29 @@ log = logging.getLogger("howto3d")
 Lines = dict[str, list[tuple[str, float, float]]]
 
 
+class StepsEval(TypedDict):
+    """``eval-steps --json``: per scene the stage's report (:func:`temporal.video_steps.evaluate_scene`), and what
+    was skipped and why (``"<scene>/<video>: reason"``)."""
+
+    scenes: dict[str, vs.SceneEval]
+    skipped: list[str]
+
+
+class CrossTaskExport(ct_stage.ExportSummary):
+    """``crosstask export --json``: what was written, the scene, where the labels came from (``labels``) and
+    ``notes`` (videos left out, renamed steps)."""
+
+    scene: str
+    labels: str
+
+
+class ActionnessRecord(TypedDict):
+    """One video of ``actionness --json``: a score per clip of ``clip_seconds``."""
+
+    clip_seconds: float
+    actionness: list[float]
+
+
 def arrays_fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
     """Content fingerprint of per-video arrays: the honest input of a step that is handed arrays (features,
     actionness) rather than files, so a caller's own feature selection is a different input."""
@@ -68,10 +92,12 @@ def narration_lines(ws: Workspace, scene: str) -> Lines:
     return {v: [(n.text, n.start, n.end) for n in ns] for v, ns in scenes.narrations(ws, scene).items()}
 
 
-def _geometry_inputs(ws: Workspace, scene: str) -> dict[str, object]:
+def _geometry_inputs(ws: Workspace, scene: str) -> dict[str, Path | str | None]:
     """The scene's reconstructions and shared frame, as step inputs."""
-    return {**{f"model/{v}": fp for v, fp in scenes.model_fingerprints(ws, scene).items()},
-            "transforms": ws.align_dir(scene) / "transforms.json"}
+    return {
+        **{f"model/{v}": fp for v, fp in scenes.model_fingerprints(ws, scene).items()},
+        "transforms": ws.align_dir(scene) / "transforms.json",
+    }
 
 
 def _feature_confs(ws: Workspace, conf: FeatureConfig | None) -> tuple[FeatureConfig, FeatureConfig]:
@@ -90,8 +116,7 @@ def features_step(ws: Workspace, scene: str, conf: FeatureConfig | None = None) 
     return StepSpec("features", scene, inputs, asdict(_feature_confs(ws, conf)[1]))
 
 
-def _all_kinds(ws: Workspace, scene: str, full: FeatureConfig, progress: ProgressFn | None
-               ) -> dict[str, np.ndarray]:
+def _all_kinds(ws: Workspace, scene: str, full: FeatureConfig, progress: ProgressFn | None) -> dict[str, np.ndarray]:
     """Every kind of clip feature (``full``) of every video, computed once per change of videos, poses or
     settings; each video's share as a Ray task with ``[run] executor = "ray"`` (only this process writes)."""
     videos = {v.name: v.path for v in ws.videos(scene)}
@@ -108,8 +133,9 @@ def _all_kinds(ws: Workspace, scene: str, full: FeatureConfig, progress: Progres
     return ws.run_step(*features_step(ws, scene, full), compute, load=lambda: load_features(folder)[0])
 
 
-def features_of(ws: Workspace, scene: str, conf: FeatureConfig | None = None,
-                progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
+def features_of(
+    ws: Workspace, scene: str, conf: FeatureConfig | None = None, progress: ProgressFn | None = None
+) -> dict[str, np.ndarray]:
     """``X[T, D]`` (the ``conf.kinds`` columns, default: the workspace's) of every video of the scene.
 
     All kinds are computed and saved together, so trying another combination of kinds costs nothing.
@@ -131,8 +157,9 @@ def _select(ws: Workspace, scene: str, video: str | None) -> list[str]:
     return [v.name for v in ws.videos(scene)]
 
 
-def actionness_step(ws: Workspace, scene: str, features: Mapping[str, np.ndarray],
-                    conf: vs.StepsConfig | None = None) -> StepSpec:
+def actionness_step(
+    ws: Workspace, scene: str, features: Mapping[str, np.ndarray], conf: vs.StepsConfig | None = None
+) -> StepSpec:
     """Actionness of these features: the subtitles orient the score, so they are inputs too."""
     conf = conf or ws.config.temporal
     inputs = {"features": arrays_fingerprint(features), **scenes.subtitle_inputs(ws, scene)}
@@ -140,18 +167,25 @@ def actionness_step(ws: Workspace, scene: str, features: Mapping[str, np.ndarray
     return StepSpec("actionness", scene, inputs, params)
 
 
-def saved_actionness(ws: Workspace, scene: str, features: Mapping[str, np.ndarray],
-                     conf: vs.StepsConfig | None = None) -> dict[str, np.ndarray]:
+def saved_actionness(
+    ws: Workspace, scene: str, features: Mapping[str, np.ndarray], conf: vs.StepsConfig | None = None
+) -> dict[str, np.ndarray]:
     """The saved actionness of every video of ``features`` long enough to have one (each must be there)."""
     conf = conf or ws.config.temporal
     shortest = min_clips(OrderConfig(epochs=conf.order_epochs, seed=conf.seed))
-    return act_stage.Actionness.load(ws.temporal_dir(scene) / "actionness",
-                                     sorted(v for v in features if len(features[v]) >= shortest))
+    return act_stage.Actionness.load(
+        ws.temporal_dir(scene) / "actionness", sorted(v for v in features if len(features[v]) >= shortest)
+    )
 
 
-def actionness(ws: Workspace, scene: str, video: str | None = None, progress: ProgressFn | None = None,
-               features: dict[str, np.ndarray] | None = None, conf: vs.StepsConfig | None = None,
-               ) -> dict[str, np.ndarray]:
+def actionness(
+    ws: Workspace,
+    scene: str,
+    video: str | None = None,
+    progress: ProgressFn | None = None,
+    features: dict[str, np.ndarray] | None = None,
+    conf: vs.StepsConfig | None = None,
+) -> dict[str, np.ndarray]:
     """Per-clip actionness of the scene's videos (``video``: only that one is returned; all are saved).
 
     Order verification is trained on every video long enough; redone only when the features, the subtitles
@@ -166,8 +200,9 @@ def actionness(ws: Workspace, scene: str, video: str | None = None, progress: Pr
         result.save(ws.temporal_dir(scene) / "actionness")
         return result.videos
 
-    act = ws.run_step(*actionness_step(ws, scene, feats, conf), compute,
-                      load=lambda: saved_actionness(ws, scene, feats, conf))
+    act = ws.run_step(
+        *actionness_step(ws, scene, feats, conf), compute, load=lambda: saved_actionness(ws, scene, feats, conf)
+    )
     return {v: act[v] for v in selected if v in act}
 
 
@@ -179,17 +214,22 @@ def load_actionness(ws: Workspace, scene: str) -> dict[str, np.ndarray]:
 def task_file(ws: Workspace, scene: str) -> TaskFile:
     path = find_task_file(ws.scene_dir(scene))
     if path is None:
-        raise InputError(f"{ws.scene_dir(scene)}: no tasks.json or tasks.toml; list the scene's tasks and their "
-                         'ordered steps there, e.g. {"tasks": [{"id": "check_oil", "title": "check the oil", '
-                         '"steps": ["remove dipstick", "wipe dipstick"]}]}')
+        raise InputError(
+            f"{ws.scene_dir(scene)}: no tasks.json or tasks.toml; list the scene's tasks and their "
+            'ordered steps there, e.g. {"tasks": [{"id": "check_oil", "title": "check the oil", '
+            '"steps": ["remove dipstick", "wipe dipstick"]}]}'
+        )
     return read_task_file(path)
 
 
-def grounding_inputs(ws: Workspace, scene: str) -> dict[str, object]:
+def grounding_inputs(ws: Workspace, scene: str) -> dict[str, Path | str | None]:
     """The grounding model's files a scene's 3D-grounded scores read, as step inputs."""
     model = ws.grounding_dir / "model"
-    return {"grounding/weights": model / WEIGHTS, "grounding/meta": model / META,
-            "grounding/voxels": ws.grounding_dir / "scenes" / scene / "voxels.json"}
+    return {
+        "grounding/weights": model / WEIGHTS,
+        "grounding/meta": model / META,
+        "grounding/voxels": ws.grounding_dir / "scenes" / scene / "voxels.json",
+    }
 
 
 def _grounded_fn(ws: Workspace, scene: str, spp: int) -> vs.GroundedFn | None:
@@ -204,16 +244,16 @@ def _grounded_fn(ws: Workspace, scene: str, spp: int) -> vs.GroundedFn | None:
     shared = scenes.shared_or_none(ws, scene, "no 3D-grounded step scores")
 
     def grounded(video: str, phrases: list[str], T: int) -> np.ndarray | None:
-        if shared is None or not shared.frames_of(video):
+        cams = clip_cameras(shared.frames_of(video), *sample_times(float(T), spp)) if shared is not None else None
+        if cams is None:  # no registered frame of the video
             log.info("%s/%s: not in the shared reconstruction: no 3D-grounded scores", scene, video)
             return None
-        cams = clip_cameras(shared.frames_of(video), *sample_times(float(T), spp))
         return grounded_scores(grounder.scores(scene, phrases), grounder.spaces[scene].centers, cams, T)
 
     return grounded
 
 
-def load_timelines(folder: Path, videos: list[str], discovered: bool) -> dict[str, dict]:
+def load_timelines(folder: Path, videos: list[str], discovered: bool) -> dict[str, vs.Timeline]:
     """The saved timelines of ``videos``, refused (so the step is redone) when the other command (``steps`` or
     ``discover``, which share the folder) wrote them."""
     saved = vs.Timelines.load(folder, videos)
@@ -231,9 +271,15 @@ def save_timelines(ws: Workspace, scene: str, timelines: vs.Timelines) -> None:
     timelines.save(folder)
 
 
-def steps(ws: Workspace, scene: str, video: str | None = None, task: list[str] | None = None,
-          progress: ProgressFn | None = None, feature_kinds: list[str] | None = None,
-          conf: vs.StepsConfig | None = None) -> dict[str, dict]:
+def steps(
+    ws: Workspace,
+    scene: str,
+    video: str | None = None,
+    task: list[str] | None = None,
+    progress: ProgressFn | None = None,
+    feature_kinds: list[str] | None = None,
+    conf: vs.StepsConfig | None = None,
+) -> dict[str, vs.Timeline]:
     """Step timelines of the scene's videos (``video``: only that one is returned; all are saved).
 
     ``task`` overrides the task of ``video``; ``feature_kinds`` and ``conf`` override the workspace settings
@@ -251,49 +297,73 @@ def steps(ws: Workspace, scene: str, video: str | None = None, task: list[str] |
     override = {v: task for v in selected} if task else {}
     folder = ws.temporal_dir(scene) / "steps"
 
-    def compute() -> dict[str, dict]:
-        inputs = vs.StepInputs(feats, narration_lines(ws, scene), tf, act,
-                               _grounded_fn(ws, scene, fconf.samples_per_second), override,
-                               list(fconf.kinds), scene, scenes.frame_state(ws, scene))
+    def compute() -> dict[str, vs.Timeline]:
+        inputs = vs.StepInputs(
+            feats,
+            narration_lines(ws, scene),
+            tf,
+            act,
+            _grounded_fn(ws, scene, fconf.samples_per_second),
+            override,
+            list(fconf.kinds),
+            scene,
+            scenes.frame_state(ws, scene),
+        )
         result = vs.main(conf, inputs, progress)
         save_timelines(ws, scene, result)
         return result.videos
 
-    def load() -> dict[str, dict]:
+    def load() -> dict[str, vs.Timeline]:
         return load_timelines(folder, sorted(p.stem for p in folder.glob("*.json")), discovered=False)
 
     results = ws.run_step(*steps_step(ws, scene, feats, act, conf, fconf, override), compute, load=load)
     return {v: results[v] for v in selected if v in results}
 
 
-def steps_step(ws: Workspace, scene: str, features: Mapping[str, np.ndarray], act: Mapping[str, np.ndarray],
-               conf: vs.StepsConfig | None = None, fconf: FeatureConfig | None = None,
-               override: dict[str, list[str]] | None = None) -> StepSpec:
+def steps_step(
+    ws: Workspace,
+    scene: str,
+    features: Mapping[str, np.ndarray],
+    act: Mapping[str, np.ndarray],
+    conf: vs.StepsConfig | None = None,
+    fconf: FeatureConfig | None = None,
+    override: dict[str, list[str]] | None = None,
+) -> StepSpec:
     """Step timelines from these features and actionness, the subtitles, the task file, the grounding model and
     the reconstruction, with the workspace's settings unless given (``override``: per-video ``--task``)."""
     conf = conf or ws.config.temporal
     fconf = fconf or ws.config.clip_features
-    inputs = {"features": arrays_fingerprint(features), **scenes.subtitle_inputs(ws, scene),
-              "tasks": find_task_file(ws.scene_dir(scene)), "actionness": arrays_fingerprint(act),
-              **grounding_inputs(ws, scene), **_geometry_inputs(ws, scene)}
-    params = {"steps": asdict(conf), "kinds": list(fconf.kinds), "samples_per_second": fconf.samples_per_second,
-              "task": override or {}}
+    inputs = {
+        "features": arrays_fingerprint(features),
+        **scenes.subtitle_inputs(ws, scene),
+        "tasks": find_task_file(ws.scene_dir(scene)),
+        "actionness": arrays_fingerprint(act),
+        **grounding_inputs(ws, scene),
+        **_geometry_inputs(ws, scene),
+    }
+    params = {
+        "steps": asdict(conf),
+        "kinds": list(fconf.kinds),
+        "samples_per_second": fconf.samples_per_second,
+        "task": override or {},
+    }
     return StepSpec("steps", scene, inputs, params)
 
 
-def load_steps(ws: Workspace, scene: str) -> dict[str, dict]:
+def load_steps(ws: Workspace, scene: str) -> dict[str, vs.Timeline]:
     """Saved step results per video."""
     return vs.Timelines.load(ws.temporal_dir(scene) / "steps")
 
 
-def eval_steps(ws: Workspace, scene: str | None = None, annotations: Path | None = None) -> dict:
+def eval_steps(ws: Workspace, scene: str | None = None, annotations: Path | None = None) -> StepsEval:
     """Step recall (CrossTask), frame F1 and actionness AP of the saved results vs a synthetic world's ground truth,
     or vs your own labels (``annotations``: a folder of CSVs, :mod:`temporal.annotations`; one scene)."""
-    report: dict = {"scenes": {}, "skipped": []}
+    report: StepsEval = {"scenes": {}, "skipped": []}
     selected = ws.select_scenes(scene)
     if annotations is not None and len(selected) != 1:
-        raise InputError(f"--annotations {annotations}: labels of one scene; name it with --scene "
-                         f"(one of {', '.join(selected)})")
+        raise InputError(
+            f"--annotations {annotations}: labels of one scene; name it with --scene (one of {', '.join(selected)})"
+        )
     for s in selected:
         videos = [v.name for v in ws.videos(s)]
         if annotations is not None:
@@ -303,25 +373,35 @@ def eval_steps(ws: Workspace, scene: str | None = None, annotations: Path | None
         elif ws.ground_truth_path(s).exists():
             truth = read_json(ws.ground_truth_path(s))["videos"]
         else:
-            report["skipped"].append(f"{s}: no ground truth (only synthetic worlds have one; give your own labels "
-                                     "with --annotations)")
+            report["skipped"].append(
+                f"{s}: no ground truth (only synthetic worlds have one; give your own labels with --annotations)"
+            )
             continue
-        r, skipped = vs.evaluate_scene(truth, videos, load_steps(ws, s), load_actionness(ws, s),
-                                       f"howto3d steps {ws.root} --scene {s}")
+        r, skipped = vs.evaluate_scene(
+            truth, videos, load_steps(ws, s), load_actionness(ws, s), f"howto3d steps {ws.root} --scene {s}"
+        )
         report["scenes"][s] = r
         report["skipped"] += [f"{s}/{note}" for note in skipped]
     return report
 
 
-def _timeline_truth(saved: Mapping[str, dict]) -> dict[str, dict]:
+def _timeline_truth(saved: Mapping[str, vs.Timeline]) -> dict[str, dict]:
     """Saved step timelines as labels (``{video: {"tasks", "steps"}}``); discovered key steps have no task."""
-    return {v: {"tasks": r["tasks"], "steps": [{k: st[k] for k in ("task", "step", "start", "end")}
-                                               for st in r["steps"] if st["start"] is not None]}
-            for v, r in saved.items() if r.get("task_source") != "discovered"}
+    return {
+        v: {
+            "tasks": r["tasks"],
+            "steps": [
+                {k: st[k] for k in ("task", "step", "start", "end")} for st in r["steps"] if st["start"] is not None
+            ],
+        }
+        for v, r in saved.items()
+        if r.get("task_source") != "discovered"
+    }
 
 
-def crosstask_export(ws: Workspace, scene: str, out: Path, annotations: Path | None = None,
-                     progress: ProgressFn | None = None) -> dict:
+def crosstask_export(
+    ws: Workspace, scene: str, out: Path, annotations: Path | None = None, progress: ProgressFn | None = None
+) -> CrossTaskExport:
     """The scene as a CrossTask-format folder (``howto3d crosstask export``, :func:`temporal.crosstask.export`):
     clip features (the workspace's kinds; computed if not current), narration, constraints and annotations from
     ``annotations`` if given, else the synthetic ground truth, else the saved step timelines (``"labels"`` says
@@ -337,9 +417,12 @@ def crosstask_export(ws: Workspace, scene: str, out: Path, annotations: Path | N
         labels = f"the synthetic ground truth ({ws.ground_truth_path(scene)})"
     else:
         truth = _timeline_truth(load_steps(ws, scene))
-        labels = (f"the saved step timelines ({ws.temporal_dir(scene) / 'steps'})" if truth else
-                  f"none (no --annotations, ground truth or saved timelines: run `howto3d steps {ws.root} --scene "
-                  f"{scene}` first)")
+        labels = (
+            f"the saved step timelines ({ws.temporal_dir(scene) / 'steps'})"
+            if truth
+            else f"none (no --annotations, ground truth or saved timelines: run `howto3d steps {ws.root} --scene "
+            f"{scene}` first)"
+        )
     feats = features_of(ws, scene, progress=progress)
     lines = narration_lines(ws, scene)
     tasks = {}
@@ -354,8 +437,14 @@ def crosstask_export(ws: Workspace, scene: str, out: Path, annotations: Path | N
 
 def timeline_inputs(ws: Workspace, scene: str) -> tuple[dict[str, list[dict]], dict[str, tuple]]:
     """Saved steps and actionness in the shape ``viewer_cmds.timelines`` draws (actionness scaled to 0..1)."""
-    steps_out = {v: [{"label": st["step"], "start": st["start"], "end": st["end"]} for st in r["steps"]
-                     if st["start"] is not None] for v, r in load_steps(ws, scene).items()}
+    steps_out = {
+        v: [
+            {"label": st["step"], "start": st["start"], "end": st["end"]}
+            for st in r["steps"]
+            if st["start"] is not None
+        ]
+        for v, r in load_steps(ws, scene).items()
+    }
     act = {}
     for v, a in load_actionness(ws, scene).items():
         span = float(a.max() - a.min()) or 1.0
@@ -363,7 +452,9 @@ def timeline_inputs(ws: Workspace, scene: str) -> tuple[dict[str, list[dict]], d
     return steps_out, act
 
 
-def actionness_json(actionness: Mapping[str, np.ndarray]) -> dict[str, dict]:
+def actionness_json(actionness: Mapping[str, np.ndarray]) -> dict[str, ActionnessRecord]:
     """``howto3d actionness --json``: ``{video: {"clip_seconds", "actionness": [...]}}``."""
-    return {v: {"clip_seconds": CLIP_SECONDS, "actionness": [round(float(x), 4) for x in a]}
-            for v, a in actionness.items()}
+    return {
+        v: ActionnessRecord(clip_seconds=CLIP_SECONDS, actionness=[round(float(x), 4) for x in a])
+        for v, a in actionness.items()
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ from recon.video import probe
 if TYPE_CHECKING:
     import pycolmap
 
+    from recon.config import LocalizeConfig
+
 log = logging.getLogger(__name__)
 
 GT_COLOR = (0.1, 0.9, 0.2)
@@ -38,8 +41,12 @@ def query_heatmap(ws: Workspace, scene: str, query: str) -> tuple[np.ndarray, np
     return wscenes.grounder(ws, scene).heatmap(scene, query)
 
 
-def overlay_target(ws: Workspace, scene: str, query: str | None,
-                   target: tuple[tuple[np.ndarray, np.ndarray, float], list] | None = None):
+def overlay_target(
+    ws: Workspace,
+    scene: str,
+    query: str | None,
+    target: tuple[tuple[np.ndarray, np.ndarray, float], list] | None = None,
+):
     """What an overlay draws, (heatmap, markers): ``target`` when given (a guide step's, from
     ``guide_cmds.step_target``), else the query's heatmap."""
     if target is not None:
@@ -49,8 +56,9 @@ def overlay_target(ws: Workspace, scene: str, query: str | None,
     return query_heatmap(ws, scene, query), []
 
 
-def gt_markers(ws: Workspace, scene: str, shared: SharedScene, part: str | None,
-               video: str | None = None) -> list[tuple[np.ndarray, tuple[float, float, float]]]:
+def gt_markers(
+    ws: Workspace, scene: str, shared: SharedScene, part: str | None, video: str | None = None
+) -> list[tuple[np.ndarray, tuple[float, float, float]]]:
     """Synthetic worlds only: the ground-truth position of ``part`` in the shared frame, as a green marker.
 
     A video's own part positions are used when given (each synthetic video films a slightly varied car).
@@ -70,8 +78,12 @@ def gt_markers(ws: Workspace, scene: str, shared: SharedScene, part: str | None,
     return [(xyz, GT_COLOR)]
 
 
-def timelines(ws: Workspace, scene: str, steps: dict[str, list[dict]] | None = None,
-              actionness: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, dict[str, Any]]:
+def timelines(
+    ws: Workspace,
+    scene: str,
+    steps: dict[str, list[dict]] | None = None,
+    actionness: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Per video the timeline inputs that exist: subtitles, given predicted steps/actionness, synthetic GT steps."""
     gt_path = ws.ground_truth_path(scene)
     gt = read_json(gt_path)["videos"] if gt_path.exists() else {}
@@ -86,8 +98,9 @@ def timelines(ws: Workspace, scene: str, steps: dict[str, list[dict]] | None = N
         if actionness and v.name in actionness:
             entry["actionness"] = actionness[v.name]
         if v.name in gt:
-            entry["gt_steps"] = [{"label": s["step"], "start": s["start"], "end": s["end"]}
-                                 for s in gt[v.name]["steps"]]
+            entry["gt_steps"] = [
+                {"label": s["step"], "start": s["start"], "end": s["end"]} for s in gt[v.name]["steps"]
+            ]
         out[v.name] = entry
     return out
 
@@ -114,20 +127,42 @@ def view(ws: Workspace, scene: str, query: str | None = None, screenshot: Path |
     return None
 
 
-def overlay(ws: Workspace, scene: str, video: str, query: str | None, out: Path, gt_part: str | None = None,
-            every: int = 1, target: tuple | None = None) -> Path:
+def overlay(
+    ws: Workspace,
+    scene: str,
+    video: str,
+    query: str | None,
+    out: Path,
+    gt_part: str | None = None,
+    every: int = 1,
+    target: tuple | None = None,
+) -> Path:
     """Write the AR preview of ``query`` (or of a guide step) over ``video`` (mp4 or a PNG folder), with the GT
     part when given."""
     from viewer.overlay import overlay as draw
 
     shared = shared_scene(ws, scene)
     heatmap, markers = overlay_target(ws, scene, query, target)
-    return draw(shared, wscenes.video(ws, scene, video).path, video, heatmap, out,
-                markers + gt_markers(ws, scene, shared, gt_part, video), every)
+    return draw(
+        shared,
+        wscenes.video(ws, scene, video).path,
+        video,
+        heatmap,
+        out,
+        markers + gt_markers(ws, scene, shared, gt_part, video),
+        every,
+    )
 
 
-def export(ws: Workspace, scene: str, fmt: str, query: str | None, out: Path, anchors: dict | None = None,
-           shared: SharedScene | None = None) -> Path:
+def export(
+    ws: Workspace,
+    scene: str,
+    fmt: str,
+    query: str | None,
+    out: Path,
+    anchors: Mapping[str, Any] | None = None,
+    shared: SharedScene | None = None,
+) -> Path:
     """GLB/PLY of the scene with ``query``'s heatmap, and ``anchors`` (``howto3d.anchors_cmds``) as GLB nodes."""
     from viewer.export import export as write
 
@@ -143,9 +178,16 @@ def export_colmap(ws: Workspace, scene: str, out: Path) -> pycolmap.Reconstructi
     return write_colmap(shared, {v: ws.frames_dir(scene, v) for v in shared.videos}, out)
 
 
-def demo_outputs(ws: Workspace, scene: str, query: str, out_dir: Path, gt_part: str | None = None,
-                 video: str | None = None, steps: dict[str, list[dict]] | None = None,
-                 actionness: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Path]:
+def demo_outputs(
+    ws: Workspace,
+    scene: str,
+    query: str,
+    out_dir: Path,
+    gt_part: str | None = None,
+    video: str | None = None,
+    steps: dict[str, list[dict]] | None = None,
+    actionness: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, Path]:
     """The demo's pictures: a screenshot with the heatmap, an overlay clip and the videos' timelines."""
     from viewer.overlay import overlay as draw
     from viewer.screenshot import screenshot as take
@@ -157,13 +199,21 @@ def demo_outputs(ws: Workspace, scene: str, query: str, out_dir: Path, gt_part: 
     video = video or shared.videos[0]
     return {
         "screenshot": take(shared, out_dir / "scene.png", heatmap, markers=gt_markers(ws, scene, shared, gt_part)),
-        "overlay": draw(shared, wscenes.video(ws, scene, video).path, video, heatmap, out_dir / f"overlay_{video}.mp4",
-                        gt_markers(ws, scene, shared, gt_part, video)),
+        "overlay": draw(
+            shared,
+            wscenes.video(ws, scene, video).path,
+            video,
+            heatmap,
+            out_dir / f"overlay_{video}.mp4",
+            gt_markers(ws, scene, shared, gt_part, video),
+        ),
         "timeline": plot_timelines(out_dir / "timeline.png", timelines(ws, scene, steps, actionness)),
     }
 
 
-def _localize_inputs(ws: Workspace, scene: str, shared: SharedScene | None):
+def _localize_inputs(
+    ws: Workspace, scene: str, shared: SharedScene | None
+) -> tuple[LocalizeConfig, SharedScene, dict[str, Path]]:
 
     shared = shared if shared is not None else shared_scene(ws, scene)
     conf = ws.config.localize
@@ -202,8 +252,15 @@ def localize(ws: Workspace, scene: str, images: list[Path], progress=None) -> di
     return main(*_localize_inputs(ws, scene, None), list(images), progress)
 
 
-def photo_overlay(ws: Workspace, scene: str, image: Path, query: str | None, out: Path, gt_part: str | None = None,
-                  target: tuple | None = None) -> Path:
+def photo_overlay(
+    ws: Workspace,
+    scene: str,
+    image: Path,
+    query: str | None,
+    out: Path,
+    gt_part: str | None = None,
+    target: tuple | None = None,
+) -> Path:
     """Localize a photo and write it (PNG) with the query's heatmap (or a guide step) drawn in: the AR loop on the
     user's camera."""
     from PIL import Image
@@ -219,10 +276,17 @@ def photo_overlay(ws: Workspace, scene: str, image: Path, query: str | None, out
         raise InputError(f"{image}: cannot read the photo ({e.strerror}); give a JPEG or PNG file") from None
     result = localizer(ws, scene, shared).localize(data, str(image))
     if result.frame is None:
-        raise InputError(f"{image}: not localized in scene {scene!r} ({result.reason}); "
-                         "use a photo that shows more of the scene")
-    img = draw_frame(read_photo(data)[0], shared, result.frame, heatmap,
-                     markers + gt_markers(ws, scene, shared, gt_part), result.frame)
+        raise InputError(
+            f"{image}: not localized in scene {scene!r} ({result.reason}); use a photo that shows more of the scene"
+        )
+    img = draw_frame(
+        read_photo(data)[0],
+        shared,
+        result.frame,
+        heatmap,
+        markers + gt_markers(ws, scene, shared, gt_part),
+        result.frame,
+    )
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     atomic_write_bytes(Path(out), buf.getvalue())

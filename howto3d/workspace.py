@@ -53,8 +53,10 @@ def check_name(kind: str, name: str) -> str:
     if not _NAME.match(name):
         raise InputError(f"{kind} name {name!r} is not allowed; use letters, digits, '_', '-' or '.'")
     if len(name) > _MAX_NAME:
-        raise InputError(f"{kind} name {name[:40]!r}... is {len(name)} characters long; rename it to at most "
-                         f"{_MAX_NAME} (it becomes folder and temporary-file names)")
+        raise InputError(
+            f"{kind} name {name[:40]!r}... is {len(name)} characters long; rename it to at most "
+            f"{_MAX_NAME} (it becomes folder and temporary-file names)"
+        )
     return name
 
 
@@ -120,14 +122,18 @@ class Workspace:
             return [self.require_scene(scene)]
         scenes = self.scenes()
         if not scenes:
-            raise InputError(f"{self.root}: no scenes yet; "
-                             f"add videos with `howto3d add {self.root} --scene NAME VIDEO...`")
+            raise InputError(
+                f"{self.root}: no scenes yet; add videos with `howto3d add {self.root} --scene NAME VIDEO...`"
+            )
         return scenes
 
     def videos(self, scene: str) -> list[Video]:
         folder = self.scene_dir(scene) / "videos"
-        return [Video(scene, p.stem, p, find_subtitles(p))
-                for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_SUFFIXES]
+        return [
+            Video(scene, p.stem, p, find_subtitles(p))
+            for p in sorted(folder.iterdir())
+            if p.suffix.lower() in VIDEO_SUFFIXES
+        ]
 
     def frames_dir(self, scene: str, video: str) -> Path:
         return self.scene_dir(scene) / "frames" / video
@@ -174,8 +180,10 @@ class Workspace:
             check_name("video", v.stem)
             other = given.get(v.stem) or existing.get(v.stem)
             if other is not None and other.name != v.name:
-                raise InputError(f"{v}: a video named {v.stem!r} is already {other} in scene {scene!r}; rename one "
-                                 "of them (video names must be unique in a scene)")
+                raise InputError(
+                    f"{v}: a video named {v.stem!r} is already {other} in scene {scene!r}; rename one "
+                    "of them (video names must be unique in a scene)"
+                )
             if v.stem in given and given[v.stem].resolve() != v.resolve():
                 raise InputError(f"{v}: given twice with {given[v.stem]} (same name {v.stem!r}); rename one of them")
             given[v.stem] = v
@@ -252,7 +260,7 @@ class Workspace:
         """
         stale = [p for pattern in (".*.tmp", ".*.old") for p in self.root.rglob(pattern)]
         for p in stale:
-            final = p.with_name(p.name[1:-len(".old")]) if p.name.endswith(".old") else None
+            final = p.with_name(p.name[1 : -len(".old")]) if p.name.endswith(".old") else None
             if final is not None and not final.exists() and not final.is_symlink():
                 os.replace(p, final)
                 log.info("%s: restored from %s (a run was killed while replacing it)", final, p.name)
@@ -283,8 +291,17 @@ class Workspace:
         record = self.record(stage)
         return Step(stage, key, fp, record, record.get(key, fp), fingerprints, params_fingerprint(params))
 
-    def run_step(self, stage: str, key: str, inputs: Mapping[str, Path | str | None], params: Any,
-                 fn: Callable[[], T], *, load: Callable[[], T] | None = None, force: bool = False) -> T:
+    def run_step(
+        self,
+        stage: str,
+        key: str,
+        inputs: Mapping[str, Path | str | None],
+        params: Any,
+        fn: Callable[[], T],
+        *,
+        load: Callable[[], T] | None = None,
+        force: bool = False,
+    ) -> T:
         """Run ``fn`` for one item unless it already finished from the same inputs and settings; then ``load()``
         (the stage's reader of what ``fn`` wrote) is the result, and an output that cannot be read is redone.
 
@@ -392,8 +409,11 @@ class Step:
         before = old.get("inputs")
         if before is None:  # recorded before inputs were
             return ["its inputs or settings"]
-        changed = sorted(n for n in before.keys() | self.inputs.keys()
-                         if n not in before or n not in self.inputs or before[n] != self.inputs[n])
+        changed = sorted(
+            n
+            for n in before.keys() | self.inputs.keys()
+            if n not in before or n not in self.inputs or before[n] != self.inputs[n]
+        )
         if old.get("settings") != self.settings:
             changed.append("settings")
         return changed or ["the order of its inputs"]

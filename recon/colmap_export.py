@@ -51,8 +51,12 @@ def build(scene: SharedScene) -> pycolmap.Reconstruction:
             camera = pycolmap.Camera(f.camera.todict())
             camera.camera_id = camera_ids[key] = len(camera_ids) + 1
             rec.add_camera_with_trivial_rig(camera)
-        image = pycolmap.Image(name=image_name(f.video, f.time, Path(f.name).suffix), keypoints=f.xy,
-                               camera_id=camera_ids[key], image_id=image_id)
+        image = pycolmap.Image(
+            name=image_name(f.video, f.time, Path(f.name).suffix),
+            keypoints=f.xy,
+            camera_id=camera_ids[key],
+            image_id=image_id,
+        )
         pose = pycolmap.Rigid3d(pycolmap.Rotation3d(f.cam_from_world[:, :3]), f.cam_from_world[:, 3])
         rec.add_image_with_trivial_frame(image, pose)
         for idx, point in enumerate(f.point_index):
@@ -84,10 +88,11 @@ def write_colmap(scene: SharedScene, frames_dirs: dict[str, Path], out: Path) ->
         for f in scene.frames:
             source = Path(frames_dirs[f.video]) / "images" / f.name
             if not source.is_file():
-                raise InputError(f"{source}: sampled frame missing; sample and reconstruct the video again "
-                                 "(`howto3d reconstruct --force`)")
+                raise InputError(
+                    f"{source}: sampled frame missing; sample and reconstruct the video again "
+                    "(`howto3d reconstruct --force`)"
+                )
             target = tmp / "images" / image_name(f.video, f.time, source.suffix)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
     return rec
-

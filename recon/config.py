@@ -7,15 +7,21 @@ must not pay for pycolmap, scipy or scikit-learn, which the stage modules that u
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+
+def choices(config: Any, name: str) -> tuple[str, ...]:
+    """The values a setting allows, as its field declares them (``metadata["choices"]``): ``howto3d.toml`` is
+    checked against them when read, and stage code given a config directly checks the same tuple."""
+    return tuple(next(f for f in fields(config) if f.name == name).metadata["choices"])
 
 
 @dataclass
 class FramesConfig:
     """How frames are sampled from each video."""
 
-    num_frames: int = 80
+    num_frames: int = field(default=80, metadata={"range": (1, None)})
     """Frames sampled per video (the source samples a fixed number; 80 suits 30–120 s videos). Under 'motion'
     sampling the least a video gets: long or busy videos get more, up to ``max_frames``."""
     sampling: Literal["auto", "motion", "uniform", "random"] = "auto"
@@ -46,9 +52,9 @@ class FramesConfig:
     blur_ratio: float = 0.5
     """'motion': a candidate whose sharpness (variance of the Laplacian) is below this fraction of the median
     of its neighbours (±3 candidates) is not kept (motion blur)."""
-    max_side: int = 1024
+    max_side: int = field(default=1024, metadata={"range": (1, None)})
     """Frames larger than this (longest side, pixels) are downscaled: SIFT gains little above it."""
-    jpeg_quality: int = 95
+    jpeg_quality: int = field(default=95, metadata={"range": (1, 100)})
     """JPEG quality of the stored frames."""
     seed: int = 0
     """Seed of random sampling."""
@@ -61,27 +67,27 @@ class ReconstructConfig:
     camera_model: str = "SIMPLE_RADIAL"
     """COLMAP camera model shared by all frames of a shot (self-calibrated; a video without detected cuts is
     one shot)."""
-    max_num_features: int = 4096
+    max_num_features: int = field(default=4096, metadata={"range": (1, None)})
     """SIFT features per frame."""
     matching: Literal["auto", "exhaustive", "sequential"] = "auto"
     """'exhaustive' matches all frame pairs (O(N²)); 'sequential' matches neighbours in time plus retrieved
     loop-closing pairs (O(N): ~10 per frame); 'auto' is exhaustive up to ``exhaustive_max_frames`` frames."""
-    exhaustive_max_frames: int = 30
+    exhaustive_max_frames: int = field(default=30, metadata={"range": (1, None)})
     """Largest frame count matched exhaustively under 'auto': a short clip's 435 pairs are cheap and the most
     robust; at 40 frames sequential matching (5 successors + 5 loop closures) took 25 s instead of 47 s for 5
     videos, at the same camera error."""
     mapper: Literal["incremental", "global"] = "incremental"
     """'incremental': COLMAP's incremental mapper (video preset); 'global': pycolmap's global mapper (GLOMAP:
     rotation averaging + global positioning + bundle adjustment)."""
-    sequential_overlap: int = 5
+    sequential_overlap: int = field(default=5, metadata={"range": (1, None)})
     """Frames after each frame matched under 'sequential' (motion sampling leaves ~75 % overlap between
     neighbours, so the fifth still overlaps; 10 gave the same cameras for 1.8× the pairs)."""
     loop_closure_neighbors: int = 5
     """Retrieved (VLAD) frames per frame matched under 'sequential' to close loops: the camera comes back to a
     part after minutes, and they are what ties the shots on both sides of a cut into one model (0 disables)."""
-    min_model_frames: int = 6
+    min_model_frames: int = field(default=6, metadata={"range": (1, None)})
     """Models with fewer registered frames are discarded (cuts and edits give small side models)."""
-    num_threads: int = -1
+    num_threads: int = field(default=-1, metadata={"range": (-1, None)})
     """Threads for pycolmap (-1: all cores)."""
     seed: int = 0
     """Seed of the mapper's random choices."""
@@ -91,23 +97,23 @@ class ReconstructConfig:
 class AlignConfig:
     """How videos of a scene are aligned into one shared frame."""
 
-    frame_pairs: int = 30
+    frame_pairs: int = field(default=30, metadata={"range": (1, None)})
     """Top-N_M retrieved frame pairs matched per video pair."""
-    codebook_size: int = 64
+    codebook_size: int = field(default=64, metadata={"range": (1, None)})
     """VLAD codebook size (learned on the scene's own SIFT descriptors)."""
-    ratio: float = 0.85
+    ratio: float = field(default=0.85, metadata={"range": (0, 1)})
     """Lowe ratio test on SIFT matches (lower is stricter)."""
     fundamental_max_error: float = 4.0
     """RANSAC threshold (pixels) of the fundamental-matrix check on each frame pair."""
-    min_pair_matches: int = 15
+    min_pair_matches: int = field(default=15, metadata={"range": (1, None)})
     """Frame pairs with fewer geometrically verified matches are dropped."""
     lift_radius_px: float = 3.0
     """A matched keypoint without a 3D point takes the 3D point of the nearest observed keypoint within this radius."""
     inlier_threshold: float = 0.03
     """Sim(3) RANSAC inlier threshold, as a fraction of the target model's robust size (median point spread)."""
-    min_inliers: int = 40
+    min_inliers: int = field(default=40, metadata={"range": (1, None)})
     """An alignment needs at least this many 3D–3D inliers to become an edge."""
-    min_inlier_ratio: float = 0.25
+    min_inlier_ratio: float = field(default=0.25, metadata={"range": (0, 1)})
     """... and at least this inlier ratio."""
     refine_threshold: float = 0.01
     """Inlier threshold of the graph-wide refinement, as a fraction of the reference model's robust size.
@@ -155,7 +161,7 @@ class LocalizeConfig:
     """... plus this many of every video's most similar frames: parts that moved between videos then disagree."""
     codebook_size: int = 64
     """VLAD codebook size (learned on the scene's registered frames)."""
-    ratio: float = 0.85
+    ratio: float = field(default=0.85, metadata={"range": (0, 1)})
     """Lowe ratio test on SIFT matches (lower is stricter)."""
     lift_radius_px: float = 3.0
     """A matched frame keypoint without a 3D point takes the nearest observed keypoint's point within this radius."""
@@ -166,7 +172,7 @@ class LocalizeConfig:
     close-ups 9-12 cm off; at 0.005 the static structure wins (0.1-0.3 cm)."""
     min_inliers: int = 30
     """A pose needs at least this many 2D–3D inliers ..."""
-    min_inlier_ratio: float = 0.15
+    min_inlier_ratio: float = field(default=0.15, metadata={"range": (0, 1)})
     """... and at least this fraction of the 2D–3D matches as inliers; below either, the photo is not localized."""
     max_side: int = 1024
     """Photos larger than this (longer side, pixels) are downscaled for SIFT; the pose is reported at full size."""

@@ -31,9 +31,9 @@ from recon.io import ProgressFn
 from recon.reconstruct import read_features
 from recon.retrieval import learn_codebook, mutual_matches, vlad
 from recon.scene import RegisteredFrame, SharedScene
+from recon.types import JSONDict
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -59,15 +59,19 @@ class Localization:
     reason: str | None = None
     frame: RegisteredFrame | None = None
     """The photo as a registered frame (camera, pose, inlier observations); None when not localized."""
-    info: dict = field(default_factory=dict)
+    info: JSONDict = field(default_factory=dict)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> JSONDict:
         f = self.frame
-        out = {"image": self.image,
-               "cam_from_world": np.round(f.cam_from_world, 9).tolist() if f is not None else None,
-               "K": np.round(f.K, 6).tolist() if f is not None else None,
-               "width": self.width, "height": self.height,
-               "inliers": int(self.info.get("inliers", 0)), "status": self.status}
+        out = {
+            "image": self.image,
+            "cam_from_world": np.round(f.cam_from_world, 9).tolist() if f is not None else None,
+            "K": np.round(f.K, 6).tolist() if f is not None else None,
+            "width": self.width,
+            "height": self.height,
+            "inliers": int(self.info.get("inliers", 0)),
+            "status": self.status,
+        }
         if f is not None:
             out["center"] = np.round(f.center, 9).tolist()
         if self.reason:
@@ -123,8 +127,10 @@ class Localizer:
         out.info["matches_2d3d"] = len(pairs)
         out.info["retrieved"] = [f"{self.frames[j].frame.video}/{self.frames[j].frame.name}" for j in retrieved]
         if len(pairs) < conf.min_inliers:
-            out.reason = (f"{len(pairs)} 2D-3D matches to the scene's frames (need {conf.min_inliers}): "
-                          "the photo does not show this scene")
+            out.reason = (
+                f"{len(pairs)} 2D-3D matches to the scene's frames (need {conf.min_inliers}): "
+                "the photo does not show this scene"
+            )
             return out
         q, p = np.array(sorted(pairs)).T
         xy = keypoints[q] / scale  # back to the photo's full resolution
@@ -133,15 +139,23 @@ class Localizer:
         n = int(fit["num_inliers"]) if fit is not None else 0
         out.info |= {"inliers": n, "focal_source": focal_source}
         if fit is None or n < conf.min_inliers or n < conf.min_inlier_ratio * len(xy):
-            out.reason = (f"{n} PnP inliers of {len(xy)} 2D-3D matches (need {conf.min_inliers} and "
-                          f"{conf.min_inlier_ratio:.0%}): the photo does not show this scene")
+            out.reason = (
+                f"{n} PnP inliers of {len(xy)} 2D-3D matches (need {conf.min_inliers} and "
+                f"{conf.min_inlier_ratio:.0%}): the photo does not show this scene"
+            )
             return out
         mask = np.asarray(fit["inlier_mask"], bool)
         camera = fit["camera"]
         out.status = "localized"
-        out.frame = RegisteredFrame(video="photo", name=name, time=0.0, camera=camera,
-                                    cam_from_world=fit["cam_from_world"].matrix(), xy=xy[mask],
-                                    point_index=p[mask])
+        out.frame = RegisteredFrame(
+            video="photo",
+            name=name,
+            time=0.0,
+            camera=camera,
+            cam_from_world=fit["cam_from_world"].matrix(),
+            xy=xy[mask],
+            point_index=p[mask],
+        )
         return out
 
     def _retrieve(self, g: np.ndarray) -> list[int]:
@@ -153,14 +167,15 @@ class Localizer:
         keeps the static structure (the same reason the alignment refines over all neighbours).
         """
         sim = self.globals @ g
-        best = list(np.argsort(-sim, kind="stable")[:self.conf.retrieved_frames])
+        best = list(np.argsort(-sim, kind="stable")[: self.conf.retrieved_frames])
         for video in self.scene.videos:
             own = np.array([k for k, f in enumerate(self.frames) if f.frame.video == video], int)
-            best += list(own[np.argsort(-sim[own], kind="stable")[:self.conf.per_video]])
+            best += list(own[np.argsort(-sim[own], kind="stable")[: self.conf.per_video]])
         return [int(j) for j in dict.fromkeys(best)]
 
-    def _pnp(self, xy: np.ndarray, xyz: np.ndarray, w: int, h: int,
-             focal_exif: float | None) -> tuple[dict | None, str]:
+    def _pnp(
+        self, xy: np.ndarray, xyz: np.ndarray, w: int, h: int, focal_exif: float | None
+    ) -> tuple[JSONDict | None, str]:
         """LO-RANSAC PnP + refinement of pose and focal length; the focal starts from EXIF or is estimated."""
         focal = focal_exif or 1.2 * max(w, h)
         camera = pycolmap.Camera(model="SIMPLE_PINHOLE", width=w, height=h, params=[focal, w / 2, h / 2])
@@ -183,6 +198,7 @@ class PhotoTooLarge(ValueError):
 def open_photo(image: bytes | Path | str, max_mp: float | None = None) -> Image.Image:
     """The photo opened lazily (only its header is read); more than ``max_mp`` megapixels raises
     :class:`PhotoTooLarge`, so a decompression bomb costs microseconds, not the decoding of its pixels."""
+    source: io.BytesIO | Path
     if isinstance(image, bytes | bytearray):
         source = io.BytesIO(image)
     else:
@@ -225,8 +241,8 @@ def extract_sift(rgb: np.ndarray, scale: float, max_num_features: int) -> tuple[
     opts.sift.max_num_features = max_num_features
     opts.num_threads = 1
     extractor = pycolmap.FeatureExtractor.create(opts, device=pycolmap.Device.cpu)
-    kp, desc = extractor.extract_from_uint8_array(np.ascontiguousarray(np.asarray(im)))
-    desc = desc.data.astype(np.float32)
+    kp, features = extractor.extract_from_uint8_array(np.ascontiguousarray(np.asarray(im)))
+    desc = features.data.astype(np.float32)
     desc /= np.linalg.norm(desc, axis=1, keepdims=True) + 1e-8
     return np.array([[k.x, k.y] for k in kp], np.float64).reshape(-1, 2), desc
 
@@ -261,8 +277,13 @@ def index_frames(scene: SharedScene, databases: dict[str, Path], radius: float) 
     return out
 
 
-def main(conf: LocalizeConfig, scene: SharedScene, databases: dict[str, Path], images: list[Path],
-         progress: ProgressFn | None = None) -> dict:
+def main(
+    conf: LocalizeConfig,
+    scene: SharedScene,
+    databases: dict[str, Path],
+    images: list[Path],
+    progress: ProgressFn | None = None,
+) -> JSONDict:
     """Localize ``images`` (paths) in ``scene``: the ``localize --json`` contract."""
     localizer = build(conf, scene, databases)
     results = []
@@ -279,6 +300,5 @@ def build(conf: LocalizeConfig, scene: SharedScene, databases: dict[str, Path]) 
     """Index a scene for localization: frame features and a VLAD codebook learned on them (seeded)."""
     frames = index_frames(scene, databases, conf.lift_radius_px)
     descs = [f.descriptors for f in frames if len(f.descriptors)]
-    codebook = (learn_codebook(descs, k=conf.codebook_size, seed=conf.seed) if descs
-                else np.zeros((1, 128), np.float32))
+    codebook = learn_codebook(descs, k=conf.codebook_size, seed=conf.seed) if descs else np.zeros((1, 128), np.float32)
     return Localizer(scene, frames, codebook, conf)

@@ -15,8 +15,13 @@ import numpy as np
 import pycolmap
 
 
-def match_frame_pairs(keypoints: list[list[np.ndarray]], descriptors: list[list[np.ndarray]],
-                      pairs: list[tuple[int, int]], ratio: float, threads: int = -1) -> list[np.ndarray]:
+def match_frame_pairs(
+    keypoints: list[list[np.ndarray]],
+    descriptors: list[list[np.ndarray]],
+    pairs: list[tuple[int, int]],
+    ratio: float,
+    threads: int = -1,
+) -> list[np.ndarray]:
     """Mutual nearest neighbours passing the ratio test, for each ``(i, j)`` in ``pairs``: frame ``i`` of
     side 0 against frame ``j`` of side 1.
 
@@ -37,8 +42,12 @@ def match_frame_pairs(keypoints: list[list[np.ndarray]], descriptors: list[list[
                         continue
                     image_id = db.write_image(pycolmap.Image(name=f"{s}/{k}", camera_id=camera_id))
                     db.write_keypoints(image_id, np.asarray(keypoints[s][k], np.float32).reshape(-1, 2))
-                    db.write_descriptors(image_id, pycolmap.FeatureDescriptors(
-                        pycolmap.FeatureExtractorType.SIFT, np.ascontiguousarray(descriptors[s][k], np.uint8)))
+                    db.write_descriptors(
+                        image_id,
+                        pycolmap.FeatureDescriptors(
+                            pycolmap.FeatureExtractorType.SIFT, np.ascontiguousarray(descriptors[s][k], np.uint8)
+                        ),
+                    )
                     ids[s][k] = image_id
         finally:
             db.close()
@@ -54,8 +63,7 @@ def match_frame_pairs(keypoints: list[list[np.ndarray]], descriptors: list[list[
         options.sift.max_distance = 2.0  # no absolute cut (descriptors are unit vectors): the ratio test decides
         pairing = pycolmap.ImportedPairingOptions()
         pairing.match_list_path = str(Path(tmp) / "pairs.txt")
-        pycolmap.match_image_pairs(path, matching_options=options, pairing_options=pairing,
-                                   device=pycolmap.Device.cpu)
+        pycolmap.match_image_pairs(path, matching_options=options, pairing_options=pairing, device=pycolmap.Device.cpu)
         db = pycolmap.Database.open(str(path))
         try:
             for n, i, j in todo:

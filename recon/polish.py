@@ -17,37 +17,51 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
 import pycolmap
 
 from recon.config import AlignConfig
+from recon.types import FloatArray, JSONDict
+
+if TYPE_CHECKING:  # recon.align imports this module
+    from recon.align import Edge
 
 
-def fused_points(shared: dict[str, pycolmap.Sim3d], edges: list[dict], models: dict[str, pycolmap.Reconstruction],
-                 max_distance: float) -> list[list[tuple[str, int]]]:
+def fused_points(
+    shared: dict[str, pycolmap.Sim3d],
+    edges: list[Edge],
+    models: dict[str, pycolmap.Reconstruction],
+    max_distance: float,
+) -> list[list[tuple[str, int]]]:
     """Groups of (node, point id) to fuse: the accepted edges' 3D–3D correspondences whose two points lie within
     ``max_distance`` of each other in the shared frame (the transforms agree on them), chained across edges."""
     links = nx.Graph()
     for e in edges:
-        a, b = e["a"], e["b"]
-        if not (e["accepted"] and "_ids" in e and a in shared and a in models and b in shared and b in models):
+        a, b = e.a, e.b
+        if not (e.accepted and e.ids is not None and a in shared and a in models and b in shared and b in models):
             continue
-        ids_a, ids_b = e["_ids"]
+        ids_a, ids_b = e.ids
         xa = shared[a] * np.array([models[a].points3D[i].xyz for i in ids_a]).reshape(-1, 3)
         xb = shared[b] * np.array([models[b].points3D[i].xyz for i in ids_b]).reshape(-1, 3)
         agree = np.linalg.norm(xa - xb, axis=1) < max_distance
-        links.add_edges_from(((a, i), (b, j)) for i, j in zip(np.asarray(ids_a)[agree].tolist(),
-                                                               np.asarray(ids_b)[agree].tolist(), strict=True))
+        links.add_edges_from(
+            ((a, i), (b, j))
+            for i, j in zip(np.asarray(ids_a)[agree].tolist(), np.asarray(ids_b)[agree].tolist(), strict=True)
+        )
     groups = (sorted(c) for c in nx.connected_components(links))
     # a group holding two points of one model is ambiguous: left out
     return sorted(g for g in groups if len({n for n, _ in g}) == len(g))
 
 
-def merge(models: dict[str, pycolmap.Reconstruction], shared: dict[str, pycolmap.Sim3d],
-          groups: list[list[tuple[str, int]]],
-          lens_of: dict[str, str] | None = None) -> tuple[pycolmap.Reconstruction, dict[str, list[int]]]:
+def merge(
+    models: dict[str, pycolmap.Reconstruction],
+    shared: dict[str, pycolmap.Sim3d],
+    groups: list[list[tuple[str, int]]],
+    lens_of: dict[str, str] | None = None,
+) -> tuple[pycolmap.Reconstruction, dict[str, list[int]]]:
     """One reconstruction in the shared frame holding every node's cameras, images and points (ids renumbered),
     the ``groups`` fused into one point each at their mean position; and each node's merged image ids, in the
     order of its own sorted registered image ids.
@@ -57,17 +71,25 @@ def merge(models: dict[str, pycolmap.Reconstruction], shared: dict[str, pycolmap
     merged = pycolmap.Reconstruction()
     fused = {x: k for k, g in enumerate(groups) for x in g}
     tracks: list[list[tuple[int, int]]] = [[] for _ in groups]
-    positions: list[list[np.ndarray]] = [[] for _ in groups]
+    positions: list[list[FloatArray]] = [[] for _ in groups]
     images: dict[str, list[int]] = {}
-    lens = {(n, c): (lens_of or {}).get(n, (n, c)) for n in sorted(models) for c in sorted(models[n].cameras)}
-    members: dict[object, list[pycolmap.Camera]] = {}
+    lens: dict[tuple[str, int], str | tuple[str, int]] = {
+        (n, c): (lens_of or {}).get(n, (n, c)) for n in sorted(models) for c in sorted(models[n].cameras)
+    }
+    members: dict[str | tuple[str, int], list[pycolmap.Camera]] = {}
     for (n, c), key in lens.items():
         members.setdefault(key, []).append(models[n].cameras[c])
     camera_of = {key: k + 1 for k, key in enumerate(members)}
     for key, cams in members.items():
-        merged.add_camera_with_trivial_rig(pycolmap.Camera(
-            model=cams[0].model, width=cams[0].width, height=cams[0].height,
-            params=np.median([c.params for c in cams], axis=0), camera_id=camera_of[key]))
+        merged.add_camera_with_trivial_rig(
+            pycolmap.Camera(
+                model=cams[0].model,
+                width=cams[0].width,
+                height=cams[0].height,
+                params=np.median([c.params for c in cams], axis=0),
+                camera_id=camera_of[key],
+            )
+        )
     next_image = 1
     for node in sorted(models):
         rec, sim = models[node], shared[node]
@@ -76,8 +98,9 @@ def merge(models: dict[str, pycolmap.Reconstruction], shared: dict[str, pycolmap
         for image_id in sorted(rec.reg_image_ids()):
             im = rec.images[image_id]
             xy = np.array([p.xy for p in im.points2D]).reshape(-1, 2)
-            new = pycolmap.Image(name=f"{node}/{im.name}", keypoints=xy, camera_id=cameras[im.camera_id],
-                                 image_id=next_image)
+            new = pycolmap.Image(
+                name=f"{node}/{im.name}", keypoints=xy, camera_id=cameras[im.camera_id], image_id=next_image
+            )
             rotation = im.cam_from_world().rotation * sim.rotation.inverse()
             centre = sim * im.projection_center().reshape(1, 3)
             merged.add_image_with_trivial_frame(new, pycolmap.Rigid3d(rotation, -(rotation * centre)[0]))
@@ -92,14 +115,17 @@ def merge(models: dict[str, pycolmap.Reconstruction], shared: dict[str, pycolmap
                 tracks[k] += elements
                 positions[k].append(xyz[0])
             else:
-                merged.add_point3D(xyz[0], pycolmap.Track([pycolmap.TrackElement(i, j) for i, j in elements]),
-                                   point.color)
-    for elements, xyz in zip(tracks, positions, strict=True):
-        merged.add_point3D(np.mean(xyz, axis=0), pycolmap.Track([pycolmap.TrackElement(i, j) for i, j in elements]))
+                merged.add_point3D(
+                    xyz[0], pycolmap.Track([pycolmap.TrackElement(i, j) for i, j in elements]), point.color
+                )
+    for elements, fused_xyz in zip(tracks, positions, strict=True):
+        merged.add_point3D(
+            np.mean(fused_xyz, axis=0), pycolmap.Track([pycolmap.TrackElement(i, j) for i, j in elements])
+        )
     return merged, images
 
 
-def _centres(rec: pycolmap.Reconstruction, image_ids: list[int]) -> np.ndarray:
+def _centres(rec: pycolmap.Reconstruction, image_ids: list[int]) -> FloatArray:
     return np.array([rec.images[i].projection_center() for i in image_ids]).reshape(-1, 3)
 
 
@@ -112,8 +138,9 @@ _FUNCTION_TOLERANCE = 1e-4
 observations) it stops after 10 iterations (6 s) with the cameras of 36 iterations (1e-6) to 0.01 cm."""
 
 
-def adjust(merged: pycolmap.Reconstruction, constant_images: list[int],
-           conf: AlignConfig) -> pycolmap.BundleAdjustmentSummary:
+def adjust(
+    merged: pycolmap.Reconstruction, constant_images: list[int], conf: AlignConfig
+) -> pycolmap.BundleAdjustmentSummary:
     """Bundle-adjust ``merged`` in place: poses, points and (per ``conf.joint_intrinsics``) focal and distortion
     under a Cauchy loss; ``constant_images`` keep their poses and cameras, else two cameras fix the gauge. One
     solver thread: the same input gives the same output."""
@@ -137,9 +164,16 @@ def adjust(merged: pycolmap.Reconstruction, constant_images: list[int],
     return pycolmap.create_default_bundle_adjuster(options, config, merged).solve()
 
 
-def polish(models: dict[str, pycolmap.Reconstruction], shared: dict[str, pycolmap.Sim3d], edges: list[dict],
-           conf: AlignConfig, reference: str, reference_size: float, fixed: Collection[str] = (),
-           video_of: dict[str, str] | None = None) -> tuple[dict[str, pycolmap.Sim3d], dict]:
+def polish(
+    models: dict[str, pycolmap.Reconstruction],
+    shared: dict[str, pycolmap.Sim3d],
+    edges: list[Edge],
+    conf: AlignConfig,
+    reference: str,
+    reference_size: float,
+    fixed: Collection[str] = (),
+    video_of: dict[str, str] | None = None,
+) -> tuple[dict[str, pycolmap.Sim3d], JSONDict]:
     """Bundle-adjust the aligned ``models`` together; each node's refitted ``shared`` Sim(3), and stats.
 
     ``shared`` is in the reference node's frame and stays so: the adjusted frame is mapped back through the
@@ -150,26 +184,37 @@ def polish(models: dict[str, pycolmap.Reconstruction], shared: dict[str, pycolma
     t0 = time.perf_counter()
     nodes = {n: m for n, m in models.items() if n in shared}
     groups = fused_points(shared, edges, nodes, conf.refine_threshold * reference_size)
-    lens_of = {n: v for n, v in (video_of or {}).items() if n not in fixed} if conf.joint_intrinsics == "video" \
-        else None
+    lens_of = (
+        {n: v for n, v in (video_of or {}).items() if n not in fixed} if conf.joint_intrinsics == "video" else None
+    )
     merged, images = merge(nodes, shared, groups, lens_of)
     merged.update_point_3d_errors()
     before = merged.compute_mean_reprojection_error()
     constant = [i for n in sorted(fixed) if n in images for i in images[n]]
     summary = adjust(merged, constant, conf)
     merged.update_point_3d_errors()
-    stats = {"images": merged.num_reg_images(), "observations": merged.compute_num_observations(),
-             "points": merged.num_points3D(), "points_fused": sum(len(g) for g in groups),
-             "tracks_fused": len(groups),
-             "reprojection_error_px": {"before": round(before, 4),
-                                       "after": round(merged.compute_mean_reprojection_error(), 4)},
-             "termination": summary.termination_type.name, "applied": bool(summary.is_solution_usable())}
-    refit = {n: pycolmap.estimate_sim3d(_centres(nodes[n], sorted(nodes[n].reg_image_ids())),
-                                        _centres(merged, images[n])) for n in images if n not in fixed}
+    stats: JSONDict = {
+        "images": merged.num_reg_images(),
+        "observations": merged.compute_num_observations(),
+        "points": merged.num_points3D(),
+        "points_fused": sum(len(g) for g in groups),
+        "tracks_fused": len(groups),
+        "reprojection_error_px": {
+            "before": round(before, 4),
+            "after": round(merged.compute_mean_reprojection_error(), 4),
+        },
+        "termination": summary.termination_type.name,
+        "applied": bool(summary.is_solution_usable()),
+    }
+    refit = {
+        n: pycolmap.estimate_sim3d(_centres(nodes[n], sorted(nodes[n].reg_image_ids())), _centres(merged, images[n]))
+        for n in images
+        if n not in fixed
+    }
     anchor = pycolmap.Sim3d() if constant else refit.get(reference)  # the fixed nodes held the frame
     out = dict(shared)
     stats["applied"] = stats["applied"] and anchor is not None
-    if stats["applied"]:
+    if stats["applied"] and anchor is not None:
         out.update({n: anchor.inverse() * s for n, s in refit.items() if s is not None})
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     return out, stats

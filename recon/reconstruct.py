@@ -1,4 +1,4 @@
-"""Per-video structure from motion with pycolmap (source §5.3.1).
+"""Per-video structure from motion with pycolmap ([001] §5.3.1).
 
 Each video is reconstructed on its own: O(N²) matching per video instead of O(n²N²) for a joint run.
 A video with cuts (another view, an inserted shot) gives several models; each one that registers at least
@@ -16,7 +16,6 @@ belongs to at most one segment. Output folder::
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ from recon.config import ReconstructConfig
 from recon.io import InputError, atomic_dir, atomic_write_json, file_fingerprint, params_fingerprint, read_json
 from recon.retrieval import learn_codebook, vlad
 from recon.sampling import load as load_frames
+from recon.types import JSONDict
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,11 @@ def global_options(conf: ReconstructConfig) -> pycolmap.GlobalPipelineOptions:
 
 def sequential_pairs(db_path: Path, names: list[str], conf: ReconstructConfig) -> list[tuple[str, str]]:
     """Temporal neighbours plus VLAD-retrieved loop-closing pairs."""
-    pairs = {(names[i], names[j]) for i in range(len(names))
-             for j in range(i + 1, min(len(names), i + 1 + conf.sequential_overlap))}
+    pairs = {
+        (names[i], names[j])
+        for i in range(len(names))
+        for j in range(i + 1, min(len(names), i + 1 + conf.sequential_overlap))
+    }
     if conf.loop_closure_neighbors > 0:
         db = pycolmap.Database.open(str(db_path))
         try:
@@ -90,14 +93,15 @@ def sequential_pairs(db_path: Path, names: list[str], conf: ReconstructConfig) -
         g = np.stack([vlad(d, codebook) for d in descs])
         sim = g @ g.T
         for i in range(len(names)):
-            sim[i, max(0, i - conf.sequential_overlap): i + conf.sequential_overlap + 1] = -np.inf
+            sim[i, max(0, i - conf.sequential_overlap) : i + conf.sequential_overlap + 1] = -np.inf
             for j in np.argsort(-sim[i])[: conf.loop_closure_neighbors]:
                 if np.isfinite(sim[i, j]):
-                    pairs.add(tuple(sorted((names[i], names[int(j)]))))
+                    first, second = sorted((names[i], names[int(j)]))
+                    pairs.add((first, second))
     return sorted(pairs)
 
 
-def _summary(rec: pycolmap.Reconstruction) -> dict:
+def _summary(rec: pycolmap.Reconstruction) -> JSONDict:
     return {
         "registered": rec.num_reg_images(),
         "points3D": rec.num_points3D(),
@@ -111,8 +115,10 @@ def registered_names(rec: pycolmap.Reconstruction) -> set[str]:
     return {rec.images[i].name for i in rec.reg_image_ids()}
 
 
-def keep_segments(models: list[pycolmap.Reconstruction], min_frames: int,
-                  ) -> tuple[list[pycolmap.Reconstruction], list[dict], list[int]]:
+def keep_segments(
+    models: list[pycolmap.Reconstruction],
+    min_frames: int,
+) -> tuple[list[pycolmap.Reconstruction], list[JSONDict], list[int]]:
     """Which of a video's models (largest first) become segments: ``(kept, discarded, repeats)``.
 
     COLMAP's mapper with several models only requires a new model's initial pair to be unregistered; it then
@@ -125,15 +131,18 @@ def keep_segments(models: list[pycolmap.Reconstruction], min_frames: int,
     kept model ``k``. Kept models are ranked again by what they keep.
     """
     kept: list[tuple[pycolmap.Reconstruction, int]] = []
-    discarded: list[dict] = []
+    discarded: list[JSONDict] = []
     seen: set[str] = set()
     for rec in models:
         names = registered_names(rec)
         repeated = names & seen
         new = len(names) - len(repeated)
         if new < min_frames:
-            why = (f"{len(repeated)} of its {len(names)} frames are registered in a larger model"
-                   if repeated else f"fewer than {min_frames} frames")
+            why = (
+                f"{len(repeated)} of its {len(names)} frames are registered in a larger model"
+                if repeated
+                else f"fewer than {min_frames} frames"
+            )
             discarded.append({**_summary(rec), "repeated_frames": len(repeated), "why": why})
             continue
         if repeated:
@@ -147,8 +156,9 @@ def keep_segments(models: list[pycolmap.Reconstruction], min_frames: int,
     return [r for r, _ in kept], discarded, [n for _, n in kept]
 
 
-def _write_segments(folder: Path, kept: list[pycolmap.Reconstruction], repeats: list[int],
-                    times: dict[str, float]) -> list[dict]:
+def _write_segments(
+    folder: Path, kept: list[pycolmap.Reconstruction], repeats: list[int], times: dict[str, float]
+) -> list[JSONDict]:
     """Write kept models as ``model/`` (segment 0) and ``segments/<k>/``; return their report entries."""
     segments = []
     for k, (rec, repeated) in enumerate(zip(kept, repeats, strict=True)):
@@ -156,47 +166,13 @@ def _write_segments(folder: Path, kept: list[pycolmap.Reconstruction], repeats: 
         out.mkdir(parents=True)
         rec.write_binary(str(out))
         t_reg = sorted(times[rec.images[i].name] for i in rec.reg_image_ids())
-        segments.append({"segment": k, **_summary(rec), "start": t_reg[0], "end": t_reg[-1],
-                         "repeated_frames_removed": repeated})
+        segments.append(
+            {"segment": k, **_summary(rec), "start": t_reg[0], "end": t_reg[-1], "repeated_frames_removed": repeated}
+        )
     return segments
 
 
-def repair(sfm_dir: Path, frames_dir: Path, min_frames: int) -> dict | None:
-    """Make a video's segments disjoint in place (atomically) when an earlier release kept repeated frames.
-
-    Returns what changed (``None``: nothing to do). The database is kept as it is (linked, not copied);
-    ``report.json`` records the repair; the models' fingerprint changes, so alignment and everything made in the
-    shared frame are redone by the next run.
-    """
-    sfm_dir = Path(sfm_dir)
-    dirs = segment_dirs(sfm_dir)
-    if len(dirs) < 2:
-        return None
-    models = [load_model(sfm_dir, k) for k in dirs]
-    names = [registered_names(r) for r in models]
-    if sum(map(len, names)) == len(set().union(*names)):
-        return None
-    kept, discarded, repeats = keep_segments(models, min_frames)
-    times = {f["name"]: f["time"] for f in load_frames(frames_dir)["frames"]}
-    report = read_json(sfm_dir / "report.json") if (sfm_dir / "report.json").is_file() else {}
-    with atomic_dir(sfm_dir) as tmp:
-        for p in sfm_dir.iterdir():
-            if p.is_file() and p.name != "report.json":
-                os.link(p, tmp / p.name)  # never written again: the database stays one file on disk
-        segments = _write_segments(tmp, kept, repeats, times)
-        registered = sum(r.num_reg_images() for r in kept)
-        change = {"segments_before": len(models), "segments_after": len(kept),
-                  "registered_before": sum(map(len, names)), "registered_after": registered,
-                  "discarded": discarded}
-        report |= {"segments": segments, "registered_all_segments": registered,
-                   "discarded_models": report.get("discarded_models", []) + discarded, "repaired": change}
-        if report.get("frames_sampled"):
-            report["registered_ratio"] = round(registered / report["frames_sampled"], 4)
-        atomic_write_json(tmp / "report.json", report)
-    return change
-
-
-def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
+def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> JSONDict:
     """Reconstruct one video's sampled frames into ``out_dir`` (atomically); return its report.
 
     Raises :class:`Unreconstructable` when no model reaches ``conf.min_model_frames`` frames.
@@ -219,9 +195,15 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
         for f in frames["frames"]:
             shots.setdefault(f.get("shot", 0), []).append(f["name"])
         for shot_names in shots.values():  # one self-calibrated camera per shot: a cut may change the zoom
-            pycolmap.extract_features(db_path, image_dir, image_names=shot_names,
-                                      camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
-                                      extraction_options=extraction, device=pycolmap.Device.cpu)
+            pycolmap.extract_features(
+                db_path,
+                image_dir,
+                image_names=shot_names,
+                camera_mode=pycolmap.CameraMode.SINGLE,
+                reader_options=reader,
+                extraction_options=extraction,
+                device=pycolmap.Device.cpu,
+            )
         timings["extract"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -229,7 +211,8 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
         matching.num_threads = conf.num_threads
         matching.sift.cross_check = True  # mutual nearest neighbours, as in the source
         exhaustive = conf.matching == "exhaustive" or (
-            conf.matching == "auto" and len(names) <= conf.exhaustive_max_frames)
+            conf.matching == "auto" and len(names) <= conf.exhaustive_max_frames
+        )
         if exhaustive:
             pycolmap.match_exhaustive(db_path, matching_options=matching, device=pycolmap.Device.cpu)
         else:
@@ -237,8 +220,9 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
             pairs_path.write_text("".join(f"{a} {b}\n" for a, b in sequential_pairs(db_path, names, conf)))
             pairing = pycolmap.ImportedPairingOptions()
             pairing.match_list_path = str(pairs_path)
-            pycolmap.match_image_pairs(db_path, matching_options=matching, pairing_options=pairing,
-                                       device=pycolmap.Device.cpu)
+            pycolmap.match_image_pairs(
+                db_path, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu
+            )
         timings["match"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -246,15 +230,15 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
         if conf.mapper == "global":
             models = pycolmap.global_mapping(db_path, image_dir, tmp / "mapper", options=global_options(conf))
         else:
-            models = pycolmap.incremental_mapping(db_path, image_dir, tmp / "mapper",
-                                                  options=_mapper_options(conf))
+            models = pycolmap.incremental_mapping(db_path, image_dir, tmp / "mapper", options=_mapper_options(conf))
         timings["map"] = time.perf_counter() - t
         ranked = sorted(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()), reverse=True)
         if not ranked or ranked[0].num_reg_images() < conf.min_model_frames:
             best = ranked[0].num_reg_images() if ranked else 0
             raise Unreconstructable(
                 f"{frames['video']}: no model with at least {conf.min_model_frames} frames (largest: {best} of "
-                f"{len(names)}); the video may lack texture or overlap between frames — try more frames (--frames)")
+                f"{len(names)}); the video may lack texture or overlap between frames — try more frames (--frames)"
+            )
         kept, discarded, repeats = keep_segments(ranked, conf.min_model_frames)
         times = {f["name"]: f["time"] for f in frames["frames"]}
         segments = _write_segments(tmp, kept, repeats, times)
@@ -274,8 +258,14 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> dict:
             "config": asdict(conf),
         }
         atomic_write_json(tmp / "report.json", report)
-    log.info("%s: registered %d/%d frames in %d segment(s), %d points in the largest", frames["video"], registered,
-             len(names), len(segments), report["points3D"])
+    log.info(
+        "%s: registered %d/%d frames in %d segment(s), %d points in the largest",
+        frames["video"],
+        registered,
+        len(names),
+        len(segments),
+        report["points3D"],
+    )
     return report
 
 
@@ -302,8 +292,9 @@ class Model:
     def load(self, segment: int = 0) -> pycolmap.Reconstruction:
         return load_model(self.dir, segment)
 
-    def report(self) -> dict:
-        return read_json(Path(self.dir) / "report.json")
+    def report(self) -> JSONDict:
+        report: JSONDict = read_json(Path(self.dir) / "report.json")
+        return report
 
     def fingerprint(self) -> str:
         """Content of every kept model's points: what alignment and everything after it depend on."""
@@ -313,7 +304,7 @@ class Model:
 def segment_dirs(sfm_dir: Path) -> dict[int, Path]:
     """A video's kept models by segment: 0 is ``model/`` (the largest), then ``segments/<k>/``.
 
-    Workspaces made before segments existed have ``model/`` only, which reads as one segment.
+    A video with one segment has ``model/`` only.
     """
     sfm_dir = Path(sfm_dir)
     out = {0: sfm_dir / "model"} if (sfm_dir / "model" / "images.bin").exists() else {}

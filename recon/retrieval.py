@@ -17,8 +17,9 @@ def root_sift(desc: np.ndarray) -> np.ndarray:
     return np.sqrt(d)
 
 
-def learn_codebook(descriptors: list[np.ndarray], k: int = 64, sample: int = 50_000, seed: int = 0,
-                   n_init: int = 3) -> np.ndarray:
+def learn_codebook(
+    descriptors: list[np.ndarray], k: int = 64, sample: int = 50_000, seed: int = 0, n_init: int = 3
+) -> np.ndarray:
     """k-means centres over a seeded subsample of all frames' (RootSIFT) descriptors (``n_init`` seeded starts,
     the best kept: k-means is most of the cost)."""
     rng = np.random.default_rng(seed)
@@ -28,7 +29,8 @@ def learn_codebook(descriptors: list[np.ndarray], k: int = 64, sample: int = 50_
     pool = root_sift(pool)
     k = min(k, max(1, len(pool) // 20))
     km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, batch_size=4096).fit(pool)
-    return km.cluster_centers_.astype(np.float32)
+    centres: np.ndarray = km.cluster_centers_.astype(np.float32)
+    return centres
 
 
 def vlad(desc: np.ndarray, codebook: np.ndarray) -> np.ndarray:
@@ -54,9 +56,10 @@ def bow(desc: np.ndarray, codebook: np.ndarray) -> np.ndarray:
 
 def _nearest_centre(x: np.ndarray, codebook: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """Index of the nearest codebook centre per row, in chunks to bound memory."""
-    c2 = (codebook ** 2).sum(1)
-    return np.concatenate([np.argmin(c2[None] - 2 * x[i:i + chunk] @ codebook.T, axis=1)
-                           for i in range(0, len(x), chunk)])
+    c2 = (codebook**2).sum(1)
+    return np.concatenate(
+        [np.argmin(c2[None] - 2 * x[i : i + chunk] @ codebook.T, axis=1) for i in range(0, len(x), chunk)]
+    )
 
 
 def top_pairs(a: np.ndarray, b: np.ndarray, k: int) -> list[tuple[int, int, float]]:
@@ -80,4 +83,5 @@ def mutual_matches(da: np.ndarray, db: np.ndarray, ratio: float) -> np.ndarray:
     sim[rows, nn_ab] = -np.inf  # the row maximum over the rest is the second best: two passes, no partition
     dist = np.sqrt(np.clip(2 - 2 * np.c_[best, sim.max(axis=1)], 0, None))
     keep = (nn_ba[nn_ab] == rows) & (dist[:, 0] < ratio * dist[:, 1])
-    return np.c_[np.nonzero(keep)[0], nn_ab[keep]]
+    pairs: np.ndarray = np.c_[np.nonzero(keep)[0], nn_ab[keep]]
+    return pairs

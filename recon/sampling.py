@@ -25,12 +25,13 @@ from scipy.ndimage import laplace, median_filter
 from recon.config import FramesConfig
 from recon.io import atomic_dir, atomic_write_json, read_json
 from recon.retrieval import mutual_matches
+from recon.types import JSONDict
 from recon.video import VideoInfo, probe, read_frames, sample_indices
 
 log = logging.getLogger(__name__)
 
 
-def main(conf: FramesConfig, video: Path, out_dir: Path) -> dict:
+def main(conf: FramesConfig, video: Path, out_dir: Path) -> JSONDict:
     """Sample ``conf.num_frames`` frames of ``video`` into ``out_dir`` (written atomically); return frames.json."""
     info = probe(video)
     shots: dict[int, int] = {}
@@ -50,7 +51,7 @@ def main(conf: FramesConfig, video: Path, out_dir: Path) -> dict:
         for index, time, rgb in read_frames(video, indices):
             image = Image.fromarray(rgb)
             if scale < 1.0:
-                image = image.resize((round(info.width * scale), round(info.height * scale)), Image.LANCZOS)
+                image = image.resize((round(info.width * scale), round(info.height * scale)), Image.Resampling.LANCZOS)
             name = f"{Path(video).stem}_{index:06d}.jpg"
             image.save(tmp / "images" / name, quality=conf.jpeg_quality)
             frames.append({"name": name, "index": index, "time": round(time, 6), "shot": shots.get(index, 0)})
@@ -79,15 +80,16 @@ def _small_gray(rgb: np.ndarray) -> np.ndarray:
     s = min(1.0, _MOTION_SIDE / max(h, w))
     image = Image.fromarray(rgb).convert("L")
     if s < 1.0:
-        image = image.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+        image = image.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
     return np.asarray(image)
 
 
 _CUT_LOST = 0.85  # share of keypoints without a match beyond which two views have nothing in common
 
 
-def view_change(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
-                diagonal: float) -> tuple[float, float]:
+def view_change(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], diagonal: float
+) -> tuple[float, float]:
     """How much the view changed between two frames' (keypoints, descriptors): (median displacement of mutually
     matched keypoints as a fraction of the image diagonal, share of the smaller keypoint set left unmatched).
 
@@ -107,12 +109,16 @@ def _fill(chosen: list[int], free: np.ndarray, clock: np.ndarray, n: int) -> np.
     Levels collide when the view moved more than one frame's worth between two candidates (a quick swing,
     a cut); the extra frames belong there, not spread in time over the hovers.
     """
+
     def at(j: int) -> float:
         return float(clock[min(max(j, 0), len(clock) - 1)])
 
     while len(chosen) < n and len(free):
-        width, lo, hi = max((at(b) - at(a), a, b) for a, b in itertools.pairwise([-1, *chosen, len(clock)])
-                            if ((free > a) & (free < b)).any())
+        width, lo, hi = max(
+            (at(b) - at(a), a, b)
+            for a, b in itertools.pairwise([-1, *chosen, len(clock)])
+            if ((free > a) & (free < b)).any()
+        )
         inside = free[(free > lo) & (free < hi)]
         pick = int(inside[np.abs(clock[inside] - (at(lo) + at(hi)) / 2).argmin()])
         chosen = sorted([*chosen, pick])
@@ -120,7 +126,7 @@ def _fill(chosen: list[int], free: np.ndarray, clock: np.ndarray, n: int) -> np.
     return np.array(chosen, int)
 
 
-def motion_indices(conf: FramesConfig, video: Path, info: VideoInfo) -> tuple[np.ndarray, dict]:
+def motion_indices(conf: FramesConfig, video: Path, info: VideoInfo) -> tuple[np.ndarray, JSONDict]:
     """Frame indices spread evenly along a "motion clock": view change since the previous candidate in units
     of ``motion_step``, plus elapsed time in units of ``max_gap``; blurry candidates are passed over.
 
@@ -139,19 +145,21 @@ def motion_indices(conf: FramesConfig, video: Path, info: VideoInfo) -> tuple[np
     with warnings.catch_warnings():  # FeatureExtractor.create, its successor, returns keypoints as objects
         warnings.simplefilter("ignore", DeprecationWarning)
         sift = pycolmap.Sift(options, pycolmap.Device.cpu)
-    times, feats, sharp = [], [], []
+    times: list[float] = []
+    feats: list[tuple[np.ndarray, np.ndarray]] = []
+    sharpness: list[float] = []
     diagonal = 1.0
     for _, t, rgb in read_frames(video, candidates):
         gray = _small_gray(rgb)
         diagonal = float(np.hypot(*gray.shape))
         kp, desc = sift.extract(gray)
         feats.append((kp, desc / (np.linalg.norm(desc, axis=1, keepdims=True) + 1e-8)))
-        sharp.append(float(laplace(gray.astype(np.float32)).var()))
+        sharpness.append(float(laplace(gray.astype(np.float32)).var()))
         times.append(t)
     candidates = candidates[: len(times)]
     pairs = np.array([(0.0, 0.0)] + [view_change(feats[i - 1], feats[i], diagonal) for i in range(1, len(feats))])
     change = pairs[:, 0 if conf.motion_measure == "displacement" else 1]
-    sharp = np.array(sharp)
+    sharp = np.array(sharpness)
     sharp_ok = sharp >= conf.blur_ratio * median_filter(sharp, size=7, mode="nearest")
     unit = change / conf.motion_step + np.diff(np.array(times), prepend=times[0]) / conf.max_gap
     clock = np.cumsum(unit)
@@ -171,11 +179,23 @@ def motion_indices(conf: FramesConfig, video: Path, info: VideoInfo) -> tuple[np
     pool = np.nonzero(sharp_ok)[0] if sharp_ok.any() else np.arange(len(clock))
     chosen = pool[np.abs(clock[pool][None, :] - levels[:, None]).argmin(axis=1)]
     chosen = _fill(list(np.unique(chosen)), np.setdiff1d(pool, chosen), clock, n)
-    stats = {"candidates": len(candidates), "kept": len(chosen), "motion_units": round(float(clock[-1]), 2),
-             "blurry_skipped": int((~sharp_ok).sum()), "rate": round(rate, 3),
-             "cuts": [round(times[i], 6) for i in np.nonzero(cut)[0]], "shots": np.cumsum(cut)[chosen].tolist()}
-    log.info("%s: %d of %d candidate frames kept (%.1f motion units, %d blurry passed over)", Path(video).name,
-             len(chosen), len(candidates), clock[-1], stats["blurry_skipped"])
+    stats = {
+        "candidates": len(candidates),
+        "kept": len(chosen),
+        "motion_units": round(float(clock[-1]), 2),
+        "blurry_skipped": int((~sharp_ok).sum()),
+        "rate": round(rate, 3),
+        "cuts": [round(times[i], 6) for i in np.nonzero(cut)[0]],
+        "shots": np.cumsum(cut)[chosen].tolist(),
+    }
+    log.info(
+        "%s: %d of %d candidate frames kept (%.1f motion units, %d blurry passed over)",
+        Path(video).name,
+        len(chosen),
+        len(candidates),
+        clock[-1],
+        stats["blurry_skipped"],
+    )
     return candidates[chosen], stats
 
 
@@ -184,6 +204,7 @@ def is_done(frames_dir: Path) -> bool:
     return (Path(frames_dir) / "frames.json").is_file()
 
 
-def load(frames_dir: Path) -> dict:
+def load(frames_dir: Path) -> JSONDict:
     """Read a frames folder's ``frames.json``."""
-    return read_json(Path(frames_dir) / "frames.json")
+    frames: JSONDict = read_json(Path(frames_dir) / "frames.json")
+    return frames

@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from recon.io import InputError
 from recon.reconstruct import load_model, segment_dirs
 from recon.sampling import load as load_frames
+from recon.types import FloatArray, JSONDict
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,14 @@ class RegisteredFrame:
     @property
     def center(self) -> np.ndarray:
         R, t = self.cam_from_world[:, :3], self.cam_from_world[:, 3]
-        return -R.T @ t
+        centre: FloatArray = -R.T @ t
+        return centre
 
     @property
     def axis(self) -> np.ndarray:
         """Unit optical axis (camera +z) in the shared frame."""
-        return self.cam_from_world[2, :3] / np.linalg.norm(self.cam_from_world[2, :3])
+        axis: FloatArray = self.cam_from_world[2, :3] / np.linalg.norm(self.cam_from_world[2, :3])
+        return axis
 
     def project(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixels (N, 2) of world points (N, 3) with the camera's distortion, and their depths (N,)."""
@@ -76,7 +79,8 @@ class RegisteredFrame:
         """Unit viewing rays (N, 3) in the shared frame through pixels ``xy`` (N, 2)."""
         cam = self.camera.cam_from_img(np.asarray(xy, float).reshape(-1, 2))
         d = np.c_[cam, np.ones(len(cam))] @ self.cam_from_world[:, :3]
-        return d / np.linalg.norm(d, axis=1, keepdims=True)
+        rays: FloatArray = d / np.linalg.norm(d, axis=1, keepdims=True)
+        return rays
 
 
 @dataclass
@@ -132,8 +136,12 @@ def interpolate_poses(frames: list[RegisteredFrame], times: np.ndarray) -> np.nd
     return np.concatenate([R, -np.einsum("nij,nj->ni", R, C)[..., None]], axis=2)
 
 
-def load_shared_scene(scene: str, sfm_dirs: dict[str, Path], frames_dirs: dict[str, Path],
-                      shared_from_video: dict[str, pycolmap.Sim3d | dict[int, pycolmap.Sim3d]]) -> SharedScene:
+def load_shared_scene(
+    scene: str,
+    sfm_dirs: dict[str, Path],
+    frames_dirs: dict[str, Path],
+    shared_from_video: dict[str, pycolmap.Sim3d | dict[int, pycolmap.Sim3d]],
+) -> SharedScene:
     """Load the aligned videos' models and bring them into the shared frame (videos without a Sim(3) are left out).
 
     A video's entry is its segment 0's Sim(3), or a ``{segment: Sim(3)}`` of every aligned segment; each
@@ -146,15 +154,22 @@ def load_shared_scene(scene: str, sfm_dirs: dict[str, Path], frames_dirs: dict[s
         meta = load_frames(frames_dirs[video])
         times = {f["name"]: f["time"] for f in meta["frames"]}
         sampled[video] = np.sort(np.array(list(times.values()), float))
-        video_size = (meta["video_width"], meta["video_height"]) if "video_width" in meta else None
+        if "video_width" not in meta:
+            raise InputError(
+                f"{frames_dirs[video] / 'frames.json'}: written by an earlier release (no video size); "
+                f"run `howto3d reconstruct WS --scene {scene} --force`"
+            )
+        video_size = (meta["video_width"], meta["video_height"])
         transforms = shared_from_video[video]
         video_frames = []
         seen: set[str] = set()
         models = segment_dirs(sfm_dirs[video])
         for segment, sim in sorted((transforms if isinstance(transforms, dict) else {0: transforms}).items()):
             if segment not in models:
-                raise InputError(f"{sfm_dirs[video]}: segment {segment} of video {video} has a transform in the "
-                                 "scene's alignment but no model; align the scene again (`--force`)")
+                raise InputError(
+                    f"{sfm_dirs[video]}: segment {segment} of video {video} has a transform in the "
+                    "scene's alignment but no model; align the scene again (`--force`)"
+                )
             rec = load_model(sfm_dirs[video], segment)
             rec.transform(sim)
             ids = sorted(rec.points3D)
@@ -171,20 +186,39 @@ def load_shared_scene(scene: str, sfm_dirs: dict[str, Path], frames_dirs: dict[s
                     continue
                 seen.add(image.name)
                 obs = [(p.xy, index[p.point3D_id]) for p in image.points2D if p.has_point3D()]
-                video_frames.append(RegisteredFrame(
-                    video=video, name=image.name, time=times[image.name], camera=rec.cameras[image.camera_id],
-                    cam_from_world=image.cam_from_world().matrix(),
-                    xy=np.array([o[0] for o in obs]).reshape(-1, 2),
-                    point_index=np.array([o[1] for o in obs], int), segment=segment, video_size=video_size))
+                video_frames.append(
+                    RegisteredFrame(
+                        video=video,
+                        name=image.name,
+                        time=times[image.name],
+                        camera=rec.cameras[image.camera_id],
+                        cam_from_world=image.cam_from_world().matrix(),
+                        xy=np.array([o[0] for o in obs]).reshape(-1, 2),
+                        point_index=np.array([o[1] for o in obs], int),
+                        segment=segment,
+                        video_size=video_size,
+                    )
+                )
             if repeated:
-                log.warning("%s/%s: segment %d registers %d frame(s) that a larger segment already holds or that "
-                            "the video's frames.json does not list: left out (a model from an earlier release; "
-                            "aligning the scene again repairs it)", scene, video, segment, repeated)
+                log.warning(
+                    "%s/%s: segment %d registers %d frame(s) that a larger segment already holds or that "
+                    "the video's frames.json does not list: left out (a model from an earlier release; "
+                    "reconstruct the scene again with --force)",
+                    scene,
+                    video,
+                    segment,
+                    repeated,
+                )
         frames.extend(sorted(video_frames, key=lambda f: f.time))
-    return SharedScene(scene, videos,
-                       np.concatenate(points) if points else np.zeros((0, 3)),
-                       np.concatenate(colors) if colors else np.zeros((0, 3), np.uint8),
-                       np.concatenate(owner) if owner else np.zeros(0, int), frames, sampled)
+    return SharedScene(
+        scene,
+        videos,
+        np.concatenate(points) if points else np.zeros((0, 3)),
+        np.concatenate(colors) if colors else np.zeros((0, 3), np.uint8),
+        np.concatenate(owner) if owner else np.zeros(0, int),
+        frames,
+        sampled,
+    )
 
 
 def video_camera(frame: RegisteredFrame) -> pycolmap.Camera:
@@ -196,7 +230,7 @@ def video_camera(frame: RegisteredFrame) -> pycolmap.Camera:
     return camera
 
 
-def cameras_json(scene: SharedScene) -> dict:
+def cameras_json(scene: SharedScene) -> JSONDict:
     """The ``cameras --json`` contract: every registered frame's camera in the shared frame.
 
     ``K``, ``params``, ``width``/``height`` are in pixels of the displayed video (what a user clicks on);
@@ -205,13 +239,23 @@ def cameras_json(scene: SharedScene) -> dict:
     out = []
     for f in scene.frames:
         camera, s = video_camera(f), f.video_scale
-        out.append({
-            "video": f.video, "name": f.name, "time": f.time, "segment": f.segment,
-            "cam_from_world": np.round(f.cam_from_world, 9).tolist(),
-            "K": np.round(np.diag([s[0], s[1], 1.0]) @ f.K, 6).tolist(),
-            "width": camera.width, "height": camera.height,
-            "sfm_width": f.camera.width, "sfm_height": f.camera.height, "scale": [round(float(x), 9) for x in s],
-            "camera_model": camera.model.name, "params": [round(float(p), 9) for p in camera.params]})
+        out.append(
+            {
+                "video": f.video,
+                "name": f.name,
+                "time": f.time,
+                "segment": f.segment,
+                "cam_from_world": np.round(f.cam_from_world, 9).tolist(),
+                "K": np.round(np.diag([s[0], s[1], 1.0]) @ f.K, 6).tolist(),
+                "width": camera.width,
+                "height": camera.height,
+                "sfm_width": f.camera.width,
+                "sfm_height": f.camera.height,
+                "scale": [round(float(x), 9) for x in s],
+                "camera_model": camera.model.name,
+                "params": [round(float(p), 9) for p in camera.params],
+            }
+        )
     return {"scene": scene.scene, "frames": out}
 
 

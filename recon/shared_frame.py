@@ -14,6 +14,7 @@ their distance (:func:`measure`, :func:`fit_scale`).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import open3d as o3d
@@ -22,6 +23,7 @@ import pycolmap
 from recon.io import InputError
 from recon.scene import SharedScene
 from recon.transfer import FORMAT, Localize, triangulate
+from recon.types import FloatArray, JSONDict
 
 TRIM_DEG = 5.0
 """Cameras whose right axis is further than max(this, 3 × the median) from horizontal are left out (rolled shots,
@@ -58,7 +60,7 @@ def _consensus_up(right: np.ndarray, seed: int = 0) -> np.ndarray:
     since a fifth of portrait or rolled shots is enough to turn the least-squares null space sideways."""
     rng = np.random.default_rng(seed)
     n = len(right)
-    i, j = (np.triu_indices(n, 1) if n * (n - 1) // 2 <= 4000 else rng.integers(0, n, (2, 4000)))
+    i, j = np.triu_indices(n, 1) if n * (n - 1) // 2 <= 4000 else rng.integers(0, n, (2, 4000))
     hyp = np.cross(right[i], right[j])
     norm = np.linalg.norm(hyp, axis=1)
     hyp = hyp[norm > np.sin(np.radians(TRIM_DEG))] / norm[norm > np.sin(np.radians(TRIM_DEG)), None]
@@ -66,10 +68,11 @@ def _consensus_up(right: np.ndarray, seed: int = 0) -> np.ndarray:
         return np.linalg.eigh(right.T @ right)[1][:, 0]
     t = np.sin(np.radians(TRIM_DEG))
     cost = np.minimum(np.abs(right @ hyp.T), t) ** 2  # (cameras, hypotheses)
-    return hyp[int(np.argmin(cost.sum(axis=0)))]
+    best: FloatArray = hyp[int(np.argmin(cost.sum(axis=0)))]
+    return best
 
 
-def camera_up(cam_from_world: np.ndarray) -> tuple[np.ndarray, dict]:
+def camera_up(cam_from_world: np.ndarray) -> tuple[np.ndarray, JSONDict]:
     """Up (unit, world) from (N, 3, 4) cameras: the direction most orthogonal to their right axes, robustly.
 
     A consensus start (:func:`_consensus_up`), then the smallest eigenvector of the scatter of the right axes
@@ -102,13 +105,19 @@ def camera_up(cam_from_world: np.ndarray) -> tuple[np.ndarray, dict]:
         up = _unit(v[:, :2] @ (v[:, :2].T @ mean_up))
     if up @ mean_up < 0:
         up = -up
-    return up, {"cameras_used": int(keep.sum()), "heading_spread_deg": round(float(turn), 2),
-                "roll_median_deg": round(float(np.median(off[keep])), 3), "turn_to_roll": round(ratio, 2),
-                "ambiguous": bool(ratio < MIN_TURN_RATIO), "degenerate": bool(ratio < DEGENERATE_RATIO),
-                "mean_camera_up_deg": round(_angle(up, mean_up), 2), "mean_right": _unit(right[keep].sum(axis=0))}
+    return up, {
+        "cameras_used": int(keep.sum()),
+        "heading_spread_deg": round(float(turn), 2),
+        "roll_median_deg": round(float(np.median(off[keep])), 3),
+        "turn_to_roll": round(ratio, 2),
+        "ambiguous": bool(ratio < MIN_TURN_RATIO),
+        "degenerate": bool(ratio < DEGENERATE_RATIO),
+        "mean_camera_up_deg": round(_angle(up, mean_up), 2),
+        "mean_right": _unit(right[keep].sum(axis=0)),
+    }
 
 
-def plane_up(points: np.ndarray, seed: int = 0) -> tuple[np.ndarray | None, dict]:
+def plane_up(points: np.ndarray, seed: int = 0) -> tuple[np.ndarray | None, JSONDict]:
     """Unit normal of the points' dominant plane (open3d's RANSAC, seeded, then a least-squares refit on its
     inliers), or None when no plane holds ``PLANE_MIN_SHARE`` of the points."""
     if points is None or len(points) < 50:
@@ -137,7 +146,7 @@ def rotation_to_z(up: np.ndarray, forward: np.ndarray) -> np.ndarray:
     return np.stack([np.cross(y, z), y, z])
 
 
-def upright(world_from_cams: list[np.ndarray], points: np.ndarray | None) -> tuple[pycolmap.Sim3d, dict]:
+def upright(world_from_cams: list[np.ndarray], points: np.ndarray | None) -> tuple[pycolmap.Sim3d, JSONDict]:
     """``new_from_old`` rigid transform (scale 1) that makes z point up, y the cameras' mean horizontal viewing
     direction, and puts the origin at the median of the points (of the camera centres without points).
 
@@ -156,7 +165,8 @@ def upright(world_from_cams: list[np.ndarray], points: np.ndarray | None) -> tup
         raise InputError(f"gravity up needs at least 2 registered cameras, got {len(P)}")
     up, info = camera_up(P)
     mean_right = info.pop("mean_right")
-    info = {"method": "cameras", "cameras": len(P)} | info
+    head: JSONDict = {"method": "cameras", "cameras": len(P)}
+    info = head | info
     pts = np.zeros((0, 3)) if points is None else np.asarray(points, float).reshape(-1, 3)
     normal, plane_info = plane_up(pts)
     info |= plane_info
@@ -168,8 +178,13 @@ def upright(world_from_cams: list[np.ndarray], points: np.ndarray | None) -> tup
         near = info["degenerate"] or info["camera_plane_deg"] <= PLANE_NEAR_DEG  # not a wall facing the cameras
         if info["ambiguous"] and level and near:
             info["method"], up = "plane", normal
-        info["plane"] = "used" if info["method"] == "plane" else "not needed" if not info["ambiguous"] else (
-            "not level with the cameras' right axes" if not level else "too far from the cameras' up")
+        info["plane"] = (
+            "used"
+            if info["method"] == "plane"
+            else "not needed"
+            if not info["ambiguous"]
+            else ("not level with the cameras' right axes" if not level else "too far from the cameras' up")
+        )
     R = rotation_to_z(up, P[:, 2, :3].sum(axis=0))
     centres = np.einsum("nji,nj->ni", P[:, :, :3], -P[:, :, 3])
     origin = np.median(pts if len(pts) else centres, axis=0)
@@ -202,19 +217,31 @@ Distance = tuple[str, str, float]
 """A known length: (keypoint name, keypoint name, metres)."""
 
 
-def file_distances(request: dict, where: str) -> list[Distance]:
-    """The ``"distances": [{"a", "b", "metres"}]`` a keypoints file may carry besides its keypoints."""
+def file_distances(request: Any, where: str) -> list[Distance]:
+    """The ``"distances": [{"a", "b", "metres"}]`` a keypoints file may carry besides its keypoints (``request``:
+    the file's JSON, whatever its shape)."""
     out = []
     for i, d in enumerate(request.get("distances", []) if isinstance(request, dict) else []):
-        if not (isinstance(d, dict) and isinstance(d.get("a"), str) and isinstance(d.get("b"), str)
-                and isinstance(d.get("metres"), int | float) and not isinstance(d.get("metres"), bool)):
+        if not (
+            isinstance(d, dict)
+            and isinstance(d.get("a"), str)
+            and isinstance(d.get("b"), str)
+            and isinstance(d.get("metres"), int | float)
+            and not isinstance(d.get("metres"), bool)
+        ):
             raise InputError(f'{where}: distance {i} must look like {{"a": NAME, "b": NAME, "metres": LENGTH}}')
         out.append((d["a"], d["b"], float(d["metres"])))
     return out
 
 
-def measure(scene: SharedScene, source: str, request: dict, distances: list[Distance], where: str,
-            localize: Localize | None = None) -> dict:
+def measure(
+    scene: SharedScene,
+    source: str,
+    request: Any,
+    distances: list[Distance],
+    where: str,
+    localize: Localize | None = None,
+) -> JSONDict:
     """Triangulate the keypoints the distances name (clicked in ``source``, ``transfer``'s input format) in the
     scene's current frame and fit the scale that makes them the given metres.
 
@@ -223,19 +250,21 @@ def measure(scene: SharedScene, source: str, request: dict, distances: list[Dist
     non-positive length) raises :class:`InputError` naming ``where`` (the keypoints file) and the fix.
     """
     if source not in scene.videos:
-        raise InputError(f"{where}: video {source!r} is not aligned in scene {scene.scene!r}; click the points in "
-                         f"one of {', '.join(scene.videos)}")
+        raise InputError(
+            f"{where}: video {source!r} is not aligned in scene {scene.scene!r}; click the points in "
+            f"one of {', '.join(scene.videos)}"
+        )
     if not isinstance(request, dict) or not isinstance(request.get("keypoints"), list):
         raise InputError(f"{where}: {FORMAT}")
     if not distances:
-        raise InputError(f"{where}: no known length; give --distance NAME_A NAME_B METRES (or \"distances\" in "
-                         "the file)")
+        raise InputError(f'{where}: no known length; give --distance NAME_A NAME_B METRES (or "distances" in the file)')
     clicked = {str(kp.get("name")): kp.get("observations", []) for kp in request["keypoints"] if isinstance(kp, dict)}
     for a, b, metres in distances:
         for name in (a, b):
             if name not in clicked:
-                raise InputError(f"{where}: no keypoint named {name!r}; keypoints there: "
-                                 f"{', '.join(clicked) or 'none'}")
+                raise InputError(
+                    f"{where}: no keypoint named {name!r}; keypoints there: {', '.join(clicked) or 'none'}"
+                )
         if a == b:
             raise InputError(f"{where}: a distance needs two different keypoints, got {a!r} twice")
         if not (math.isfinite(metres) and metres > 0):
@@ -245,10 +274,16 @@ def measure(scene: SharedScene, source: str, request: dict, distances: list[Dist
         try:
             points[name] = triangulate(scene, source, clicked[name], name=name, localize=localize)
         except InputError as e:
-            raise InputError(f"{where}: {e}; click it in two or more frames of {source} seen from different "
-                             "places") from None
+            raise InputError(
+                f"{where}: {e}; click it in two or more frames of {source} seen from different places"
+            ) from None
     model = np.array([np.linalg.norm(points[a] - points[b]) for a, b, _ in distances])
     scale, residual = fit_scale(model, np.array([m for _, _, m in distances]))
-    return {"scale": scale, "residual": residual, "points": {n: p.tolist() for n, p in points.items()},
-            "distances": [{"a": a, "b": b, "metres": m, "model": float(d)}
-                          for (a, b, m), d in zip(distances, model, strict=True)]}
+    return {
+        "scale": scale,
+        "residual": residual,
+        "points": {n: p.tolist() for n, p in points.items()},
+        "distances": [
+            {"a": a, "b": b, "metres": m, "model": float(d)} for (a, b, m), d in zip(distances, model, strict=True)
+        ],
+    }

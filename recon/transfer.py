@@ -1,4 +1,4 @@
-"""Keypoint transfer (source §5.3.5): triangulate clicked keypoints in one video, project them into the others.
+"""Keypoint transfer ([001] §5.3.5): triangulate clicked keypoints in one video, project them into the others.
 
 Users click on whatever frame they paused on, so an observation may be at any time of the video. Its camera
 is, in order: the registered frame at that time (within ``tolerance``); the frame itself localized against the
@@ -31,16 +31,23 @@ import io
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from recon.io import InputError
 from recon.scene import RegisteredFrame, SharedScene, interpolate_poses, intersect_rays
+from recon.types import JSONDict
 from recon.video import probe, read_frames
+
+if TYPE_CHECKING:  # a photo localizer is built by the caller; importing it here would load SIFT and PIL
+    from recon.localize import Localizer
 
 Localize = Callable[[float], RegisteredFrame | None]
 """The camera of the source video's frame at a time (video pixels), or None where it cannot be localized."""
+Observed = tuple[float, RegisteredFrame, np.ndarray, str]
+"""An observation with a known camera: (time, frame, xy in the camera's pixels, how its pose was found)."""
 
 FORMAT = 'keypoints JSON must look like {"keypoints": [{"name", "observations": [{"time", "xy": [u, v]}]}]}'
 FALLBACK_GAP = 1.5
@@ -56,8 +63,9 @@ def frame_at(frames: list[RegisteredFrame], time: float, tolerance: float) -> Re
     return best if abs(best.time - time) <= tolerance else None
 
 
-def pose_at(frames: list[RegisteredFrame], time: float, tolerance: float = 0.05,
-            sampled: np.ndarray | None = None) -> tuple[RegisteredFrame | None, str]:
+def pose_at(
+    frames: list[RegisteredFrame], time: float, tolerance: float = 0.05, sampled: np.ndarray | None = None
+) -> tuple[RegisteredFrame | None, str]:
     """The camera of one video at ``time``: ``(frame, "registered"|"interpolated")``, or ``(None, why not)``.
 
     ``frames`` are the video's registered frames; ``sampled`` the times of every frame SfM was given.
@@ -71,19 +79,20 @@ def pose_at(frames: list[RegisteredFrame], time: float, tolerance: float = 0.05,
     times = np.array([f.time for f in frames])
     b = int(np.searchsorted(times, time))
     if b == 0 or b == len(frames):
-        return None, (f"t={time:.3f} is outside the registered part of the video "
-                      f"({times[0]:.3f}–{times[-1]:.3f} s)")
+        return None, (f"t={time:.3f} is outside the registered part of the video ({times[0]:.3f}–{times[-1]:.3f} s)")
     fa, fb = frames[b - 1], frames[b]
     if fa.segment != fb.segment:
         return None, f"t={time:.3f} falls in a cut between segments ({fa.time:.3f} s | {fb.time:.3f} s)"
     if sampled is not None and len(sampled):
         lost = sampled[(sampled > fa.time + 1e-6) & (sampled < fb.time - 1e-6)]
         if len(lost):
-            return None, (f"t={time:.3f}: the sampled frame at {lost[0]:.3f} s between the registered frames "
-                          f"{fa.time:.3f} s and {fb.time:.3f} s did not register")
+            return None, (
+                f"t={time:.3f}: the sampled frame at {lost[0]:.3f} s between the registered frames "
+                f"{fa.time:.3f} s and {fb.time:.3f} s did not register"
+            )
     elif len(times) > 2 and fb.time - fa.time > FALLBACK_GAP * float(np.median(np.diff(times))):
         return None, f"t={time:.3f}: no registered frame between {fa.time:.3f} s and {fb.time:.3f} s"
-    pose = interpolate_poses([fa, fb], [time])[0]
+    pose = interpolate_poses([fa, fb], np.array([time]))[0]
     nearest = fa if time - fa.time <= fb.time - time else fb
     return dataclasses.replace(nearest, time=float(time), cam_from_world=pose), "interpolated"
 
@@ -92,7 +101,7 @@ class FrameLocalizer:
     """Localizes the source video's own frame at a clicked time (``recon.localize.Localizer``: the frame is
     matched to the scene's registered frames and its pose found by PnP), decoding each frame once."""
 
-    def __init__(self, localizer, video_path: Path, video: str):
+    def __init__(self, localizer: Localizer, video_path: Path, video: str):
         self.localizer, self.path, self.video = localizer, Path(video_path), video
         info = probe(self.path)
         self.times, self.half_frame = info.times, 0.5 / info.fps
@@ -110,18 +119,20 @@ class FrameLocalizer:
                 found = self.localizer.localize(png.getvalue(), f"{self.video}@{t:.3f}").frame
                 if found is not None:  # its camera is at the decoded frame's size: video pixels
                     self.cache[index] = dataclasses.replace(
-                        found, video=self.video, time=t, video_size=(found.camera.width, found.camera.height))
+                        found, video=self.video, time=t, video_size=(found.camera.width, found.camera.height)
+                    )
         return self.cache[index]
 
 
-def _number(value, what: str) -> float:
+def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InputError(f"{what} must be a finite number, got {value!r}; {FORMAT}")
     return float(value)
 
 
-def parse_observations(observations, name: str) -> list[tuple[float, np.ndarray]]:
-    """``[(time, xy)]`` of one keypoint, or an :class:`InputError` naming the keypoint and the bad field."""
+def parse_observations(observations: Any, name: str) -> list[tuple[float, np.ndarray]]:
+    """``[(time, xy)]`` of one keypoint (``observations``: its JSON as given), or an :class:`InputError` naming
+    the keypoint and the bad field."""
     if not isinstance(observations, list):
         raise InputError(f"keypoint {name!r}: 'observations' must be a list; {FORMAT}")
     out = []
@@ -132,13 +143,13 @@ def parse_observations(observations, name: str) -> list[tuple[float, np.ndarray]
         xy = obs["xy"]
         if not isinstance(xy, list | tuple) or len(xy) != 2:
             raise InputError(f"{where}: 'xy' must be [u, v] in video pixels, got {xy!r}")
-        out.append((_number(obs["time"], f"{where}: 'time'"),
-                    np.array([_number(c, f"{where}: 'xy'") for c in xy])))
+        out.append((_number(obs["time"], f"{where}: 'time'"), np.array([_number(c, f"{where}: 'xy'") for c in xy])))
     return out
 
 
-def parse_keypoints(request) -> list[tuple[str, list[tuple[float, np.ndarray]]]]:
-    """``[(name, [(time, xy)])]`` of a keypoints document (the ``transfer`` input), or one :class:`InputError`."""
+def parse_keypoints(request: Any) -> list[tuple[str, list[tuple[float, np.ndarray]]]]:
+    """``[(name, [(time, xy)])]`` of a keypoints document (the ``transfer`` input, JSON as given), or one
+    :class:`InputError`."""
     if not isinstance(request, dict) or not isinstance(request.get("keypoints"), list):
         raise InputError(FORMAT)
     parsed = []
@@ -150,13 +161,18 @@ def parse_keypoints(request) -> list[tuple[str, list[tuple[float, np.ndarray]]]]
     return parsed
 
 
-def observe(scene: SharedScene, video: str, observations: list[tuple[float, np.ndarray]],
-            tolerance: float = 0.05, localize: Localize | None = None,
-            ) -> tuple[list[tuple[float, RegisteredFrame, np.ndarray, str]], list[dict]]:
+def observe(
+    scene: SharedScene,
+    video: str,
+    observations: list[tuple[float, np.ndarray]],
+    tolerance: float = 0.05,
+    localize: Localize | None = None,
+) -> tuple[list[Observed], list[JSONDict]]:
     """Cameras of the observations: ``([(time, frame, xy in camera pixels, pose kind)], [{"time", "why"}])``."""
     frames = scene.frames_of(video)
     sampled = scene.sampled_times.get(video)
-    used, unused = [], []
+    used: list[Observed] = []
+    unused: list[JSONDict] = []
     for time, xy in observations:
         frame, kind = pose_at(frames, time, tolerance, sampled)
         if kind != "registered" and localize is not None and (found := localize(time)) is not None:
@@ -168,20 +184,34 @@ def observe(scene: SharedScene, video: str, observations: list[tuple[float, np.n
     return used, unused
 
 
-def triangulate(scene: SharedScene, video: str, observations: list[dict], tolerance: float = 0.05,
-                name: str = "keypoint", localize: Localize | None = None) -> np.ndarray:
+def triangulate(
+    scene: SharedScene,
+    video: str,
+    observations: list[JSONDict],
+    tolerance: float = 0.05,
+    name: str = "keypoint",
+    localize: Localize | None = None,
+) -> np.ndarray:
     """3D point (shared frame) seen at video pixels ``xy`` at the given times of ``video``."""
     X, _, _ = _triangulate(scene, video, parse_observations(observations, name), tolerance, name, localize)
     return X
 
 
-def _triangulate(scene: SharedScene, video: str, observations: list[tuple[float, np.ndarray]], tolerance: float,
-                 name: str, localize: Localize | None = None) -> tuple[np.ndarray, list, list[dict]]:
+def _triangulate(
+    scene: SharedScene,
+    video: str,
+    observations: list[tuple[float, np.ndarray]],
+    tolerance: float,
+    name: str,
+    localize: Localize | None = None,
+) -> tuple[np.ndarray, list[Observed], list[JSONDict]]:
     used, unused = observe(scene, video, observations, tolerance, localize)
     if len(used) < 2:
         why = "; ".join(u["why"] for u in unused) or "fewer than 2 observations given"
-        raise InputError(f"keypoint {name!r}: needs at least 2 observations with a known camera in {video!r}, "
-                         f"has {len(used)} ({why})")
+        raise InputError(
+            f"keypoint {name!r}: needs at least 2 observations with a known camera in {video!r}, "
+            f"has {len(used)} ({why})"
+        )
     origins = np.array([f.center for _, f, _, _ in used])
     dirs = np.array([f.ray(xy[None])[0] for _, f, xy, _ in used])
     try:
@@ -190,7 +220,7 @@ def _triangulate(scene: SharedScene, video: str, observations: list[tuple[float,
         raise InputError(f"keypoint {name!r}: {e}") from None
 
 
-def project_everywhere(scene: SharedScene, X: np.ndarray, skip_video: str | None = None) -> list[dict]:
+def project_everywhere(scene: SharedScene, X: np.ndarray, skip_video: str | None = None) -> list[JSONDict]:
     """Projections (video pixels) of a shared-frame point into every registered frame where it is in view."""
     out = []
     for f in scene.frames:
@@ -204,8 +234,9 @@ def project_everywhere(scene: SharedScene, X: np.ndarray, skip_video: str | None
     return out
 
 
-def main(scene: SharedScene, source: str, request: dict, tolerance: float = 0.05,
-         localize: Localize | None = None) -> dict:
+def main(
+    scene: SharedScene, source: str, request: Any, tolerance: float = 0.05, localize: Localize | None = None
+) -> JSONDict:
     """Answer a transfer request (contract JSON) for keypoints observed in ``source``.
 
     ``localize`` (e.g. a :class:`FrameLocalizer` of the source video) poses clicked frames SfM did not register;
@@ -215,8 +246,9 @@ def main(scene: SharedScene, source: str, request: dict, tolerance: float = 0.05
     ``skipped`` with the reason; the others are transferred. Malformed JSON raises :class:`InputError`.
     """
     if source not in scene.videos:
-        raise InputError(f"video {source!r} is not aligned in scene {scene.scene!r}; "
-                         f"aligned: {', '.join(scene.videos)}")
+        raise InputError(
+            f"video {source!r} is not aligned in scene {scene.scene!r}; aligned: {', '.join(scene.videos)}"
+        )
     parsed = parse_keypoints(request)
     out, skipped = [], []
     for name, observations in parsed:
@@ -225,8 +257,13 @@ def main(scene: SharedScene, source: str, request: dict, tolerance: float = 0.05
         except InputError as e:
             skipped.append({"name": name, "why": str(e)})
             continue
-        out.append({"name": name, "point": [round(float(x), 6) for x in X],
-                    "projections": project_everywhere(scene, X, skip_video=source),
-                    "observations_used": [{"time": t, "pose": kind} for t, _, _, kind in used],
-                    "observations_unused": unused})
+        out.append(
+            {
+                "name": name,
+                "point": [round(float(x), 6) for x in X],
+                "projections": project_everywhere(scene, X, skip_video=source),
+                "observations_used": [{"time": t, "pose": kind} for t, _, _, kind in used],
+                "observations_unused": unused,
+            }
+        )
     return {"scene": scene.scene, "source": source, "keypoints": out, "skipped": skipped}

@@ -9,8 +9,9 @@ sees refers to the upright picture.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -66,7 +67,7 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
     return round((frame.rotation or 0) / 90) % 4
 
 
-def _first_turns(packet: av.Packet) -> int | None:
+def _first_turns(packet: av.Packet[av.VideoStream]) -> int | None:
     """Quarter turns of the first frame this packet completes; ``None`` while the decoder needs more (or the
     packet is damaged: the frame decoder will say so if it matters)."""
     try:
@@ -82,6 +83,13 @@ def upright(frame: av.VideoFrame) -> np.ndarray:
     rgb = frame.to_ndarray(format="rgb24")
     k = _quarter_turns(frame)
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+
+
+def _seconds(pts: int | None, start: int | None, base: Fraction | None, path: Path) -> float:
+    """Seconds from ``start`` to ``pts`` in ``base`` units; a timestamp a frame lacks is a broken video."""
+    if pts is None or start is None or base is None:
+        raise InputError(f"{path}: a frame has no timestamp; re-encode the video")
+    return float((pts - start) * base)
 
 
 def probe(path: Path) -> VideoInfo:
@@ -103,7 +111,7 @@ def probe(path: Path) -> VideoInfo:
             raise InputError(f"{path}: the video has no frames; re-download or re-encode it")
         base = stream.time_base
         start = stream.start_time if stream.start_time is not None else min(pts)
-        times = np.sort(np.array([float((p - start) * base) for p in pts]))
+        times = np.sort(np.array([_seconds(p, start, base, path) for p in pts]))
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else (len(times) - 1) / max(times[-1], 1e-9)
         w, h = stream.codec_context.width, stream.codec_context.height
@@ -128,7 +136,7 @@ def sample_indices(num_frames: int, n: int, mode: SamplingMode = "uniform", seed
     raise ValueError(f"unknown sampling mode {mode!r}; use 'uniform' or 'random'")
 
 
-def read_frames(path: Path, indices: np.ndarray | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+def read_frames(path: Path, indices: Iterable[int] | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """Decode frames in presentation order and yield ``(index, time, rgb[H, W, 3] uint8)``, upright.
 
     ``indices`` selects frames by presentation index (see :func:`probe`); ``None`` yields all frames.
@@ -146,12 +154,13 @@ def read_frames(path: Path, indices: np.ndarray | None = None) -> Iterator[tuple
                 if start is None:
                     start = frame.pts
                 if wanted is None or index in wanted:
-                    yield index, float((frame.pts - start) * base), upright(frame)
+                    yield index, _seconds(frame.pts, start, base, path), upright(frame)
                     if wanted is not None:
                         wanted.discard(index)
                         if not wanted:
                             return
                 index += 1
         except av.error.FFmpegError as e:
-            raise InputError(f"{path}: decoding failed at frame {index} ({e.strerror or e}); "
-                             "re-download or re-encode the video") from None
+            raise InputError(
+                f"{path}: decoding failed at frame {index} ({e.strerror or e}); re-download or re-encode the video"
+            ) from None

@@ -7,7 +7,7 @@ for SfM. Poses are world-to-camera (OpenCV: x right, y down, z forward).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +49,7 @@ class CameraPath:
     """Frame timestamps (n_frames,), index / fps."""
     visits: list[Visit]
     """Dwells in temporal order."""
-    pose_at: Callable[[np.ndarray], np.ndarray] | None = None
+    pose_at: Callable[[np.ndarray], np.ndarray]
     """Poses (n, 3, 4) at any times of the path (sub-frame times for motion blur, skipped footage after cuts)."""
 
 
@@ -105,7 +105,7 @@ def plan_path(
     size: tuple[int, int],
     dwell: float = 0.0,
     swing: float = 0.0,
-    cuts: list[tuple[float, float]] = (),
+    cuts: Sequence[tuple[float, float]] = (),
 ) -> CameraPath:
     """Plan overview → (transition → dwell)* → pull-back, keeping visits that fit in ``seconds``.
 
@@ -264,6 +264,7 @@ def _dwell_views(
         best = best or (eyes[0], eyes[-1])
         if all(_clear_view(renderer, eye, goal, K, size) for eye in eyes):
             return eyes[0], eyes[-1]
+    assert best is not None  # set by the first of the 40 tries
     return best
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def to_youtube_vtt(rng: np.random.Generator, lines: list[Narration]) -> str:
         start, last_end = line[0][1], line[-1][2]
         nxt = caps[k + 1][0][1] if k + 1 < len(caps) else None
         resets = nxt is None or nxt - last_end >= ROLL_RESET
-        end = last_end + 0.6 if resets else nxt - 0.01
+        end = last_end + 0.6 if resets or nxt is None else nxt - 0.01
         typed = line[0][0] + "".join(f"<{_ts(t)}><c> {tok}</c>" for tok, t, _ in line[1:])
         out += [f"{_ts(start)} --> {_ts(end)} align:start position:0%", above, typed, ""]
         text = " ".join(tok for tok, _, _ in line)
@@ -100,13 +101,22 @@ def to_youtube_vtt(rng: np.random.Generator, lines: list[Narration]) -> str:
 def to_whisper_json(lines: list[Narration]) -> str:
     """The narration as Whisper's ``--output_format json`` with ``--word_timestamps True``."""
     words = spoken_words(lines)
-    segments = []
+    segments: list[dict[str, Any]] = []
     for i, n in enumerate(lines):
         ws = [w for w in words if w.line == i]
-        segments.append({
-            "id": i, "seek": 0, "start": n.start, "end": n.end, "text": " " + n.text, "tokens": [],
-            "temperature": 0.0, "avg_logprob": -0.25, "compression_ratio": 1.4, "no_speech_prob": 0.02,
-            "words": [{"word": " " + w.text, "start": w.start, "end": w.end, "probability": 0.9} for w in ws],
-        })
-    return json.dumps({"text": "".join(s["text"] for s in segments), "segments": segments, "language": "en"},
-                      indent=1)
+        segments.append(
+            {
+                "id": i,
+                "seek": 0,
+                "start": n.start,
+                "end": n.end,
+                "text": " " + n.text,
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": -0.25,
+                "compression_ratio": 1.4,
+                "no_speech_prob": 0.02,
+                "words": [{"word": " " + w.text, "start": w.start, "end": w.end, "probability": 0.9} for w in ws],
+            }
+        )
+    return json.dumps({"text": "".join(s["text"] for s in segments), "segments": segments, "language": "en"}, indent=1)

@@ -20,8 +20,12 @@ from synth.textures import pink_noise
 
 #: Off-car shot kinds; their images come from photos the bay textures never use (see ``PHOTO_SOURCES``).
 INSERT_KINDS: tuple[str, ...] = ("garage_wall", "product", "face_cam", "workshop")
-INSERT_SOURCES: dict[str, str] = {"garage_wall": "brick", "product": "logo", "face_cam": "procedural",
-                                  "workshop": "stereo_motorcycle"}
+INSERT_SOURCES: dict[str, str] = {
+    "garage_wall": "brick",
+    "product": "logo",
+    "face_cam": "procedural",
+    "workshop": "stereo_motorcycle",
+}
 
 
 @dataclass
@@ -79,8 +83,15 @@ def build_timeline(
             source[i0:i1] = np.nan
             shot[i0:i1] += 1
             shot[i1:] += 2
-            insert_list.append({"kind": INSERT_KINDS[int(rng.integers(len(INSERT_KINDS)))], "start": i0 / fps,
-                                "end": i1 / fps, "first_frame": i0, "last_frame": i1 - 1})
+            insert_list.append(
+                {
+                    "kind": INSERT_KINDS[int(rng.integers(len(INSERT_KINDS)))],
+                    "start": i0 / fps,
+                    "end": i1 / fps,
+                    "first_frame": i0,
+                    "last_frame": i1 - 1,
+                }
+            )
     footage = seconds + sum(c["skipped"] for c in cut_list)
     return Timeline(times, source, shot, cut_list, insert_list, footage)
 
@@ -148,8 +159,13 @@ class Hands:
         """Random hand for a video."""
         base = _GLOVES[int(rng.integers(2))] if rng.random() < 0.35 else _SKIN[int(rng.integers(len(_SKIN)))]
         tex = pink_noise(rng, 64, beta=1.4).mean(axis=2)
-        return Hands(np.asarray(base) * rng.uniform(0.9, 1.1), 0.75 + 0.5 * tex, rng.uniform(0, 2 * np.pi, 4),
-                     float(rng.uniform(6.0, 10.0)), float(rng.uniform(-0.7, 0.7)))
+        return Hands(
+            np.asarray(base) * rng.uniform(0.9, 1.1),
+            0.75 + 0.5 * tex,
+            rng.uniform(0, 2 * np.pi, 4),
+            float(rng.uniform(6.0, 10.0)),
+            float(rng.uniform(-0.7, 0.7)),
+        )
 
     def draw(self, image: np.ndarray, time: float, part_px: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
         """Composite the hand working around ``part_px`` (hand length ≈ ``scale`` px); returns (image, cover)."""
@@ -159,15 +175,18 @@ class Hands:
         angle = self.tilt + 0.25 * np.sin(2 * np.pi * 0.3 * time + self.phases[1])
         a = np.array([np.sin(angle), -np.cos(angle)])  # wrist → fingertips, pointing up the image
         b = np.array([-a[1], a[0]])
-        wander = scale * np.array([0.5 * np.sin(2 * np.pi * 0.35 * time + self.phases[2]),
-                                   0.35 * np.sin(2 * np.pi * 0.5 * time + self.phases[3])])
+        wander = scale * np.array(
+            [
+                0.5 * np.sin(2 * np.pi * 0.35 * time + self.phases[2]),
+                0.35 * np.sin(2 * np.pi * 0.5 * time + self.phases[3]),
+            ]
+        )
         tips = part_px + wander - a * (1 - presence) * 5 * scale + a * 0.2 * scale  # fingers over the part
         wrist = tips - a * 1.1 * scale
         caps = [(wrist - a * 8 * scale, wrist, 0.33 * scale), (wrist, wrist + a * 0.5 * scale, 0.42 * scale)]
         for i in range(4):
             base = wrist + a * 0.6 * scale + b * (i - 1.5) * 0.2 * scale
-            caps.append((base, base + (a + b * (i - 1.5) * 0.15) * (0.5 + 0.08 * (i in (1, 2))) * scale,
-                         0.09 * scale))
+            caps.append((base, base + (a + b * (i - 1.5) * 0.15) * (0.5 + 0.08 * (i in (1, 2))) * scale, 0.09 * scale))
         thumb = wrist + a * 0.25 * scale + b * 0.38 * scale
         caps.append((thumb, thumb + (0.6 * a + 0.55 * b) * 0.55 * scale, 0.1 * scale))
         h, w = image.shape[:2]
@@ -216,7 +235,7 @@ class InsertShot:
     def frame(self, a: float) -> np.ndarray:
         """The shot at progress ``a`` in [0, 1]."""
         box = tuple((1 - a) * x0 + a * x1 for x0, x1 in zip(*self.boxes, strict=True))
-        return np.asarray(self.image.transform(self.size, Image.EXTENT, box, Image.BILINEAR))
+        return np.asarray(self.image.transform(self.size, Image.Transform.EXTENT, box, Image.Resampling.BILINEAR))
 
 
 def _box(size: tuple[int, int], zoom: float, centre: np.ndarray, aspect: float) -> tuple[float, ...]:
@@ -257,10 +276,17 @@ def _insert_image(rng: np.random.Generator, kind: str, size: tuple[int, int]) ->
             draw.ellipse((cx - 0.8 * r, cy - r, cx + 0.8 * r, cy + r), fill=skin)
             draw.chord((cx - 0.85 * r, cy - 1.1 * r, cx + 0.85 * r, cy + 0.3 * r), 180, 360, fill=(40, 30, 25))
             for s in (-1, 1):
-                draw.ellipse((cx + s * 0.35 * r - 0.1 * r, cy - 0.05 * r, cx + s * 0.35 * r + 0.1 * r,
-                              cy + 0.1 * r), fill=(25, 25, 25))
-            draw.arc((cx - 0.3 * r, cy + 0.3 * r, cx + 0.3 * r, cy + 0.6 * r), 20, 160, fill=(120, 50, 50),
-                     width=max(1, int(r / 15)))
+                draw.ellipse(
+                    (cx + s * 0.35 * r - 0.1 * r, cy - 0.05 * r, cx + s * 0.35 * r + 0.1 * r, cy + 0.1 * r),
+                    fill=(25, 25, 25),
+                )
+            draw.arc(
+                (cx - 0.3 * r, cy + 0.3 * r, cx + 0.3 * r, cy + 0.6 * r),
+                20,
+                160,
+                fill=(120, 50, 50),
+                width=max(1, int(r / 15)),
+            )
         img = img.filter(ImageFilter.GaussianBlur(1.0))
     grain = pink_noise(rng, max(w, h), beta=1.2)[:h, :w]
     out = np.asarray(img.convert("RGB"), dtype=np.float32) / 255 * (0.8 + 0.4 * grain)

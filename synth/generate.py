@@ -15,13 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import open3d as o3d
 
+from recon.io import ProgressFn
 from synth.camera import Visit, plan_path
 from synth.captions import spoken_words, to_whisper_json, to_youtube_vtt
 from synth.footage import (
@@ -41,8 +44,6 @@ from synth.video_writer import VideoWriter
 from synth.world import SCENE_NAMES, Scene, VideoVariant, build_scene, sample_variant
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -100,42 +101,73 @@ class WorldConfig:
     (``synth.talk._dense``); each line's part, reference and dwell are in the ground truth."""
 
     @classmethod
-    def long(cls, **overrides: object) -> WorldConfig:
+    def long(cls, **overrides: Any) -> WorldConfig:
         """Real-length downloads: 1 scene × 2 videos × 150 s at 5 fps, 480×270, 36–54 s hovers with hands (three
         or four parts per video: minute-long ones would leave two and a remnant), 1–2 s swings, one jump cut and
         one insert per video, dense talk, half the videos with YouTube auto-captions."""
-        base = dict(scenes=1, videos=2, seconds=150.0, fps=5.0, width=480, height=270, dwell_seconds=45.0,
-                    swing_seconds=1.5, cuts=1, inserts=1, hands=True, caption_vtt_share=0.5, talk="dense")
+        base: dict[str, Any] = dict(
+            scenes=1,
+            videos=2,
+            seconds=150.0,
+            fps=5.0,
+            width=480,
+            height=270,
+            dwell_seconds=45.0,
+            swing_seconds=1.5,
+            cuts=1,
+            inserts=1,
+            hands=True,
+            caption_vtt_share=0.5,
+            talk="dense",
+        )
         return cls(**(base | overrides))
 
     @classmethod
-    def degraded(cls, **overrides: object) -> WorldConfig:
+    def degraded(cls, **overrides: Any) -> WorldConfig:
         """Degraded footage: 2 scenes × 5 videos × 30 s at 10 fps, motion blur, barrel distortion, exposure
         jumps, hands over the parts, one jump cut per video, sensor noise, stronger compression and dense talk."""
-        base = dict(scenes=2, videos=5, seconds=30.0, motion_blur=0.5, distortion_k1=-0.08, exposure_jumps=4.0,
-                    hands=True, cuts=1, noise=2.0, crf=23, talk="dense")
+        base: dict[str, Any] = dict(
+            scenes=2,
+            videos=5,
+            seconds=30.0,
+            motion_blur=0.5,
+            distortion_k1=-0.08,
+            exposure_jumps=4.0,
+            hands=True,
+            cuts=1,
+            noise=2.0,
+            crf=23,
+            talk="dense",
+        )
         return cls(**(base | overrides))
 
     def check(self) -> None:
         """Raise ValueError on settings that cannot be rendered."""
         if self.width % 2 or self.height % 2:
             raise ValueError("width and height must be even (yuv420p)")
-        if not (0 <= self.caption_vtt_share <= 1 and 0 <= self.caption_whisper_share <= 1
-                and self.caption_vtt_share + self.caption_whisper_share <= 1):
+        if not (
+            0 <= self.caption_vtt_share <= 1
+            and 0 <= self.caption_whisper_share <= 1
+            and self.caption_vtt_share + self.caption_whisper_share <= 1
+        ):
             raise ValueError("caption_vtt_share and caption_whisper_share must be in [0, 1] and sum to at most 1")
         if not -0.3 <= self.distortion_k1 <= 0.3 or self.motion_blur < 0 or self.cuts < 0 or self.inserts < 0:
             raise ValueError("distortion_k1 must be in [-0.3, 0.3]; motion_blur, cuts, inserts must be >= 0")
         if self.talk not in ("sparse", "dense") or (self.talk == "dense" and self.extra_talk > 0):
-            raise ValueError("talk must be sparse or dense; extra_talk only adds to sparse talk (dense talk is "
-                             "mostly ungrounded already)")
+            raise ValueError(
+                "talk must be sparse or dense; extra_talk only adds to sparse talk (dense talk is "
+                "mostly ungrounded already)"
+            )
 
 
 PRESETS: dict[str, Callable[..., WorldConfig]] = {
-    "default": WorldConfig, "long": WorldConfig.long, "degraded": WorldConfig.degraded,
+    "default": WorldConfig,
+    "long": WorldConfig.long,
+    "degraded": WorldConfig.degraded,
 }
 
 
-def world_config(preset: str = "default", settings: list[str] = (), **values: object) -> WorldConfig:
+def world_config(preset: str = "default", settings: Sequence[str] = (), **values: object) -> WorldConfig:
     """A preset with overrides: ``values`` by field (None keeps the preset's) and ``settings`` as ``KEY=VALUE``.
 
     Raises ValueError with one line naming the bad preset, key or value (the CLI's ``--preset`` / ``--set``).
@@ -148,8 +180,10 @@ def world_config(preset: str = "default", settings: list[str] = (), **values: ob
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not hasattr(defaults, key):
-            raise ValueError(f"bad setting {item!r}: write KEY=VALUE with KEY one of "
-                             f"{', '.join(f.name for f in dataclasses.fields(WorldConfig))}")
+            raise ValueError(
+                f"bad setting {item!r}: write KEY=VALUE with KEY one of "
+                f"{', '.join(f.name for f in dataclasses.fields(WorldConfig))}"
+            )
         kind = type(getattr(defaults, key))
         try:
             if kind is bool:
@@ -185,7 +219,7 @@ def _video_rng(cfg: WorldConfig, scene_index: int, video_index: int, stream: int
     return np.random.default_rng([cfg.seed, scene_index, 1, video_index, stream])
 
 
-def generate_world(out_dir: Path, cfg: WorldConfig, progress: Progress | None = None) -> list[Path]:
+def generate_world(out_dir: Path, cfg: WorldConfig, progress: ProgressFn | None = None) -> list[Path]:
     """Write all scenes under ``out_dir/scenes`` and return the scene directories."""
     cfg.check()
     dirs = []
@@ -193,7 +227,7 @@ def generate_world(out_dir: Path, cfg: WorldConfig, progress: Progress | None = 
         scene = make_scene(cfg, s)
         scene_dir = Path(out_dir) / "scenes" / scene.name
         (scene_dir / "videos").mkdir(parents=True, exist_ok=True)
-        o3d.io.write_triangle_mesh(str(scene_dir / "world.ply"), scene.mesh())
+        o3d.io.write_triangle_mesh(scene_dir / "world.ply", scene.mesh())
         gt = _scene_json(scene, cfg)
         for v in range(cfg.videos):
             name = f"video_{v:02d}"
@@ -206,7 +240,7 @@ def generate_world(out_dir: Path, cfg: WorldConfig, progress: Progress | None = 
 
 
 def _make_video(
-    cfg: WorldConfig, scene: Scene, s: int, v: int, video_dir: Path, name: str, progress: Progress | None
+    cfg: WorldConfig, scene: Scene, s: int, v: int, video_dir: Path, name: str, progress: ProgressFn | None
 ) -> dict:
     variant = make_variant(cfg, s, v)
     rng = _video_rng(cfg, s, v, 1)
@@ -220,16 +254,36 @@ def _make_video(
     f = cfg.width * rng.uniform(0.7, 1.05)
     K = np.array([[f, 0, cfg.width / 2], [0, f, cfg.height / 2], [0, 0, 1]])
     edit = build_timeline(_video_rng(cfg, s, v, 2), cfg.seconds, cfg.fps, cfg.cuts, cfg.inserts, cfg.insert_seconds)
-    path = plan_path(rng, renderer, parts, task_names, K, edit.footage_seconds, cfg.fps, (cfg.width, cfg.height),
-                     dwell=cfg.dwell_seconds, swing=cfg.swing_seconds, cuts=edit.cut_footage())
+    path = plan_path(
+        rng,
+        renderer,
+        parts,
+        task_names,
+        K,
+        edit.footage_seconds,
+        cfg.fps,
+        (cfg.width, cfg.height),
+        dwell=cfg.dwell_seconds,
+        swing=cfg.swing_seconds,
+        cuts=edit.cut_footage(),
+    )
     if cfg.dwell_seconds > 0:
         task_names = list(dict.fromkeys(t for visit in path.visits for t, _ in visit.steps)) or order[:1]
     edited = bool(edit.cuts or edit.inserts)
     visits, dwells = _video_visits(path.visits, edit, cfg.fps) if edited else (path.visits, None)
     dwells = dwells or [{"part": vi.part, "start": _r(vi.start), "end": _r(vi.end)} for vi in visits]
     visible = _in_view(path.pose_at, edit, parts, K, cfg) if cfg.extra_talk > 0 or cfg.talk == "dense" else None
-    lines = narrate(rng, visits, scene.name, task_names, cfg.seconds, extra_talk=cfg.extra_talk, visible=visible,
-                    talk=cfg.talk, pieces=_pieces(visits, dwells))
+    lines = narrate(
+        rng,
+        visits,
+        scene.name,
+        task_names,
+        cfg.seconds,
+        extra_talk=cfg.extra_talk,
+        visible=visible,
+        talk=cfg.talk,
+        pieces=_pieces(visits, dwells),
+    )
     subtitles, fmt = _write_subtitles(cfg, s, v, video_dir, name, lines)
 
     fx = _video_rng(cfg, s, v, 3)
@@ -245,11 +299,12 @@ def _make_video(
     frames, desc, shot = [], f"{scene.name}/{name}", None
     with VideoWriter(video_dir / f"{name}.mp4", cfg.width, cfg.height, cfg.fps, crf=cfg.crf) as writer:
         for i, t in enumerate(edit.times):
-            rec = {"index": i, "time": _r(t), "K": _r(K), "cam_from_world": _r(poses[i])}
+            rec: dict[str, Any] = {"index": i, "time": _r(t), "K": _r(K), "cam_from_world": _r(poses[i])}
             gain = 1.0 if exposure is None else float(exposure[i])
             if not bay[i]:
                 ins = next(x for x in edit.inserts if x["first_frame"] <= i <= x["last_frame"])
                 shot = shots.get(i, shot)
+                assert shot is not None  # an insert's first frame starts its shot
                 span = max(ins["last_frame"] - ins["first_frame"], 1)
                 image = shot.frame((i - ins["first_frame"]) / span)
                 rec.update(K=None, cam_from_world=None)
@@ -297,8 +352,13 @@ def _make_video(
     return out
 
 
-def _in_view(pose_at: Callable[[np.ndarray], np.ndarray], edit: Timeline, parts: dict[str, np.ndarray],
-             K: np.ndarray, cfg: WorldConfig) -> Callable[[float, float], set[str]]:
+def _in_view(
+    pose_at: Callable[[np.ndarray], np.ndarray],
+    edit: Timeline,
+    parts: dict[str, np.ndarray],
+    K: np.ndarray,
+    cfg: WorldConfig,
+) -> Callable[[float, float], set[str]]:
     """``visible(a, b)``: parts in view (:func:`synth.talk.in_view`) in some bay frame of video time [a, b],
     so that an off-screen mention names a part the camera does not show then."""
 
@@ -335,15 +395,25 @@ def _video_visits(visits: list[Visit], edit: Timeline, fps: float) -> tuple[list
 
 def _pieces(visits: list[Visit], dwells: list[dict]) -> list[tuple[int, float, float]]:
     """(visit index, start, end) of every dwell piece, so that narration lines can name their dwell."""
+
     def owner(d: dict) -> int:
-        return next(k for k, v in enumerate(visits)
-                    if v.part == d["part"] and v.start - 1e-6 <= d["start"] <= v.end + 1e-6)
+        return next(
+            k for k, v in enumerate(visits) if v.part == d["part"] and v.start - 1e-6 <= d["start"] <= v.end + 1e-6
+        )
 
     return [(owner(d), d["start"], d["end"]) for d in dwells]
 
 
-def _hands(hands: Hands, image: np.ndarray, t: float, dwells: list[dict], parts: dict, K: np.ndarray, k1: float,
-           pose: np.ndarray) -> tuple[np.ndarray, float]:
+def _hands(
+    hands: Hands,
+    image: np.ndarray,
+    t: float,
+    dwells: list[dict],
+    parts: dict,
+    K: np.ndarray,
+    k1: float,
+    pose: np.ndarray,
+) -> tuple[np.ndarray, float]:
     """Hands over the part of the dwell on screen at ``t`` (none between dwells)."""
     dwell = next((d for d in dwells if d["start"] <= t <= d["end"]), None)
     if dwell is None:
@@ -374,8 +444,9 @@ def _write_subtitles(cfg: WorldConfig, s: int, v: int, video_dir: Path, name: st
 
 def _tasks_json() -> dict:
     """The user-facing task file: ids, titles and ordered step phrases (no parts, no per-video answers)."""
-    return {"tasks": [{"id": name, "title": t.title, "steps": [st.text for st in t.steps]}
-                      for name, t in TASKS.items()]}
+    return {
+        "tasks": [{"id": name, "title": t.title, "steps": [st.text for st in t.steps]} for name, t in TASKS.items()]
+    }
 
 
 def _steps(visits: list[Visit]) -> list[dict]:
@@ -410,7 +481,7 @@ def _scene_json(scene: Scene, cfg: WorldConfig) -> dict:
     }
 
 
-def _r(x: np.ndarray | float) -> list | float:
+def _r(x: npt.ArrayLike) -> Any:
     """Round for a compact, stable JSON (1 µm / 1e-7 rad is far below any evaluation tolerance)."""
     return np.round(np.asarray(x, dtype=np.float64), 7).tolist()
 

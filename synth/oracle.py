@@ -21,7 +21,7 @@ def oracle_scene(scene_dir: Path, frame_step: int = 3, pixel_step: int = 12) -> 
     """Every ``frame_step``-th GT frame as registered, observing the mesh surface on a ``pixel_step`` grid."""
     scene_dir = Path(scene_dir)
     gt = json.loads((scene_dir / "ground_truth.json").read_text())
-    mesh = o3d.io.read_triangle_mesh(str(scene_dir / "world.ply"))
+    mesh = o3d.io.read_triangle_mesh(scene_dir / "world.ply")
     rays_scene = o3d.t.geometry.RaycastingScene()
     rays_scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
     vertex_colors = np.asarray(mesh.vertex_colors)
@@ -46,7 +46,7 @@ def oracle_scene(scene_dir: Path, frame_step: int = 3, pixel_step: int = 12) -> 
             d = np.c_[(xy - K[:2, 2]) / np.diag(K)[:2], np.ones(len(xy))] @ P[:, :3]
             origin = -P[:, :3].T @ P[:, 3]
             rays = np.c_[np.broadcast_to(origin, d.shape), d].astype(np.float32)
-            hit = rays_scene.cast_rays(o3d.core.Tensor(rays))
+            hit = rays_scene.cast_rays(o3d.core.Tensor(rays, o3d.core.float32, o3d.core.Device("CPU:0")))
             t = hit["t_hit"].numpy()
             ok = np.isfinite(t)
             X = origin + d[ok] * t[ok, None]

@@ -169,15 +169,16 @@ def _words(text: str) -> list[str]:
 
 
 def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def narration_lines() -> list[str]:
     """Every line the narration generator can say (all templates, synonyms, leads, cars and task titles)."""
     steps = [ph for task in TASKS.values() for step in task.steps for ph in step.phrasings]
     lines = [lead + ph.format(p=syn) for ph in steps for syn in SYNONYMS[_part_of(ph)] for lead in _LEADS]
-    titles = [t.title for t in TASKS.values()] + [" and ".join(p) for p in itertools.permutations(
-        [t.title for t in TASKS.values()], 2)]
+    titles = [t.title for t in TASKS.values()] + [
+        " and ".join(p) for p in itertools.permutations([t.title for t in TASKS.values()], 2)
+    ]
     lines += [i.format(title=t, car="car") for i in _INTROS for t in titles]
     lines += list(_FILLERS) + list(_OUTROS)
     lines += [m.format(p=syn) for m in _MENTIONS for syns in SYNONYMS.values() for syn in syns]
@@ -187,8 +188,9 @@ def narration_lines() -> list[str]:
     lines += [lead + x for lead in _TALK_LEADS for x in _TRANSIT]
     nouns = {n for ns in _NOUNS.values() for n in ns}
     lines += [lead + ptr.format(n=n) for lead in _TALK_LEADS for ptr in _POINTERS for n in nouns]
-    lines += [t.format(p=syn) for t in _CALLOUTS + _WRAPS + _MORE_MENTIONS for syns in SYNONYMS.values()
-              for syn in syns]
+    lines += [
+        t.format(p=syn) for t in _CALLOUTS + _WRAPS + _MORE_MENTIONS for syns in SYNONYMS.values() for syn in syns
+    ]
     return lines
 
 

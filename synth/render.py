@@ -11,6 +11,7 @@ undistorted ray rather than by resampling a pinhole image.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal, overload
 
 import numpy as np
 import open3d as o3d
@@ -40,12 +41,39 @@ class Renderer:
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cast rays; returns hit distance (inf on miss), object index (-1 on miss), world normals."""
-        rays = o3d.core.Tensor(np.hstack([origins, dirs]).astype(np.float32))
+        rays = o3d.core.Tensor(
+            np.hstack([origins, dirs]).astype(np.float32), o3d.core.float32, o3d.core.Device("CPU:0")
+        )
         hit = self.raycaster.cast_rays(rays)
         t = hit["t_hit"].numpy()
         gid = hit["geometry_ids"].numpy().astype(np.int64)
         gid[~np.isfinite(t)] = len(self.gid_to_obj) - 1
         return t, self.gid_to_obj[gid], hit["primitive_normals"].numpy()
+
+    @overload
+    def render(
+        self,
+        K: np.ndarray,
+        cam_from_world: np.ndarray,
+        width: int,
+        height: int,
+        k1: float = 0.0,
+        exposure: float = 1.0,
+        points: Literal[False] = False,
+    ) -> np.ndarray: ...
+
+    @overload
+    def render(
+        self,
+        K: np.ndarray,
+        cam_from_world: np.ndarray,
+        width: int,
+        height: int,
+        k1: float = 0.0,
+        exposure: float = 1.0,
+        *,
+        points: Literal[True],
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def render(
         self,
@@ -110,6 +138,7 @@ class Renderer:
         negative = np.take_along_axis(nl, axis[:, None], axis=1)[:, 0] < 0
         uv[negative] = uv[negative][:, ::-1]  # opposite faces get transposed (different) content
         tex = obj.texture
+        assert tex is not None  # build_scene textures every object
         texel = float(size.max()) / tex.size
         cos = np.clip(np.abs(np.sum(n * d, axis=1)), 0.25, 1.0)
         footprint = t / (focal * cos)
@@ -151,8 +180,9 @@ def _camera_rays(k_bytes: bytes, width: int, height: int, k1: float = 0.0) -> np
     pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1)
     d = pix @ np.linalg.inv(K).T
     if k1:
-        d[:, :2] *= (undistort_radius(np.hypot(d[:, 0], d[:, 1]), k1) / np.maximum(np.hypot(d[:, 0], d[:, 1]),
-                                                                                    1e-12))[:, None]
+        d[:, :2] *= (undistort_radius(np.hypot(d[:, 0], d[:, 1]), k1) / np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-12))[
+            :, None
+        ]
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     return d.astype(np.float32)
 

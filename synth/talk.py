@@ -114,8 +114,18 @@ _GREETINGS = (  # dense intros: the sparse ones say the task titles, which name 
     "good morning everybody, back in the garage",
 )
 _TALK_LEADS = ("", "", "", "okay ", "alright ", "so ", "now ", "and ", "yeah ", "um, ", "then ", "right, ")
-_TALK_TAILS = ("", "", "", ", just like that", ", there we go", ", nice and easy", ", no big deal", ", you know",
-               ", see", " real quick")
+_TALK_TAILS = (
+    "",
+    "",
+    "",
+    ", just like that",
+    ", there we go",
+    ", nice and easy",
+    ", no big deal",
+    ", you know",
+    ", see",
+    " real quick",
+)
 _CHATTER = (  # generic actions, said at every part
     "give it a little wiggle",
     "pull that straight out",
@@ -215,42 +225,46 @@ _TRANSIT = (
     "let's keep going",
     "okay, back over here",
 )
-_OFF_TOPIC = (  # comments, sponsors, tools, life
-    "some of you asked about this in the comments",
-    "a lot of you asked me about that last time",
-    "leave a comment if you have a different car",
-    "I read all the comments, so ask away",
-    "this video is sponsored by the parts store down the road",
-    "check out the link below for a discount",
-    "thanks to our sponsor for making this video possible",
-    "use my code at checkout",
-    "I'm not sponsored, I just like this brand",
-    "I'm using a cheap socket set from the hardware store",
-    "a headlamp really helps in here",
-    "you want a good pair of gloves for this",
-    "these pliers were my grandpa's",
-    "a magnetic pickup tool will save your life",
-    "it's freezing in the garage today",
-    "my dog is barking, sorry",
-    "the neighbours must love me",
-    "I do this every spring",
-    "this car has been really reliable",
-    "I bought it used a few years back",
-    "the dealer wanted three hundred bucks for this",
-    "it's a lot cheaper to do it yourself",
-    "hold on, my phone is ringing",
-    "sorry about the noise",
-    "okay, where was I",
-    "I'll put a card up here",
-    "if you're new here, welcome",
-    "hit that like button if this helps",
-    "I'll leave the torque specs in the description",
-    "this is my first time filming with this camera",
-    "I've done this like a hundred times",
-    "my buddy showed me this trick years ago",
-    "don't do this right after driving",
-    "grab a coffee, this part takes a minute",
-) + _FILLERS + _ASIDES
+_OFF_TOPIC = (
+    (  # comments, sponsors, tools, life
+        "some of you asked about this in the comments",
+        "a lot of you asked me about that last time",
+        "leave a comment if you have a different car",
+        "I read all the comments, so ask away",
+        "this video is sponsored by the parts store down the road",
+        "check out the link below for a discount",
+        "thanks to our sponsor for making this video possible",
+        "use my code at checkout",
+        "I'm not sponsored, I just like this brand",
+        "I'm using a cheap socket set from the hardware store",
+        "a headlamp really helps in here",
+        "you want a good pair of gloves for this",
+        "these pliers were my grandpa's",
+        "a magnetic pickup tool will save your life",
+        "it's freezing in the garage today",
+        "my dog is barking, sorry",
+        "the neighbours must love me",
+        "I do this every spring",
+        "this car has been really reliable",
+        "I bought it used a few years back",
+        "the dealer wanted three hundred bucks for this",
+        "it's a lot cheaper to do it yourself",
+        "hold on, my phone is ringing",
+        "sorry about the noise",
+        "okay, where was I",
+        "I'll put a card up here",
+        "if you're new here, welcome",
+        "hit that like button if this helps",
+        "I'll leave the torque specs in the description",
+        "this is my first time filming with this camera",
+        "I've done this like a hundred times",
+        "my buddy showed me this trick years ago",
+        "don't do this right after driving",
+        "grab a coffee, this part takes a minute",
+    )
+    + _FILLERS
+    + _ASIDES
+)
 _CALLOUTS = (  # the dwell's part named ({p}), as the camera arrives or while it is there
     "here's our {p}",
     "okay, we're at the {p} now",
@@ -375,8 +389,15 @@ def narrate(
     mentions = int(rng.integers(1, 3))
     for _ in range(mentions if off_screen else 0):  # a long video may visit every part
         part = pick(off_screen)
-        extras.append(line(rng.uniform(0.5, seconds - 2.0), pick(_MENTIONS).format(p=pick(SYNONYMS[part])), part,
-                           "mention", "mention"))
+        extras.append(
+            line(
+                rng.uniform(0.5, seconds - 2.0),
+                pick(_MENTIONS).format(p=pick(SYNONYMS[part])),
+                part,
+                "mention",
+                "mention",
+            )
+        )
     if extra_talk <= 0:
         return _fit(_sequential(steps, seconds), extras, seconds)
     noise = []
@@ -453,22 +474,22 @@ def _dense(
         if hidden:
             mentions -= 1
             part = pick(hidden)
-            return line(t, pick(_MENTIONS + _MORE_MENTIONS).format(p=pick(SYNONYMS[part])), part, "mention",
-                        "mention")
+            return line(t, pick(_MENTIONS + _MORE_MENTIONS).format(p=pick(SYNONYMS[part])), part, "mention", "mention")
         visit = visits[pieces[on][0]] if on is not None else None
         leaving = visit is not None and visit is not visits[-1] and probe > visit.end - 5.0
         between = on is None and first < probe < last and not any(v.start <= probe <= v.end for v in visits)
         if (leaving and r < 0.5) or (between and r < 0.65):
             return line(t, pick(_TALK_LEADS) + pick(_TRANSIT), None, "filler", "transit")
-        if visit is None or r > 0.8:
+        if visit is None or on is None or r > 0.8:  # on is None exactly when visit is
             return line(t, pick(_OFF_TOPIC), None, "filler", "aside")
         if r < mention + 0.25:
             text = pick(_POINTERS).format(n=pick(_NOUNS[visit.part]))
             return line(t, pick(_TALK_LEADS) + text, visit.part, "step", "pronoun", pieces[on][0])
         return line(t, pick(_TALK_LEADS) + pick(_CHATTER) + pick(_TALK_TAILS), None, "filler", "chatter")
 
-    for lo, hi in zip([0.0] + [n.end + 0.1 for n in planned], [n.start - 0.1 for n in planned] + [seconds],
-                      strict=True):
+    for lo, hi in zip(
+        [0.0] + [n.end + 0.1 for n in planned], [n.start - 0.1 for n in planned] + [seconds], strict=True
+    ):
         t = lo + _pause(rng)
         while t < hi:
             n = next((n for n in (say(t) for _ in range(3)) if n.end <= hi), None)  # a shorter one may fit
@@ -547,34 +568,9 @@ def to_json(lines: list[Narration]) -> list[dict]:
     return [asdict(n) for n in lines]
 
 
-def renarrate(video: dict, car: str, extra_talk: float, seed: int = 0) -> list[Narration]:
-    """A rendered video's narration drawn anew from its ground-truth record (``ground_truth.json``: steps, dwells,
-    tasks, cameras, part positions), e.g. with more ungrounded talk: the pictures do not depend on the narration,
-    so tests and benchmarks can vary the talk over an already reconstructed world."""
-    steps = {(t, s.text): s for t, task in TASKS.items() for s in task.steps}
-    visits, kept = [], []  # kept: the ground-truth index of each visit's dwell
-    for i, d in enumerate(video["dwells"]):
-        inside = [s for s in video["steps"] if d["start"] - 1e-6 <= s["start"] < d["end"] and s["part"] == d["part"]]
-        if inside:
-            visits.append(Visit(d["part"], [(s["task"], steps[s["task"], s["step"]]) for s in inside],
-                                d["start"], d["end"]))
-            kept.append(i)
-    parts = {p: np.asarray(x) for p, x in video["parts"].items()}
-    frames = [f for f in video["frames"] if f.get("cam_from_world") is not None]
-    times = np.array([f["time"] for f in frames])
-
-    def visible(a: float, b: float) -> set[str]:
-        return set().union(*(in_view(parts, np.array(frames[i]["cam_from_world"]), np.array(frames[i]["K"]),
-                                     frames[i].get("k1", 0.0), video["width"], video["height"])
-                             for i in np.flatnonzero((times >= a) & (times <= b))))
-
-    seconds = len(video["frames"]) / video["fps"]
-    lines = narrate(np.random.default_rng(seed), visits, car, video["tasks"], seconds, extra_talk, visible)
-    return [replace(n, dwell=None if n.dwell is None else kept[n.dwell]) for n in lines]
-
-
-def in_view(parts: dict[str, np.ndarray], cam_from_world: np.ndarray, K: np.ndarray, k1: float, width: int,
-            height: int) -> set[str]:
+def in_view(
+    parts: dict[str, np.ndarray], cam_from_world: np.ndarray, K: np.ndarray, k1: float, width: int, height: int
+) -> set[str]:
     """Parts whose anchor is in front of this camera and inside its image (10 % margin); occlusion is ignored, so
     a part hidden behind another counts as visible, which only errs on the safe side for off-screen mentions."""
     from synth.render import project
@@ -582,6 +578,11 @@ def in_view(parts: dict[str, np.ndarray], cam_from_world: np.ndarray, K: np.ndar
     names = list(parts)
     X = np.array([parts[p] for p in names])
     uv = project(K, k1, cam_from_world, X)
-    ok = (X @ cam_from_world[2, :3] + cam_from_world[2, 3] > 0.05) & (uv[:, 0] > -0.1 * width) \
-        & (uv[:, 0] < 1.1 * width) & (uv[:, 1] > -0.1 * height) & (uv[:, 1] < 1.1 * height)
+    ok = (
+        (X @ cam_from_world[2, :3] + cam_from_world[2, 3] > 0.05)
+        & (uv[:, 0] > -0.1 * width)
+        & (uv[:, 0] < 1.1 * width)
+        & (uv[:, 1] > -0.1 * height)
+        & (uv[:, 1] < 1.1 * height)
+    )
     return {n for n, o in zip(names, ok, strict=True) if o}

@@ -101,7 +101,7 @@ def make_texture(rng: np.random.Generator, size: int, source: str, tint: np.ndar
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     crop = crop[..., rng.permutation(3)]
-    resized = Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.BILINEAR)
+    resized = Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.Resampling.BILINEAR)
     base = np.asarray(resized, dtype=np.float32) / 255.0
     # Mostly luminance noise (like grime and wear), with a little colour variation.
     coarse = pink_noise(rng, size, beta=2.2)

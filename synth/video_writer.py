@@ -22,8 +22,12 @@ class VideoWriter:
         self.stream = self.container.add_stream(
             "libx264",
             rate=self.rate,
-            options={"crf": str(crf), "preset": "fast", "threads": "1",
-                     "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0"},
+            options={
+                "crf": str(crf),
+                "preset": "fast",
+                "threads": "1",
+                "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0",
+            },
         )
         self.stream.codec_context.thread_count, self.stream.codec_context.thread_type = 1, "NONE"
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
@@ -45,8 +49,10 @@ class VideoWriter:
         self.container.close()
 
 
-_TO_YUV = np.array([[0.256788, 0.504129, 0.097906], [-0.148223, -0.290993, 0.439216],
-                    [0.439216, -0.367788, -0.071427]], dtype=np.float32)
+_TO_YUV = np.array(
+    [[0.256788, 0.504129, 0.097906], [-0.148223, -0.290993, 0.439216], [0.439216, -0.367788, -0.071427]],
+    dtype=np.float32,
+)
 
 
 def _yuv420p(rgb: np.ndarray) -> np.ndarray:

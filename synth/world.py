@@ -121,6 +121,7 @@ class Scene:
         out = o3d.geometry.TriangleMesh()
         for obj in self.objects:
             m = obj.mesh()
+            assert obj.texture is not None  # build_scene textures every object
             m.paint_uniform_color(obj.texture.levels[-1].reshape(-1, 3).mean(0).astype(np.float64))
             out += m
         out.compute_vertex_normals()
@@ -146,7 +147,8 @@ def build_scene(name: str, rng: np.random.Generator) -> Scene:
         if mirror and rotation is not None:
             flip = np.diag([-1.0, 1.0, 1.0])
             r = flip @ r @ flip
-        o = Obj(name, kind, tuple(float(s) for s in size), c, r, part)
+        sx, sy, sz = (float(s) for s in size)
+        o = Obj(name, kind, (sx, sy, sz), c, r, part)
         objs.append(o)
         return o
 

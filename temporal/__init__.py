@@ -1,9 +1,9 @@
 """Temporal stage: step localization and actionness on per-clip features ``X[T, D]``.
 
-Library: ``data`` (CrossTask/COIN I/O, labels, statistics; ``DataError`` is an input error), ``dp``
+Library: ``data`` (CrossTask I/O, labels, statistics; ``DataError`` is an input error), ``dp``
 (order-constrained alignment), ``models`` (weakly supervised step classifiers), ``narration`` (text
 constraints), ``order`` (actionness by temporal order verification), ``discrim`` (actionness by
-discrimination and post-processing), ``proposals`` (actionness grouping + NMS), ``procedure`` (key-step
+discrimination and fusion), ``procedure`` (key-step
 discovery without step lists), ``groundedness`` (which narration is about what is shown), ``metrics``,
 ``synthetic`` and ``io`` (model files: safetensors + JSON).
 

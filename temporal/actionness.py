@@ -42,9 +42,15 @@ class Actionness:
             with atomic_dir(folder / "model") as tmp:
                 self.model.save(tmp, self.conf)
         for v, a in self.videos.items():
-            atomic_write_json(folder / f"{v}.json", {"video": v, "clip_seconds": CLIP_SECONDS,
-                                                     "times": ((np.arange(len(a)) + 0.5) * CLIP_SECONDS).tolist(),
-                                                     "actionness": a.tolist()})
+            atomic_write_json(
+                folder / f"{v}.json",
+                {
+                    "video": v,
+                    "clip_seconds": CLIP_SECONDS,
+                    "times": ((np.arange(len(a)) + 0.5) * CLIP_SECONDS).tolist(),
+                    "actionness": a.tolist(),
+                },
+            )
 
     @staticmethod
     def load(folder: Path, videos: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -60,8 +66,13 @@ class Actionness:
         return out
 
 
-def main(conf: StepsConfig, features: Mapping[str, np.ndarray], lines: Mapping[str, Sequence[Line]],
-         progress: ProgressFn | None = None, name: str = "") -> Actionness:
+def main(
+    conf: StepsConfig,
+    features: Mapping[str, np.ndarray],
+    lines: Mapping[str, Sequence[Line]],
+    progress: ProgressFn | None = None,
+    name: str = "",
+) -> Actionness:
     """Train order verification on every video at least ``min_clips`` long and score them.
 
     ``lines`` (narration per video, may be empty) only orient the score: which end of the order model's output
@@ -70,20 +81,27 @@ def main(conf: StepsConfig, features: Mapping[str, np.ndarray], lines: Mapping[s
     oconf = OrderConfig(epochs=conf.order_epochs, seed=conf.seed)
     shortest = min_clips(oconf)
     names = sorted(v for v in features if len(features[v]) >= shortest)
-    skipped = {v: f"{len(features[v])} s is shorter than the {shortest} s order verification needs"
-               for v in sorted(set(features) - set(names))}
+    skipped = {
+        v: f"{len(features[v])} s is shorter than the {shortest} s order verification needs"
+        for v in sorted(set(features) - set(names))
+    }
     for v, why in skipped.items():
         log.warning("%s/%s: actionness skipped: %s", name, v, why)
     if not names:
         return Actionness({}, None, oconf, skipped)
     model = train_order_verification([features[v] for v in names], oconf, progress)
-    sign = orientation([model.actionness(features[v]) for v in names],
-                       [action_cue(lines.get(v, []), len(features[v])) for v in names])
+    sign = orientation(
+        [model.actionness(features[v]) for v in names], [action_cue(lines.get(v, []), len(features[v])) for v in names]
+    )
     if sign < 0:
-        log.info("%s: actionness oriented by the narration and the intro/outro prior (the order model's score "
-                 "is flipped)", name)
+        log.info(
+            "%s: actionness oriented by the narration and the intro/outro prior (the order model's score is flipped)",
+            name,
+        )
         model.flip_actionness()
     # rounded as saved, so a result read back is the very array computed (and fingerprints the same downstream)
-    videos = {v: np.round(np.asarray(with_prior(model.actionness(features[v]), conf.actionness_prior), float), 6)
-              for v in names}
+    videos = {
+        v: np.round(np.asarray(with_prior(model.actionness(features[v]), conf.actionness_prior), float), 6)
+        for v in names
+    }
     return Actionness(videos, model, oconf, skipped)

@@ -39,7 +39,7 @@ def _norm(text: str) -> str:
 
 def label_files(folder: Path, video: str, task_file: TaskFile) -> list[tuple[Path, str | None]]:
     """The existing CSV files of ``video`` in ``folder`` and the task each one is for (``None``: any)."""
-    names = [(f"{video}.csv", None)]
+    names: list[tuple[str, str | None]] = [(f"{video}.csv", None)]
     names += [(n, t) for t in task_file.tasks for n in (f"{video}.{t}.csv", f"{t}_{video}.csv")]
     return [(folder / n, t) for n, t in names if (folder / n).is_file()]
 
@@ -55,8 +55,7 @@ def _step(where: str, cell: str, tasks: list[str], task_file: TaskFile, video: s
     fix = f"add a 4th column task or put the rows in {video}.<task>.csv"
     if cell.isdigit():
         if len(tasks) != 1:
-            raise InputError(f"{where}: step {cell} is ambiguous: {video} may perform any of {', '.join(tasks)}; "
-                             f"{fix}")
+            raise InputError(f"{where}: step {cell} is ambiguous: {video} may perform any of {', '.join(tasks)}; {fix}")
         steps = task_file.tasks[tasks[0]].steps
         if not 1 <= int(cell) <= len(steps):
             raise InputError(f"{where}: step {cell}: task {tasks[0]} has steps 1–{len(steps)} in {task_file.path}")
@@ -67,16 +66,18 @@ def _step(where: str, cell: str, tasks: list[str], task_file: TaskFile, video: s
     if found:
         raise InputError(f"{where}: step {cell!r} is in several tasks ({', '.join(t for t, _ in found)}); {fix}")
     known = "; ".join(f"{t}: {', '.join(task_file.tasks[t].steps)}" for t in tasks)
-    raise InputError(f"{where}: unknown step {cell!r}; write a step number or text of {known} "
-                     f"(the task list is {task_file.path})")
+    raise InputError(
+        f"{where}: unknown step {cell!r}; write a step number or text of {known} (the task list is {task_file.path})"
+    )
 
 
 def _seconds(where: str, row: dict[str, str]) -> tuple[float, float]:
     try:
         start, end = float(row["start"]), float(row["end"])
     except ValueError:
-        raise InputError(f"{where}: start {row['start']!r} / end {row['end']!r} must be numbers of seconds; "
-                         f"expected {SHAPE}") from None
+        raise InputError(
+            f"{where}: start {row['start']!r} / end {row['end']!r} must be numbers of seconds; expected {SHAPE}"
+        ) from None
     if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
         raise InputError(f"{where}: start {row['start']} / end {row['end']} must be finite seconds >= 0")
     if end < start:
@@ -143,8 +144,11 @@ def read_annotations(folder: Path, videos: Sequence[str], task_file: TaskFile) -
         truth[v] = {"tasks": tasks, "steps": steps}
     if not truth:
         raise InputError(f"{folder}: no labels of any video ({', '.join(videos)}); name each file <video>.csv")
-    notes += [f"{p}: names no video of the scene (<video>.csv or <video>.<task>.csv)"
-              for p in sorted(folder.glob("*.csv")) if p not in used]
+    notes += [
+        f"{p}: names no video of the scene (<video>.csv or <video>.<task>.csv)"
+        for p in sorted(folder.glob("*.csv"))
+        if p not in used
+    ]
     return truth, notes
 
 
@@ -154,8 +158,9 @@ def to_intervals(steps: Sequence[dict], task_file: TaskFile) -> dict[str, list[I
     for s in steps:
         known = task_file.tasks.get(s["task"])
         if known is None or s["step"] not in known.steps:
-            raise InputError(f"step {s['step']!r} of task {s['task']!r} is not in {task_file.path}; "
-                             "add it there or relabel")
+            raise InputError(
+                f"step {s['step']!r} of task {s['task']!r} is not in {task_file.path}; add it there or relabel"
+            )
         out.setdefault(s["task"], []).append((known.steps.index(s["step"]) + 1, s["start"], s["end"]))
     return out
 
@@ -174,6 +179,7 @@ def write_file(path: Path, rows: Sequence[dict], video: str, task_file: TaskFile
         if any(c in str(r.get(k, "")) for k in columns for c in ",\n\r"):
             raise InputError(f"{where}: a comma or line break in {r!r:.80}; remove it")
         _seconds(where, {k: str(r.get(k, "")) for k in ("start", "end")})
+
     def cell(r: dict, k: str) -> str:
         return f"{float(r[k]):.3f}" if k in ("start", "end") else str(r.get(k, "")).strip()
 

@@ -1,4 +1,4 @@
-"""CrossTask / COIN file formats, interval <-> per-clip labels, and dataset statistics (spec §1, §9.6).
+"""CrossTask file formats, interval <-> per-clip labels, and dataset statistics (CrossTask, [001] §3.5).
 
 The readers follow the public CrossTask release byte for byte so the original data loads unchanged;
 every parse error names the file and what to fix (``DataError``).
@@ -45,6 +45,7 @@ class VideoEntry:
 
 # ----------------------------------------------------------------------------- CrossTask text files
 
+
 def read_tasks(path: Path) -> dict[str, Task]:
     """Parse repeated 6-line blocks: id, title, url, n_steps, comma-separated steps, blank line."""
     path = Path(path)
@@ -54,7 +55,7 @@ def read_tasks(path: Path) -> dict[str, Task]:
     tasks: dict[str, Task] = {}
     i = 0
     while i < len(lines) and lines[i].strip():
-        block = lines[i:i + 5]
+        block = lines[i : i + 5]
         if len(block) < 5:
             raise DataError(f"{path}:{i + 1}: truncated task block; each task needs 5 lines and a blank line")
         tid, title, url, n, steps = (s.strip() for s in block)
@@ -64,8 +65,10 @@ def read_tasks(path: Path) -> dict[str, Task]:
             raise DataError(f"{path}:{i + 4}: step count {n!r} is not an integer") from None
         step_list = steps.split(",")
         if len(step_list) != n_steps:
-            raise DataError(f"{path}:{i + 5}: task {tid} declares {n_steps} steps but lists "
-                            f"{len(step_list)}; fix the count or the comma-separated list")
+            raise DataError(
+                f"{path}:{i + 5}: task {tid} declares {n_steps} steps but lists "
+                f"{len(step_list)}; fix the count or the comma-separated list"
+            )
         tasks[tid] = Task(tid, title, url, step_list)
         i += 6
     return tasks
@@ -161,13 +164,14 @@ def write_narration(path: Path, words: list[tuple[str, float]]) -> None:
 
 # ----------------------------------------------------------------------------- labels
 
+
 def intervals_to_labels(intervals: list[Interval], T: int, K: int) -> np.ndarray:
     """Dense ``Y[T, K]`` (uint8) exactly like the reference: ``Y[floor(s):ceil(e), step-1] = 1``."""
     Y = np.zeros((T, K), dtype=np.uint8)
     for step, start, end in intervals:
         if step > K:
             raise DataError(f"interval for step {step} but the task has only {K} steps")
-        Y[int(math.floor(start)):int(math.ceil(end)), step - 1] = 1
+        Y[int(math.floor(start)) : int(math.ceil(end)), step - 1] = 1
     return Y
 
 
@@ -185,37 +189,8 @@ def dense_to_intervals(y: np.ndarray) -> list[Interval]:
     return [(int(y[s]), float(s), float(e)) for s, e in zip(starts, ends, strict=True) if y[s] != 0]
 
 
-# ----------------------------------------------------------------------------- COIN JSON
-
-def read_coin(path: Path) -> dict[str, dict]:
-    """COIN ``{"database": {vid: {annotation: [{segment, id, label}], class, subset}}}`` -> database."""
-    path = Path(path)
-    try:
-        db = json.loads(path.read_text())["database"]
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found (expected COIN-style JSON)") from None
-    except (ValueError, KeyError) as e:
-        raise DataError(f"{path}: expected JSON with a top-level 'database' object ({e})") from None
-    for vid, entry in db.items():
-        if "annotation" not in entry:
-            raise DataError(f"{path}: video {vid} has no 'annotation' list")
-    return db
-
-
-def write_coin(path: Path, database: dict[str, dict]) -> None:
-    Path(path).write_text(json.dumps({"database": database}, indent=1))
-
-
-def coin_labels(entry: dict, T: int, fps: float = 1.0) -> np.ndarray:
-    """Per-clip class ids ``y[T]`` (0 = background) from a COIN entry; ids are the annotation ``id``s."""
-    y = np.zeros(T, dtype=np.int64)
-    for a in entry["annotation"]:
-        s, e = a["segment"]
-        y[int(math.floor(s * fps)):int(math.ceil(e * fps))] = int(a["id"])
-    return y
-
-
 # ----------------------------------------------------------------------------- statistics
+
 
 def order_consistency(intervals: list[Interval], method: str = "pairs") -> float:
     """Agreement of the annotated step order with the canonical order (Alayrac'18, 2->1->3 = 2/3).
@@ -237,7 +212,7 @@ def order_consistency(intervals: list[Interval], method: str = "pairs") -> float
         tails: list[int] = []
         for v in seq:
             k = int(np.searchsorted(tails, v))
-            tails[k:k + 1] = [v]
+            tails[k : k + 1] = [v]
         return len(tails) / n
     raise ValueError(f"unknown order-consistency method {method!r}; use 'pairs' or 'lis'")
 
@@ -258,8 +233,9 @@ class TaskStats:
     order_consistency: float
 
 
-def task_stats(task: Task, lengths: list[int], annotations: list[list[Interval]],
-               order_method: str = "pairs") -> TaskStats:
+def task_stats(
+    task: Task, lengths: list[int], annotations: list[list[Interval]], order_method: str = "pairs"
+) -> TaskStats:
     """Statistics of one task from its videos' lengths (clips) and annotations."""
     K = len(task.steps)
     Ys = [intervals_to_labels(a, T, K) for a, T in zip(annotations, lengths, strict=True)]
@@ -267,11 +243,11 @@ def task_stats(task: Task, lengths: list[int], annotations: list[list[Interval]]
     missing = sum(int((~Y.any(0)).sum()) for Y in Ys) / max(n * K, 1) if Ys else 0.0
     bg = sum(int((~Y.any(1)).sum()) for Y in Ys) / max(sum(lengths), 1)
     oc = float(np.mean([order_consistency(a, order_method) for a in annotations])) if annotations else 1.0
-    return TaskStats(task.task_id, task.title, len(Ys), K, float(np.mean(lengths)) if lengths else 0.0,
-                     missing, bg, oc)
+    return TaskStats(task.task_id, task.title, len(Ys), K, float(np.mean(lengths)) if lengths else 0.0, missing, bg, oc)
 
 
 # ----------------------------------------------------------------------------- dataset folder
+
 
 @dataclass
 class CrossTask:
@@ -302,8 +278,10 @@ class CrossTask:
         tasks = {**primary, **related}
         for v in train + test:
             if v.task_id not in tasks:
-                raise DataError(f"{root / 'videos.csv'}: video {v.video_id} names unknown task {v.task_id}; "
-                                "add the task to tasks_primary.txt or tasks_related.txt")
+                raise DataError(
+                    f"{root / 'videos.csv'}: video {v.video_id} names unknown task {v.task_id}; "
+                    "add the task to tasks_primary.txt or tasks_related.txt"
+                )
         return cls(root, primary, related, train, test)
 
     @property
@@ -346,7 +324,6 @@ class CrossTask:
         out = []
         for tid, task in self.primary.items():
             vids = [v.video_id for v in self.train + self.test if v.task_id == tid]
-            anns = [(self.annotation(tid, v), v) for v in vids]
-            anns = [(a, v) for a, v in anns if a is not None]
+            anns = [(a, v) for v in vids if (a := self.annotation(tid, v)) is not None]
             out.append(task_stats(task, [self.length(v) for _, v in anns], [a for a, _ in anns], order_method))
         return out

@@ -1,9 +1,9 @@
-"""Actionness by action/background discrimination with video-text similarity cues (spec §6, [000]).
+"""Actionness by action/background discrimination with video-text similarity cues ([000] ch. 3–4).
 
 Two detectors of background clips that text-video step scores mistake for steps: a 4-d cue vector of
 the step-probability distribution + linear SVM (E1), and a model ``d`` trained on visual features
 with the step probabilities as an auxiliary input that is dropped at inference (E2). Their output
-post-processes localization (alpha) and segmentation (beta) scores (E3).
+post-processes localization scores (alpha, E3).
 """
 
 from __future__ import annotations
@@ -102,6 +102,9 @@ class DiscrimVideo:
 class Discriminator(torch.nn.Module):
     """``p = sigma(W_o . (W_v v) + b)`` and ``sigma(W_o . (W_a a) + b)`` with a shared output layer."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, dim_v: int, dim_a: int, hidden: int) -> None:
         super().__init__()
         self.Wv = torch.nn.Linear(dim_v, hidden, bias=False)
@@ -122,8 +125,12 @@ class Discriminator(torch.nn.Module):
         return torch.sigmoid(self.visual_logit(torch.as_tensor(V, dtype=torch.float32))).numpy()
 
     def save(self, path: Path, conf: DiscrimConfig) -> None:
-        save_model(path, "discriminator", self.state_dict(),
-                   {"dim_v": self.Wv.in_features, "dim_a": self.Wa.in_features, "conf": asdict(conf)})
+        save_model(
+            path,
+            "discriminator",
+            self.state_dict(),
+            {"dim_v": self.Wv.in_features, "dim_a": self.Wa.in_features, "conf": asdict(conf)},
+        )
 
     @classmethod
     def load(cls, path: Path) -> Discriminator:
@@ -133,8 +140,12 @@ class Discriminator(torch.nn.Module):
         return model
 
 
-def train_discriminator(train: Sequence[DiscrimVideo], holdout: Sequence[DiscrimVideo],
-                        conf: DiscrimConfig | None = None, progress: ProgressFn | None = None) -> Discriminator:
+def train_discriminator(
+    train: Sequence[DiscrimVideo],
+    holdout: Sequence[DiscrimVideo],
+    conf: DiscrimConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> Discriminator:
     """Joint loss ``L_v + aux_weight * L_a``; keeps the epoch with the best holdout visual loss."""
     conf = conf or DiscrimConfig()
     torch.manual_seed(conf.seed)
@@ -175,21 +186,12 @@ def train_discriminator(train: Sequence[DiscrimVideo], holdout: Sequence[Discrim
 
 # ----------------------------------------------------------------------------- post-processing (E3)
 
-def postprocess_segmentation(P: np.ndarray, d: np.ndarray, beta: float) -> np.ndarray:
-    """Segmentation labels from class scores ``P[T, C+1]`` (column 0 = background) and actionness
-    ``d``: the best action class gains ``beta d``, background gains ``beta (1 - d)``."""
-    P = np.asarray(P, dtype=np.float64).copy()
-    T = len(P)
-    m = P[:, 1:].argmax(1) + 1
-    rows = np.arange(T)
-    P[rows, m] = (1 - beta) * P[rows, m] + beta * d
-    P[:, 0] = (1 - beta) * P[:, 0] + beta * (1 - d)
-    return P.argmax(1)
 
-
-def tune_alpha(items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-               alphas: Sequence[float] = tuple(np.round(np.linspace(0, 1, 21), 2)),
-               normalize: bool = True) -> tuple[float, dict[float, float]]:
+def tune_alpha(
+    items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    alphas: Sequence[float] = tuple(np.round(np.linspace(0, 1, 21), 2)),
+    normalize: bool = True,
+) -> tuple[float, dict[float, float]]:
     """Pick the fusion weight maximising pooled step recall on holdout ``(S, d, Y_true)`` triples."""
     table = {}
     for alpha in alphas:
@@ -200,13 +202,3 @@ def tune_alpha(items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
             tot += int(Y.any(0).sum())
         table[float(alpha)] = hit / max(tot, 1)
     return max(table, key=lambda a: (table[a], -a)), table
-
-
-def tune_beta(items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-              betas: Sequence[float] = tuple(np.round(np.linspace(0, 1, 21), 2))) -> tuple[float, dict[float, float]]:
-    """Pick the segmentation weight maximising frame accuracy on holdout ``(P, d, y_true)`` triples."""
-    table = {}
-    for beta in betas:
-        correct = sum(int((postprocess_segmentation(P, d, beta) == y).sum()) for P, d, y in items)
-        table[float(beta)] = correct / max(sum(len(y) for _, _, y in items), 1)
-    return max(table, key=lambda b: (table[b], -b)), table

@@ -1,4 +1,4 @@
-"""Order-constrained dynamic programming over step scores ``S[T, K]`` (spec §2, A1–A5).
+"""Order-constrained dynamic programming over step scores ``S[T, K]`` (CrossTask, [001] ch. 3).
 
 Both solvers are O(TK) loops over time compiled with numba (they run per video per training epoch, so they
 must be far cheaper than the model). numba is imported and the loops compiled on the first call only, so
@@ -34,8 +34,7 @@ def _writable(a: np.ndarray) -> np.ndarray:
     return np.require(a, np.float64, ["C", "W"])
 
 
-def _one_loop(S: np.ndarray, M: np.ndarray, has_mask: bool, sign: float, sl: float,
-              shared: bool) -> np.ndarray:
+def _one_loop(S: np.ndarray, M: np.ndarray, has_mask: bool, sign: float, sl: float, shared: bool) -> np.ndarray:
     """A1 forward pass, one clip (all steps) at a time, and backtrack; ``sl = sign * lam``.
 
     Per step k it keeps the running max of ``D_k`` (and where it was first attained) over the clips seen so
@@ -138,7 +137,7 @@ def _contiguous_loop(C: np.ndarray, M: np.ndarray, has_mask: bool, sl: float, bg
             backB[t, 0] = 1
             B[0] = inf + bt
     y = np.zeros(T, np.int64)
-    in_step = A[K] <= B[K]
+    in_step = bool(A[K] <= B[K])
     z = K
     for t in range(T - 1, -1, -1):
         if in_step:
@@ -168,8 +167,13 @@ def _kernels():
     return jit(_one_loop), jit(_contiguous_loop)
 
 
-def align_one(S: np.ndarray, maximize: bool = True, mask: np.ndarray | None = None,
-              allow_shared: bool = False, lam: float = MASK_PENALTY) -> np.ndarray:
+def align_one(
+    S: np.ndarray,
+    maximize: bool = True,
+    mask: np.ndarray | None = None,
+    allow_shared: bool = False,
+    lam: float = MASK_PENALTY,
+) -> np.ndarray:
     """A1: one clip per step, ``t_1 < ... < t_K``, optimising ``sum_k S[t_k, k]``.
 
     ``mask[T, K]`` (1 = allowed) adds ``lam`` cost outside the allowed region (A3). With ``T < K``
@@ -184,8 +188,10 @@ def align_one(S: np.ndarray, maximize: bool = True, mask: np.ndarray | None = No
         return np.zeros(0, dtype=np.int64)
     shared = T < K
     if shared and not allow_shared:
-        raise ValueError(f"cannot place K={K} ordered steps on T={T} clips (one clip each); "
-                         "pass allow_shared=True to let steps share clips")
+        raise ValueError(
+            f"cannot place K={K} ordered steps on T={T} clips (one clip each); "
+            "pass allow_shared=True to let steps share clips"
+        )
     if T == 0:
         raise ValueError(f"cannot place K={K} steps on a video without clips")
     M = _mask_array(mask, S.shape)
@@ -193,8 +199,9 @@ def align_one(S: np.ndarray, maximize: bool = True, mask: np.ndarray | None = No
     return _kernels()[0](_writable(S), M, mask is not None, sign, float(sign * lam), shared)
 
 
-def align_contiguous(cost: np.ndarray, bg_cost: float | np.ndarray = 0.0, mask: np.ndarray | None = None,
-                     lam: float = MASK_PENALTY) -> np.ndarray:
+def align_contiguous(
+    cost: np.ndarray, bg_cost: float | np.ndarray = 0.0, mask: np.ndarray | None = None, lam: float = MASK_PENALTY
+) -> np.ndarray:
     """A2: each step one contiguous run (at least one clip), in order, background anywhere.
 
     Minimises ``sum_t cost[t, y_t]`` with ``y_t in 0..K`` (0 = background at ``bg_cost``). The states
@@ -215,6 +222,7 @@ def align_contiguous(cost: np.ndarray, bg_cost: float | np.ndarray = 0.0, mask: 
 
 # ----------------------------------------------------------------------------- baselines (A4), fusion (A5)
 
+
 def uniform_steps(T: int, K: int) -> np.ndarray:
     """Uniform baseline: ``t_k = round(T/K * (k + 0.5))`` (clipped to the video)."""
     return np.minimum(np.round(T / K * (np.arange(K) + 0.5)).astype(np.int64), T - 1)
@@ -226,7 +234,7 @@ def oracle_scores(S: np.ndarray, Y_true: np.ndarray, maximize: bool = True) -> n
     The spec's ``-inf`` is a finite margin here so the order constraint still holds when a video has
     fewer foreground clips than steps.
     """
-    fg = np.asarray(Y_true).any(1)[:, None]
+    fg = np.asarray(Y_true).any(axis=1, keepdims=True)
     margin = 1e6 * (1.0 + np.abs(S).max())
     return np.where(fg, S, S.min() - margin if maximize else S.max() + margin)
 

@@ -19,6 +19,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.numpy import load, save
 
+from recon.config import choices
 from recon.io import InputError, ProgressFn, atomic_write_bytes, atomic_write_json, read_json
 from recon.retrieval import bow, learn_codebook
 from recon.scene import RegisteredFrame, SharedScene, interpolate_poses
@@ -26,7 +27,7 @@ from recon.video import probe, read_frames
 
 from .config import FeatureConfig
 
-KINDS = ("bovw", "color", "motion", "gaze")
+KINDS = choices(FeatureConfig, "kinds")
 """Feature groups: image content (bovw, color) and 3D (motion, gaze; zero for a video without poses)."""
 
 CLIP_SECONDS = 1.0
@@ -68,8 +69,9 @@ class ClipCameras:
         """(N, P) weight of each point in each sample: 0 behind or outside the image, else a Gaussian of its
         distance to the image centre (in half diagonals); what the camera "looks at"."""
         uv, z = self.project(X)
-        inside = (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < self.width) & (uv[..., 1] >= 0) & \
-            (uv[..., 1] < self.height)
+        inside = (
+            (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < self.width) & (uv[..., 1] >= 0) & (uv[..., 1] < self.height)
+        )
         r = np.linalg.norm(uv - [self.width / 2, self.height / 2], axis=-1) / (0.5 * np.hypot(self.width, self.height))
         return np.where(inside, np.exp(-0.5 * (r / sigma) ** 2), 0.0)
 
@@ -125,13 +127,14 @@ def motion_features(cams: ClipCameras, T: int, scale: float, centre: np.ndarray)
     return clip_mean(per, cams.clip, T)
 
 
-def gaze_features(cams: ClipCameras, T: int, points: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                  conf: FeatureConfig) -> np.ndarray:
+def gaze_features(
+    cams: ClipCameras, T: int, points: np.ndarray, lo: np.ndarray, hi: np.ndarray, conf: FeatureConfig
+) -> np.ndarray:
     """Per clip, the distribution of the camera's centre-weighted view over the cells of the scene's box."""
     d = conf.gaze_divisions
     ijk = np.clip(((points - lo) / np.maximum(hi - lo, 1e-9) * d).astype(int), 0, d - 1)
     cell = np.ravel_multi_index(ijk.T, (d, d, d))
-    onehot = np.zeros((len(points), d ** 3))
+    onehot = np.zeros((len(points), d**3))
     onehot[np.arange(len(points)), cell] = 1.0
     w = cams.centrality(points, conf.gaze_sigma)
     hist = w @ onehot
@@ -185,7 +188,7 @@ def _decode(video: Path, conf: FeatureConfig, sift: pycolmap.FeatureExtractor) -
     size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
     per_frame: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for i, _, rgb in read_frames(video, uniq):
-        img = Image.fromarray(rgb).resize(size, Image.BILINEAR) if scale < 1 else Image.fromarray(rgb)
+        img = Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR) if scale < 1 else Image.fromarray(rgb)
         small = np.asarray(img)
         _, desc = sift.extract_from_uint8_array(np.ascontiguousarray(np.asarray(img.convert("L"))))
         per_frame[i] = (np.asarray(desc.data, np.float32), color_stats(small))
@@ -224,8 +227,13 @@ def view_features(job: tuple[ClipCameras, int, Geometry, FeatureConfig]) -> dict
     return out
 
 
-def scene_features(videos: dict[str, Path], scene: SharedScene | None, conf: FeatureConfig | None = None,
-                   progress: ProgressFn | None = None, map_videos: MapFn | None = None) -> dict[str, np.ndarray]:
+def scene_features(
+    videos: dict[str, Path],
+    scene: SharedScene | None,
+    conf: FeatureConfig | None = None,
+    progress: ProgressFn | None = None,
+    map_videos: MapFn | None = None,
+) -> dict[str, np.ndarray]:
     """``X[T, D]`` per video of one scene; the bag-of-words codebook is shared by the scene's videos.
 
     ``scene`` gives poses and points for motion/gaze; videos it does not register get zeros there. The
@@ -265,13 +273,14 @@ def scene_features(videos: dict[str, Path], scene: SharedScene | None, conf: Fea
             views[name] = view
             if progress:
                 progress("clip features: camera motion and gaze", n, len(posed))
-    dims = {"motion": 8, "gaze": conf.gaze_divisions ** 3}
+    dims = {"motion": 8, "gaze": conf.gaze_divisions**3}
     out = {}
     for name, d in decoded.items():
         T = d.clips
         parts = []
         for kind in conf.kinds:
             if kind == "bovw":
+                assert codebook is not None  # learned above: "bovw" is one of conf.kinds
                 hist = np.stack([bow(x, codebook) for x in d.descs])
                 hist = np.pad(hist, ((0, 0), (0, conf.words - hist.shape[1])))  # tiny data: fewer centres
                 parts.append(clip_mean(np.sqrt(hist / np.maximum(hist.sum(1, keepdims=True), 1)), d.clip, T))
@@ -288,7 +297,7 @@ def select(X: np.ndarray, conf: FeatureConfig, kinds: Sequence[str]) -> np.ndarr
     bad = [k for k in kinds if k not in conf.kinds]
     if bad or not kinds:
         raise ValueError(f"feature kinds {list(kinds)}: choose from {', '.join(conf.kinds)}")
-    dims = {"bovw": conf.words, "color": 22, "motion": 8, "gaze": conf.gaze_divisions ** 3}
+    dims = {"bovw": conf.words, "color": 22, "motion": 8, "gaze": conf.gaze_divisions**3}
     cols, start = [], 0
     for k in conf.kinds:
         if k in kinds:
@@ -300,15 +309,22 @@ def select(X: np.ndarray, conf: FeatureConfig, kinds: Sequence[str]) -> np.ndarr
 # ----------------------------------------------------------------------------- the saved artefact
 
 
-def save_features(folder: Path, features: dict[str, np.ndarray], conf: FeatureConfig,
-                  frame: dict | None = None) -> None:
+def save_features(
+    folder: Path, features: dict[str, np.ndarray], conf: FeatureConfig, frame: dict | None = None
+) -> None:
     """``features.safetensors`` (``X[T, D]`` per video, every kind of ``conf``) + ``features.json`` (settings,
     clips per video, and ``frame``: the caller's record of the shared frame the gaze was computed in), the JSON
     written last so a folder with it has the arrays too."""
     atomic_write_bytes(folder / FEATURES_DATA, save({k: np.ascontiguousarray(v) for k, v in features.items()}))
-    atomic_write_json(folder / FEATURES_META, {"config": asdict(conf), "clip_seconds": CLIP_SECONDS,
-                                               "clips": {v: len(x) for v, x in features.items()},
-                                               **({"frame": frame} if frame is not None else {})})
+    atomic_write_json(
+        folder / FEATURES_META,
+        {
+            "config": asdict(conf),
+            "clip_seconds": CLIP_SECONDS,
+            "clips": {v: len(x) for v, x in features.items()},
+            **({"frame": frame} if frame is not None else {}),
+        },
+    )
 
 
 def load_features(folder: Path) -> tuple[dict[str, np.ndarray], FeatureConfig]:

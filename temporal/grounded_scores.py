@@ -32,8 +32,9 @@ def view_weights(cams: ClipCameras, centers: np.ndarray, T: int, sigma: float) -
     return clip_mean(cams.centrality(np.asarray(centers, float), sigma), cams.clip, T)
 
 
-def grounded_scores(heatmaps: np.ndarray, centers: np.ndarray, cams: ClipCameras, T: int,
-                    conf: GroundedConfig | None = None) -> np.ndarray:
+def grounded_scores(
+    heatmaps: np.ndarray, centers: np.ndarray, cams: ClipCameras, T: int, conf: GroundedConfig | None = None
+) -> np.ndarray:
     """``S[T, K]`` from step heatmaps ``[K, V]`` (probabilities over voxels with ``centers[V, 3]``)."""
     conf = conf or GroundedConfig()
     P = np.asarray(heatmaps, float)

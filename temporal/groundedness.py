@@ -1,4 +1,4 @@
-"""Which narration is grounded: a clip–caption alignment model and its AUCs (spec §8, seed 003).
+"""Which narration is grounded: a clip–caption alignment model and its AUCs ([003]).
 
 Narration is the only supervision of the 3D grounding model, and much of it is not about what the camera
 shows (intros, "subscribe", a part named while the camera is elsewhere). Following 003, groundedness is
@@ -32,11 +32,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
 from torch import nn
 
+from recon.config import choices
 from recon.io import InputError, ProgressFn, atomic_write_json, read_json
 from temporal.config import GroundednessConfig
 
@@ -84,7 +86,7 @@ def auc(pos: float, neg: np.ndarray) -> float:
     neg = np.asarray(neg)
     if not len(neg):
         return 0.5
-    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / len(neg))
+    return float((np.sum(pos > neg) + 0.5 * np.sum(pos == neg)) / len(neg))
 
 
 @dataclass
@@ -98,8 +100,9 @@ class VideoGroundedness:
     """003's segment-level AUC of each line: its window against its own video's other windows."""
 
 
-def _train(clips: Sequence[np.ndarray], texts: Sequence[np.ndarray], conf: GroundednessConfig,
-           rng: np.random.Generator) -> ClipCaptionModel:
+def _train(
+    clips: Sequence[np.ndarray], texts: Sequence[np.ndarray], conf: GroundednessConfig, rng: np.random.Generator
+) -> ClipCaptionModel:
     """One model on the lines of some videos (``clips[v][i]`` is the window of ``texts[v][i]``)."""
     model = ClipCaptionModel(clips[0].shape[1], texts[0].shape[1], conf.dim)
     opt = torch.optim.Adam(model.parameters(), lr=conf.lr)
@@ -111,8 +114,7 @@ def _train(clips: Sequence[np.ndarray], texts: Sequence[np.ndarray], conf: Groun
     other = [np.flatnonzero(vid != vid[i]) for i in range(n)]
     if conf.shuffle:
         perm = np.concatenate([rng.permutation(s) for s in (np.flatnonzero(vid == v) for v in range(len(clips)))])
-        C = C[torch.from_numpy(np.argsort(np.concatenate([np.flatnonzero(vid == v) for v in range(len(clips))]))
-                               [perm])]
+        C = C[torch.from_numpy(np.argsort(np.concatenate([np.flatnonzero(vid == v) for v in range(len(clips))]))[perm])]
     half = max(conf.negatives // 2, 1)
     for _ in range(conf.epochs):
         neg = np.empty((n, 2 * half), dtype=np.int64)
@@ -126,8 +128,10 @@ def _train(clips: Sequence[np.ndarray], texts: Sequence[np.ndarray], conf: Groun
         pos = S.diagonal()[:, None]
         idx = torch.from_numpy(neg)
         rows = torch.arange(n)[:, None]
-        loss = (torch.clamp(conf.margin + S[rows, idx] - pos, min=0)        # wrong caption for the clip
-                + torch.clamp(conf.margin + S.T[rows, idx] - pos, min=0))   # wrong clip for the caption
+        loss = (
+            torch.clamp(conf.margin + S[rows, idx] - pos, min=0)  # wrong caption for the clip
+            + torch.clamp(conf.margin + S.T[rows, idx] - pos, min=0)
+        )  # wrong clip for the caption
         opt.zero_grad()
         loss.mean().backward()
         opt.step()
@@ -158,8 +162,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-9)
 
 
-def _neighbour_similarity(text: np.ndarray, other_text: np.ndarray, other_windows: np.ndarray,
-                          k: int) -> Similarity:
+def _neighbour_similarity(text: np.ndarray, other_text: np.ndarray, other_windows: np.ndarray, k: int) -> Similarity:
     """Each line's expected view: the windows of the ``k`` other-video lines with the most similar text, weighted
     by that (positive) similarity; a window fits a line as far as its cosine with that view."""
     T = _unit(text) @ _unit(other_text).T
@@ -170,14 +173,15 @@ def _neighbour_similarity(text: np.ndarray, other_text: np.ndarray, other_window
     return lambda windows: _unit(windows) @ views.T
 
 
-def _score(sim: Similarity, v: str, Z: Mapping[str, np.ndarray], lines: Sequence[Line],
-           conf: GroundednessConfig) -> VideoGroundedness:
+def _score(
+    sim: Similarity, v: str, Z: Mapping[str, np.ndarray], lines: Sequence[Line], conf: GroundednessConfig
+) -> VideoGroundedness:
     """Scores of video ``v``'s lines; ``Z`` holds every video's standardised features (for ``same_time``)."""
     X = Z[v]
     mids = np.array([(s + e) / 2 for _, s, e in lines])
     grid, all_w = _grid_windows(X, conf.window_seconds)
     S_lines = sim(window_features(X, mids, conf.window_seconds))  # [window of line i, line j]
-    S_grid = sim(all_w)                                            # [every window, line j]
+    S_grid = sim(all_w)  # [every window, line j]
     seg = [auc(S_lines[i, i], S_grid[np.abs(grid - m) >= conf.window_seconds / 2, i]) for i, m in enumerate(mids)]
     others = [u for u in sorted(Z) if u != v]
     if conf.against == "same_time" and others:
@@ -185,8 +189,7 @@ def _score(sim: Similarity, v: str, Z: Mapping[str, np.ndarray], lines: Sequence
         scores = []
         for i, m in enumerate(mids):
             r = m / len(X)  # relative time: videos differ in length
-            neg = np.concatenate([S[np.abs(g - r * len(g)) <= conf.window_seconds / 2, i]
-                                  for g, S in S_other.values()])
+            neg = np.concatenate([S[np.abs(g - r * len(g)) <= conf.window_seconds / 2, i] for g, S in S_other.values()])
             scores.append(auc(S_lines[i, i], neg))
     else:
         scores = seg
@@ -200,18 +203,25 @@ def _score(sim: Similarity, v: str, Z: Mapping[str, np.ndarray], lines: Sequence
     return VideoGroundedness(intra, scores, seg)
 
 
-def groundedness(features: Mapping[str, np.ndarray], lines: Mapping[str, Sequence[Line]],
-                 embed: Callable[[Sequence[str]], np.ndarray], conf: GroundednessConfig | None = None,
-                 progress: ProgressFn | None = None) -> dict[str, VideoGroundedness]:
+def groundedness(
+    features: Mapping[str, np.ndarray],
+    lines: Mapping[str, Sequence[Line]],
+    embed: Callable[[Sequence[str]], np.ndarray],
+    conf: GroundednessConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, VideoGroundedness]:
     """Groundedness (and 003's segment-level AUC) of every line, intra-video AUC of every video with lines.
 
     ``features[v]`` is ``X[T, D]`` (1-s clips), ``lines[v]`` its subtitle lines, ``embed(texts) → [n, E]``
     the sentence encoder. Features are standardised over the scene so no feature group dominates.
     """
     conf = conf or GroundednessConfig()
-    if conf.against not in ("same_time", "own_video") or conf.method not in ("model", "neighbours"):
-        raise ValueError(f"groundedness against = {conf.against!r}, method = {conf.method!r}: use same_time or "
-                         "own_video, model or neighbours")
+    against, methods = choices(GroundednessConfig, "against"), choices(GroundednessConfig, "method")
+    if conf.against not in against or conf.method not in methods:
+        raise ValueError(
+            f"groundedness against = {conf.against!r}, method = {conf.method!r}: use one of "
+            f"{', '.join(against)}, and one of {', '.join(methods)}"
+        )
     torch.manual_seed(conf.seed)
     rng = np.random.default_rng(conf.seed)
     names = sorted(v for v in features if lines.get(v))
@@ -225,8 +235,10 @@ def groundedness(features: Mapping[str, np.ndarray], lines: Mapping[str, Sequenc
         # Centred per video: a window is compared with windows of *other* videos, whose own light and colours
         # would otherwise make them closer to each other than to any window of this video.
         C = {v: Z[v] - Z[v].mean(0) for v in names}
-        cw = {v: window_features(C[v], np.array([(s + e) / 2 for _, s, e in lines[v]]), conf.window_seconds)
-              for v in names}
+        cw = {
+            v: window_features(C[v], np.array([(s + e) / 2 for _, s, e in lines[v]]), conf.window_seconds)
+            for v in names
+        }
         out = {}
         for n, v in enumerate(names):
             others = [u for u in names if u != v] or [v]
@@ -236,8 +248,9 @@ def groundedness(features: Mapping[str, np.ndarray], lines: Mapping[str, Sequenc
             if progress:
                 progress("groundedness", n + 1, len(names))
         return out
-    clips = {v: window_features(Z[v], np.array([(s + e) / 2 for _, s, e in lines[v]]), conf.window_seconds)
-             for v in names}
+    clips = {
+        v: window_features(Z[v], np.array([(s + e) / 2 for _, s, e in lines[v]]), conf.window_seconds) for v in names
+    }
     folds = min(conf.folds, len(names))
     order = rng.permutation(len(names))
     fold_of = {names[i]: n % folds for n, i in enumerate(order)}
@@ -259,6 +272,30 @@ def groundedness(features: Mapping[str, np.ndarray], lines: Mapping[str, Sequenc
 REPORT = "groundedness.json"
 
 
+class LineScore(TypedDict):
+    """One narration line of ``groundedness.json``."""
+
+    start: float
+    end: float
+    text: str
+    groundedness: float
+    segment_auc: float
+
+
+class VideoLines(TypedDict):
+    """One video of ``groundedness.json``: its intra-video AUC and its lines."""
+
+    auc: float
+    lines: list[LineScore]
+
+
+class GroundednessJSON(TypedDict):
+    """``groundedness.json``, and ``howto3d groundedness --json``."""
+
+    scene: str
+    videos: dict[str, VideoLines]
+
+
 @dataclass
 class GroundednessReport:
     """``groundedness.json``: ``{"scene", "videos": {video: {"auc", "lines": [{"start", "end", "text",
@@ -266,19 +303,31 @@ class GroundednessReport:
     ``segment_auc``: 003's within-video score, for reference)."""
 
     scene: str
-    videos: dict[str, dict]
+    videos: dict[str, VideoLines]
 
     @classmethod
-    def of(cls, scene: str, lines: Mapping[str, Sequence[Line]], result: Mapping[str, VideoGroundedness],
-           ) -> GroundednessReport:
+    def of(
+        cls,
+        scene: str,
+        lines: Mapping[str, Sequence[Line]],
+        result: Mapping[str, VideoGroundedness],
+    ) -> GroundednessReport:
         """The report of :func:`groundedness`'s ``result`` for these lines (videos without a result left out)."""
-        return cls(scene, {v: {"auc": round(r.auc, 4),
-                               "lines": [{"start": s, "end": e, "text": t, "groundedness": round(g, 4),
-                                          "segment_auc": round(sg, 4)}
-                                         for (t, s, e), g, sg in zip(lines[v], r.lines, r.segment, strict=True)]}
-                           for v, r in sorted(result.items())})
+        return cls(
+            scene,
+            {
+                v: {
+                    "auc": round(r.auc, 4),
+                    "lines": [
+                        {"start": s, "end": e, "text": t, "groundedness": round(g, 4), "segment_auc": round(sg, 4)}
+                        for (t, s, e), g, sg in zip(lines[v], r.lines, r.segment, strict=True)
+                    ],
+                }
+                for v, r in sorted(result.items())
+            },
+        )
 
-    def to_json(self) -> dict:
+    def to_json(self) -> GroundednessJSON:
         return {"scene": self.scene, "videos": self.videos}
 
     def save(self, folder: Path) -> None:
@@ -301,5 +350,9 @@ class GroundednessReport:
 
     def covers(self, lines: Mapping[str, Sequence[Line]]) -> bool:
         """Whether the report scores exactly these lines (every video with lines, same text and times)."""
-        return all(v in self.videos and [(ln["text"], ln["start"], ln["end"]) for ln in self.videos[v]["lines"]]
-                   == [tuple(x) for x in ls] for v, ls in lines.items() if ls)
+        return all(
+            v in self.videos
+            and [(ln["text"], ln["start"], ln["end"]) for ln in self.videos[v]["lines"]] == [tuple(x) for x in ls]
+            for v, ls in lines.items()
+            if ls
+        )

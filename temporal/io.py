@@ -20,8 +20,15 @@ WEIGHTS = "model.safetensors"
 META = "config.json"
 
 
-def save_model(folder: Path, kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any], *,
-               weights: str = WEIGHTS, meta_name: str = META) -> None:
+def save_model(
+    folder: Path,
+    kind: str,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    *,
+    weights: str = WEIGHTS,
+    meta_name: str = META,
+) -> None:
     """``folder/weights`` (tensors) + ``folder/meta_name`` (``{"kind": kind, **meta}``), each written atomically;
     the JSON is written last, so a folder whose JSON exists has its weights."""
     folder = Path(folder)
@@ -29,15 +36,20 @@ def save_model(folder: Path, kind: str, tensors: dict[str, torch.Tensor], meta: 
     atomic_write_json(folder / meta_name, {"kind": kind, **meta})
 
 
-def load_model(folder: Path, kind: str, fix: str, *, weights: str = WEIGHTS, meta_name: str = META,
-               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_model(
+    folder: Path,
+    kind: str,
+    fix: str,
+    *,
+    weights: str = WEIGHTS,
+    meta_name: str = META,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Weights and description of a model saved by :func:`save_model` as ``kind``; ``fix`` says how to make one
     (the end of the error message when the folder holds no such model)."""
     folder = Path(folder)
     meta_path = folder / meta_name
     if not meta_path.is_file() or not (folder / weights).is_file():
-        raise InputError(f"{folder}: no {kind.replace('_', ' ')} model here ({meta_name} or {weights} missing); "
-                         f"{fix}")
+        raise InputError(f"{folder}: no {kind.replace('_', ' ')} model here ({meta_name} or {weights} missing); {fix}")
     meta = read_json(meta_path)
     if meta.get("kind", kind) != kind:
         raise InputError(f"{meta_path}: a {meta.get('kind')} model, not a {kind.replace('_', ' ')} one; {fix}")

@@ -1,5 +1,5 @@
-"""Evaluation metrics (spec §9): step recall as the CrossTask reference counts it, actionness AP,
-AR@AN, frame accuracy / precision / recall / F1, and repeated random splits."""
+"""Evaluation metrics (CrossTask [001] §3.6.1, [002], [004]): step recall as the CrossTask reference counts it,
+actionness AP, frame precision / recall / F1, and repeated random splits."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from sklearn.metrics import average_precision_score
 from .data import Interval
 
 
-def step_recall(Y_true: Mapping[str, Mapping[str, np.ndarray]],
-                Y_pred: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, float]:
+def step_recall(
+    Y_true: Mapping[str, Mapping[str, np.ndarray]], Y_pred: Mapping[str, Mapping[str, np.ndarray]]
+) -> dict[str, float]:
     """Per-task recall exactly as the reference ``get_recalls``.
 
     ``Y_true[task][vid]`` is the dense ``[T, K]`` annotation, ``Y_pred[task][vid]`` the ``[T, K]``
@@ -46,6 +47,7 @@ def mean_over_tasks(per_task: Mapping[str, float]) -> float:
 
 # ----------------------------------------------------------------------------- actionness AP
 
+
 def segment_labels(intervals: Sequence[Interval], duration: float, seg: float = 0.2) -> np.ndarray:
     """Labels of the ``seg``-second segments of a video: 1 if the segment overlaps an annotated step."""
     n = int(np.ceil(duration / seg - 1e-9))
@@ -64,14 +66,15 @@ def segment_scores(actionness: np.ndarray, seg: float = 0.2, clip: float = 1.0) 
     return np.asarray(actionness)[idx]
 
 
-def action_ap(actionness: Sequence[np.ndarray], intervals: Sequence[Sequence[Interval]],
-              seg: float = 0.2, clip: float = 1.0) -> float:
-    """Action-vs-background AP pooled over the 0.2 s segments of all videos (spec §9.2)."""
+def action_ap(
+    actionness: Sequence[np.ndarray], intervals: Sequence[Sequence[Interval]], seg: float = 0.2, clip: float = 1.0
+) -> float:
+    """Action-vs-background AP pooled over the 0.2 s segments of all videos ([002])."""
     labels, scores = [], []
     for a, ivs in zip(actionness, intervals, strict=True):
         s = segment_scores(a, seg, clip)
-        labels.append(segment_labels(ivs, len(a) * clip, seg)[:len(s)])
-        scores.append(s[:len(labels[-1])])
+        labels.append(segment_labels(ivs, len(a) * clip, seg)[: len(s)])
+        scores.append(s[: len(labels[-1])])
     y, s = np.concatenate(labels), np.concatenate(scores)
     return float(average_precision_score(y, s)) if y.any() else float("nan")
 
@@ -81,48 +84,11 @@ def chance_actionness(T: int, rng: np.random.Generator, trim: float = 0.0) -> np
     a = rng.random(T)
     cut = int(round(trim * T))
     if cut:
-        a[:cut] = a[T - cut:] = -1.0
+        a[:cut] = a[T - cut :] = -1.0
     return a
 
 
-# ----------------------------------------------------------------------------- proposals
-
-def temporal_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of segments ``a[N, 2]`` and ``b[M, 2]`` -> ``[N, M]``."""
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 2), np.asarray(b, dtype=np.float64).reshape(-1, 2)
-    inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    union = (a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def ar_at_an(proposals: Sequence[np.ndarray], gt: Sequence[np.ndarray], ans: Sequence[int] = (1, 5, 10, 20, 50, 100),
-             tious: np.ndarray | None = None) -> np.ndarray:
-    """Average recall (over tIoU 0.5:0.05:0.95) with the top ``AN`` proposals per video, for each AN.
-
-    ``proposals[v]`` is ``[N, 3]`` (start, end, score); ``gt[v]`` is ``[G, 2]``.
-    """
-    tious = np.arange(0.5, 0.951, 0.05) if tious is None else tious
-    out = np.zeros(len(ans))
-    n_gt = sum(len(g) for g in gt)
-    if n_gt == 0:
-        return np.full(len(ans), np.nan)
-    for i, an in enumerate(ans):
-        hits = np.zeros(len(tious))
-        for p, g in zip(proposals, gt, strict=True):
-            if len(g) == 0 or len(p) == 0:
-                continue
-            top = p[np.argsort(-p[:, 2], kind="stable")[:an], :2]
-            best = temporal_iou(g, top).max(1)
-            hits += (best[None, :] >= tious[:, None]).sum(1)
-        out[i] = (hits / n_gt).mean()
-    return out
-
-
 # ----------------------------------------------------------------------------- frame-level
-
-def frame_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Fraction of clips whose label (background included) is right."""
-    return float((np.asarray(y_true) == np.asarray(y_pred)).mean())
 
 
 def frame_prf(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
@@ -134,14 +100,12 @@ def frame_prf(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, flo
     return p, r, (2 * p * r / (p + r) if p + r > 0 else 0.0)
 
 
-def task_accuracy(true: Sequence[str], pred: Sequence[str]) -> float:
-    return float(np.mean([a == b for a, b in zip(true, pred, strict=True)]))
-
-
 # ----------------------------------------------------------------------------- splits
 
-def random_splits(videos_by_task: Mapping[str, Sequence[str]], n_train: int, n_runs: int,
-                  seed: int = 0) -> Iterator[tuple[dict[str, list[str]], dict[str, list[str]]]]:
+
+def random_splits(
+    videos_by_task: Mapping[str, Sequence[str]], n_train: int, n_runs: int, seed: int = 0
+) -> Iterator[tuple[dict[str, list[str]], dict[str, list[str]]]]:
     """Zhukov protocol: per run, ``n_train`` random videos per task for training, the rest for test."""
     rng = np.random.default_rng(seed)
     for _ in range(n_runs):

@@ -1,4 +1,4 @@
-"""Weakly supervised step classifiers with shared components (spec §3, CrossTask).
+"""Weakly supervised step classifiers with shared components (CrossTask, [001] §3.4 and App. A).
 
 A linear layer scores ``M`` components per clip; a task's step scores are the column-normalised
 step-to-component matrix applied to them (Eq. 3.1), so tasks that share words share classifiers and
@@ -39,8 +39,9 @@ def step_components(task: str, step: str, share: str) -> list[str]:
     raise ValueError(f"unknown share mode {share!r}; use one of {', '.join(SHARE_MODES)}")
 
 
-def component_matrices(task_steps: dict[str, list[str]], share: str = "words",
-                       components: list[str] | None = None) -> tuple[list[str], dict[str, np.ndarray]]:
+def component_matrices(
+    task_steps: dict[str, list[str]], share: str = "words", components: list[str] | None = None
+) -> tuple[list[str], dict[str, np.ndarray]]:
     """Component list and binary step-to-component matrices ``A[task]`` of shape ``[M, K]``.
 
     With ``components`` given (a trained model's), components outside it are dropped: this is how an
@@ -61,10 +62,20 @@ def component_matrices(task_steps: dict[str, list[str]], share: str = "words",
 class StepModel(torch.nn.Module):
     """Linear component classifiers ``g(x)`` + per-task step-to-component matrices."""
 
-    def __init__(self, dim: int, components: list[str], task_steps: dict[str, list[str]], share: str = "words",
-                 dropout: float = 0.7) -> None:
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(
+        self,
+        dim: int,
+        components: list[str],
+        task_steps: dict[str, list[str]],
+        share: str = "words",
+        dropout: float = 0.7,
+    ) -> None:
         super().__init__()
-        self.share, self.components, self.task_steps = share, list(components), {}
+        self.share, self.components = share, list(components)
+        self.task_steps: dict[str, list[str]] = {}
         self.dropout = torch.nn.Dropout(dropout)
         self.linear = torch.nn.Linear(dim, len(components))
         self.register_buffer("mean", torch.zeros(dim))
@@ -98,10 +109,18 @@ class StepModel(torch.nn.Module):
 
     def save(self, path: Path) -> None:
         """``model.safetensors`` (weights, normalisation, A) + ``config.json`` (components, tasks)."""
-        save_model(path, "step_model", {"weight": self.linear.weight, "bias": self.linear.bias, "mean": self.mean,
-                                        "std": self.std},
-                   {"dim": self.linear.in_features, "share": self.share, "dropout": self.dropout.p,
-                    "components": self.components, "task_steps": self.task_steps})
+        save_model(
+            path,
+            "step_model",
+            {"weight": self.linear.weight, "bias": self.linear.bias, "mean": self.mean, "std": self.std},
+            {
+                "dim": self.linear.in_features,
+                "share": self.share,
+                "dropout": self.dropout.p,
+                "components": self.components,
+                "task_steps": self.task_steps,
+            },
+        )
 
     @classmethod
     def load(cls, path: Path) -> StepModel:
@@ -157,8 +176,12 @@ def _grad_norm2(P: torch.Tensor, A: torch.Tensor, X: torch.Tensor) -> torch.Tens
     return c2 * ((X * X).sum(1, keepdim=True) + 1)
 
 
-def train_step_model(videos: list[StepVideo], task_steps: dict[str, list[str]], conf: TrainConfig | None = None,
-                     progress: ProgressFn | None = None) -> StepModel:
+def train_step_model(
+    videos: list[StepVideo],
+    task_steps: dict[str, list[str]],
+    conf: TrainConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> StepModel:
     """Train component classifiers on ordered step lists only (plus constraints / labels per ``conf``)."""
     conf = conf or TrainConfig()
     if not videos:
@@ -172,8 +195,10 @@ def train_step_model(videos: list[StepVideo], task_steps: dict[str, list[str]], 
     model.mean.copy_(torch.from_numpy(allX.mean(0)))
     model.std.copy_(torch.from_numpy(allX.std(0) + 1e-6))
     opt = torch.optim.Adam(model.linear.parameters(), lr=conf.lr)
-    data = [(v.task, torch.as_tensor(v.X, dtype=torch.float32), v.mask if conf.use_constraints else None, v.Y)
-            for v in videos]
+    data = [
+        (v.task, torch.as_tensor(v.X, dtype=torch.float32), v.mask if conf.use_constraints else None, v.Y)
+        for v in videos
+    ]
     n_pre = 0 if conf.supervised else conf.pretrain_epochs
     total = n_pre + conf.epochs
     model.train()

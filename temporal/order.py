@@ -1,4 +1,4 @@
-"""Actionness learned by long-range temporal order verification (spec §5, [002]).
+"""Actionness learned by long-range temporal order verification ([002]).
 
 A linear actionness ``S(x) = w.h + b`` decides which pairs of M sampled clips an antisymmetric order
 score ``F(x, x') = a.(h - h')`` should look at: ``G(X) = sum_{i<j} W_ij F(x_i, x_j)`` with
@@ -44,6 +44,9 @@ class OrderConfig:
 
 class OrderVerifier(torch.nn.Module):
     """``S(x) = w.h + b`` and ``F(x, x') = a.(h - h')`` on standardised features."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -108,7 +111,7 @@ def sample_sequences(videos: list[np.ndarray], conf: OrderConfig, rng: np.random
             continue
         span = hi - lo if conf.window is None else min(int(conf.window), hi - lo)
         start = lo + rng.integers(0, hi - lo - span + 1, size=n)
-        idx = np.sort(np.argsort(rng.random((n, span)), axis=1)[:, :conf.M], axis=1) + start[:, None]
+        idx = np.sort(np.argsort(rng.random((n, span)), axis=1)[:, : conf.M], axis=1) + start[:, None]
         if conf.clip_len > 1:
             csum = np.concatenate([np.zeros((1, X.shape[1]), X.dtype), np.cumsum(X, 0)])
             out.append((csum[idx + conf.clip_len] - csum[idx]) / conf.clip_len)
@@ -119,8 +122,9 @@ def sample_sequences(videos: list[np.ndarray], conf: OrderConfig, rng: np.random
     return np.concatenate(out).astype(np.float32)
 
 
-def train_order_verification(videos: list[np.ndarray], conf: OrderConfig | None = None,
-                             progress: ProgressFn | None = None) -> OrderVerifier:
+def train_order_verification(
+    videos: list[np.ndarray], conf: OrderConfig | None = None, progress: ProgressFn | None = None
+) -> OrderVerifier:
     """Train on unlabeled videos ``X[T, D]``: sorted sequences are positives, reversed ones negatives."""
     conf = conf or OrderConfig()
     torch.manual_seed(conf.seed)
@@ -138,7 +142,7 @@ def train_order_verification(videos: list[np.ndarray], conf: OrderConfig | None 
         y = torch.cat([torch.ones(len(seq)), torch.zeros(len(seq))])
         perm = torch.randperm(len(X))
         for b in range(0, len(X), conf.batch):
-            idx = perm[b:b + conf.batch]
+            idx = perm[b : b + conf.batch]
             loss = bce(model(X[idx]), y[idx])
             opt.zero_grad()
             loss.backward()

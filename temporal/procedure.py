@@ -1,4 +1,4 @@
-"""Procedure learning without step lists: key-step discovery by subset selection (spec §7, seed 004).
+"""Procedure learning without step lists: key-step discovery by subset selection ([004]).
 
 Per-clip features ``X[T, D]`` and one task label per video are all it sees. ``M`` latent states come from
 (mini-batch) k-means over the attention features; per task, greedy subset selection picks the ``k`` states
@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 import torch
@@ -31,15 +32,50 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 from torch import nn
 
+from recon.config import choices
 from recon.io import ProgressFn
 from temporal.config import ProcedureConfig
 
 from .data import CrossTask, DataError, intervals_to_labels, labels_to_dense
 from .features import CLIP_SECONDS
 from .io import save_model
+from .video_steps import StepSegment, Timeline
 
-BACKGROUND_MODES = ("none", "states")
+BACKGROUND_MODES = choices(ProcedureConfig, "background")
 SPLITS = ("train", "test", "all")
+
+
+class TaskPRF(TypedDict):
+    """One task's frame precision / recall / F1 after the Hungarian mapping ``[key step, true step]``."""
+
+    precision: float
+    recall: float
+    f1: float
+    mapping: list[list[int]]
+
+
+class DiscoveryEval(TypedDict):
+    """Per-task :class:`TaskPRF` and their unweighted means (:func:`evaluate`)."""
+
+    tasks: dict[str, TaskPRF]
+    precision: float
+    recall: float
+    f1: float
+
+
+class DiscoveryReport(TypedDict, total=False):
+    """Key-step discovery on a CrossTask folder's annotated split (:func:`discover_crosstask`; empty when none is
+    annotated)."""
+
+    k: int
+    multi_task: bool
+    background: str
+    videos: int
+    ours: DiscoveryEval
+    random: DiscoveryEval
+    """The paper's Random baseline."""
+    task_accuracy: float
+    """Multi-task: how often the task head names the video's task."""
 
 
 # ----------------------------------------------------------------------------- subset selection
@@ -90,15 +126,16 @@ class GroupAttention(nn.Module):
     def __init__(self, groups: Sequence[tuple[int, int]]):
         super().__init__()
         self.groups = [tuple(g) for g in groups]
-        self.score = nn.ModuleList(nn.Sequential(nn.Linear(b - a, b - a), nn.Tanh(), nn.Linear(b - a, 1))
-                                   for a, b in self.groups)
+        self.score = nn.ModuleList(
+            nn.Sequential(nn.Linear(b - a, b - a), nn.Tanh(), nn.Linear(b - a, 1)) for a, b in self.groups
+        )
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         if len(self.groups) < 2:
             return X
         parts = [X[:, a:b] for a, b in self.groups]
         alpha = torch.softmax(torch.cat([s(p) for s, p in zip(self.score, parts, strict=True)], 1), 1)
-        return torch.cat([len(parts) * alpha[:, g:g + 1] * p for g, p in enumerate(parts)], 1)
+        return torch.cat([len(parts) * alpha[:, g : g + 1] * p for g, p in enumerate(parts)], 1)
 
 
 class KeyStepNet(nn.Module):
@@ -191,16 +228,27 @@ class Discovered:
     def save(self, folder: Path) -> None:
         """safetensors weights + JSON (no pickle)."""
         tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
-        tensors |= {"centres": torch.from_numpy(self.centres.astype(np.float32)),
-                    "mean": torch.from_numpy(self.mean.astype(np.float32)),
-                    "std": torch.from_numpy(self.std.astype(np.float32))}
-        save_model(folder, "key_step_discovery", tensors, {"config": asdict(self.conf), "tasks": self.tasks,
-                                                           "selected": self.selected, "groups": self.groups},
-                   weights="procedure.safetensors", meta_name="procedure.json")
+        tensors |= {
+            "centres": torch.from_numpy(self.centres.astype(np.float32)),
+            "mean": torch.from_numpy(self.mean.astype(np.float32)),
+            "std": torch.from_numpy(self.std.astype(np.float32)),
+        }
+        save_model(
+            folder,
+            "key_step_discovery",
+            tensors,
+            {"config": asdict(self.conf), "tasks": self.tasks, "selected": self.selected, "groups": self.groups},
+            weights="procedure.safetensors",
+            meta_name="procedure.json",
+        )
 
 
-def discover(videos: Sequence[tuple[str, np.ndarray]], conf: ProcedureConfig | None = None,
-             groups: Sequence[tuple[int, int]] | None = None, progress: ProgressFn | None = None) -> Discovered:
+def discover(
+    videos: Sequence[tuple[str, np.ndarray]],
+    conf: ProcedureConfig | None = None,
+    groups: Sequence[tuple[int, int]] | None = None,
+    progress: ProgressFn | None = None,
+) -> Discovered:
     """Train on ``(task, X[T, D])`` pairs (task labels only, no step lists).
 
     ``groups`` are column ranges of feature groups to attend over (None: no attention).
@@ -216,7 +264,8 @@ def discover(videos: Sequence[tuple[str, np.ndarray]], conf: ProcedureConfig | N
     task_idx = {t: i for i, t in enumerate(tasks)}
     allX = np.concatenate([X for _, X in videos])
     mean, std = allX.mean(0), allX.std(0) + 1e-6
-    groups = [tuple(map(int, g)) for g in (groups or [])]
+    assert conf.states is not None and conf.lam is not None and conf.epochs is not None  # resolved() sets them
+    groups = [(int(a), int(b)) for a, b in (groups or [])]
     net = KeyStepNet(allX.shape[1], conf.states, len(tasks), conf.hidden, groups)
     opt = torch.optim.RMSprop(net.parameters(), lr=conf.lr, weight_decay=conf.weight_decay)
     model = Discovered(conf, tasks, {}, np.zeros((0, allX.shape[1])), mean, std, net, groups)
@@ -228,10 +277,14 @@ def discover(videos: Sequence[tuple[str, np.ndarray]], conf: ProcedureConfig | N
             net.eval()
             F = [net.features(z).numpy() for z in Z]
         centres = _states(np.concatenate(F), conf, centres)
-        selected = {t: greedy_selection([f for f, (tt, _) in zip(F, videos, strict=True) if tt == t],
-                                        centres, conf.k) for t in tasks}
-        r = [torch.from_numpy(pseudo_labels(f, centres, selected[t], conf.background))
-             for f, (t, _) in zip(F, videos, strict=True)]
+        selected = {
+            t: greedy_selection([f for f, (tt, _) in zip(F, videos, strict=True) if tt == t], centres, conf.k)
+            for t in tasks
+        }
+        r = [
+            torch.from_numpy(pseudo_labels(f, centres, selected[t], conf.background))
+            for f, (t, _) in zip(F, videos, strict=True)
+        ]
         net.train()
         for n, i in enumerate(rng.permutation(len(Z))):
             s, logits = net(net.features(Z[i]))
@@ -249,6 +302,7 @@ def discover(videos: Sequence[tuple[str, np.ndarray]], conf: ProcedureConfig | N
 
 def _states(F: np.ndarray, conf: ProcedureConfig, previous: np.ndarray | None) -> np.ndarray:
     """M latent states by mini-batch k-means; later rounds start from the previous centres (stable indices)."""
+    assert conf.states is not None  # discover() resolved the config
     M = min(conf.states, len(F))
     init = previous if previous is not None and len(previous) == M else "k-means++"
     km = MiniBatchKMeans(M, init=init, n_init=1, random_state=conf.seed, batch_size=1024, max_iter=50)
@@ -258,7 +312,7 @@ def _states(F: np.ndarray, conf: ProcedureConfig, previous: np.ndarray | None) -
 # ----------------------------------------------------------------------------- evaluation
 
 
-def hungarian_prf(y_true: Sequence[np.ndarray], y_pred: Sequence[np.ndarray]) -> dict[str, float | list]:
+def hungarian_prf(y_true: Sequence[np.ndarray], y_pred: Sequence[np.ndarray]) -> TaskPRF:
     """Frame precision / recall / F1 of one task's videos after a one-to-one (Hungarian) mapping of discovered
     key steps to ground-truth steps that maximises the intersecting frames (label 0 = background on both sides).
     """
@@ -270,22 +324,28 @@ def hungarian_prf(y_true: Sequence[np.ndarray], y_pred: Sequence[np.ndarray]) ->
     inter = float(sum(overlap[1 + i, 1 + j] for i, j in zip(rows, cols, strict=True)))
     p = inter / max(int((yp > 0).sum()), 1)
     r = inter / max(int((yt > 0).sum()), 1)
-    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0,
-            "mapping": [[int(i) + 1, int(j) + 1] for i, j in zip(rows, cols, strict=True)]}
+    return {
+        "precision": p,
+        "recall": r,
+        "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0,
+        "mapping": [[int(i) + 1, int(j) + 1] for i, j in zip(rows, cols, strict=True)],
+    }
 
 
-def evaluate(truth: Mapping[str, tuple[str, np.ndarray]], pred: Mapping[str, np.ndarray]) -> dict:
+def evaluate(truth: Mapping[str, tuple[str, np.ndarray]], pred: Mapping[str, np.ndarray]) -> DiscoveryEval:
     """Per-task Hungarian P/R/F1 (``truth``: video → (task, labels)) and their unweighted means over tasks."""
     by_task: dict[str, tuple[list, list]] = {}
     for vid, (task, y) in truth.items():
         if vid in pred:
             a, b = by_task.setdefault(task, ([], []))
             a.append(np.asarray(y))
-            b.append(np.asarray(pred[vid])[:len(y)])
+            b.append(np.asarray(pred[vid])[: len(y)])
     per = {t: hungarian_prf(a, b) for t, (a, b) in sorted(by_task.items())}
-    mean = {m: float(np.mean([r[m] for r in per.values()])) if per else float("nan")
-            for m in ("precision", "recall", "f1")}
-    return {"tasks": per, **mean}
+
+    def mean(m: Literal["precision", "recall", "f1"]) -> float:
+        return float(np.mean([r[m] for r in per.values()])) if per else float("nan")
+
+    return {"tasks": per, "precision": mean("precision"), "recall": mean("recall"), "f1": mean("f1")}
 
 
 def random_labels(T: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -296,8 +356,9 @@ def random_labels(T: int, k: int, rng: np.random.Generator) -> np.ndarray:
 # ----------------------------------------------------------------------------- CrossTask-format folders
 
 
-def discover_crosstask(data: CrossTask, conf: ProcedureConfig, split: str = "test",
-                       progress: ProgressFn | None = None) -> tuple[dict[str, np.ndarray], dict]:
+def discover_crosstask(
+    data: CrossTask, conf: ProcedureConfig, split: str = "test", progress: ProgressFn | None = None
+) -> tuple[dict[str, np.ndarray], DiscoveryReport]:
     """Train on the folder's videos with their task labels only and label the videos of ``split``.
 
     Training uses ``videos.csv`` (single-task: one model per task of the split); a task with no training
@@ -323,8 +384,7 @@ def discover_crosstask(data: CrossTask, conf: ProcedureConfig, split: str = "tes
             task_pred[v.video_id] = model.classify(feats[v.video_id])
     else:
         for task in sorted({v.task_id for v in out_videos}):
-            model = discover([(task, feats[v.video_id]) for v in pool if v.task_id == task], conf,
-                             progress=progress)
+            model = discover([(task, feats[v.video_id]) for v in pool if v.task_id == task], conf, progress=progress)
             pred.update({v.video_id: model.labels(feats[v.video_id], task) for v in out_videos if v.task_id == task})
     truth = {}
     for v in out_videos:
@@ -332,12 +392,17 @@ def discover_crosstask(data: CrossTask, conf: ProcedureConfig, split: str = "tes
         if ann is not None:
             Y = intervals_to_labels(ann, len(feats[v.video_id]), len(data.tasks[v.task_id].steps))
             truth[v.video_id] = (v.task_id, labels_to_dense(Y))
-    report: dict = {}
+    report: DiscoveryReport = {}
     if truth:
         rng = np.random.default_rng(conf.seed)
-        report = {"k": conf.k, "multi_task": conf.multi_task, "background": conf.background,
-                  "videos": len(truth), "ours": evaluate(truth, pred),
-                  "random": evaluate(truth, {v: random_labels(len(y), conf.k, rng) for v, (_, y) in truth.items()})}
+        report = {
+            "k": conf.k,
+            "multi_task": conf.multi_task,
+            "background": conf.background,
+            "videos": len(truth),
+            "ours": evaluate(truth, pred),
+            "random": evaluate(truth, {v: random_labels(len(y), conf.k, rng) for v, (_, y) in truth.items()}),
+        }
         if task_pred:
             report["task_accuracy"] = float(np.mean([task_pred[v] == t for v, (t, _) in truth.items()]))
     return pred, report
@@ -348,16 +413,18 @@ def discover_crosstask(data: CrossTask, conf: ProcedureConfig, split: str = "tes
 Line = tuple[str, float, float]
 
 
-def step_names(lines: Sequence[Line], segments: Mapping[int, Sequence[tuple[float, float]]],
-               words: int = 3) -> dict[int, str]:
+def step_names(
+    lines: Sequence[Line], segments: Mapping[int, Sequence[tuple[float, float]]], words: int = 3
+) -> dict[int, str]:
     """A readable name per key step: its most distinctive narration words.
 
     The lines overlapping a key step's segments form one document per key step; words are ranked by TF-IDF
     across the task's key steps (English stop words dropped), so words every step shares ("now", "oil") lose
     to the ones that single this step out. A key step with no narration is "key step N".
     """
-    docs = {j: " ".join(t for t, s, e in lines if any(s < b and e > a for a, b in segs))
-            for j, segs in segments.items()}
+    docs = {
+        j: " ".join(t for t, s, e in lines if any(s < b and e > a for a, b in segs)) for j, segs in segments.items()
+    }
     names = {j: f"key step {j}" for j in segments}
     spoken = [j for j, d in docs.items() if d.strip()]
     if not spoken:
@@ -382,9 +449,14 @@ def label_runs(y: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(y[s]), int(s), int(e)) for s, e in zip(starts, ends, strict=True) if y[s] != 0]
 
 
-def named_timelines(conf: ProcedureConfig, features: Mapping[str, np.ndarray], tasks: Mapping[str, str],
-                    lines: Mapping[str, Sequence[Line]], scene: str = "",
-                    progress: ProgressFn | None = None) -> dict[str, dict]:
+def named_timelines(
+    conf: ProcedureConfig,
+    features: Mapping[str, np.ndarray],
+    tasks: Mapping[str, str],
+    lines: Mapping[str, Sequence[Line]],
+    scene: str = "",
+    progress: ProgressFn | None = None,
+) -> dict[str, Timeline]:
     """Key-step timelines of a scene's videos without a step list, in the shape of ``video_steps.Timelines``.
 
     ``tasks`` is each video's task (one model over several tasks gets the task head). Key steps are named from
@@ -394,27 +466,49 @@ def named_timelines(conf: ProcedureConfig, features: Mapping[str, np.ndarray], t
     conf = ProcedureConfig(**{**asdict(conf), "multi_task": len(set(tasks.values())) > 1})
     model = discover([(tasks[v], features[v]) for v in names], conf, progress=progress)
     labels = {v: model.labels(features[v], tasks[v]) for v in names}
-    out = {}
+    out: dict[str, Timeline] = {}
     for task in sorted(set(tasks.values())):
         vids = [v for v in names if tasks[v] == task]
         runs = {v: label_runs(labels[v]) for v in vids}
         # one document per key step over all of the task's videos (offset apart in time), so names agree
         task_lines = [(t, s + 1e6 * n, e + 1e6 * n) for n, v in enumerate(vids) for t, s, e in lines.get(v, [])]
-        segs = {j: [(a + 1e6 * n, b + 1e6 * n) for n, v in enumerate(vids) for lab, a, b in runs[v] if lab == j]
-                for j in range(1, conf.k + 1)}
+        segs = {
+            j: [(a + 1e6 * n, b + 1e6 * n) for n, v in enumerate(vids) for lab, a, b in runs[v] if lab == j]
+            for j in range(1, conf.k + 1)
+        }
         named = step_names(task_lines, segs)
         for v in vids:
-            steps = []
+            found: list[tuple[float, StepSegment]] = []
             for j in range(1, conf.k + 1):
                 mine = [(a, b) for lab, a, b in runs[v] if lab == j]
                 if not mine:
                     continue
                 a, b = max(mine, key=lambda r: r[1] - r[0])
-                steps.append({"task": task, "step": named[j], "label": named[j], "key_step": j,
-                              "clip": int((a + b - 1) // 2), "start": float(a), "end": float(b),
-                              "segments": [[float(s), float(e)] for s, e in mine]})
-            steps.sort(key=lambda st: st["start"])
-            out[v] = {"video": v, "scene": scene, "tasks": [task], "task_source": "discovered",
-                      "clip_seconds": CLIP_SECONDS, "clips": len(labels[v]), "k": conf.k, "steps": steps,
-                      "methods": {"discovered": {"labels": labels[v].tolist()}}}
+                found.append(
+                    (
+                        float(a),
+                        {
+                            "task": task,
+                            "step": named[j],
+                            "label": named[j],
+                            "key_step": j,
+                            "clip": int((a + b - 1) // 2),
+                            "start": float(a),
+                            "end": float(b),
+                            "segments": [[float(s), float(e)] for s, e in mine],
+                        },
+                    )
+                )
+            steps = [st for _, st in sorted(found, key=lambda f: f[0])]
+            out[v] = {
+                "video": v,
+                "scene": scene,
+                "tasks": [task],
+                "task_source": "discovered",
+                "clip_seconds": CLIP_SECONDS,
+                "clips": len(labels[v]),
+                "k": conf.k,
+                "steps": steps,
+                "methods": {"discovered": {"labels": labels[v].tolist()}},
+            }
     return out

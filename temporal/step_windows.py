@@ -1,4 +1,4 @@
-"""Narration -> per-step constraint intervals (spec §4) and their quality report.
+"""Narration -> per-step constraint intervals ([001] App. A.1.1) and their quality report.
 
 Sliding windows of ``w`` subtitle words and the step descriptions are embedded by a pluggable
 ``Embedder`` (``list[str] -> [N, D]``; TF-IDF by default, the project's BERT encoder can be passed
@@ -21,16 +21,44 @@ from .dp import align_one
 Embedder = Callable[[list[str]], np.ndarray]
 """Maps texts to row vectors; called once with the windows followed by the steps."""
 
-STOPWORDS = frozenset(["a", "an", "the", "of", "to", "in", "on", "into", "onto", "with", "and", "or", "for",
-                       "from", "your", "you", "some", "it", "its", "at", "by", "is", "are", "be", "this",
-                       "that", "as"])
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "into",
+        "onto",
+        "with",
+        "and",
+        "or",
+        "for",
+        "from",
+        "your",
+        "you",
+        "some",
+        "it",
+        "its",
+        "at",
+        "by",
+        "is",
+        "are",
+        "be",
+        "this",
+        "that",
+        "as",
+    ]
+)
 
 
 def stem(word: str) -> str:
     """Light suffix stemmer (-ing, -ed, -es, -s) so inflections share a component; no external data."""
     for suffix in ("ing", "ed", "es", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[:-len(suffix)]
+            return word[: -len(suffix)]
     return word
 
 
@@ -60,9 +88,12 @@ class NarrationConfig:
     """A step whose matched window has similarity <= this gets no constraint row (unconstrained)."""
 
 
-def constraints_from_narration(words: Sequence[tuple[str, float]], steps: Sequence[str],
-                               conf: NarrationConfig | None = None,
-                               embedder: Embedder | None = None) -> list[Interval]:
+def constraints_from_narration(
+    words: Sequence[tuple[str, float]],
+    steps: Sequence[str],
+    conf: NarrationConfig | None = None,
+    embedder: Embedder | None = None,
+) -> list[Interval]:
     """Ordered matching of step descriptions to narration windows -> ``[(step, start, end)]``."""
     conf = conf or NarrationConfig()
     embedder = embedder or tfidf_embed
@@ -72,7 +103,7 @@ def constraints_from_narration(words: Sequence[tuple[str, float]], steps: Sequen
     times = np.array([t for _, t in words], dtype=np.float64)
     w = min(conf.window, len(texts))
     L = len(texts) - w + 1
-    windows = [" ".join(texts[i:i + w]) for i in range(L)]
+    windows = [" ".join(texts[i : i + w]) for i in range(L)]
     E = np.asarray(embedder(windows + list(steps)), dtype=np.float64)
     E = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
     sim = E[:L] @ E[L:].T
@@ -94,8 +125,12 @@ def constraint_mask(intervals: Sequence[Interval], T: int, K: int) -> np.ndarray
     return intervals_to_labels(list(intervals), T, K)
 
 
-def constraint_report(constraints: Sequence[Sequence[Interval]], truths: Sequence[Sequence[Interval]],
-                      lengths: Sequence[int], K: Sequence[int]) -> dict[str, float]:
+def constraint_report(
+    constraints: Sequence[Sequence[Interval]],
+    truths: Sequence[Sequence[Interval]],
+    lengths: Sequence[int],
+    K: Sequence[int],
+) -> dict[str, float]:
     """Clip-level precision / recall / IoU of constraints vs ground truth, pooled over videos, and the
     fraction of constrained ground-truth steps lying fully outside their interval (spec Table A.1)."""
     inter = n_c = n_g = union = outside = n_steps = 0
@@ -108,5 +143,9 @@ def constraint_report(constraints: Sequence[Sequence[Interval]], truths: Sequenc
         both = Mc.any(0) & Mg.any(0)
         n_steps += int(both.sum())
         outside += int((both & ~(Mc & Mg).any(0)).sum())
-    return {"precision": inter / max(n_c, 1), "recall": inter / max(n_g, 1), "iou": inter / max(union, 1),
-            "outside": outside / max(n_steps, 1)}
+    return {
+        "precision": inter / max(n_c, 1),
+        "recall": inter / max(n_g, 1),
+        "iou": inter / max(union, 1),
+        "outside": outside / max(n_steps, 1),
+    }

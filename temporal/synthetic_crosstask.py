@@ -1,10 +1,10 @@
-"""Synthetic CrossTask-format data that exercises every temporal method (spec §10).
+"""Synthetic CrossTask-format data that exercises every temporal method.
 
 Components (verbs, nouns) are random unit vectors; a step's clips are the sum of its components plus
 noise, background is a per-video style vector plus noise and optional distractors (a task noun without
 its action, the false positives of text-video scores). Each verb has a latent position in a procedure
 (``rank``), so the steps of every task follow one global order, which is what temporal order
-verification can discover. The generator writes real CrossTask files (and a COIN-style JSON).
+verification can discover. The generator writes real CrossTask files.
 """
 
 from __future__ import annotations
@@ -15,12 +15,36 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import lfilter
 
-from .data import Interval, Task, VideoEntry, write_coin, write_intervals, write_narration, write_tasks, write_videos
+from .data import Interval, Task, VideoEntry, write_intervals, write_narration, write_tasks, write_videos
 from .step_windows import NarrationConfig, constraints_from_narration
 
-FILLERS = ["so", "now", "we", "just", "going", "okay", "really", "nice", "then", "here", "like", "you",
-           "can", "see", "that", "little", "bit", "next", "right", "there", "good", "this", "is", "what",
-           "all"]
+FILLERS = [
+    "so",
+    "now",
+    "we",
+    "just",
+    "going",
+    "okay",
+    "really",
+    "nice",
+    "then",
+    "here",
+    "like",
+    "you",
+    "can",
+    "see",
+    "that",
+    "little",
+    "bit",
+    "next",
+    "right",
+    "there",
+    "good",
+    "this",
+    "is",
+    "what",
+    "all",
+]
 
 
 @dataclass
@@ -122,19 +146,17 @@ class SynthDataset:
         return {t: task.steps for t, task in self.tasks.items()}
 
     def write(self, root: Path) -> None:
-        """Write the CrossTask layout (see ``data.CrossTask``) plus ``coin.json``."""
+        """Write the CrossTask layout (see ``data.CrossTask``)."""
         root = Path(root)
         for sub in ("annotations", "crosstask_constraints", "crosstask_features", "narration"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         write_tasks(root / "tasks_primary.txt", [t for i, t in self.tasks.items() if self.kind[i] != "related"])
         write_tasks(root / "tasks_related.txt", [t for i, t in self.tasks.items() if self.kind[i] == "related"])
-        entry = {v.video_id: VideoEntry(v.task_id, v.video_id, f"https://example.invalid/{v.video_id}")
-                 for v in self.videos}
+        entry = {
+            v.video_id: VideoEntry(v.task_id, v.video_id, f"https://example.invalid/{v.video_id}") for v in self.videos
+        }
         write_videos(root / "videos.csv", [entry[v.video_id] for v in self.videos if v.split in ("train", "related")])
         write_videos(root / "videos_val.csv", [entry[v.video_id] for v in self.videos if v.split in ("test", "unseen")])
-        labels = sorted({s for t in self.tasks.values() for s in t.steps})
-        label_id = {s: i + 1 for i, s in enumerate(labels)}
-        coin = {}
         for v in self.videos:
             np.save(root / "crosstask_features" / f"{v.video_id}.npy", v.X)
             write_narration(root / "narration" / f"{v.video_id}.json", v.narration)
@@ -142,13 +164,6 @@ class SynthDataset:
                 write_intervals(root / "crosstask_constraints" / f"{v.task_id}_{v.video_id}.csv", v.constraints)
             if v.split != "related":
                 write_intervals(root / "annotations" / f"{v.task_id}_{v.video_id}.csv", v.intervals)
-                steps = self.tasks[v.task_id].steps
-                coin[v.video_id] = {
-                    "annotation": [{"segment": [s, e], "id": label_id[steps[k - 1]], "label": steps[k - 1]}
-                                   for k, s, e in v.intervals],
-                    "class": self.tasks[v.task_id].title,
-                    "subset": "training" if v.split == "train" else "testing"}
-        write_coin(root / "coin.json", coin)
 
 
 def _words(rng: np.random.Generator, n: int) -> list[str]:
@@ -174,37 +189,39 @@ def generate(conf: SynthConfig | None = None) -> SynthDataset:
     rng = np.random.default_rng(conf.seed)
     n_v, n_n = conf.n_verbs + conf.n_verbs // 2, conf.n_nouns + conf.n_nouns // 2
     names = _words(rng, 2 * (n_v + n_n))
-    verbs, nouns = names[:n_v], names[n_v:n_v + n_n]
-    synonym = dict(zip(verbs + nouns, names[n_v + n_n:], strict=True))
+    verbs, nouns = names[:n_v], names[n_v : n_v + n_n]
+    synonym = dict(zip(verbs + nouns, names[n_v + n_n :], strict=True))
     vec = dict(zip(verbs + nouns, _unit(rng, n_v + n_n, conf.dim), strict=True))
     rank = dict(zip(verbs, rng.random(n_v), strict=True))
     intro_vec, outro_vec, state_vec, motion_vec = _unit(rng, 4, conf.dim)
 
     def make_task(tid: str, verb_pool: list[str], noun_pool: list[str]) -> Task:
         K = int(rng.integers(conf.steps_range[0], conf.steps_range[1] + 1))
-        vs = sorted(rng.choice(verb_pool, size=min(K, len(verb_pool)), replace=False), key=rank.get)
+        vs = sorted(rng.choice(verb_pool, size=min(K, len(verb_pool)), replace=False), key=rank.__getitem__)
         ns = rng.choice(noun_pool, size=len(vs), replace=False)
-        return Task(tid, f"Task {tid}", f"https://example.invalid/task/{tid}",
-                    [f"{v} {n}" for v, n in zip(vs, ns, strict=True)])
+        return Task(
+            tid, f"Task {tid}", f"https://example.invalid/task/{tid}", [f"{v} {n}" for v, n in zip(vs, ns, strict=True)]
+        )
 
     tasks: dict[str, Task] = {}
     kind: dict[str, str] = {}
-    prim_v, prim_n = verbs[:conf.n_verbs], nouns[:conf.n_nouns]
+    prim_v, prim_n = verbs[: conf.n_verbs], nouns[: conf.n_nouns]
     for i in range(conf.n_primary):
         tid = str(10000 + i)
         tasks[tid], kind[tid] = make_task(tid, prim_v, prim_n), "primary"
     used_v = sorted({s.split()[0] for t in tasks.values() for s in t.steps})
     used_n = sorted({s.split()[1] for t in tasks.values() for s in t.steps})
-    own_v, own_n = verbs[conf.n_verbs:], nouns[conf.n_nouns:]
+    own_v, own_n = verbs[conf.n_verbs :], nouns[conf.n_nouns :]
     for i in range(conf.n_related):
         tid = str(20000 + i)
         K = int(rng.integers(conf.steps_range[0], conf.steps_range[1] + 1))
         vpool = [rng.choice(used_v) if rng.random() < conf.share_rate else rng.choice(own_v) for _ in range(3 * K)]
         npool = [rng.choice(used_n) if rng.random() < conf.share_rate else rng.choice(own_n) for _ in range(3 * K)]
-        vs = sorted([str(v) for v in dict.fromkeys(vpool)][:K], key=rank.get)
-        ns = [str(n) for n in dict.fromkeys(npool)][:len(vs)]
-        tasks[tid] = Task(tid, f"Task {tid}", f"https://example.invalid/task/{tid}",
-                          [f"{v} {n}" for v, n in zip(vs, ns, strict=True)])
+        vs = sorted([str(v) for v in dict.fromkeys(vpool)][:K], key=rank.__getitem__)
+        ns = [str(n) for n in dict.fromkeys(npool)][: len(vs)]
+        tasks[tid] = Task(
+            tid, f"Task {tid}", f"https://example.invalid/task/{tid}", [f"{v} {n}" for v, n in zip(vs, ns, strict=True)]
+        )
         kind[tid] = "related"
     for i in range(conf.n_unseen):
         tid = str(30000 + i)
@@ -220,13 +237,31 @@ def generate(conf: SynthConfig | None = None) -> SynthDataset:
             plan += [(tid, "unseen")] * conf.test_videos
     videos = []
     for n, (tid, split) in enumerate(plan):
-        videos.append(_video(conf, rng, f"v{n:05d}", tasks[tid], split, vec, synonym,
-                             np.stack([intro_vec, outro_vec, state_vec, motion_vec])))
+        videos.append(
+            _video(
+                conf,
+                rng,
+                f"v{n:05d}",
+                tasks[tid],
+                split,
+                vec,
+                synonym,
+                np.stack([intro_vec, outro_vec, state_vec, motion_vec]),
+            )
+        )
     return SynthDataset(tasks, kind, videos)
 
 
-def _video(conf: SynthConfig, rng: np.random.Generator, vid: str, task: Task, split: str,
-           vec: dict[str, np.ndarray], synonym: dict[str, str], globals_: np.ndarray) -> SynthVideo:
+def _video(
+    conf: SynthConfig,
+    rng: np.random.Generator,
+    vid: str,
+    task: Task,
+    split: str,
+    vec: dict[str, np.ndarray],
+    synonym: dict[str, str],
+    globals_: np.ndarray,
+) -> SynthVideo:
     T = int(rng.integers(conf.length_range[0], conf.length_range[1] + 1))
     K = len(task.steps)
     intro = int(rng.integers(*conf.intro_range)) if rng.random() < conf.p_intro else 0
@@ -247,13 +282,13 @@ def _video(conf: SynthConfig, rng: np.random.Generator, vid: str, task: Task, sp
     t = intro
     for k, d, g in zip(present, dur, gaps[:-1], strict=True):
         t += g
-        y[t:t + d] = k + 1
+        y[t : t + d] = k + 1
         intervals.append((k + 1, float(t), float(t + d)))
         t += d
     # features
     noise = rng.normal(size=(T, conf.dim)) * conf.noise
     if conf.ar > 0:
-        noise = lfilter([np.sqrt(1 - conf.ar ** 2)], [1, -conf.ar], noise, axis=0)
+        noise = lfilter([np.sqrt(1 - conf.ar**2)], [1, -conf.ar], noise, axis=0)
     intro_vec, outro_vec, state_vec, motion_vec = globals_
     comp = np.stack([vec[w0] + vec[w1] for w0, w1 in (s.split() for s in task.steps)])
     comp += conf.progress * np.linspace(-1, 1, K)[:, None] * state_vec + conf.motion * motion_vec
@@ -262,11 +297,11 @@ def _video(conf: SynthConfig, rng: np.random.Generator, vid: str, task: Task, sp
     style = rng.normal(size=conf.dim)
     X[y == 0] += conf.style * style / np.linalg.norm(style)
     X[:intro] += conf.signal * intro_vec
-    X[T - outro:] += conf.signal * outro_vec
-    bg = np.flatnonzero(y[intro:T - outro] == 0) + intro
+    X[T - outro :] += conf.signal * outro_vec
+    bg = np.flatnonzero(y[intro : T - outro] == 0) + intro
     for _ in range(rng.poisson(conf.distractors_per_min * T / 60) if len(bg) else 0):
-        s = int(rng.choice(bg))
-        seg = np.arange(s, min(s + int(rng.integers(*conf.distractor_range)), T))
+        at = int(rng.choice(bg))
+        seg = np.arange(at, min(at + int(rng.integers(*conf.distractor_range)), T))
         seg = seg[y[seg] == 0]
         noun = task.steps[int(rng.integers(K))].split()[1]
         X[seg] += conf.signal * vec[noun]

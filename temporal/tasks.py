@@ -21,8 +21,10 @@ from recon.io import InputError
 from .step_windows import tfidf_embed
 
 TASK_FILES = ("tasks.json", "tasks.toml")
-EXAMPLE = ('{"tasks": [{"id": "check_oil", "title": "check the oil", "steps": ["remove dipstick", ...]}], '
-           '"videos": {"video_00": ["check_oil"]}}')
+EXAMPLE = (
+    '{"tasks": [{"id": "check_oil", "title": "check the oil", "steps": ["remove dipstick", ...]}], '
+    '"videos": {"video_00": ["check_oil"]}}'
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,13 @@ def read_task_file(path: Path) -> TaskFile:
         raise InputError(f"{path}: needs a non-empty 'tasks' list, e.g. {EXAMPLE}")
     tasks: dict[str, TaskDef] = {}
     for i, t in enumerate(data["tasks"]):
-        ok = isinstance(t, dict) and isinstance(t.get("id"), str) and isinstance(t.get("steps"), list) \
-            and t["steps"] and all(isinstance(s, str) and s.strip() for s in t["steps"])
+        ok = (
+            isinstance(t, dict)
+            and isinstance(t.get("id"), str)
+            and isinstance(t.get("steps"), list)
+            and t["steps"]
+            and all(isinstance(s, str) and s.strip() for s in t["steps"])
+        )
         if not ok:
             raise InputError(f"{path}: task {i} needs an 'id' and a non-empty 'steps' list of phrases")
         if t["id"] in tasks:
@@ -92,11 +99,11 @@ def task_scores(lines: Sequence[str], tasks: dict[str, TaskDef]) -> dict[str, tu
     queries = [q for t in ids for q in (tasks[t].title, *tasks[t].steps)]
     E = tfidf_embed(list(lines) + queries)
     E = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
-    sim = E[:len(lines)] @ E[len(lines):].T
+    sim = E[: len(lines)] @ E[len(lines) :].T
     out, col = {}, 0
     for t in ids:
         n = 1 + len(tasks[t].steps)
-        s = sim[:, col:col + n]
+        s = sim[:, col : col + n]
         col += n
         best = s.max(0)
         where = s.argmax(0)[best > 0]
@@ -116,14 +123,19 @@ def detect_tasks(lines: Sequence[str], tasks: dict[str, TaskDef], keep: float = 
     return sorted(chosen, key=lambda t: scores[t][1])
 
 
-def video_tasks(task_file: TaskFile, video: str, lines: Sequence[str], override: Sequence[str] | None = None,
-                ) -> tuple[list[str], str]:
+def video_tasks(
+    task_file: TaskFile,
+    video: str,
+    lines: Sequence[str],
+    override: Sequence[str] | None = None,
+) -> tuple[list[str], str]:
     """A video's tasks and where they came from (``option``, ``file`` or ``narration``)."""
     if override:
         unknown = [t for t in override if t not in task_file.tasks]
         if unknown:
-            raise InputError(f"--task {','.join(unknown)}: not in {task_file.path}; "
-                             f"known: {', '.join(task_file.tasks)}")
+            raise InputError(
+                f"--task {','.join(unknown)}: not in {task_file.path}; known: {', '.join(task_file.tasks)}"
+            )
         return list(override), "option"
     if video in task_file.videos:
         return task_file.videos[video], "file"

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, NotRequired, TypedDict, cast
 
 import numpy as np
 
@@ -33,8 +34,95 @@ log = logging.getLogger(__name__)
 Line = tuple[str, float, float]
 """A narration line: text, start and end (seconds)."""
 
-METHODS = ("uniform", "learned", "grounded", "fused")
+Method = Literal["uniform", "learned", "grounded", "fused"]
+METHODS: tuple[Method, ...] = ("uniform", "learned", "grounded", "fused")
 """Step-score variants localized for every video (the saved timeline is ``fused``)."""
+
+
+class StepSegment(TypedDict):
+    """One step of a timeline: its DP clip and contiguous segment (seconds; ``None`` when the DP gave none)."""
+
+    task: str
+    step: str
+    label: str
+    key_step: NotRequired[int]
+    """Discovered key steps: the key step's number (1..k)."""
+    clip: int
+    start: float | None
+    end: float | None
+    segments: NotRequired[list[list[float]]]
+    """Discovered key steps: every run of the key step, ``[start, end]`` seconds (the longest is the segment)."""
+
+
+class MethodResult(TypedDict):
+    """One score variant's localization: a clip per step (not for discovered key steps) and a label per clip."""
+
+    clips: NotRequired[list[int]]
+    labels: list[int]
+
+
+class Timeline(TypedDict):
+    """One video's ``steps/<video>.json``: the ``howto3d steps --json`` contract (``discover``'s key steps have the
+    same shape, with ``"task_source": "discovered"`` and ``k`` instead of ``features``)."""
+
+    video: str
+    scene: str
+    tasks: list[str]
+    task_source: str
+    clip_seconds: float
+    clips: int
+    features: NotRequired[list[str]]
+    k: NotRequired[int]
+    steps: list[StepSegment]
+    methods: dict[str, MethodResult]
+    frame: NotRequired[dict]
+    """The shared frame the features and grounded scores were made in (the caller's record, opaque here)."""
+
+
+class MethodScore(TypedDict):
+    """One score variant on one video: recall hits and frame precision / recall / F1."""
+
+    hits: int
+    frame_precision: float
+    frame_recall: float
+    frame_f1: float
+
+
+class VideoScores(TypedDict):
+    """:func:`evaluate_video`: annotated steps and each localized variant's scores."""
+
+    annotated: int
+    uniform: NotRequired[MethodScore]
+    learned: NotRequired[MethodScore]
+    grounded: NotRequired[MethodScore]
+    fused: NotRequired[MethodScore]
+
+
+class VideoEval(VideoScores):
+    tasks: list[str]
+    true_tasks: list[str]
+
+
+class MethodSummary(TypedDict):
+    recall: float
+    frame_f1: float
+
+
+class ActionnessScore(TypedDict):
+    """Action-vs-background AP next to chance and the chance+trim baseline (:func:`actionness_report`)."""
+
+    ap: float
+    chance: float
+    chance_trim: float
+
+
+class SceneEval(TypedDict):
+    """A scene of ``eval-steps --json`` (:func:`evaluate_scene`)."""
+
+    videos: dict[str, VideoEval]
+    methods: dict[str, MethodSummary]
+    annotated: int
+    actionness: ActionnessScore | None
 
 
 def cue_step_similarity(lines: Sequence[tuple[str, float, float]], steps: Sequence[str]) -> np.ndarray:
@@ -43,12 +131,13 @@ def cue_step_similarity(lines: Sequence[tuple[str, float, float]], steps: Sequen
     little and no step as much as the cue that narrates one of them."""
     E = tfidf_embed([t for t, _, _ in lines] + list(steps))
     E = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
-    sim = E[:len(lines)] @ E[len(lines):].T
+    sim = E[: len(lines)] @ E[len(lines) :].T
     return sim / np.maximum(sim.sum(1, keepdims=True), 1e-12)
 
 
-def step_constraints(lines: Sequence[tuple[str, float, float]], steps: Sequence[str], T: int,
-                     conf: StepsConfig) -> np.ndarray | None:
+def step_constraints(
+    lines: Sequence[tuple[str, float, float]], steps: Sequence[str], T: int, conf: StepsConfig
+) -> np.ndarray | None:
     """``M[T, K]`` allowed clips per step: the cue matched to it in order (ordered DP over cues), widened by
     ``constraint_pad`` seconds; ``None`` without narration or when disabled. Unmatched steps stay free.
     With ``constraint_until_next`` a step's window holds until the next matched step's cue starts (the last
@@ -75,18 +164,21 @@ def step_constraints(lines: Sequence[tuple[str, float, float]], steps: Sequence[
         if end is None:  # the last narrated step: as long as the others hold (an outro is not a step)
             end = lines[cue[k]][2] + float(np.median(held)) if held else float(T)
         a, b = int(np.floor(max(start - conf.constraint_pad, 0))), int(np.ceil(end + conf.constraint_pad))
-        M[a:min(max(b, a + 1), T), k] = 1
+        M[a : min(max(b, a + 1), T), k] = 1
     return M
 
 
-def fuse(learned: np.ndarray | None, grounded: np.ndarray | None, actionness: np.ndarray | None,
-         conf: StepsConfig) -> np.ndarray:
+def fuse(
+    learned: np.ndarray | None, grounded: np.ndarray | None, actionness: np.ndarray | None, conf: StepsConfig
+) -> np.ndarray:
     """Standardised learned and grounded scores mixed by ``grounded_weight`` (either alone when the other is
     ``None``), then actionness and the position prior (higher = better)."""
-    if learned is None and grounded is None:
-        raise ValueError("no step scores to fuse")
-    if grounded is None or learned is None:
-        S = znorm(learned if grounded is None else grounded)
+    if learned is None:
+        if grounded is None:
+            raise ValueError("no step scores to fuse")
+        S = znorm(grounded)
+    elif grounded is None:
+        S = znorm(learned)
     else:
         S = (1 - conf.grounded_weight) * znorm(learned) + conf.grounded_weight * znorm(grounded)
     if actionness is not None and conf.actionness_weight > 0:
@@ -103,8 +195,14 @@ def position_prior(T: int, K: int, width: float = 0.5) -> np.ndarray:
     return -0.5 * ((t - mu) / (width / K)) ** 2
 
 
-def localize(S: np.ndarray | None, T: int, K: int, mask: np.ndarray | None, conf: StepsConfig,
-             actionness: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def localize(
+    S: np.ndarray | None,
+    T: int,
+    K: int,
+    mask: np.ndarray | None,
+    conf: StepsConfig,
+    actionness: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-clip labels ``y[T]`` in ``0..K`` (A2: one contiguous run per step, in order) and one clip per step
     (``[K]``, the centre of its run); ``S=None`` is the uniform baseline. ``actionness`` makes background
     cheaper where it is low (``conf.background_actionness``)."""
@@ -113,13 +211,14 @@ def localize(S: np.ndarray | None, T: int, K: int, mask: np.ndarray | None, conf
         y = np.zeros(T, np.int64)
         bounds = np.round(np.linspace(0, T, K + 1)).astype(int)
         for k in range(K):
-            y[bounds[k]:max(bounds[k + 1], bounds[k] + 1)] = k + 1
+            y[bounds[k] : max(bounds[k + 1], bounds[k] + 1)] = k + 1
         return clips, y
     Z = znorm(S)
     if T < K:  # too short for one run per step: A1 alone, steps may share clips
-        return align_one(Z, maximize=True, mask=mask, allow_shared=True, lam=conf.constraint_penalty), \
-            np.zeros(T, np.int64)
-    bg = conf.background
+        return align_one(Z, maximize=True, mask=mask, allow_shared=True, lam=conf.constraint_penalty), np.zeros(
+            T, np.int64
+        )
+    bg: float | np.ndarray = conf.background
     if actionness is not None and conf.background_actionness > 0:
         bg = conf.background + conf.background_actionness * znorm(actionness)
     y = align_contiguous(-Z, bg_cost=bg, mask=mask, lam=conf.constraint_penalty)
@@ -137,13 +236,21 @@ def segment_centres(y: np.ndarray, K: int) -> np.ndarray:
     return np.array([idx[len(idx) // 2] for idx in runs], np.int64)
 
 
-def segments(y: np.ndarray, steps: Sequence[tuple[str, str]], clips: np.ndarray) -> list[dict]:
+def segments(y: np.ndarray, steps: Sequence[tuple[str, str]], clips: np.ndarray) -> list[StepSegment]:
     """Per step its task, phrase, DP clip and contiguous segment (seconds; ``None`` if the DP gave none)."""
-    out = []
+    out: list[StepSegment] = []
     for k, (task, step) in enumerate(steps):
         idx = np.flatnonzero(y == k + 1)
-        out.append({"task": task, "step": step, "label": step, "clip": int(clips[k]),
-                    "start": float(idx[0]) if len(idx) else None, "end": float(idx[-1] + 1) if len(idx) else None})
+        out.append(
+            {
+                "task": task,
+                "step": step,
+                "label": step,
+                "clip": int(clips[k]),
+                "start": float(idx[0]) if len(idx) else None,
+                "end": float(idx[-1] + 1) if len(idx) else None,
+            }
+        )
     return out
 
 
@@ -155,7 +262,7 @@ def truth_labels(gt_steps: Sequence[dict], steps: Sequence[tuple[str, str]], T: 
     for s in gt_steps:
         a, b = int(np.floor(s["start"])), int(np.ceil(s["end"]))
         if b > a:
-            y[a:min(b, T)] = index.get((s["task"], s["step"]), 0)
+            y[a : min(b, T)] = index.get((s["task"], s["step"]), 0)
     return y, sum(int(np.ceil(s["end"])) > int(np.floor(s["start"])) for s in gt_steps)
 
 
@@ -166,25 +273,36 @@ def truth_matrix(gt_steps: Sequence[dict], steps: Sequence[tuple[str, str]], T: 
     for s in gt_steps:
         k = index.get((s["task"], s["step"]))
         if k is not None:
-            Y[int(np.floor(s["start"])):min(int(np.ceil(s["end"])), T), k] = 1
+            Y[int(np.floor(s["start"])) : min(int(np.ceil(s["end"])), T), k] = 1
     return Y
 
 
-def evaluate_video(gt_steps: Sequence[dict], steps: Sequence[tuple[str, str]], clips: dict[str, np.ndarray],
-                   labels: dict[str, np.ndarray], T: int) -> dict:
+def evaluate_video(
+    gt_steps: Sequence[dict],
+    steps: Sequence[tuple[str, str]],
+    clips: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    T: int,
+) -> VideoScores:
     """Per method: recall hits / annotated steps and frame precision / recall / F1 of the segments."""
     y_true, n = truth_labels(gt_steps, steps, T)
     # Annotated clips of steps outside the predicted list are still foreground the prediction missed.
     fg = np.zeros(T, bool)
     for s in gt_steps:
-        fg[int(np.floor(s["start"])):min(int(np.ceil(s["end"])), T)] = True
+        fg[int(np.floor(s["start"])) : min(int(np.ceil(s["end"])), T)] = True
     y_true = np.where(fg & (y_true == 0), -1, y_true)
     Y_true = truth_matrix(gt_steps, steps, T)
-    out = {"annotated": n}
+    out: VideoScores = {"annotated": n}
     for m in clips:
+        if m not in METHODS:  # a timeline saves only these
+            continue
         p, r, f = frame_prf(y_true, labels[m])
-        out[m] = {"hits": recall_counts(Y_true, steps_to_labels(clips[m], T))[0], "frame_precision": p,
-                  "frame_recall": r, "frame_f1": f}
+        out[m] = {
+            "hits": recall_counts(Y_true, steps_to_labels(clips[m], T))[0],
+            "frame_precision": p,
+            "frame_recall": r,
+            "frame_f1": f,
+        }
     return out
 
 
@@ -192,13 +310,13 @@ def narrated_clips(lines: Sequence[tuple[str, float, float]], T: int) -> np.ndar
     """``[T]`` 1 where a subtitle cue is spoken during the clip."""
     y = np.zeros(T)
     for _, start, end in lines:
-        y[int(np.floor(start)):min(int(np.ceil(end)), T)] = 1
+        y[int(np.floor(start)) : min(int(np.ceil(end)), T)] = 1
     return y
 
 
 INTRO_OUTRO = 0.3
 """Fraction of a video at each end taken as intro/outro by the orientation cue: how-to videos start and end with
-talk and overviews (spec §5: "chance + trim@0.3" beats chance on COIN and CrossTask)."""
+talk and overviews ([002]: "chance + trim@0.3" beats chance on COIN and CrossTask)."""
 
 
 def middle_clips(T: int) -> np.ndarray:
@@ -234,15 +352,14 @@ def orientation(actionness: Sequence[np.ndarray], cues: Sequence[np.ndarray]) ->
     return 1.0 if np.corrcoef(a, c)[0, 1] >= 0 else -1.0
 
 
-def actionness_report(actionness: Sequence[np.ndarray], gt_steps: Sequence[Sequence[dict]]) -> dict:
+def actionness_report(actionness: Sequence[np.ndarray], gt_steps: Sequence[Sequence[dict]]) -> ActionnessScore:
     """Action-vs-background AP (0.2 s segments), chance (the fraction of action segments) and the AP of the
     spec's chance+trim baseline (seeded random scores, intro and outro sent to background)."""
     ivs = [[(1, s["start"], s["end"]) for s in g] for g in gt_steps]
     labels = np.concatenate([segment_labels(iv, len(a)) for a, iv in zip(actionness, ivs, strict=True)])
     rng = np.random.default_rng(0)
     trim = [chance_actionness(len(a), rng, INTRO_OUTRO) for a in actionness]
-    return {"ap": action_ap(list(actionness), ivs), "chance": float(labels.mean()),
-            "chance_trim": action_ap(trim, ivs)}
+    return {"ap": action_ap(list(actionness), ivs), "chance": float(labels.mean()), "chance_trim": action_ap(trim, ivs)}
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -279,7 +396,7 @@ class StepInputs:
 class Timelines:
     """Step timelines of a scene's videos, ``steps/<video>.json`` each, and the step model behind them."""
 
-    videos: dict[str, dict]
+    videos: dict[str, Timeline]
     """Per video: ``{"video", "scene", "tasks", "task_source", "clip_seconds", "clips", "features", "steps",
     "methods"}`` (the JSON contract of ``howto3d steps --json``)."""
     model: StepModel | None = None
@@ -292,16 +409,16 @@ class Timelines:
             atomic_write_json(folder / f"{v}.json", r)
 
     @staticmethod
-    def load(folder: Path, videos: Sequence[str] | None = None) -> dict[str, dict]:
+    def load(folder: Path, videos: Sequence[str] | None = None) -> dict[str, Timeline]:
         """Saved results per video: ``videos`` (each must be there) or every saved one."""
         if videos is None:
             videos = sorted(p.stem for p in folder.glob("*.json"))
-        out = {}
+        out: dict[str, Timeline] = {}
         for v in videos:
             r = read_json(folder / f"{v}.json")
             if not isinstance(r, dict) or not {"steps", "tasks", "clips"} <= set(r):
                 raise InputError(f"{folder / f'{v}.json'}: not a step timeline; delete it to recompute")
-            out[v] = r
+            out[v] = cast(Timeline, r)
         return out
 
 
@@ -317,53 +434,81 @@ def main(conf: StepsConfig, inputs: StepInputs, progress: ProgressFn | None = No
     for v in sorted(feats):
         tasks, source = video_tasks(tf, v, [t for t, _, _ in lines.get(v, [])], inputs.task_override.get(v))
         if not tasks:
-            log.warning("%s/%s: skipped: its narration matches no task of %s; give --task or a 'videos' entry",
-                        inputs.scene, v, tf.path.name)
+            log.warning(
+                "%s/%s: skipped: its narration matches no task of %s; give --task or a 'videos' entry",
+                inputs.scene,
+                v,
+                tf.path.name,
+            )
             continue
         assigned[v] = (tasks, source)
     if not assigned:
-        raise InputError(f"{tf.path}: no video of scene {inputs.scene!r} could be given a task; add a 'videos' "
-                         "table")
-    task_steps, masks, train = {}, {}, []
+        raise InputError(f"{tf.path}: no video of scene {inputs.scene!r} could be given a task; add a 'videos' table")
+    task_steps: dict[str, list[str]] = {}
+    masks: dict[str, np.ndarray | None] = {}
+    train = []
     for v, (tasks, _) in assigned.items():
         key = "+".join(tasks)
         task_steps[key] = [s for _, s in step_list(tf, tasks)]
         masks[v] = step_constraints(lines.get(v, []), task_steps[key], len(feats[v]), conf)
         train.append(StepVideo(key, feats[v], masks[v]))
-    model = train_step_model(train, task_steps, TrainConfig(epochs=conf.epochs, pretrain_epochs=conf.pretrain_epochs,
-                                                            seed=conf.seed), progress)
-    out = {}
+    model = train_step_model(
+        train,
+        task_steps,
+        TrainConfig(epochs=conf.epochs, pretrain_epochs=conf.pretrain_epochs, seed=conf.seed),
+        progress,
+    )
+    out: dict[str, Timeline] = {}
     for v, (tasks, source) in assigned.items():
         key, seq = "+".join(tasks), step_list(tf, tasks)
         X, T, K, mask, act = feats[v], len(feats[v]), len(seq), masks[v], inputs.actionness.get(v)
         learned = model.log_probs(X, key)
         grounded = inputs.grounded(v, [s for _, s in seq], T) if inputs.grounded is not None else None
-        scores = {"uniform": None, "learned": fuse(learned, None, act, conf),
-                  "grounded": None if grounded is None else fuse(None, grounded, act, conf),
-                  "fused": fuse(learned, grounded, act, conf)}
-        methods = {}
+        scores = {
+            "uniform": None,
+            "learned": fuse(learned, None, act, conf),
+            "grounded": None if grounded is None else fuse(None, grounded, act, conf),
+            "fused": fuse(learned, grounded, act, conf),
+        }
+        methods: dict[str, MethodResult] = {}
         for m, S in scores.items():
             if m == "grounded" and S is None:
                 continue
             clips, y = localize(S, T, K, None if m == "uniform" else mask, conf, act)
             methods[m] = {"clips": clips.tolist(), "labels": y.tolist()}
         fused = methods["fused"]
-        out[v] = {"video": v, "scene": inputs.scene, "tasks": tasks, "task_source": source,
-                  "clip_seconds": CLIP_SECONDS, "clips": T, "features": list(inputs.feature_kinds),
-                  "steps": segments(np.array(fused["labels"]), seq, np.array(fused["clips"])), "methods": methods}
+        out[v] = {
+            "video": v,
+            "scene": inputs.scene,
+            "tasks": tasks,
+            "task_source": source,
+            "clip_seconds": CLIP_SECONDS,
+            "clips": T,
+            "features": list(inputs.feature_kinds),
+            "steps": segments(np.array(fused["labels"]), seq, np.array(fused["clips"])),
+            "methods": methods,
+        }
         if inputs.frame is not None:
             out[v]["frame"] = inputs.frame
     return Timelines(out, model)
 
 
-def evaluate_scene(truth: Mapping[str, dict], videos: Sequence[str], saved: Mapping[str, dict],
-                   actionness: Mapping[str, np.ndarray], rerun: str = "") -> tuple[dict, list[str]]:
+def evaluate_scene(
+    truth: Mapping[str, dict],
+    videos: Sequence[str],
+    saved: Mapping[str, Timeline],
+    actionness: Mapping[str, np.ndarray],
+    rerun: str = "",
+) -> tuple[SceneEval, list[str]]:
     """A scene's step timelines and actionness against ground truth ``{video: {"tasks", "steps"}}``.
 
     Returns the scene report (per video and pooled per method: CrossTask recall, frame F1; actionness AP next
     to its baselines) and what was skipped and why; ``rerun`` is the command that makes missing timelines.
     """
-    out, skipped, a_list, g_list = {}, [], [], []
+    out: dict[str, VideoEval] = {}
+    skipped: list[str] = []
+    a_list: list[np.ndarray] = []
+    g_list: list[list[dict]] = []
     for v in videos:
         if v not in truth:
             skipped.append(f"{v}: no ground truth for this video")
@@ -376,16 +521,32 @@ def evaluate_scene(truth: Mapping[str, dict], videos: Sequence[str], saved: Mapp
             continue
         r = saved[v]
         if r.get("task_source") == "discovered":
-            skipped.append(f"{v}: discovered key steps have no step names to score (`howto3d crosstask discover` "
-                           "evaluates discovery on CrossTask-format data)")
+            skipped.append(
+                f"{v}: discovered key steps have no step names to score (`howto3d crosstask discover` "
+                "evaluates discovery on CrossTask-format data)"
+            )
             continue
         seq = [(st["task"], st["step"]) for st in r["steps"]]
-        ev = evaluate_video(truth[v]["steps"], seq, {m: np.array(x["clips"]) for m, x in r["methods"].items()},
-                            {m: np.array(x["labels"]) for m, x in r["methods"].items()}, r["clips"])
+        ev = evaluate_video(
+            truth[v]["steps"],
+            seq,
+            {m: np.array(x["clips"]) for m, x in r["methods"].items()},
+            {m: np.array(x["labels"]) for m, x in r["methods"].items()},
+            r["clips"],
+        )
         out[v] = {"tasks": r["tasks"], "true_tasks": truth[v]["tasks"], **ev}
     methods = [m for m in METHODS if out and all(m in e for e in out.values())]
     total = sum(e["annotated"] for e in out.values())
-    summary = {m: {"recall": sum(e[m]["hits"] for e in out.values()) / max(total, 1),
-                   "frame_f1": float(np.mean([e[m]["frame_f1"] for e in out.values()]))} for m in methods}
-    return {"videos": out, "methods": summary, "annotated": total,
-            "actionness": actionness_report(a_list, g_list) if a_list else None}, skipped
+    summary: dict[str, MethodSummary] = {
+        m: {
+            "recall": sum(e[m]["hits"] for e in out.values()) / max(total, 1),
+            "frame_f1": float(np.mean([e[m]["frame_f1"] for e in out.values()])),
+        }
+        for m in methods
+    }
+    return {
+        "videos": out,
+        "methods": summary,
+        "annotated": total,
+        "actionness": actionness_report(a_list, g_list) if a_list else None,
+    }, skipped

@@ -27,8 +27,9 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[WorldConfig, 
     return SMALL_WORLD, generate_world(out, SMALL_WORLD)
 
 
-def write_video(path: Path, n: int = 30, fps: int = 10, size: tuple[int, int] = (96, 64), vfr: bool = False,
-                flat: bool = False) -> None:
+def write_video(
+    path: Path, n: int = 30, fps: int = 10, size: tuple[int, int] = (96, 64), vfr: bool = False, flat: bool = False
+) -> None:
     """A small H.264 video whose frame i shows the value i in its top-left block (``flat``: one plain colour)."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
@@ -122,8 +123,15 @@ def headless_chromium():
     def open_browser():
         opts = webdriver.ChromeOptions()
         opts.binary_location = binary
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,700",
-                    "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking"):
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--window-size=1000,700",
+            "--use-angle=swiftshader",
+            "--enable-unsafe-swiftshader",
+            "--disable-background-networking",
+        ):
             opts.add_argument(arg)
         opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         opened.append(webdriver.Chrome(options=opts, service=Service(driver_path)))

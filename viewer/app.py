@@ -32,8 +32,15 @@ TIMELINE_HEIGHT = 220
 class ViewerWindow:
     """The window's widgets and their callbacks."""
 
-    def __init__(self, app: gui.Application, scene: SharedScene, heatmap: Heatmap | None, query_fn: QueryFn | None,
-                 timeline: dict[str, dict[str, Any]] | None, markers: list[Marker] | None):
+    def __init__(
+        self,
+        app: gui.Application,
+        scene: SharedScene,
+        heatmap: Heatmap | None,
+        query_fn: QueryFn | None,
+        timeline: dict[str, dict[str, Any]] | None,
+        markers: list[Marker] | None,
+    ):
         self.app, self.scene, self.query_fn, self.timeline = app, scene, query_fn, timeline or {}
         self.window = app.create_window(f"howto3d — {scene.scene}", 1400, 900)
         em = self.window.theme.font_size
@@ -62,7 +69,7 @@ class ViewerWindow:
         for name in self.geoms:
             box = gui.Checkbox(f"show {name}")
             box.checked = True
-            box.set_on_checked(lambda on, n=name: self.widget.scene.show_geometry(n, on))
+            box.set_on_checked(self._toggle(name))
             self.panel.add_child(box)
         legend = ", ".join(f"{v}" for v in scene.videos)
         self.panel.add_child(gui.Label(f"videos (tab10 colours in order):\n{legend}"))
@@ -81,6 +88,10 @@ class ViewerWindow:
             self._show_timeline(next(iter(self.timeline)))
         self.window.set_on_layout(self._on_layout)
 
+    def _toggle(self, name: str) -> Callable[[bool], None]:
+        """The checkbox callback that shows or hides geometry ``name``."""
+        return lambda on: self.widget.scene.show_geometry(name, on)
+
     def quit(self) -> None:
         """Leave the event loop (closing the window from a callback can deadlock Filament's teardown)."""
         self.widget.scene.clear_geometry()
@@ -96,16 +107,19 @@ class ViewerWindow:
 
     def _show_timeline(self, video: str) -> None:
         img = timeline_image(**{"title": video, "width": 14.0, **self.timeline[video]})
-        self.timeline_image.update_image(o3d.geometry.Image(np.ascontiguousarray(img)))
+        widget = self.timeline_image
+        assert widget is not None  # made with the timeline panel, before the first timeline is shown
+        widget.update_image(o3d.geometry.Image(np.ascontiguousarray(img).data))
 
     def _on_query(self, text: str) -> None:
-        if not self.query_fn or not text.strip():
+        query_fn = self.query_fn
+        if not query_fn or not text.strip():
             return
         self.status.text = f"grounding '{text}'…"
 
         def work() -> None:
             try:
-                hm = self.query_fn(text)
+                hm = query_fn(text)
                 msg = f"'{text}': best voxel score {float(np.max(hm[1])):.3f}"
             except Exception as e:  # noqa: BLE001 - show any query failure in the window instead of dying
                 log.exception("query %r failed", text)
@@ -122,9 +136,14 @@ class ViewerWindow:
             self.window.post_redraw()
 
 
-def run_viewer(scene: SharedScene, heatmap: Heatmap | None = None, query_fn: QueryFn | None = None,
-               timeline: dict[str, dict[str, Any]] | None = None, markers: list[Marker] | None = None,
-               close_after: float | None = None) -> float:
+def run_viewer(
+    scene: SharedScene,
+    heatmap: Heatmap | None = None,
+    query_fn: QueryFn | None = None,
+    timeline: dict[str, dict[str, Any]] | None = None,
+    markers: list[Marker] | None = None,
+    close_after: float | None = None,
+) -> float:
     """Open the window and block until it is closed (or ``close_after`` seconds after it is up).
 
     ``timeline`` maps a video name to :func:`viewer.timeline.plot_timeline` keyword arguments (``duration``,

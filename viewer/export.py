@@ -10,7 +10,9 @@ Anchors (named parts and guide steps) are empty nodes an AR engine finds by name
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import trimesh
@@ -29,7 +31,9 @@ def _rgba(colors: np.ndarray) -> np.ndarray:
 
 def camera_pyramids(scene: SharedScene, size: float) -> trimesh.Trimesh:
     """One open pyramid (apex at the camera centre) per registered frame, coloured by video."""
-    verts, faces, colors = [], [], []
+    verts: list[np.ndarray] = []
+    faces: list[np.ndarray] = []
+    colors: list[np.ndarray] = []
     for vi, video in enumerate(scene.videos):
         for f in scene.frames_of(video):
             v, _ = frustum_lines(f.cam_from_world, f.K, f.camera.width, f.camera.height, size)
@@ -58,19 +62,22 @@ def up_to_y(up: np.ndarray) -> np.ndarray:
 
 def _write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray, score: np.ndarray) -> None:
     """Binary PLY with a per-vertex ``score`` (0 for scene points) so tools can filter the heatmap."""
-    dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
-                      ("score", "<f4")])
+    dtype = np.dtype(
+        [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("score", "<f4")]
+    )
     data = np.empty(len(xyz), dtype)
     data["x"], data["y"], data["z"] = xyz.T
     data["red"], data["green"], data["blue"] = rgb.T
     data["score"] = score
-    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(xyz)}\n"
-              "property float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty float score\nend_header\n")
+    header = (
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(xyz)}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty float score\nend_header\n"
+    )
     path.write_bytes(header.encode() + data.tobytes())
 
 
-def add_anchors(s: trimesh.Scene, root: np.ndarray, anchors: dict) -> None:
+def add_anchors(s: trimesh.Scene, root: np.ndarray, anchors: Mapping[str, Any]) -> None:
     """An ``anchors`` node under the upright root, its ``extras`` the frame (units, the shared frame's up, glTF's
     +Y up), and one child node per anchor at its point (shared-frame coordinates, as in the anchors file), named
     by the anchor and carrying its fields in ``extras``."""
@@ -88,8 +95,13 @@ def add_anchors(s: trimesh.Scene, root: np.ndarray, anchors: dict) -> None:
         s.graph.update(frame_to=name, frame_from="anchors", matrix=at, metadata=dict(a))
 
 
-def export(scene: SharedScene, out: Path, fmt: str = "glb", heatmap: Heatmap | None = None,
-           anchors: dict | None = None) -> Path:
+def export(
+    scene: SharedScene,
+    out: Path,
+    fmt: str = "glb",
+    heatmap: Heatmap | None = None,
+    anchors: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``out``: GLB (points, camera pyramids, heatmap cubes, ``anchors`` as named nodes) or PLY (points,
     then heatmap voxel centres)."""
     out = Path(out)
@@ -105,15 +117,23 @@ def export(scene: SharedScene, out: Path, fmt: str = "glb", heatmap: Heatmap | N
     elif fmt == "glb":
         root = up_to_y(scene_up(scene))
         s = trimesh.Scene()
-        s.add_geometry(trimesh.PointCloud(scene.points, colors=_rgba(scene.colors)), node_name="points",
-                       geom_name="points", transform=root)
+        s.add_geometry(
+            trimesh.PointCloud(scene.points, colors=_rgba(scene.colors)),
+            node_name="points",
+            geom_name="points",
+            transform=root,
+        )
         cams = camera_pyramids(scene, 0.03 * scene_extent(scene))
         if len(cams.vertices):
             s.add_geometry(cams, node_name="cameras", geom_name="cameras", transform=root)
         if hm is not None and len(hm.scores):
             v, t, c = voxel_cubes(hm.centers, hm.size, hm.colors, 0.35 + 0.65 * hm.scores)
-            s.add_geometry(trimesh.Trimesh(v, t, vertex_colors=_rgba(c), process=False), node_name="heatmap",
-                           geom_name="heatmap", transform=root)
+            s.add_geometry(
+                trimesh.Trimesh(v, t, vertex_colors=_rgba(c), process=False),
+                node_name="heatmap",
+                geom_name="heatmap",
+                transform=root,
+            )
         if anchors is not None:
             add_anchors(s, root, anchors)
         out.write_bytes(s.export(file_type="glb"))

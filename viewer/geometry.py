@@ -18,7 +18,9 @@ from recon.shared_frame import camera_up
 Heatmap = tuple[np.ndarray, np.ndarray, "float | np.ndarray"]
 """(centers (N, 3), scores (N,) non-negative, voxel size: a float or per-axis (3,))."""
 
-VIDEO_COLORS: list[tuple[float, float, float]] = [tuple(float(c) for c in colormaps["tab10"](i)[:3]) for i in range(10)]
+VIDEO_COLORS: list[tuple[float, float, float]] = [
+    (float(r), float(g), float(b)) for r, g, b, _ in (colormaps["tab10"](i) for i in range(10))
+]
 """One colour per video (cycled), used for frusta, camera paths and timeline labels."""
 
 HEATMAP_CMAP = "inferno"
@@ -40,7 +42,7 @@ def robust_bounds(points: np.ndarray, q: float = 2.0) -> tuple[np.ndarray, np.nd
 
 def scene_extent(scene: SharedScene) -> float:
     lo, hi = robust_bounds(scene.points)
-    return float(max(np.linalg.norm(hi - lo), 1e-6))
+    return max(float(np.linalg.norm(hi - lo)), 1e-6)
 
 
 def normalised(scores: np.ndarray) -> np.ndarray:
@@ -68,8 +70,9 @@ def point_cloud(scene: SharedScene) -> o3d.geometry.PointCloud:
     return pc
 
 
-def frustum_lines(cam_from_world: np.ndarray, K: np.ndarray, width: int, height: int,
-                  size: float) -> tuple[np.ndarray, np.ndarray]:
+def frustum_lines(
+    cam_from_world: np.ndarray, K: np.ndarray, width: int, height: int, size: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (5, 3) (centre, then image corners at depth ``size``) and the 8 line index pairs of one frustum."""
     R, t = cam_from_world[:, :3], cam_from_world[:, 3]
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], float)
@@ -110,12 +113,27 @@ def frusta(scene: SharedScene, size: float | None = None, every: int = 1) -> o3d
     return ls
 
 
-def voxel_cubes(centers: np.ndarray, size: np.ndarray, colors: np.ndarray,
-                scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def voxel_cubes(
+    centers: np.ndarray, size: np.ndarray, colors: np.ndarray, scale: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vertices (8N, 3), triangles (12N, 3) and vertex colours (8N, 3) of axis-aligned cubes (``size`` x ``scale``)."""
-    unit = np.array([[x, y, z] for x in (-.5, .5) for y in (-.5, .5) for z in (-.5, .5)])
-    tri = np.array([[0, 2, 1], [1, 2, 3], [4, 5, 6], [5, 7, 6], [0, 1, 4], [1, 5, 4],
-                    [2, 6, 3], [3, 6, 7], [0, 4, 2], [2, 4, 6], [1, 3, 5], [3, 7, 5]])
+    unit = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
+    tri = np.array(
+        [
+            [0, 2, 1],
+            [1, 2, 3],
+            [4, 5, 6],
+            [5, 7, 6],
+            [0, 1, 4],
+            [1, 5, 4],
+            [2, 6, 3],
+            [3, 6, 7],
+            [0, 4, 2],
+            [2, 4, 6],
+            [1, 3, 5],
+            [3, 7, 5],
+        ]
+    )
     n = len(centers)
     scale = np.ones(n) if scale is None else np.asarray(scale, float)
     verts = (centers[:, None, :] + unit[None] * size[None, None, :] * scale[:, None, None]).reshape(-1, 3)
@@ -133,8 +151,9 @@ class ShownHeatmap:
     size: np.ndarray
 
 
-def shown_heatmap(centers: np.ndarray, scores: np.ndarray, voxel_size: float | np.ndarray,
-                  shrink: float = 0.8) -> ShownHeatmap:
+def shown_heatmap(
+    centers: np.ndarray, scores: np.ndarray, voxel_size: float | np.ndarray, shrink: float = 0.8
+) -> ShownHeatmap:
     """The voxels worth drawing; cubes are shrunk a little so neighbouring voxels stay distinguishable."""
     keep = shown_voxels(scores)
     s = normalised(scores)[keep]
@@ -142,8 +161,9 @@ def shown_heatmap(centers: np.ndarray, scores: np.ndarray, voxel_size: float | n
     return ShownHeatmap(np.asarray(centers, float)[keep], s, heatmap_colors(s), size)
 
 
-def heatmap_voxels(centers: np.ndarray, scores: np.ndarray,
-                   voxel_size: float | np.ndarray) -> o3d.geometry.TriangleMesh:
+def heatmap_voxels(
+    centers: np.ndarray, scores: np.ndarray, voxel_size: float | np.ndarray
+) -> o3d.geometry.TriangleMesh:
     """The heatmap as coloured cubes, faint voxels left out.
 
     Colour and size grow with the normalised score, so a shell of weak voxels does not hide the best ones.
@@ -155,8 +175,9 @@ def heatmap_voxels(centers: np.ndarray, scores: np.ndarray,
     return mesh
 
 
-def markers_mesh(markers: list[tuple[np.ndarray, tuple[float, float, float]]],
-                 radius: float) -> o3d.geometry.TriangleMesh:
+def markers_mesh(
+    markers: list[tuple[np.ndarray, tuple[float, float, float]]], radius: float
+) -> o3d.geometry.TriangleMesh:
     """Small spheres at given points (e.g. the ground-truth part in green)."""
     mesh = o3d.geometry.TriangleMesh()
     for xyz, color in markers:

@@ -39,8 +39,14 @@ def _nearest(frames: list[RegisteredFrame], t: float) -> RegisteredFrame:
     return min(frames, key=lambda f: abs(f.time - t))
 
 
-def _surface_depth(scene: SharedScene, ref: RegisteredFrame, frame: RegisteredFrame, shape: tuple[int, int],
-                   scale: np.ndarray, cell: int = 16) -> np.ndarray:
+def _surface_depth(
+    scene: SharedScene,
+    ref: RegisteredFrame,
+    frame: RegisteredFrame,
+    shape: tuple[int, int],
+    scale: np.ndarray,
+    cell: int = 16,
+) -> np.ndarray:
     """Coarse (H/cell, W/cell) mean depth of the points ``ref`` observes, seen from ``frame`` (inf where none)."""
     h, w = shape
     grid = np.full(((h + cell - 1) // cell, (w + cell - 1) // cell), np.inf)
@@ -80,8 +86,14 @@ def _draw_dot(img: np.ndarray, xy: np.ndarray, radius: float, color: tuple[float
     img[d <= radius] = (np.asarray(color) * 255).astype(np.uint8)
 
 
-def draw_frame(rgb: np.ndarray, scene: SharedScene, frame: RegisteredFrame, heatmap: Heatmap,
-               markers: list[Marker] | None = None, ref: RegisteredFrame | None = None) -> np.ndarray:
+def draw_frame(
+    rgb: np.ndarray,
+    scene: SharedScene,
+    frame: RegisteredFrame,
+    heatmap: Heatmap,
+    markers: list[Marker] | None = None,
+    ref: RegisteredFrame | None = None,
+) -> np.ndarray:
     """One overlay image: ``frame`` gives the pose/intrinsics (at its camera's resolution, rescaled to ``rgb``)."""
     h, w = rgb.shape[:2]
     scale = np.array([w / frame.camera.width, h / frame.camera.height])
@@ -111,14 +123,23 @@ def draw_frame(rgb: np.ndarray, scene: SharedScene, frame: RegisteredFrame, heat
     return out
 
 
-def overlay(scene: SharedScene, video_path: Path, video_name: str, heatmap: Heatmap, out: Path,
-            markers: list[Marker] | None = None, every: int = 1) -> Path:
+def overlay(
+    scene: SharedScene,
+    video_path: Path,
+    video_name: str,
+    heatmap: Heatmap,
+    out: Path,
+    markers: list[Marker] | None = None,
+    every: int = 1,
+) -> Path:
     """Write every ``every``-th frame of the video with the heatmap drawn in: an H.264 mp4, or PNGs in a folder."""
     frames = sorted(scene.frames_of(video_name), key=lambda f: f.time)
     if not frames:
-        raise InputError(f"{scene.scene}/{video_name}: no camera of this video in the shared frame (it did not "
-                         "reconstruct or align; `howto3d check` says which); overlay one of "
-                         f"{', '.join(v for v in scene.videos if scene.frames_of(v)) or 'no video yet'}")
+        raise InputError(
+            f"{scene.scene}/{video_name}: no camera of this video in the shared frame (it did not "
+            "reconstruct or align; `howto3d check` says which); overlay one of "
+            f"{', '.join(v for v in scene.videos if scene.frames_of(v)) or 'no video yet'}"
+        )
     out = Path(out)
     info = probe(video_path)
     indices = np.arange(0, info.num_frames, max(1, every))
@@ -131,7 +152,7 @@ def overlay(scene: SharedScene, video_path: Path, video_name: str, heatmap: Heat
     try:
         for index, t, rgb in read_frames(video_path, indices):
             ref = _nearest(frames, t)
-            frame = dataclasses.replace(ref, cam_from_world=interpolate_poses(frames, [t])[0])
+            frame = dataclasses.replace(ref, cam_from_world=interpolate_poses(frames, np.array([t]))[0])
             img = draw_frame(rgb, scene, frame, heatmap, markers, ref)
             if not as_mp4:
                 Image.fromarray(img).save(out / f"{index:06d}.png", compress_level=1)
@@ -142,14 +163,21 @@ def overlay(scene: SharedScene, video_path: Path, video_name: str, heatmap: Heat
                 stream = container.add_stream("libx264", rate=rate)
                 stream.width, stream.height = img.shape[1] // 2 * 2, img.shape[0] // 2 * 2
                 stream.pix_fmt = "yuv420p"
-            vf = av.VideoFrame.from_ndarray(img[:stream.height, :stream.width], format="rgb24")
+            assert stream is not None  # added with the container
+            vf = av.VideoFrame.from_ndarray(img[: stream.height, : stream.width], format="rgb24")
             container.mux(stream.encode(vf))
-        if container is not None:
+        if container is not None and stream is not None:  # both made at the first frame
             container.mux(stream.encode())
     finally:
         if container is not None:
             container.close()
     seconds = time.perf_counter() - start
-    log.info("overlay of %s: %d frames in %.1fs (%.1f fps) -> %s", video_name, len(indices), seconds,
-             len(indices) / max(seconds, 1e-9), out)
+    log.info(
+        "overlay of %s: %d frames in %.1fs (%.1f fps) -> %s",
+        video_name,
+        len(indices),
+        seconds,
+        len(indices) / max(seconds, 1e-9),
+        out,
+    )
     return out

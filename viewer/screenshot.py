@@ -51,10 +51,13 @@ def look_at_extrinsic(view: View) -> np.ndarray:
     return T
 
 
-def scene_geometries(scene: SharedScene, heatmap: Heatmap | None = None, markers: list[Marker] | None = None,
-                     ) -> dict[str, o3d.geometry.Geometry]:
+def scene_geometries(
+    scene: SharedScene,
+    heatmap: Heatmap | None = None,
+    markers: list[Marker] | None = None,
+) -> dict[str, o3d.geometry.Geometry3D]:
     """Named geometries of a view: points, cameras, heatmap voxels, markers (the window and screenshots share it)."""
-    geoms: dict[str, o3d.geometry.Geometry] = {"points": point_cloud(scene), "cameras": frusta(scene)}
+    geoms: dict[str, o3d.geometry.Geometry3D] = {"points": point_cloud(scene), "cameras": frusta(scene)}
     if heatmap is not None:
         geoms["heatmap"] = heatmap_voxels(*heatmap)
     if markers:
@@ -76,14 +79,16 @@ def material(name: str, scale: float = 1.0) -> rendering.MaterialRecord:
     return m
 
 
-def add_to_scene(o3d_scene: rendering.Open3DScene, geoms: dict[str, o3d.geometry.Geometry], scale: float = 1.0) -> None:
+def add_to_scene(
+    o3d_scene: rendering.Open3DScene, geoms: dict[str, o3d.geometry.Geometry3D], scale: float = 1.0
+) -> None:
     for name, g in geoms.items():
         if o3d_scene.has_geometry(name):
             o3d_scene.remove_geometry(name)
         o3d_scene.add_geometry(name, g, material(name, scale))
 
 
-def _render_filament(geoms: dict[str, o3d.geometry.Geometry], view: View, width: int, height: int) -> np.ndarray:
+def _render_filament(geoms: dict[str, o3d.geometry.Geometry3D], view: View, width: int, height: int) -> np.ndarray:
     r = rendering.OffscreenRenderer(width, height)
     try:
         r.scene.set_background([*BACKGROUND, 1.0])
@@ -96,7 +101,7 @@ def _render_filament(geoms: dict[str, o3d.geometry.Geometry], view: View, width:
         del r
 
 
-def _render_legacy(geoms: dict[str, o3d.geometry.Geometry], view: View, width: int, height: int) -> np.ndarray:
+def _render_legacy(geoms: dict[str, o3d.geometry.Geometry3D], view: View, width: int, height: int) -> np.ndarray:
     vis = o3d.visualization.Visualizer()
     if not vis.create_window(visible=False, width=width, height=height):
         raise RuntimeError("legacy Visualizer could not create a hidden window (no display and no EGL)")
@@ -123,8 +128,14 @@ def _render_legacy(geoms: dict[str, o3d.geometry.Geometry], view: View, width: i
 _BACKENDS = {"filament": _render_filament, "legacy": _render_legacy}
 
 
-def render_image(scene: SharedScene, heatmap: Heatmap | None = None, width: int = 1280, height: int = 720,
-                 markers: list[Marker] | None = None, view: View | None = None) -> np.ndarray:
+def render_image(
+    scene: SharedScene,
+    heatmap: Heatmap | None = None,
+    width: int = 1280,
+    height: int = 720,
+    markers: list[Marker] | None = None,
+    view: View | None = None,
+) -> np.ndarray:
     """(height, width, 3) uint8 picture of the scene from ``view`` (default: front-above, fitting the points)."""
     view = view or default_view(scene, width / height)
     geoms = scene_geometries(scene, heatmap, markers)
@@ -143,12 +154,20 @@ def render_image(scene: SharedScene, heatmap: Heatmap | None = None, width: int 
             _broken[name] = f"{type(e).__name__}: {e}"
             errors.append(f"{name}: {_broken[name]}")
             log.warning("%s renderer failed (%s); falling back", name, _broken[name])
-    raise RuntimeError("no Open3D renderer works here (" + "; ".join(errors) + "); install Mesa EGL "
-                       "(libegl1, mesa-vulkan-drivers) or run under xvfb-run")
+    raise RuntimeError(
+        "no Open3D renderer works here (" + "; ".join(errors) + "); install Mesa EGL "
+        "(libegl1, mesa-vulkan-drivers) or run under xvfb-run"
+    )
 
 
-def screenshot(scene: SharedScene, out_png: Path, heatmap: Heatmap | None = None, width: int = 1280,
-               height: int = 720, markers: list[Marker] | None = None) -> Path:
+def screenshot(
+    scene: SharedScene,
+    out_png: Path,
+    heatmap: Heatmap | None = None,
+    width: int = 1280,
+    height: int = 720,
+    markers: list[Marker] | None = None,
+) -> Path:
     """Write the default view of the scene (and heatmap) as a PNG, without a display."""
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

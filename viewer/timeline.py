@@ -33,14 +33,21 @@ def _bars(ax, y: float, items: Sequence[tuple[str, float, float]], colors: dict[
     for i, (label, start, end) in enumerate(items):
         color = colors[label] if colors else ("#9ecae1" if i % 2 else "#c6dbef")
         ax.barh(y, end - start, left=start, height=0.7, color=color, edgecolor="#333333", linewidth=0.5)
-        text = label if len(label) <= SNIPPET else label[:SNIPPET - 1] + "…"
-        ax.text((start + end) / 2, y + (0.12 if i % 2 else -0.12), text, ha="center", va="center", fontsize=6,
-                clip_on=True)
+        text = label if len(label) <= SNIPPET else label[: SNIPPET - 1] + "…"
+        ax.text(
+            (start + end) / 2, y + (0.12 if i % 2 else -0.12), text, ha="center", va="center", fontsize=6, clip_on=True
+        )
 
 
-def timeline_figure(duration: float, narrations: Sequence[Narration] | None = None, steps: Sequence[Step] | None = None,
-                    gt_steps: Sequence[Step] | None = None, actionness: tuple[np.ndarray, np.ndarray] | None = None,
-                    title: str = "", width: float = 12.0) -> Figure:
+def timeline_figure(
+    duration: float,
+    narrations: Sequence[Narration] | None = None,
+    steps: Sequence[Step] | None = None,
+    gt_steps: Sequence[Step] | None = None,
+    actionness: tuple[np.ndarray, np.ndarray] | None = None,
+    title: str = "",
+    width: float = 12.0,
+) -> Figure:
     """The timeline as a matplotlib figure: a row per track that exists, actionness below on the same axis."""
     rows: list[tuple[str, list[tuple[str, float, float]], bool]] = []
     if narrations:
@@ -63,7 +70,7 @@ def timeline_figure(duration: float, narrations: Sequence[Narration] | None = No
     ax.set_xlim(0, max(duration, 1e-3))
     if title:
         ax.set_title(title, fontsize=9)
-    if ax2 is not None:
+    if ax2 is not None and actionness is not None:  # ax2: there is an actionness curve
         t, v = np.asarray(actionness[0], float), np.asarray(actionness[1], float)
         ax2.fill_between(t, v, color="#fd8d3c", alpha=0.4)
         ax2.plot(t, v, color="#d94801", linewidth=1)
@@ -81,9 +88,15 @@ def timeline_image(duration: float, **kwargs: Any) -> np.ndarray:
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
-def plot_timeline(out_png: Path, duration: float, narrations: Sequence[Narration] | None = None,
-                  steps: Sequence[Step] | None = None, gt_steps: Sequence[Step] | None = None,
-                  actionness: tuple[np.ndarray, np.ndarray] | None = None, title: str = "") -> Path:
+def plot_timeline(
+    out_png: Path,
+    duration: float,
+    narrations: Sequence[Narration] | None = None,
+    steps: Sequence[Step] | None = None,
+    gt_steps: Sequence[Step] | None = None,
+    actionness: tuple[np.ndarray, np.ndarray] | None = None,
+    title: str = "",
+) -> Path:
     """Write one video's timeline as a PNG."""
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +110,10 @@ def plot_timelines(out_png: Path, videos: dict[str, dict[str, Any]]) -> Path:
     if not images:
         raise ValueError("no video to plot")
     width = max(im.shape[1] for im in images)
-    stacked = np.concatenate([np.pad(im, ((0, 0), (0, width - im.shape[1]), (0, 0)), constant_values=255)
-                              for im in images])
+    stacked = np.concatenate(
+        [np.pad(im, ((0, 0), (0, width - im.shape[1]), (0, 0)), constant_values=255) for im in images]
+    )
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(stacked).save(out_png)
     return out_png
-

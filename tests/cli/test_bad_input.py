@@ -1,4 +1,4 @@
-"""Hostile input and bad days (issue #14): one clear line and the right exit code, one bad file never stops the
+"""Hostile input and bad days: one clear line and the right exit code, one bad file never stops the
 others, two runs on one workspace never lose each other's work, nothing half-written is left behind."""
 
 from __future__ import annotations
@@ -49,26 +49,41 @@ def ws_with_video(tmp_path, make_video):
 
 
 # ---- usage mistakes and bad files: one line ----------------------------------------------------------------
-@pytest.mark.parametrize("args, needle", [
-    (("query", "{ws}", "dipstick"), "Missing option '--scene'"),
-    (("reconstruct", "{ws}", "--bogus"), "No such option"),
-    (("querry", "{ws}"), "No such command 'querry'"),
-    (("reconstruct", "{ws}", "--frames", "x"), "'--frames'"),
-    (("reconstruct", "{ws}", "--frames", "-5"), "'--frames'"),
-    (("train", "{ws}", "--epochs", "0"), "'--epochs'"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("query", "{ws}", "dipstick"), "Missing option '--scene'"),
+        (("reconstruct", "{ws}", "--bogus"), "No such option"),
+        (("querry", "{ws}"), "No such command 'querry'"),
+        (("reconstruct", "{ws}", "--frames", "x"), "'--frames'"),
+        (("reconstruct", "{ws}", "--frames", "-5"), "'--frames'"),
+        (("train", "{ws}", "--epochs", "0"), "'--epochs'"),
+    ],
+)
 def test_usage_mistakes_are_one_line(cli, ws_with_video, args, needle):
     line = one_line_error(cli(*(a.format(ws=ws_with_video) for a in args)), 2)
     assert needle in line and "--help" in line
 
 
-@pytest.mark.parametrize("toml, needle", [
-    ("[bogus_section]\nx = 1\n", "unknown section [bogus_section]"),
-    ("[frames]\nnum_frames = -5\n", "frames.num_frames = -5"),
-    ("[frames]\nmax_side = 0\n", "frames.max_side = 0"),
-    ("[grounding]\ndivisions = 0\n", "grounding.divisions = 0"),
-    ("[align]\nratio = 1.5\n", "align.ratio = 1.5"),
-])
+@pytest.mark.parametrize("args", [(), ("crosstask",)])
+def test_a_bare_command_shows_its_help(cli, args):
+    """typer's usage errors are caught through the public ``typer.TyperException`` (howto3d.cli.main): a bare
+    command's help request among them must still print the help and exit 0."""
+    out = cli(*args)
+    assert out.returncode == 0 and "Traceback" not in out.stderr and not out.stderr.strip(), out.stderr
+    assert "Usage:" in out.stdout and ("crosstask" if not args else "localize") in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize(
+    "toml, needle",
+    [
+        ("[bogus_section]\nx = 1\n", "unknown section [bogus_section]"),
+        ("[frames]\nnum_frames = -5\n", "frames.num_frames = -5"),
+        ("[frames]\nmax_side = 0\n", "frames.max_side = 0"),
+        ("[grounding]\ndivisions = 0\n", "grounding.divisions = 0"),
+        ("[align]\nratio = 1.5\n", "align.ratio = 1.5"),
+    ],
+)
 def test_bad_settings_name_the_field(cli, ws_with_video, toml, needle):
     (ws_with_video / "howto3d.toml").write_text(toml)
     assert needle in one_line_error(cli("reconstruct", str(ws_with_video)), 2)
@@ -184,9 +199,11 @@ def _python(code: str) -> subprocess.Popen:
 
 
 def test_concurrent_records_are_never_lost(tmp_path):
-    code = ("import sys; from howto3d.workspace import Workspace\n"
-            "w = Workspace(sys.argv[1])\n"
-            "for i in range(40): w.record('reconstruct').put(f'{sys.argv[2]}/{i}', 'fp', 'done')\n")
+    code = (
+        "import sys; from howto3d.workspace import Workspace\n"
+        "w = Workspace(sys.argv[1])\n"
+        "for i in range(40): w.record('reconstruct').put(f'{sys.argv[2]}/{i}', 'fp', 'done')\n"
+    )
     Workspace.init(tmp_path / "ws")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ws"), scene]) for scene in ("a", "b")]
     assert [p.wait(120) for p in procs] == [0, 0]
@@ -195,14 +212,26 @@ def test_concurrent_records_are_never_lost(tmp_path):
 
 
 def test_second_writer_waits_and_a_dead_holder_frees_the_lock(cli, ws_with_video, tmp_path, make_video):
-    holder = _python(f"import time; from howto3d.workspace import Workspace\n"
-                     f"Workspace({str(ws_with_video)!r}).lock('howto3d test'); print('locked', flush=True)\n"
-                     f"time.sleep(60)\n")
+    holder = _python(
+        f"import time; from howto3d.workspace import Workspace\n"
+        f"Workspace({str(ws_with_video)!r}).lock('howto3d test'); print('locked', flush=True)\n"
+        f"time.sleep(60)\n"
+    )
     assert holder.stdout.readline().strip() == "locked"
     make_video(tmp_path / "more.mp4", n=6)
-    waiter = subprocess.Popen([str(Path(sys.executable).parent / "howto3d"), "add", str(ws_with_video), "--scene",
-                               "civic", str(tmp_path / "more.mp4")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    waiter = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "howto3d"),
+            "add",
+            str(ws_with_video),
+            "--scene",
+            "civic",
+            str(tmp_path / "more.mp4"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(waiter.stderr), daemon=True)
     reader.start()
@@ -230,7 +259,7 @@ def test_leftovers_of_a_killed_run_are_cleaned(cli, ws_with_video):
 
 def test_a_kill_between_atomic_dirs_renames_keeps_the_previous_folder(ws_with_video, monkeypatch):
     """``atomic_dir`` replaces a folder in two renames (final → .old, tmp → final): a run killed between them
-    must not lose the folder its record still describes (benchmarks/chaos.py, issue #32)."""
+    must not lose the folder its record still describes (benchmarks/chaos.py)."""
     ws = Workspace(ws_with_video)
     folder = ws.align_dir("civic")
     with atomic_dir(folder) as tmp:
@@ -273,8 +302,11 @@ def tiny_disk(tmp_path):
     """A 4 MiB tmpfs: real ENOSPC/EROFS from the kernel. Needs root (CI runs as root)."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("mounting a tmpfs needs root; full/read-only disk cases not exercised")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
@@ -300,8 +332,11 @@ def test_disk_full_during_reconstruct_fails_that_video_with_one_line(cli, small_
     ws = Workspace.init(tiny_disk / "ws")
     ws.remember("frames", "num_frames", 6)
     ws.remember("frames", "max_side", 320)
-    shutil.copytree(scene_dir / "videos", ws.scene_dir("s") / "videos",
-                    ignore=lambda d, names: [n for n in names if n != "video_00.mp4"])
+    shutil.copytree(
+        scene_dir / "videos",
+        ws.scene_dir("s") / "videos",
+        ignore=lambda d, names: [n for n in names if n != "video_00.mp4"],
+    )
     filler = tiny_disk / "filler"
     with open(filler, "wb") as f, contextlib.suppress(OSError):
         while True:
@@ -316,16 +351,42 @@ def test_disk_full_during_reconstruct_fails_that_video_with_one_line(cli, small_
 
 
 # ---- readers of user files: narrations/queries/keypoints or the one-line error, nothing else -------------------
-_JSON = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-                         st.sampled_from(["time", "xy", "name", "observations", "start", "end", "text", "segments",
-                                          "words", "word", "events", "tStartMs", "segs", "utf8"]), inner, max_size=4),
-                     max_leaves=12)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "time",
+                    "xy",
+                    "name",
+                    "observations",
+                    "start",
+                    "end",
+                    "text",
+                    "segments",
+                    "words",
+                    "word",
+                    "events",
+                    "tStartMs",
+                    "segs",
+                    "utf8",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(max_size=400) | _JSON.map(lambda j: json.dumps(j).encode()),
-       suffix=st.sampled_from([".srt", ".vtt", ".json", ".txt"]))
+@given(
+    data=st.binary(max_size=400) | _JSON.map(lambda j: json.dumps(j).encode()),
+    suffix=st.sampled_from([".srt", ".vtt", ".json", ".txt"]),
+)
 def test_user_file_readers_never_crash(tmp_path, data, suffix):
     path = tmp_path / f"clip{suffix}"
     path.write_bytes(data)
@@ -353,8 +414,12 @@ def test_frames_of_a_run_killed_during_sfm_are_kept(small_world, tmp_path):
     videos = ws.scene_dir("s") / "videos"
     videos.mkdir(parents=True)
     shutil.copy(scene_dir / "videos" / "video_00.mp4", videos / "v.mp4")
-    run = subprocess.Popen([str(Path(sys.executable).parent / "howto3d"), "reconstruct", str(ws.root)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(
+        [str(Path(sys.executable).parent / "howto3d"), "reconstruct", str(ws.root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while not ws.record("frames").items and time.monotonic() < deadline:
         assert run.poll() is None, "reconstruct ended before its frames were recorded"

@@ -34,8 +34,11 @@ def _single_segment_video(ws: Workspace, scene: str) -> str:
     from recon.reconstruct import Model
 
     alignment = Alignment.load(ws.align_dir(scene))
-    return next(v for v, segs in sorted(alignment.shared_from_segment.items()) if v != alignment.reference
-                and list(segs) == [0] and list(Model(ws.sfm_dir(scene, v)).segments()) == [0])
+    return next(
+        v
+        for v, segs in sorted(alignment.shared_from_segment.items())
+        if v != alignment.reference and list(segs) == [0] and list(Model(ws.sfm_dir(scene, v)).segments()) == [0]
+    )
 
 
 def _edit_json(path: Path, change) -> None:
@@ -47,8 +50,9 @@ def _edit_json(path: Path, change) -> None:
 # ---- no workspace, no pipeline: fast --------------------------------------------------------------------
 def test_bad_input_is_one_line(cli, tmp_path):
     r = cli("check", str(tmp_path / "nowhere"))
-    assert r.returncode == 2 and _lines(r) == [f"error: {tmp_path / 'nowhere'}: not a howto3d workspace; create it "
-                                               f"with `howto3d init {tmp_path / 'nowhere'}`"], r.stderr
+    assert r.returncode == 2 and _lines(r) == [
+        f"error: {tmp_path / 'nowhere'}: not a howto3d workspace; create it with `howto3d init {tmp_path / 'nowhere'}`"
+    ], r.stderr
     Workspace.init(tmp_path / "ws")
     (tmp_path / "ws" / "scenes" / "civic" / "videos").mkdir(parents=True)
     r = cli("check", str(tmp_path / "ws"), "--scene", "nope")
@@ -66,7 +70,10 @@ def test_a_record_says_which_input_changed(tmp_path):
     (tmp_path / "subs.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhello again\n")
     assert ws.step("actionness", "s", inputs, {"epochs": 3}).changes() == ["subtitles"]
     assert ws.step("actionness", "s", {**inputs, "features": "f2"}, {"epochs": 4}).changes() == [
-        "features", "subtitles", "settings"]
+        "features",
+        "subtitles",
+        "settings",
+    ]
     assert ws.step("actionness", "s", {"features": "f1"}, {"epochs": 3}).changes() == ["subtitles", "tasks"]
     ws.record("actionness").put("s", "old", "done")  # recorded by an earlier release: no per-input fingerprints
     assert ws.step("actionness", "s", inputs, {"epochs": 3}).changes() == ["its inputs or settings"]
@@ -107,18 +114,28 @@ def test_frames_json_names_unique_times_finite_and_increasing(ws, cli, broken):
             f[5]["time"] = math.nan
 
     _edit_json(path, plant)
-    what = {"name": f"1 frame name(s) listed more than once ({a})",
-            "time": f"times not strictly increasing at 1 frame(s), first {b} at {ta:g} s after {a} at {ta:g} s",
-            "order": f"times not strictly increasing at 1 frame(s), first {b} at {ta:g} s after {a} at {tb:g} s",
-            "nan": f"1 frame(s) without a finite time ({b})"}[broken]
+    what = {
+        "name": f"1 frame name(s) listed more than once ({a})",
+        "time": f"times not strictly increasing at 1 frame(s), first {b} at {ta:g} s after {a} at {ta:g} s",
+        "order": f"times not strictly increasing at 1 frame(s), first {b} at {ta:g} s after {a} at {tb:g} s",
+        "nan": f"1 frame(s) without a finite time ({b})",
+    }[broken]
     r = cli("check", str(w.root))
     assert r.returncode == 1, r.stderr
     assert f"{path}: {what}; run `howto3d reconstruct {w.root} --scene {scene} --force`" in _lines(r), r.stderr
     r = cli("check", str(w.root), "--json")
     assert r.returncode == 1
     out = json.loads(r.stdout)
-    assert out["ok"] is False and {"scene": scene, "path": str(path), "message": what,
-                                   "fix": f"howto3d reconstruct {w.root} --scene {scene} --force"} in out["problems"]
+    assert (
+        out["ok"] is False
+        and {
+            "scene": scene,
+            "path": str(path),
+            "message": what,
+            "fix": f"howto3d reconstruct {w.root} --scene {scene} --force",
+        }
+        in out["problems"]
+    )
 
 
 @pytest.mark.slow
@@ -135,9 +152,11 @@ def test_two_segments_registering_one_frame(ws, cli):
     rec.write_binary(str(copy))  # the largest model again, as a second segment: the same frames
     r = cli("check", str(w.root))
     assert r.returncode == 1, r.stderr
-    assert (f"{copy}: segment 1 registers {len(names)} frame(s) that segment 0 registers too ({', '.join(names[:3])} "
-            f"and {len(names) - 3} more); a frame belongs to one segment; run `howto3d align {w.root} --scene {scene}`"
-            in _lines(r)), r.stderr
+    assert (
+        f"{copy}: segment 1 registers {len(names)} frame(s) that segment 0 registers too ({', '.join(names[:3])} "
+        f"and {len(names) - 3} more); a frame belongs to one segment; run `howto3d reconstruct {w.root} "
+        f"--scene {scene} --force`" in _lines(r)
+    ), r.stderr
 
 
 @pytest.mark.slow
@@ -152,8 +171,10 @@ def test_a_registered_frame_missing_from_frames_json(ws, cli):
     _edit_json(path, lambda d: d.update(frames=[f for f in d["frames"] if f["name"] != name]))
     r = cli("check", str(w.root))
     assert r.returncode == 1, r.stderr
-    assert (f"{w.sfm_dir(scene, video) / 'model'}: segment 0 registers 1 frame(s) that frames.json does not list "
-            f"({name}); run `howto3d reconstruct {w.root} --scene {scene} --force`" in _lines(r)), r.stderr
+    assert (
+        f"{w.sfm_dir(scene, video) / 'model'}: segment 0 registers 1 frame(s) that frames.json does not list "
+        f"({name}); run `howto3d reconstruct {w.root} --scene {scene} --force`" in _lines(r)
+    ), r.stderr
 
 
 @pytest.mark.slow
@@ -165,8 +186,10 @@ def test_a_transform_with_nan(ws, cli):
     _edit_json(path, lambda d: d["shared_from_segment"][video]["0"]["translation"].__setitem__(1, math.nan))
     r = cli("check", str(w.root))
     assert r.returncode == 1, r.stderr
-    assert (f"{path}: the transform of {video} is not a finite similarity with a positive scale (scale {scale:g}); "
-            f"run `howto3d align {w.root} --scene {scene} --force`" in _lines(r)), r.stderr
+    assert (
+        f"{path}: the transform of {video} is not a finite similarity with a positive scale (scale {scale:g}); "
+        f"run `howto3d align {w.root} --scene {scene} --force`" in _lines(r)
+    ), r.stderr
     assert "RuntimeWarning" not in r.stderr  # a broken frame is not digested as if it were one
 
 
@@ -177,10 +200,14 @@ def test_an_aligned_video_without_its_model(ws, cli):
     shutil.rmtree(w.sfm_dir(scene, video) / "model")
     r = cli("check", str(w.root))
     assert r.returncode == 1, r.stderr
-    assert (f"{w.sfm_dir(scene, video) / 'model'}: missing, yet transforms.json aligns {video} from it; run "
-            f"`howto3d align {w.root} --scene {scene} --force`" in _lines(r)), r.stderr
-    assert (f"{w.align_dir(scene) / 'transforms.json'}: the alignment is out of date: {video} changed since it was "
-            f"made; run `howto3d align {w.root} --scene {scene}`" in _lines(r)), r.stderr
+    assert (
+        f"{w.sfm_dir(scene, video) / 'model'}: missing, yet transforms.json aligns {video} from it; run "
+        f"`howto3d align {w.root} --scene {scene} --force`" in _lines(r)
+    ), r.stderr
+    assert (
+        f"{w.align_dir(scene) / 'transforms.json'}: the alignment is out of date: {video} changed since it was "
+        f"made; run `howto3d align {w.root} --scene {scene}`" in _lines(r)
+    ), r.stderr
 
 
 @pytest.mark.slow
@@ -191,8 +218,10 @@ def test_a_subtitle_edited_after_training(ws, cli):
         f.write("\n\n99\n00:00:14,000 --> 00:00:15,500\nand that is the whole job done\n")
     r = cli("check", str(w.root), "--scene", scene)
     assert r.returncode == 1, r.stderr
-    assert _lines(r) == [f"{w.grounding_dir / 'model'}: the grounding model is out of date: subtitles/{scene}/"
-                         f"{video.name} changed since it was trained; run `howto3d train {w.root}`"], r.stderr
+    assert _lines(r) == [
+        f"{w.grounding_dir / 'model'}: the grounding model is out of date: subtitles/{scene}/"
+        f"{video.name} changed since it was trained; run `howto3d train {w.root}`"
+    ], r.stderr
 
 
 @pytest.mark.slow
@@ -201,14 +230,20 @@ def test_a_shared_frame_moved_after_training(ws, cli):
     video = _single_segment_video(w, scene)
     path = w.align_dir(scene) / "transforms.json"
     segments = sum(len(s) for s in json.loads(path.read_text())["shared_from_segment"].values())
-    _edit_json(path, lambda d: d["shared_from_segment"][video]["0"]["translation"].__setitem__(
-        0, d["shared_from_segment"][video]["0"]["translation"][0] + 0.5))
+    _edit_json(
+        path,
+        lambda d: d["shared_from_segment"][video]["0"]["translation"].__setitem__(
+            0, d["shared_from_segment"][video]["0"]["translation"][0] + 0.5
+        ),
+    )
     r = cli("check", str(w.root))
     assert r.returncode == 1, r.stderr
     # said once: the transforms.json the model was trained from changed too, but that is the same news
-    assert _lines(r) == [f"{w.grounding_dir / 'model' / 'grounding.json'}: trained in an earlier shared frame of scene "
-                         f"{scene} (1 of {segments} aligned segments moved ({video}#0)); run "
-                         f"`howto3d train {w.root}`"], r.stderr
+    assert _lines(r) == [
+        f"{w.grounding_dir / 'model' / 'grounding.json'}: trained in an earlier shared frame of scene "
+        f"{scene} (1 of {segments} aligned segments moved ({video}#0)); run "
+        f"`howto3d train {w.root}`"
+    ], r.stderr
 
 
 @pytest.mark.slow
@@ -240,4 +275,5 @@ def test_run_ends_with_check(ws, cli):
         f"{w.temporal_dir(scene) / 'actionness'}: the actionness is out of date: subtitles/{scene}/{video.name} "
         f"changed since it was made; run `howto3d run {w.root}`",
         f"{w.grounding_dir / 'model'}: the grounding model is out of date: subtitles/{scene}/{video.name} changed "
-        f"since it was trained; run `howto3d train {w.root}`"], r.stderr
+        f"since it was trained; run `howto3d train {w.root}`",
+    ], r.stderr

@@ -8,12 +8,31 @@ import pytest
 def test_help_lists_the_contract(cli):
     out = cli("--help")
     assert out.returncode == 0
-    for cmd in ("init", "add", "reconstruct", "align", "train", "query", "cameras", "transfer", "run", "synth",
-                "demo", "view", "overlay", "export", "crosstask", "actionness", "steps", "eval-steps", "discover",
-                "groundedness", "localize", "serve"):
+    for cmd in (
+        "init",
+        "add",
+        "reconstruct",
+        "align",
+        "train",
+        "query",
+        "cameras",
+        "transfer",
+        "run",
+        "synth",
+        "demo",
+        "view",
+        "overlay",
+        "export",
+        "crosstask",
+        "actionness",
+        "steps",
+        "eval-steps",
+        "discover",
+        "groundedness",
+        "localize",
+        "serve",
+    ):
         assert cmd in out.stdout, cmd
-    old = cli("temporal", "--help")  # the CrossTask commands' old name stays one release, hidden
-    assert old.returncode == 0 and "stats" in old.stdout
 
 
 def test_init_add_and_clear_errors(cli, tmp_path, make_video):
@@ -25,11 +44,13 @@ def test_init_add_and_clear_errors(cli, tmp_path, make_video):
     out = cli("add", str(ws), "--scene", "civic", str(tmp_path / "clip.mp4"))
     assert out.returncode == 0, out.stderr
     assert (ws / "scenes" / "civic" / "videos" / "clip.srt").is_file()
-    for args, needle in [(("query", str(ws), "--scene", "golf", "where"), "no trained grounding model"),
-                         (("cameras", str(ws), "--scene", "golf", "--json"), "unknown scene 'golf'"),
-                         (("cameras", str(tmp_path / "nope"), "--scene", "x", "--json"), "not a howto3d workspace"),
-                         (("add", str(ws), "--scene", "civic", str(tmp_path / "missing.mp4")), "missing.mp4"),
-                         (("cameras", str(ws), "--scene", "civic", "--json"), "no reconstructed video")]:
+    for args, needle in [
+        (("query", str(ws), "--scene", "golf", "where"), "no trained grounding model"),
+        (("cameras", str(ws), "--scene", "golf", "--json"), "unknown scene 'golf'"),
+        (("cameras", str(tmp_path / "nope"), "--scene", "x", "--json"), "not a howto3d workspace"),
+        (("add", str(ws), "--scene", "civic", str(tmp_path / "missing.mp4")), "missing.mp4"),
+        (("cameras", str(ws), "--scene", "civic", "--json"), "no reconstructed video"),
+    ]:
         out = cli(*args)
         assert out.returncode != 0, args
         assert needle in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)

@@ -127,8 +127,23 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     root = tmp_path_factory.mktemp("defaults") / "ws"
     seconds = {}
     t0 = time.perf_counter()
-    _ok(_howto3d("synth", str(root), "--scenes", "1", "--videos", str(VIDEOS), "--seconds", str(SECONDS),
-                 "--seed", "0", "--set", f"fps={FPS}", timeout=1800))
+    _ok(
+        _howto3d(
+            "synth",
+            str(root),
+            "--scenes",
+            "1",
+            "--videos",
+            str(VIDEOS),
+            "--seconds",
+            str(SECONDS),
+            "--seed",
+            "0",
+            "--set",
+            f"fps={FPS}",
+            timeout=1800,
+        )
+    )
     seconds["synth"] = time.perf_counter() - t0
     toml = (root / "howto3d.toml").read_text()
     assert f"\nnum_frames = {DEFAULT_FRAMES}\n" in toml  # nothing overridden: the default users get
@@ -178,10 +193,13 @@ def test_run_took_the_default_path(built: Built, cli):
         assert report["matching"] == "sequential+retrieval", (v, report["matching"])
         registered = [f.name for f in built.shared.frames_of(v)]
         assert len(registered) == len(set(registered)) >= 0.9 * DEFAULT_FRAMES, (v, len(registered))
-        assert sum(seg["registered"] for seg in report["segments"]) == report["registered_all_segments"] <= \
-            DEFAULT_FRAMES, (v, report["segments"])  # segments are disjoint: no frame twice
-        print(f"\n[defaults] {v}: {len(registered)}/{DEFAULT_FRAMES} registered, {len(report['segments'])} "
-              f"segment(s), {len(report['discarded_models'])} model(s) discarded")
+        assert (
+            sum(seg["registered"] for seg in report["segments"]) == report["registered_all_segments"] <= DEFAULT_FRAMES
+        ), (v, report["segments"])  # segments are disjoint: no frame twice
+        print(
+            f"\n[defaults] {v}: {len(registered)}/{DEFAULT_FRAMES} registered, {len(report['segments'])} "
+            f"segment(s), {len(report['discarded_models'])} model(s) discarded"
+        )
     print(f"\n[defaults] synth {built.seconds['synth']:.0f} s, run {built.seconds['run']:.0f} s")
 
 
@@ -208,17 +226,26 @@ def test_cameras_match_ground_truth(built: Built, cli):
     sim = pycolmap.estimate_sim3d(est, np.array([_centre(T) for T in truth]))
     err = np.linalg.norm(np.asarray(sim * est) - np.array([_centre(T) for T in truth]), axis=1)
     R_fit = sim.rotation.matrix()
-    rot = np.array([_angle_deg(np.asarray(f["cam_from_world"])[:, :3] @ R_fit.T, np.asarray(T)[:, :3])
-                    for f, T in zip(frames, truth, strict=True)])
+    rot = np.array(
+        [
+            _angle_deg(np.asarray(f["cam_from_world"])[:, :3] @ R_fit.T, np.asarray(T)[:, :3])
+            for f, T in zip(frames, truth, strict=True)
+        ]
+    )
     for v in sorted(built.gt["videos"]):
         sel = np.array([f["video"] == v for f in frames])
-        print(f"\n[defaults] cameras {v}: {sel.sum()} frames, centre median {np.median(err[sel]) * 100:.2f} cm "
-              f"max {err[sel].max() * 100:.2f} cm, rotation max {rot[sel].max():.2f} deg")
+        print(
+            f"\n[defaults] cameras {v}: {sel.sum()} frames, centre median {np.median(err[sel]) * 100:.2f} cm "
+            f"max {err[sel].max() * 100:.2f} cm, rotation max {rot[sel].max():.2f} deg"
+        )
         assert sel.sum() >= 0.9 * DEFAULT_FRAMES, v
         assert np.median(err[sel]) <= 0.02, (v, np.median(err[sel]))
         assert rot[sel].max() <= 2.0, (v, rot[sel].max())
-        assert all(np.array(f["K"]).shape == (3, 3) and (f["width"], f["height"]) == SIZE
-                   for f, s in zip(frames, sel, strict=True) if s)
+        assert all(
+            np.array(f["K"]).shape == (3, 3) and (f["width"], f["height"]) == SIZE
+            for f, s in zip(frames, sel, strict=True)
+            if s
+        )
 
 
 def _gt_clicks(built: Built, video: str, position, n: int = 4) -> list[dict]:
@@ -239,19 +266,26 @@ def _gt_clicks(built: Built, video: str, position, n: int = 4) -> list[dict]:
 
 def test_transfer_lands_on_the_truth_in_the_other_video(built: Built, cli, tmp_path):
     source, target = sorted(built.gt["videos"])[:2]
-    keypoints = [{"name": lm["name"], "observations": obs} for lm in built.gt["landmarks"]
-                 if (obs := _gt_clicks(built, source, lm["position"]))]
+    keypoints = [
+        {"name": lm["name"], "observations": obs}
+        for lm in built.gt["landmarks"]
+        if (obs := _gt_clicks(built, source, lm["position"]))
+    ]
     assert len(keypoints) >= 4
     kp = tmp_path / "kp.json"
     kp.write_text(json.dumps({"keypoints": keypoints}))
-    doc = json.loads(_ok(cli("transfer", built.root, "--scene", built.scene, "--source", source,
-                             "--keypoints", str(kp), "--json")))
+    doc = json.loads(
+        _ok(cli("transfer", built.root, "--scene", built.scene, "--source", source, "--keypoints", str(kp), "--json"))
+    )
     truth = {lm["name"]: np.array(lm["position"]) for lm in built.gt["landmarks"]}
     assert len(doc["keypoints"]) >= len(keypoints) - 1, doc.get("skipped")
     err_3d, err_px, kinds = [], [], []
     for res in doc["keypoints"]:
-        err_3d.append(float(np.linalg.norm(np.asarray(built.world_from_shared * np.array([res["point"]]))[0]
-                                           - truth[res["name"]])))
+        err_3d.append(
+            float(
+                np.linalg.norm(np.asarray(built.world_from_shared * np.array([res["point"]]))[0] - truth[res["name"]])
+            )
+        )
         keys = [(p["video"], round(p["time"], 3)) for p in res["projections"]]
         assert len(keys) == len(set(keys)), f"{res['name']}: a frame is listed twice in its projections"
         assert {p["video"] for p in res["projections"]} <= {target}, res["name"]  # empty: not in its view
@@ -262,9 +296,11 @@ def test_transfer_lands_on_the_truth_in_the_other_video(built: Built, cli, tmp_p
             if depth > 0 and 0 <= uv[0] < SIZE[0] and 0 <= uv[1] < SIZE[1]:
                 err_px.append(float(np.linalg.norm(np.asarray(p["xy"]) - uv)))
     err_3d, err_px = np.array(err_3d), np.array(err_px)
-    print(f"\n[defaults] transfer: {len(err_3d)} keypoints, 3D median {np.median(err_3d) * 100:.2f} cm max "
-          f"{err_3d.max() * 100:.2f} cm; {len(err_px)} projections in {target}: median {np.median(err_px):.1f} px, "
-          f"95th pct {np.percentile(err_px, 95):.1f} px; clicked poses {sorted(kinds)}")
+    print(
+        f"\n[defaults] transfer: {len(err_3d)} keypoints, 3D median {np.median(err_3d) * 100:.2f} cm max "
+        f"{err_3d.max() * 100:.2f} cm; {len(err_px)} projections in {target}: median {np.median(err_px):.1f} px, "
+        f"95th pct {np.percentile(err_px, 95):.1f} px; clicked poses {sorted(kinds)}"
+    )
     assert np.median(err_3d) <= 0.02 and err_3d.max() <= 0.05, err_3d
     assert len(err_px) >= 20 and np.median(err_px) <= 6 and np.percentile(err_px, 95) <= 20, err_px
 
@@ -284,8 +320,9 @@ def test_query_answers_near_the_true_part(built: Built, cli, tmp_path, answers):
     assert len(parts) >= 2
     batch = tmp_path / "queries.txt"
     batch.write_text("".join(f"where is the {p.replace('_', ' ')}\n" for p in parts))
-    got = json.loads(_ok(cli("query", built.root, "--scene", built.scene, "--batch", str(batch), "--json",
-                             "--moments")))
+    got = json.loads(
+        _ok(cli("query", built.root, "--scene", built.scene, "--batch", str(batch), "--json", "--moments"))
+    )
     got = got if isinstance(got, list) else [got]
     assert len(got) == len(parts)
     errors = {}
@@ -298,17 +335,28 @@ def test_query_answers_near_the_true_part(built: Built, cli, tmp_path, answers):
         assert 1 <= len(a["moments"]) <= 5 and a["evidence"], a  # the clips and lines behind the answer
         for m in a["moments"]:
             video = built.gt["videos"][m["video"]]
-            assert m["start"] <= m["time"] <= m["end"] and 0 <= m["xy"][0] < video["width"] \
-                and 0 <= m["xy"][1] < video["height"], m
+            assert (
+                m["start"] <= m["time"] <= m["end"]
+                and 0 <= m["xy"][0] < video["width"]
+                and 0 <= m["xy"][1] < video["height"]
+            ), m
     # the best clip of a right answer is the camera dwelling on that part (ground truth, ±1 s)
     right = [(p, a["moments"][0]) for p, a in answers.items() if errors.get(p, 1.0) <= 0.10]
-    on_part = [any(d["part"] == p and d["start"] - 1 <= m["time"] <= d["end"] + 1
-                   for d in built.gt["videos"][m["video"]]["dwells"]) for p, m in right]
+    on_part = [
+        any(
+            d["part"] == p and d["start"] - 1 <= m["time"] <= d["end"] + 1
+            for d in built.gt["videos"][m["video"]]["dwells"]
+        )
+        for p, m in right
+    ]
     print(f"[defaults] query: top moment on the part for {sum(on_part)} of {len(right)} right answers")
     assert sum(on_part) >= 0.5 * len(right), right
     spread = np.ptp(np.array(list(built.gt["parts"].values())), axis=0)
-    print("\n[defaults] query: errors (cm) " + ", ".join(f"{p} {e * 100:.1f}" for p, e in errors.items())
-          + f"; parts spread {np.linalg.norm(spread) * 100:.0f} cm")
+    print(
+        "\n[defaults] query: errors (cm) "
+        + ", ".join(f"{p} {e * 100:.1f}" for p, e in errors.items())
+        + f"; parts spread {np.linalg.norm(spread) * 100:.0f} cm"
+    )
     # a model that answers anywhere in the engine bay (≈ 1.2 m across) misses most parts by far more
     assert np.median(list(errors.values())) <= 0.10, errors
     assert max(errors.values()) <= 0.30, errors
@@ -338,8 +386,22 @@ def test_overlay_video_draws_every_frame_with_the_truth_where_it_is(built: Built
     video = sorted(built.gt["videos"])[1]
     part = _overlay_part(built, video)
     out = tmp_path / "overlay.mp4"
-    _ok(cli("overlay", built.root, "--scene", built.scene, "--video", video, "--query",
-            f"where is the {part.replace('_', ' ')}", "--out", str(out), "--gt-part", part))
+    _ok(
+        cli(
+            "overlay",
+            built.root,
+            "--scene",
+            built.scene,
+            "--video",
+            video,
+            "--query",
+            f"where is the {part.replace('_', ' ')}",
+            "--out",
+            str(out),
+            "--gt-part",
+            part,
+        )
+    )
     src = scenes.video(built.ws, built.scene, video).path
     n = probe(src).num_frames
     assert probe(out).num_frames == n
@@ -359,24 +421,28 @@ def test_overlay_video_draws_every_frame_with_the_truth_where_it_is(built: Built
         else:
             errors.append(float(np.linalg.norm(c - uv)))
     errors = np.array(errors)
-    print(f"\n[defaults] overlay --video {video}: {n} frames, GT dot in {len(errors)} frames: median "
-          f"{np.median(errors):.1f} px, 95th pct {np.percentile(errors, 95):.1f} px, max {errors.max():.1f} px; "
-          f"not found in {len(missing)}; heatmap drawn in {red} frames")
+    print(
+        f"\n[defaults] overlay --video {video}: {n} frames, GT dot in {len(errors)} frames: median "
+        f"{np.median(errors):.1f} px, 95th pct {np.percentile(errors, 95):.1f} px, max {errors.max():.1f} px; "
+        f"not found in {len(missing)}; heatmap drawn in {red} frames"
+    )
     assert len(errors) >= 30 and len(missing) <= 0.05 * len(errors), missing
     assert np.median(errors) <= 4 and np.percentile(errors, 95) <= 12, errors
     assert red >= 0.2 * n
 
 
 def test_localize_photos_within_2cm(built: Built, cli, photos):
-    doc = json.loads(_ok(cli("localize", built.root, "--scene", built.scene, *[str(p) for p, _, _ in photos],
-                             "--json")))
+    doc = json.loads(
+        _ok(cli("localize", built.root, "--scene", built.scene, *[str(p) for p, _, _ in photos], "--json"))
+    )
     assert [i["image"] for i in doc["images"]] == [str(p) for p, _, _ in photos]
     errors = []
     for (_, video, t), r in zip(photos, doc["images"], strict=True):
         assert r["status"] == "localized", r
         assert (r["width"], r["height"]) == SIZE
-        errors.append(_pose_error(r["cam_from_world"], built.world_from_shared,
-                                  built.gt_frame(video, t)["cam_from_world"]))
+        errors.append(
+            _pose_error(r["cam_from_world"], built.world_from_shared, built.gt_frame(video, t)["cam_from_world"])
+        )
     print("\n[defaults] localize: " + ", ".join(f"{e[0] * 100:.2f} cm / {e[1]:.2f} deg" for e in errors))
     assert max(e[0] for e in errors) <= 0.02 and max(e[1] for e in errors) <= 1.0, errors
 
@@ -385,8 +451,22 @@ def test_overlay_image_puts_the_truth_on_the_part(built: Built, cli, photos, tmp
     path, video, t = photos[-1]
     part, uv = _part_in_view(built, video, t)
     out = tmp_path / "lit.png"
-    _ok(cli("overlay", built.root, "--scene", built.scene, "--image", str(path), "--query",
-            f"where is the {part.replace('_', ' ')}", "--out", str(out), "--gt-part", part))
+    _ok(
+        cli(
+            "overlay",
+            built.root,
+            "--scene",
+            built.scene,
+            "--image",
+            str(path),
+            "--query",
+            f"where is the {part.replace('_', ' ')}",
+            "--out",
+            str(out),
+            "--gt-part",
+            part,
+        )
+    )
     drawn = np.asarray(Image.open(out).convert("RGB"))
     photo = np.asarray(Image.open(path).convert("RGB"))
     assert drawn.shape == photo.shape == (SIZE[1], SIZE[0], 3)
@@ -414,11 +494,37 @@ def test_overlay_image_draws_a_guide_step_on_its_part(built: Built, cli, photos,
     assert seen, "no photo shows a part of the task"
     path, n, uv = seen[0]
     out = tmp_path / "step.png"
-    r = cli("overlay", built.root, "--scene", built.scene, "--image", str(path), "--task", title, "--step", "99",
-            "--out", str(out))
+    r = cli(
+        "overlay",
+        built.root,
+        "--scene",
+        built.scene,
+        "--image",
+        str(path),
+        "--task",
+        title,
+        "--step",
+        "99",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 2 and "--step must be 1 to" in r.stderr and "Traceback" not in r.stderr, r
-    _ok(cli("overlay", built.root, "--scene", built.scene, "--image", str(path), "--task", title, "--step", str(n),
-            "--out", str(out)))
+    _ok(
+        cli(
+            "overlay",
+            built.root,
+            "--scene",
+            built.scene,
+            "--image",
+            str(path),
+            "--task",
+            title,
+            "--step",
+            str(n),
+            "--out",
+            str(out),
+        )
+    )
     drawn = np.asarray(Image.open(out).convert("RGB")).astype(int)
     ys, xs = np.nonzero((drawn[..., 0] > 220) & (drawn[..., 1] < 40) & (drawn[..., 2] > 220))
     assert len(xs) > 8, "no step dot drawn"
@@ -431,13 +537,28 @@ def test_export_glb_and_ply_lie_on_the_true_surface(built: Built, cli, tmp_path)
     import open3d as o3d
 
     world = o3d.t.geometry.RaycastingScene()
-    world.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(
-        o3d.io.read_triangle_mesh(str(built.ws.scene_dir(built.scene) / "world.ply"))))
+    world.add_triangles(
+        o3d.t.geometry.TriangleMesh.from_legacy(
+            o3d.io.read_triangle_mesh(str(built.ws.scene_dir(built.scene) / "world.ply"))
+        )
+    )
     counts = {}
     for fmt in ("ply", "glb"):
         out = tmp_path / f"scene.{fmt}"
-        _ok(cli("export", built.root, "--scene", built.scene, "--format", fmt, "--query", "where is the dipstick",
-                "--out", str(out)))
+        _ok(
+            cli(
+                "export",
+                built.root,
+                "--scene",
+                built.scene,
+                "--format",
+                fmt,
+                "--query",
+                "where is the dipstick",
+                "--out",
+                str(out),
+            )
+        )
         loaded = trimesh.load(out)
         if fmt == "ply":
             pts = np.asarray(loaded.vertices)
@@ -452,8 +573,10 @@ def test_export_glb_and_ply_lie_on_the_true_surface(built: Built, cli, tmp_path)
     rng = np.random.default_rng(0)
     sample = pts[:n][rng.choice(n, min(n, 3000), replace=False)]
     dist = world.compute_distance(o3d.core.Tensor(np.asarray(built.world_from_shared * sample, np.float32))).numpy()
-    print(f"\n[defaults] export: {n} points (ply {counts['ply']} with heatmap), distance to the true surface "
-          f"median {np.median(dist) * 100:.2f} cm, 90th pct {np.percentile(dist, 90) * 100:.2f} cm")
+    print(
+        f"\n[defaults] export: {n} points (ply {counts['ply']} with heatmap), distance to the true surface "
+        f"median {np.median(dist) * 100:.2f} cm, 90th pct {np.percentile(dist, 90) * 100:.2f} cm"
+    )
     assert np.median(dist) <= 0.01 and np.percentile(dist, 90) <= 0.03, np.percentile(dist, [50, 90])
 
 
@@ -494,11 +617,21 @@ def test_steps_one_video(built: Built, cli):
     truth = {(s["task"], s["step"]) for s in built.gt["videos"][video]["steps"]}
     assert set(r["tasks"]) == {s["task"] for s in built.gt["videos"][video]["steps"]}, r["tasks"]
     # each predicted step's segment overlaps that step's true interval
-    hits = sum(any(g["task"] == s["task"] and g["step"] == s["step"] and s["start"] is not None
-                   and s["start"] < g["end"] and g["start"] < s["end"] for g in built.gt["videos"][video]["steps"])
-               for s in r["steps"])
-    print(f"\n[defaults] steps {video}: {len(r['steps'])} steps over {r['clips']} clips, {hits} overlap their "
-          f"true interval ({len(truth)} true steps)")
+    hits = sum(
+        any(
+            g["task"] == s["task"]
+            and g["step"] == s["step"]
+            and s["start"] is not None
+            and s["start"] < g["end"]
+            and g["start"] < s["end"]
+            for g in built.gt["videos"][video]["steps"]
+        )
+        for s in r["steps"]
+    )
+    print(
+        f"\n[defaults] steps {video}: {len(r['steps'])} steps over {r['clips']} clips, {hits} overlap their "
+        f"true interval ({len(truth)} true steps)"
+    )
     assert hits >= 0.4 * len(truth), (hits, len(truth))
 
 
@@ -520,8 +653,9 @@ def _check_guide(built: Built, g: dict, task: str) -> dict:
             w, h = built.gt["videos"][m["video"]]["width"], built.gt["videos"][m["video"]]["height"]
             assert 0 <= m["xy"][0] < w and 0 <= m["xy"][1] < h, m
         for n in st["narration"]:
-            assert any(m["video"] == n["video"] and n["start"] < m["end"] and n["end"] > m["start"]
-                       for m in st["moments"]), n
+            assert any(
+                m["video"] == n["video"] and n["start"] < m["end"] and n["end"] > m["start"] for m in st["moments"]
+            ), n
     r = evaluation.eval_guide(built.gt, built.world_from_shared, g)
     assert r["steps"], r
     return r
@@ -531,11 +665,14 @@ def test_guide(built: Built, cli):
     """Asked in the user's words, the guide finds the task, puts its steps on their parts and shows moments of
     the step being done."""
     task, title = _guide_task(built)
-    g = json.loads(_ok(cli("guide", built.root, "--scene", built.scene, "--task", f"how do I {title.lower()}",
-                           "--json")))
+    g = json.loads(
+        _ok(cli("guide", built.root, "--scene", built.scene, "--task", f"how do I {title.lower()}", "--json"))
+    )
     r = _check_guide(built, g, task)
-    print(f"\n[defaults] guide {task}: {len(r['steps'])} steps, placed ≤30 cm {r['placed']:.2f}, top moment shows "
-          f"the part {r['moment_shows']:.2f}, inside the step {r['moment_inside']:.2f}")
+    print(
+        f"\n[defaults] guide {task}: {len(r['steps'])} steps, placed ≤30 cm {r['placed']:.2f}, top moment shows "
+        f"the part {r['moment_shows']:.2f}, inside the step {r['moment_inside']:.2f}"
+    )
     assert r["placed"] >= 0.75 and r["moment_shows"] >= 0.75 and r["moment_inside"] >= 0.5, r
 
 
@@ -549,7 +686,7 @@ def _glb_nodes(path: Path) -> dict[str, dict]:
     """The GLB's glTF nodes by name (its JSON chunk: the first after the 12-byte header)."""
     data = path.read_bytes()
     length = int.from_bytes(data[12:16], "little")
-    return {n["name"]: n for n in json.loads(data[20:20 + length])["nodes"] if "name" in n}
+    return {n["name"]: n for n in json.loads(data[20 : 20 + length])["nodes"] if "name" in n}
 
 
 def test_export_anchors_are_the_query_and_guide_points(built: Built, cli, tmp_path, anchors_file):
@@ -560,8 +697,21 @@ def test_export_anchors_are_the_query_and_guide_points(built: Built, cli, tmp_pa
     names = tmp_path / "parts.txt"
     names.write_text(f"# parts\n{parts[1]}\n\n")
     out = tmp_path / "scene.glb"
-    _ok(cli("export", built.root, "--scene", built.scene, "--anchors", "--query", parts[0], "--queries", str(names),
-            "--out", str(out)))
+    _ok(
+        cli(
+            "export",
+            built.root,
+            "--scene",
+            built.scene,
+            "--anchors",
+            "--query",
+            parts[0],
+            "--queries",
+            str(names),
+            "--out",
+            str(out),
+        )
+    )
     doc = json.loads(out.with_suffix(".anchors.json").read_text())
     batch = tmp_path / "queries.txt"
     batch.write_text("".join(f"{p}\n" for p in parts))
@@ -599,8 +749,10 @@ def test_groundedness(built: Built, cli):
         lines = r["lines"]
         truth = built.gt["videos"][v]["narrations"]
         assert len(lines) == len(truth), v  # every subtitle line once, as narrated
-        assert all(ln["text"] == n["text"] and abs(ln["start"] - n["start"]) < 2e-3 and abs(ln["end"] - n["end"]) < 2e-3
-                   for ln, n in zip(lines, truth, strict=True)), v
+        assert all(
+            ln["text"] == n["text"] and abs(ln["start"] - n["start"]) < 2e-3 and abs(ln["end"] - n["end"]) < 2e-3
+            for ln, n in zip(lines, truth, strict=True)
+        ), v
         values = [ln["groundedness"] for ln in lines] + [r["auc"]]
         assert all(0 <= x <= 1 for x in values if x is not None), v
 
@@ -670,7 +822,8 @@ def _page_annotate(driver, url: str, built: Built, video: str, part: str, clicks
     driver.find_element(By.ID, "spansave").click()
     wait.until(lambda d: d.execute_script("return window.howto3d.annotate.savedSpans !== null"))
     assert not driver.execute_script("return window.howto3d.errors"), driver.execute_script(
-        "return window.howto3d.errors")
+        "return window.howto3d.errors"
+    )
 
 
 def _page_guide(driver, url: str, built: Built, task: str, title: str) -> tuple[float, float]:
@@ -695,8 +848,11 @@ def _page_guide(driver, url: str, built: Built, task: str, title: str) -> tuple[
     time.sleep(0.3)  # a few frames drawn at the final view
     shot = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")).astype(int)
     v = driver.execute_script("return window.howto3d.view()")
-    M = (np.array(v["projection"]).reshape(4, 4).T @ np.array(v["view"]).reshape(4, 4).T
-         @ np.array(v["frame"]).reshape(4, 4).T)  # three.js stores matrices column-major
+    M = (
+        np.array(v["projection"]).reshape(4, 4).T
+        @ np.array(v["view"]).reshape(4, 4).T
+        @ np.array(v["frame"]).reshape(4, 4).T
+    )  # three.js stores matrices column-major
     c = M @ np.r_[step["point"], 1.0]
     ndc = c[:3] / c[3]
     want = np.array([v["left"] + (ndc[0] + 1) / 2 * v["width"], v["top"] + (1 - ndc[1]) / 2 * v["height"]])
@@ -705,8 +861,11 @@ def _page_guide(driver, url: str, built: Built, task: str, title: str) -> tuple[
     assert len(xs) > 30, len(xs)  # the marker is drawn (pure magenta, over everything)
     off = float(np.linalg.norm([xs.mean(), ys.mean()] - want))
     m = step["moments"][0]
-    wait.until(lambda d: d.execute_script("const v = document.getElementById('video'); "
-                                          "return v.readyState >= 2 && !v.seeking && v.currentTime > 0"))
+    wait.until(
+        lambda d: d.execute_script(
+            "const v = document.getElementById('video'); return v.readyState >= 2 && !v.seeking && v.currentTime > 0"
+        )
+    )
     t = driver.execute_script("return document.getElementById('video').currentTime")
     assert m["start"] - 0.05 <= t <= m["end"] + 0.25, (t, m)
     assert "Step 2 of" in driver.find_element(By.ID, "stepinfo").text
@@ -720,8 +879,11 @@ def test_serve_answers_every_route(built: Built, photos, answers, anchors_file, 
     port = _free_port()
     log = tmp_path / "serve.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "howto3d", "serve", built.root, "--port", str(port),
-                                 "--host", "127.0.0.1"], stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "howto3d", "serve", built.root, "--port", str(port), "--host", "127.0.0.1"],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, timeout=600) as c:
@@ -752,17 +914,22 @@ def test_serve_answers_every_route(built: Built, photos, answers, anchors_file, 
                 assert q.json()["moments"] == answers[part]["moments"]
 
             path, video, t = photos[0]
-            r = c.post("/localize", data={"scene": built.scene},
-                       files={"image": (path.name, path.read_bytes(), "image/jpeg")})
+            r = c.post(
+                "/localize", data={"scene": built.scene}, files={"image": (path.name, path.read_bytes(), "image/jpeg")}
+            )
             assert r.status_code == 200, r.text
             (entry,) = r.json()["images"]
             assert entry["status"] == "localized", entry
-            err_m, err_deg = _pose_error(entry["cam_from_world"], built.world_from_shared,
-                                         built.gt_frame(video, t)["cam_from_world"])
+            err_m, err_deg = _pose_error(
+                entry["cam_from_world"], built.world_from_shared, built.gt_frame(video, t)["cam_from_world"]
+            )
 
             seen, _ = _part_in_view(built, video, t)
-            png = c.post("/overlay", data={"scene": built.scene, "text": f"where is the {seen.replace('_', ' ')}"},
-                         files={"image": (path.name, path.read_bytes(), "image/jpeg")})
+            png = c.post(
+                "/overlay",
+                data={"scene": built.scene, "text": f"where is the {seen.replace('_', ' ')}"},
+                files={"image": (path.name, path.read_bytes(), "image/jpeg")},
+            )
             assert png.status_code == 200 and png.headers["content-type"] == "image/png", png.text[:500]
             drawn = np.asarray(Image.open(io.BytesIO(png.content)).convert("RGB")).astype(float)
             photo = np.asarray(Image.open(path).convert("RGB")).astype(float)
@@ -792,15 +959,30 @@ def test_serve_answers_every_route(built: Built, photos, answers, anchors_file, 
                 doc = json.loads((saved / "keypoints" / f"{source}.json").read_text())
                 (clicked,) = doc["keypoints"]
                 assert clicked["name"] == kp_part and len(clicked["observations"]) == 3, doc
-                moved = json.loads(_ok(_howto3d("transfer", built.root, "--scene", built.scene, "--source", source,
-                                                "--keypoints", str(saved / "keypoints" / f"{source}.json"), "--json",
-                                                timeout=600)))
+                moved = json.loads(
+                    _ok(
+                        _howto3d(
+                            "transfer",
+                            built.root,
+                            "--scene",
+                            built.scene,
+                            "--source",
+                            source,
+                            "--keypoints",
+                            str(saved / "keypoints" / f"{source}.json"),
+                            "--json",
+                            timeout=600,
+                        )
+                    )
+                )
                 (kp,) = moved["keypoints"]
                 world = np.asarray(built.world_from_shared * np.array([kp["point"]]))[0]
                 err_kp = float(np.linalg.norm(world - np.array(built.gt["videos"][source]["parts"][kp_part])))
                 rows = (saved / "steps" / f"{source}.csv").read_text().splitlines()
-                print(f"\n[defaults] page annotation: {kp_part} clicked on 3 frames of {source} → transfer "
-                      f"{err_kp * 100:.2f} cm from the truth; step span {rows[-1]}")
+                print(
+                    f"\n[defaults] page annotation: {kp_part} clicked on 3 frames of {source} → transfer "
+                    f"{err_kp * 100:.2f} cm from the truth; step span {rows[-1]}"
+                )
                 assert err_kp <= 0.02, err_kp
                 assert kp["projections"], kp  # shown in the other video's frames
                 step, start, end = rows[-1].split(",")
@@ -812,8 +994,9 @@ def test_serve_answers_every_route(built: Built, photos, answers, anchors_file, 
                 assert got.status_code == 200, got.text
                 want = {k: v for k, v in anchors_file.items() if k != "parts"}
                 doc = got.json()
-                assert {k: v for k, v in doc.items() if k != "anchors"} == {k: v for k, v in want.items()
-                                                                             if k != "anchors"}
+                assert {k: v for k, v in doc.items() if k != "anchors"} == {
+                    k: v for k, v in want.items() if k != "anchors"
+                }
                 # the server's BERT runs on torch's kernels, the CLI's on NumPy: scores may differ in the 6th digit
                 assert [a["name"] for a in doc["anchors"]] == [a["name"] for a in want["anchors"]]
                 for a, b in zip(doc["anchors"], want["anchors"], strict=True):
@@ -824,8 +1007,10 @@ def test_serve_answers_every_route(built: Built, photos, answers, anchors_file, 
             loaded = trimesh.load(io.BytesIO(glb.content), file_type="glb")
             n = sum(len(g.vertices) for g in loaded.geometry.values() if isinstance(g, trimesh.PointCloud))
             assert n == len(built.shared.points)
-        print(f"\n[defaults] serve: /query {err_q * 100:.1f} cm from the truth, /localize {err_m * 100:.2f} cm / "
-              f"{err_deg:.2f} deg")
+        print(
+            f"\n[defaults] serve: /query {err_q * 100:.1f} cm from the truth, /localize {err_m * 100:.2f} cm / "
+            f"{err_deg:.2f} deg"
+        )
         assert err_q <= 0.30 and err_m <= 0.02 and err_deg <= 1.0, (err_q, err_m, err_deg)
     finally:
         proc.send_signal(signal.SIGINT)  # uvicorn's graceful stop
@@ -858,21 +1043,41 @@ def test_scale_makes_the_frame_metric(built: Built, cli, tmp_path):
     root = tmp_path / "ws"
     root.mkdir()
     shutil.copy(built.ws.root / "howto3d.toml", root)
-    shutil.copytree(built.ws.scene_dir(built.scene), root / "scenes" / built.scene,
-                    ignore=shutil.ignore_patterns("temporal"))
+    shutil.copytree(
+        built.ws.scene_dir(built.scene), root / "scenes" / built.scene, ignore=shutil.ignore_patterns("temporal")
+    )
     ws = Workspace.open(root)
     source = sorted(built.gt["videos"])[0]
-    clicked = [(lm, obs) for lm in built.gt["landmarks"]
-               if (obs := evaluation.clicks(built.gt, source, np.array(lm["position"]),
-                                            built.shared.frames_of(source)))]
+    clicked = [
+        (lm, obs)
+        for lm in built.gt["landmarks"]
+        if (obs := evaluation.clicks(built.gt, source, np.array(lm["position"]), built.shared.frames_of(source)))
+    ]
     assert len(clicked) >= 2
     a = clicked[0][0]
     b = max((lm for lm, _ in clicked[1:]), key=lambda lm: np.linalg.norm(np.subtract(lm["position"], a["position"])))
     metres = float(np.linalg.norm(np.subtract(a["position"], b["position"])))
     kp = tmp_path / "kp.json"
     kp.write_text(json.dumps({"keypoints": [{"name": lm["name"], "observations": obs} for lm, obs in clicked]}))
-    out = json.loads(_ok(cli("scale", str(root), "--scene", built.scene, "--source", source, "--keypoints", str(kp),
-                             "--distance", a["name"], b["name"], f"{metres}", "--json")))
+    out = json.loads(
+        _ok(
+            cli(
+                "scale",
+                str(root),
+                "--scene",
+                built.scene,
+                "--source",
+                source,
+                "--keypoints",
+                str(kp),
+                "--distance",
+                a["name"],
+                b["name"],
+                f"{metres}",
+                "--json",
+            )
+        )
+    )
     assert out["units"] == "metres" and out["distances"][0]["after"] == pytest.approx(metres, rel=1e-3)
     frame = read_json(ws.align_dir(built.scene) / "transforms.json")["frame"]
     assert frame["units"] == "metres" and frame["metric_scale"] == pytest.approx(out["scale"])
@@ -880,6 +1085,7 @@ def test_scale_makes_the_frame_metric(built: Built, cli, tmp_path):
     keys = [(f.video, round(f.time, 3)) for f in shared.frames]
     assert len(keys) == len(set(keys))
     s = evaluation.fit_to_world(shared.frames, built.gt).scale
-    print(f"\n[defaults] scale: {a['name']}–{b['name']} {metres:.3f} m; world fit scale afterwards {s:.4f} "
-          "(1 = metric)")
+    print(
+        f"\n[defaults] scale: {a['name']}–{b['name']} {metres:.3f} m; world fit scale afterwards {s:.4f} (1 = metric)"
+    )
     assert abs(s - 1) <= 0.02, s

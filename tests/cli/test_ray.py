@@ -1,4 +1,4 @@
-"""The Ray executor (issue #18): same results as the local one, no shared filesystem, per-video failures, resume.
+"""The Ray executor: same results as the local one, no shared filesystem, per-video failures, resume.
 
 One local Ray cluster (2 CPUs) serves the module and is shut down after it; its workers get their own TMPDIR.
 """
@@ -32,8 +32,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     """A local 2-CPU cluster whose workers' temporary folder is not the test's: (address, worker TMPDIR)."""
     worker_tmp = tmp_path_factory.mktemp("ray_worker_tmp")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
-    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                   runtime_env={"env_vars": {"TMPDIR": str(worker_tmp)}})
+    ctx = ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"TMPDIR": str(worker_tmp)}}
+    )
     try:
         yield ctx.address_info["address"], worker_tmp
     finally:
@@ -67,8 +68,12 @@ def test_workers_get_bytes_in_their_own_temp_dir_and_only_the_driver_writes(ray_
     src.parent.mkdir()
     src.write_bytes(os.urandom(300_000))  # above Ray's inline size: through the object store
     results = []
-    run_tasks([Task("v", _copy_where_it_runs, (src, out), inputs=(0,), output=1)], 0,
-              lambda t, r: results.append(r) or [], RunConfig(executor="ray"))
+    run_tasks(
+        [Task("v", _copy_where_it_runs, (src, out), inputs=(0,), output=1)],
+        0,
+        lambda t, r: results.append(r) or [],
+        RunConfig(executor="ray"),
+    )
     (r,) = results
     assert r["status"] == "done" and "files" not in r
     assert Path(r["src"]).is_relative_to(worker_tmp) and Path(r["out"]).is_relative_to(worker_tmp)
@@ -111,8 +116,12 @@ def test_run_on_ray_matches_local_and_a_killed_run_resumes(ray_cluster, small_wo
         shutil.copy(scene_dir / "tasks.json", w.scene_dir("s") / "tasks.json")
 
     # A CLI run on Ray, killed once a video is recorded done.
-    run = subprocess.Popen([str(Path(sys.executable).parent / "howto3d"), "run", str(ws.root), "--executor", "ray"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    run = subprocess.Popen(
+        [str(Path(sys.executable).parent / "howto3d"), "run", str(ws.root), "--executor", "ray"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     while not any(e["status"] == "done" for e in ws.record("reconstruct").items.values()):
         assert run.poll() is None, run.stderr.read().decode()[-2000:]
@@ -130,8 +139,9 @@ def test_run_on_ray_matches_local_and_a_killed_run_resumes(ray_cluster, small_wo
     assert on_ray.returncode == 0, on_ray.stderr[-3000:]
     records = ws.record("reconstruct").items
     assert all(records[k] == e for k, e in finished.items())  # not redone ...
-    assert all((ws.sfm_dir("s", k.split("/")[1]) / "model" / "images.bin").stat().st_mtime_ns == t
-               for k, t in stamps.items())  # ... and not rewritten
+    assert all(
+        (ws.sfm_dir("s", k.split("/")[1]) / "model" / "images.bin").stat().st_mtime_ns == t for k, t in stamps.items()
+    )  # ... and not rewritten
     assert records["s/v0"]["status"] == records["s/v1"]["status"] == "done"
     assert records["s/corrupt"]["status"] == "failed" and "corrupt.mp4" in records["s/corrupt"]["error"]
     # the corrupt video has no clip features; the message names the workspace file, not a worker's copy
@@ -157,4 +167,3 @@ def test_run_on_ray_matches_local_and_a_killed_run_resumes(ray_cluster, small_wo
     steps, steps_here = temporal_cmds.load_steps(ws, "s"), temporal_cmds.load_steps(local, "s")
     assert sorted(steps) == ["v0", "v1"]
     assert all(steps[v]["steps"] == steps_here[v]["steps"] and steps[v]["steps"] for v in steps)
-

@@ -144,14 +144,20 @@ def test_localize_and_overlay_endpoints(server):
         r = c.post("/localize", data={"scene": scene}, files={"image": ("x.jpg", b"garbage", "image/jpeg")}).json()
         assert "cannot read the image" in r["images"][0]["reason"]
 
-        png = c.post("/overlay", data={"scene": scene, "text": "where is the dipstick"},
-                     files={"image": ("mine.jpg", photo, "image/jpeg")})
+        png = c.post(
+            "/overlay",
+            data={"scene": scene, "text": "where is the dipstick"},
+            files={"image": ("mine.jpg", photo, "image/jpeg")},
+        )
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         drawn = np.asarray(Image.open(io.BytesIO(png.content)).convert("RGB")).astype(float)
         original = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB")).astype(float)
         assert drawn.shape == original.shape and (drawn - original)[..., 0].max() > 60
-        bad = c.post("/overlay", data={"scene": scene, "text": "where is the dipstick"},
-                     files={"image": ("other.jpg", other_car, "image/jpeg")})
+        bad = c.post(
+            "/overlay",
+            data={"scene": scene, "text": "where is the dipstick"},
+            files={"image": ("other.jpg", other_car, "image/jpeg")},
+        )
         assert bad.status_code == 422 and "not localized" in bad.json()["error"]
 
 
@@ -161,8 +167,7 @@ def test_a_slow_localization_does_not_block_queries(server):
     noise = (np.random.default_rng(0).random((1152, 2048, 3)) * 255).astype(np.uint8)
     big = _jpeg(noise)
     with httpx.Client(base_url=url, timeout=600) as c, ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(c.post, "/localize", data={"scene": scene},
-                           files={"image": ("big.jpg", big, "image/jpeg")})
+        slow = pool.submit(c.post, "/localize", data={"scene": scene}, files={"image": ("big.jpg", big, "image/jpeg")})
         time.sleep(0.3)  # the upload is in the worker now
         for k in range(5):
             r = c.post("/query", json={"scene": scene, "text": f"where is the battery {k}"})
@@ -198,10 +203,12 @@ def test_oversize_and_bomb_inputs_are_refused_at_once(server):
             "1001-character query": c.post("/query", json={"scene": scene, "text": "x" * 1001}),
             "streamed query": c.post("/query", content=iter([b"x" * 10_000] * 40)),  # chunked: no Content-Length
             "bomb": c.post("/localize", data={"scene": scene}, files={"image": ("bomb.png", bomb, "image/png")}),
-            "bomb overlay": c.post("/overlay", data={"scene": scene, "text": "dipstick"},
-                                   files={"image": ("bomb.png", bomb, "image/png")}),
-            "25 MB upload": c.post("/localize", data={"scene": scene},
-                                   files={"image": ("big.jpg", b"\xff" * 25_000_000, "image/jpeg")}),
+            "bomb overlay": c.post(
+                "/overlay", data={"scene": scene, "text": "dipstick"}, files={"image": ("bomb.png", bomb, "image/png")}
+            ),
+            "25 MB upload": c.post(
+                "/localize", data={"scene": scene}, files={"image": ("big.jpg", b"\xff" * 25_000_000, "image/jpeg")}
+            ),
             "long task": c.get("/guide", params={"scene": scene, "task": "y" * 5000}),
             "long glb query": c.get(f"/scene/{scene}/export.glb", params={"query": "y" * 5000}),
         }
@@ -213,8 +220,10 @@ def test_oversize_and_bomb_inputs_are_refused_at_once(server):
         assert "max_text_chars" in refused["1001-character query"].json()["error"]
         # a client that declares 900 MB and sends a little: answered without waiting for the rest
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-            raw.sendall(b"POST /localize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                        b"Content-Length: 900000000\r\n\r\n" + b"a" * 1000)
+            raw.sendall(
+                b"POST /localize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                b"Content-Length: 900000000\r\n\r\n" + b"a" * 1000
+            )
             assert raw.recv(64).startswith(b"HTTP/1.1 413")
         # still healthy, and the limit is the limit: 1000 characters are answered
         assert c.get("/health").json()["status"] == "ok"
@@ -225,8 +234,12 @@ def test_busy_and_slow_localizations_get_503_and_504(trained_ws):
     ws, scene, _ = trained_ws
     noise = _jpeg((np.random.default_rng(0).random((1152, 2048, 3)) * 255).astype(np.uint8))
     limits = ServeConfig(request_timeout_s=2.0, max_localizations=1, warm=False)
-    with (_running(create_app(ws, limits=limits)) as url, httpx.Client(base_url=url, timeout=60) as c,
-          ThreadPoolExecutor(1) as pool):
+    with (
+        _running(create_app(ws, limits=limits)) as url,
+        httpx.Client(base_url=url, timeout=60) as c,
+        ThreadPoolExecutor(1) as pool,
+    ):
+
         def post():
             return c.post("/localize", data={"scene": scene}, files={"image": ("noise.jpg", noise, "image/jpeg")})
 
@@ -248,15 +261,16 @@ def test_serving_while_the_frame_moves_and_the_model_is_retrained(trained_ws, tm
     ws = Workspace(shutil.copytree(ws0.root, tmp_path / "ws"))
     photo = _unsampled_frame(ws, scene, "video_01")
     text = "where is the dipstick"
-    with (_running(create_app(ws, warm=False)) as url, httpx.Client(base_url=url, timeout=600) as c):
+    with _running(create_app(ws, warm=False)) as url, httpx.Client(base_url=url, timeout=600) as c:
         before = c.post("/query", json={"scene": scene, "text": text})
         loc0 = c.post("/localize", data={"scene": scene}, files={"image": ("p.jpg", photo, "image/jpeg")}).json()
         assert before.status_code == 200 and loc0["images"][0]["status"] == "localized"
 
         move = pycolmap.Sim3d(1.3, pycolmap.Rotation3d(np.array([0.0, 0.0, np.sin(0.2), np.cos(0.2)])), [0.5, 0, 0])
         alignment = Alignment.load(ws.align_dir(scene))
-        alignment.shared_from_segment = {v: {k: move * t for k, t in segs.items()}
-                                         for v, segs in alignment.shared_from_segment.items()}
+        alignment.shared_from_segment = {
+            v: {k: move * t for k, t in segs.items()} for v, segs in alignment.shared_from_segment.items()
+        }
         alignment.save(ws.align_dir(scene))  # as `align` saves a new frame: one atomic replace
 
         stale = c.post("/query", json={"scene": scene, "text": text})
@@ -278,16 +292,20 @@ def test_annotations_are_saved_in_the_formats_their_readers_take(server):
     ones get one line naming the problem and write nothing."""
     url, ws, scene = server
     folder = ws.annotations_dir(scene)
-    doc = {"keypoints": [{"name": "cap", "observations": [{"time": 2.0, "xy": [320.5, 180.0]},
-                                                          {"time": 6.0, "xy": [300.0, 170.25]}]}]}
+    doc = {
+        "keypoints": [
+            {"name": "cap", "observations": [{"time": 2.0, "xy": [320.5, 180.0]}, {"time": 6.0, "xy": [300.0, 170.25]}]}
+        ]
+    }
     with httpx.Client(base_url=url, timeout=60) as c:
         r = c.put(f"/scene/{scene}/annotations/keypoints/video_01", json=doc)
         assert r.status_code == 200 and r.json()["keypoints"] == 1 and r.json()["observations"] == 2, r.text
         saved = json.loads((folder / "keypoints" / "video_01.json").read_text())
         assert saved == {"video": "video_01", **doc}
         assert c.get(f"/scene/{scene}/annotations").json()["keypoints"]["video_01"] == saved
-        bad = c.put(f"/scene/{scene}/annotations/keypoints/video_02", json={"keypoints": [{"name": "x",
-                                                                                          "observations": [{}]}]})
+        bad = c.put(
+            f"/scene/{scene}/annotations/keypoints/video_02", json={"keypoints": [{"name": "x", "observations": [{}]}]}
+        )
         assert bad.status_code == 400 and "needs 'time' and 'xy'" in bad.json()["error"]
         assert c.put(f"/scene/{scene}/annotations/keypoints/nope", json=doc).status_code == 404
         assert not (folder / "keypoints" / "video_02.json").exists()
@@ -298,11 +316,13 @@ def test_annotations_are_saved_in_the_formats_their_readers_take(server):
         r = c.put(f"/scene/{scene}/annotations/steps/video_01", json=spans)
         assert r.status_code == 200 and r.json()["steps"] == 1, r.text
         assert (folder / "steps" / "video_01.csv").read_text() == f"step,start,end\n{step},1.250,4.500\n"
-        unknown = c.put(f"/scene/{scene}/annotations/steps/video_02", json={"steps": [{"step": "juggle", "start": 1,
-                                                                                       "end": 2}]})
+        unknown = c.put(
+            f"/scene/{scene}/annotations/steps/video_02", json={"steps": [{"step": "juggle", "start": 1, "end": 2}]}
+        )
         assert unknown.status_code == 400 and "juggle" in unknown.json()["error"], unknown.text
-        late = c.put(f"/scene/{scene}/annotations/steps/video_02", json={"steps": [{"step": "a", "start": 5,
-                                                                                    "end": 2}]})
+        late = c.put(
+            f"/scene/{scene}/annotations/steps/video_02", json={"steps": [{"step": "a", "start": 5, "end": 2}]}
+        )
         assert late.status_code == 400 and "before start" in late.json()["error"], late.text
         assert not (folder / "steps" / "video_02.csv").exists()
 
@@ -317,8 +337,10 @@ def test_fuzzed_requests_never_get_a_server_error(server):
     answers: list[int] = []
 
     for op in operations:
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+
+        @settings(
+            max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+        )
         @given(case=op.as_strategy())
         def call(case) -> None:
             for params in (case.path_parameters, case.body, case.query):

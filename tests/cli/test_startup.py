@@ -14,8 +14,21 @@ import textwrap
 
 import pytest
 
-HEAVY = {"open3d", "pycolmap", "sklearn", "networkx", "matplotlib", "transformers", "scipy", "ray", "fastapi",
-         "uvicorn", "numba", "av", "torch"}
+HEAVY = {
+    "open3d",
+    "pycolmap",
+    "sklearn",
+    "networkx",
+    "matplotlib",
+    "transformers",
+    "scipy",
+    "ray",
+    "fastapi",
+    "uvicorn",
+    "numba",
+    "av",
+    "torch",
+}
 """Top-level packages no command should pay for before it runs (torch: only commands that train or run the
 temporal models; queries run BERT in NumPy)."""
 
@@ -41,11 +54,16 @@ _PROBE = textwrap.dedent("""
 def imports_of(args: list[str] | None) -> tuple[dict, str]:
     """Run ``howto3d ARGS`` (or only ``import howto3d.cli`` for ``None``) in a fresh interpreter: the heavy
     packages it imported, its exit code, and its stdout."""
-    proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(sorted(HEAVY)), json.dumps(args)],
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(sorted(HEAVY)), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     line = [x for x in proc.stderr.splitlines() if x.startswith("IMPORTS ")]
     assert line, proc.stderr[-2000:]
-    return json.loads(line[-1][len("IMPORTS "):]), proc.stdout
+    return json.loads(line[-1][len("IMPORTS ") :]), proc.stdout
 
 
 def test_cli_module_and_light_commands_import_nothing_heavy(tmp_path):

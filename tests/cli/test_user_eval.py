@@ -21,8 +21,11 @@ def _clicked(shared, gt: dict) -> dict[str, dict]:
     """Every landmark "clicked" in every video that sees it, the way the ground-truth path clicks them."""
     out = {}
     for v in shared.videos:
-        kps = [{"name": lm["name"], "observations": obs} for lm in gt["landmarks"]
-               if (obs := evaluation.clicks(gt, v, np.array(lm["position"]), shared.frames_of(v)))]
+        kps = [
+            {"name": lm["name"], "observations": obs}
+            for lm in gt["landmarks"]
+            if (obs := evaluation.clicks(gt, v, np.array(lm["position"]), shared.frames_of(v)))
+        ]
         out[v] = {"keypoints": kps}
     return out
 
@@ -47,8 +50,10 @@ def test_user_clicks_give_the_ground_truth_transfer_pck(scene_gt, tmp_path, cli)
     metres = evaluation.fit_to_world(shared.frames, gt).scale  # as if the user had run `howto3d scale`
     user = evaluation.eval_user_transfer(shared, clicked, metres_per_unit=metres)
     truth = evaluation.eval_transfer(shared, gt, ws.align_dir(scene))
-    print(f"user PCK {user['pck']} ({user['pairs']} pairs), ground truth graph PCK {truth['pck_graph']}, "
-          f"reprojection {user['pixels']}")
+    print(
+        f"user PCK {user['pck']} ({user['pairs']} pairs), ground truth graph PCK {truth['pck_graph']}, "
+        f"reprojection {user['pixels']}"
+    )
     assert user["units"] == "metres" and user["pairs"] >= 30
     assert not [s for s in user["skipped"] if "video" in s]  # every click has a registered camera
     _same_pck(user, truth)
@@ -58,8 +63,9 @@ def test_user_clicks_give_the_ground_truth_transfer_pck(scene_gt, tmp_path, cli)
     bad = Workspace(shutil.copytree(ws.root, tmp_path / "bad"))
     alignment = Alignment.load(bad.align_dir(scene))
     shift = pycolmap.Sim3d(1.0, pycolmap.Rotation3d(), np.array([0.04 / metres, 0, 0]))
-    alignment.shared_from_segment[shared.videos[0]] = {k: shift * s for k, s in
-                                                       alignment.shared_from_segment[shared.videos[0]].items()}
+    alignment.shared_from_segment[shared.videos[0]] = {
+        k: shift * s for k, s in alignment.shared_from_segment[shared.videos[0]].items()
+    }
     alignment.save(bad.align_dir(scene))
     moved = scenes.shared_scene(bad, scene)
     user_bad = evaluation.eval_user_transfer(moved, clicked, metres_per_unit=metres)
@@ -94,8 +100,9 @@ def test_user_parts_and_queries_give_the_ground_truth_grounding_pck(trained_ws, 
     parts = {p: (world_from_shared.inverse() * np.array(gt["parts"][p], float)[None])[0].tolist() for p in filmed}
     (tmp_path / "parts.json").write_text(json.dumps({"parts": parts}))
     (tmp_path / "queries.json").write_text(json.dumps({p: list(PARAPHRASE_QUERIES[p]) for p in filmed}))
-    user = grounding_cmds.eval_user_grounding(ws, scene, tmp_path / "parts.json", tmp_path / "queries.json",
-                                              metres_per_unit=world_from_shared.scale)
+    user = grounding_cmds.eval_user_grounding(
+        ws, scene, tmp_path / "parts.json", tmp_path / "queries.json", metres_per_unit=world_from_shared.scale
+    )
     assert user["units"] == "metres"
     for key in ("pck_at", "pck_fine", "chance_at", "chance_fine", "median_error_m"):
         assert user[key] == pytest.approx(truth[key], abs=2e-3), key
@@ -113,7 +120,6 @@ def test_annotations_must_name_an_aligned_video(tmp_path):
     with pytest.raises(InputError, match="video_09.json: video 'video_09' is not aligned"):
         evaluation.read_annotations([tmp_path], ["video_00"])
     (tmp_path / "video_09.json").write_text(json.dumps({"video": "video_00", "keypoints": []}))
-    assert evaluation.read_annotations([tmp_path], ["video_00"]) == {"video_00": {"video": "video_00",
-                                                                                 "keypoints": []}}
+    assert evaluation.read_annotations([tmp_path], ["video_00"]) == {"video_00": {"video": "video_00", "keypoints": []}}
     with pytest.raises(InputError, match="no such annotation file"):
         evaluation.read_annotations([tmp_path / "missing"], ["video_00"])

@@ -90,8 +90,9 @@ def test_subtitle_readers_agree(make_video, tmp_path):
     assert find_subtitles(tmp_path / "a.mp4") == tmp_path / "a.srt"
 
 
-@pytest.mark.parametrize("name,content", [("x.json", "{not json"), ("x.json", '[{"start": 1}]'),
-                                          ("x.vtt", "no header"), ("x.txt", "hello")])
+@pytest.mark.parametrize(
+    "name,content", [("x.json", "{not json"), ("x.json", '[{"start": 1}]'), ("x.vtt", "no header"), ("x.txt", "hello")]
+)
 def test_bad_subtitles_name_the_file(make_video, tmp_path, name, content):
     (tmp_path / name).write_text(content)
     with pytest.raises(InputError, match=name):
@@ -106,13 +107,69 @@ def test_config_round_trips_and_rejects_unknown_keys(make_video, tmp_path):
     assert from_dict(tomllib.loads(text), tmp_path) == Config()
     (tmp_path / "c.toml").write_text("[frames]\nnum_frames = 12\n")
     assert load_config(tmp_path / "c.toml").frames.num_frames == 12
-    for bad, match in [("[frames]\nnum_frame = 1\n", "unknown key frames.num_frame"),
-                       ("[frames]\nnum_frames = 'a'\n", "must be int"),
-                       ("[frames]\nsampling = 'every'\n", "not one of"),
-                       ("[nope]\n", "unknown section"), ("[frames\n", "invalid TOML")]:
+    for bad, match in [
+        ("[frames]\nnum_frame = 1\n", "unknown key frames.num_frame"),
+        ("[frames]\nnum_frames = 'a'\n", "must be int"),
+        ("[frames]\nsampling = 'every'\n", "not one of"),
+        ("[nope]\n", "unknown section"),
+        ("[frames\n", "invalid TOML"),
+    ]:
         (tmp_path / "c.toml").write_text(bad)
         with pytest.raises(InputError, match=match):
             load_config(tmp_path / "c.toml")
+
+
+def test_init_writes_every_setting_of_every_section_with_its_doc(tmp_path):
+    import dataclasses
+
+    from howto3d.config import field_docs
+
+    text = (Workspace.init(tmp_path / "ws").root / "howto3d.toml").read_text()
+    lines = text.splitlines()
+    for section in dataclasses.fields(Config):
+        assert f"[{section.name}]" in lines, section.name
+        value = getattr(Config(), section.name)
+        docs = field_docs(type(value))
+        for f in dataclasses.fields(value):
+            line = f"# {f.name} = (unset)" if getattr(value, f.name) is None else f"{f.name} = "
+            i = next(i for i, s in enumerate(lines) if s.startswith(line))
+            assert docs[f.name] and lines[i - 1].startswith("# "), (section.name, f.name)  # its doc right above
+    assert {"[discover]", "[groundedness]", "[guide]"} <= set(lines)
+
+
+@pytest.mark.parametrize(
+    "toml, match",
+    [
+        ("[grounding]\nmethod = 'nearest'\n", r"grounding.method = 'nearest' is not one of \['classifier', 'index'"),
+        ("[clip_features]\nkinds = ['bovw', 'depth']\n", "clip_features.kinds .* is not a non-empty list of"),
+        ("[clip_features]\nkinds = []\n", "clip_features.kinds = \\[\\] is not a non-empty list of"),
+        ("[discover]\nbackground = 'all'\n", "discover.background = 'all' is not one of"),
+        ("[guide]\nfusion = 'sum'\n", "guide.fusion = 'sum' is not one of"),
+        ("[discover]\nstates = 0\n", "discover.states = 0 is out of range; use a value at least 1"),
+        ("[discover]\nstates = 'many'\n", "discover.states must be int"),
+        ("[frames]\nseed = -1\n", "frames.seed = -1 is out of range"),
+    ],
+)
+def test_each_field_carries_its_own_rules(tmp_path, toml, match):
+    (tmp_path / "c.toml").write_text(toml)
+    with pytest.raises(InputError, match=match):
+        load_config(tmp_path / "c.toml")
+
+
+def test_an_unset_optional_setting_can_be_set(tmp_path):
+    (tmp_path / "c.toml").write_text("[discover]\nstates = 40\nepochs = 3\nlam = 0.5\n")
+    conf = load_config(tmp_path / "c.toml").discover
+    assert (conf.states, conf.epochs, conf.lam, conf.background) == (40, 3, 0.5, "states")
+
+
+def test_one_progress_callback_type():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sources = [
+        p for d in ("recon", "grounding", "temporal", "viewer", "howto3d", "synth") for p in (root / d).rglob("*.py")
+    ]
+    assert [p.name for p in sources if "Callable[[str, int, int], None]" in p.read_text()] == ["io.py"]
 
 
 def test_workspace_add_copies_and_never_touches_originals(make_video, tmp_path):

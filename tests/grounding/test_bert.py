@@ -50,8 +50,15 @@ def tiny(tmp_path_factory, packaged) -> Path:
     """A random 3-layer BERT folder (HF layout) with the packaged BERT's real vocabulary."""
     folder = tmp_path_factory.mktemp("tiny_bert_enc")
     torch.manual_seed(1)
-    config = BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
-                        intermediate_size=96, max_position_embeddings=128, layer_norm_eps=1e-7)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=128,
+        layer_norm_eps=1e-7,
+    )
     model = BertModel(config, add_pooling_layer=True)  # a pooler in the file must be ignored
     with torch.no_grad():  # LayerNorms away from their (1, 0) init, so a swapped norm shows
         for name, p in model.named_parameters():
@@ -128,7 +135,8 @@ def _torch_scores(folder: Path, scene: int, texts: list[str], method: str, groun
         a = torch.softmax(top / grounder.temperature, dim=1) * weights[idx].pow(grounder.weight_power).clamp(min=1e-12)
         votes = torch.einsum("qk,qkv->qv", a / a.sum(1, keepdim=True), targets[idx])
         probs = {"classifier": probs, "index": votes}.get(
-            method, (1 - grounder.ensemble_weight) * probs + grounder.ensemble_weight * votes)
+            method, (1 - grounder.ensemble_weight) * probs + grounder.ensemble_weight * votes
+        )
         w = weights.clamp(min=1e-6)
         probs = probs / ((w @ targets) / w.sum() + gquery.PRIOR_FLOOR / targets.shape[1]) ** grounder.prior_power
         return (probs / probs.sum(1, keepdim=True)).double().numpy()
@@ -142,12 +150,18 @@ def _assert_same_answers(grounder: gquery.Grounder, folder: Path, scene: str, te
         ref = _torch_scores(folder, head, texts, method, grounder)
         assert np.abs(ours - ref).max() <= 1e-5 and np.array_equal(ours.argmax(1), ref.argmax(1)), method
         for text, p, q in zip(texts, ours, ref, strict=True):
-            a, b = (gquery.answer(scene, text, x, grounder.spaces[scene], near, grounder.peak_separation,
-                                  grounder.uncertain_ratio) for x in (p, q))
+            a, b = (
+                gquery.answer(
+                    scene, text, x, grounder.spaces[scene], near, grounder.peak_separation, grounder.uncertain_ratio
+                )
+                for x in (p, q)
+            )
             # the same JSON, up to the last rounded digit of a score
             same = [a[k] == b[k] for k in ("point", "uncertain", "voxel_size")] + [
                 x["center"] == y["center"] and abs(x["score"] - y["score"]) <= 2e-6
-                for k in ("top", "peaks") for x, y in zip(a[k], b[k], strict=True)]
+                for k in ("top", "peaks")
+                for x, y in zip(a[k], b[k], strict=True)
+            ]
             assert json.dumps(a) == json.dumps(b) or all(same), (a, b)
 
 
@@ -165,13 +179,24 @@ def test_numpy_queries_match_the_torch_model(tmp_path, tiny):
     for s, n in enumerate(num_voxels):
         targets = rng.dirichlet(np.full(n, 0.3), len(lines)).astype(np.float32)
         index |= LineIndex(feats.numpy().copy(), targets, rng.uniform(0.1, 1.0, len(lines))).tensors(f"scene{s}")
-    meta = {"scenes": ["a", "b"], "num_voxels": num_voxels, "max_tokens": 16, "method": "index",
-            "config": {"prior_power": 0.5, "index_k": 3}}
+    meta = {
+        "scenes": ["a", "b"],
+        "num_voxels": num_voxels,
+        "max_tokens": 16,
+        "method": "index",
+        "config": {"prior_power": 0.5, "index_k": 3},
+    }
     gmodel.save(model, tokenizer, tmp_path, meta, index)
     loaded, tok, meta, arrays = model_numpy.load(tmp_path)
-    spaces = {s: VoxelSpace(origin=np.zeros(3), size=np.array([0.1, 0.2, 0.15]), divisions=10,
-                            cells=np.sort(rng.choice(1000, n, replace=False)))
-              for s, n in zip("ab", num_voxels, strict=True)}
+    spaces = {
+        s: VoxelSpace(
+            origin=np.zeros(3),
+            size=np.array([0.1, 0.2, 0.15]),
+            divisions=10,
+            cells=np.sort(rng.choice(1000, n, replace=False)),
+        )
+        for s, n in zip("ab", num_voxels, strict=True)
+    }
     grounder = gquery.Grounder(tmp_path, loaded, tok, meta, spaces, arrays)
     assert grounder.k == 3 and grounder.prior_power == 0.5
     queries = [t for t in TEXTS if t.strip()] + lines[:3] + ["where do I check the oil level"]
@@ -187,8 +212,13 @@ def test_numpy_queries_match_the_torch_model_on_the_packaged_minilm(trained_ws):
     """The default model (packaged MiniLM + line index) of the shared trained workspace, as a user queries it."""
     ws, scene, _ = trained_ws
     grounder = gquery.load(ws.grounding_dir)
-    texts = ["where is the dipstick", "Where do I check the OIL level?", "battery terminals", "the coolant cap",
-             "pull the dipstick out, wipe it clean, push it back in and read the level between the two marks " * 5]
+    texts = [
+        "where is the dipstick",
+        "Where do I check the OIL level?",
+        "battery terminals",
+        "the coolant cap",
+        "pull the dipstick out, wipe it clean, push it back in and read the level between the two marks " * 5,
+    ]
     _assert_same_answers(grounder, ws.grounding_dir / "model", scene, texts)
 
 
@@ -211,11 +241,13 @@ def test_trained_model_loads_on_the_light_encoder(tmp_path, tiny):
     with torch.inference_mode():
         ref = model.embed(**gmodel.tokenize(tokenizer, TEXTS, 16)).numpy()
     assert np.abs(loaded_np.embed(*np_tok.encode(TEXTS, 16)) - ref).max() <= 1e-5
-    code = ("import sys; from pathlib import Path; from grounding import model_numpy, query, evaluate; "
-            f"m, t, _, _ = model_numpy.load(Path({str(tmp_path)!r})); "
-            "m.embed(*t.encode(['where is the dipstick'], 16)); "
-            "heavy = {'torch', 'transformers', 'sklearn', 'scipy', 'matplotlib', 'open3d', 'pycolmap'}; "
-            "print(sorted(heavy & set(sys.modules)))")
+    code = (
+        "import sys; from pathlib import Path; from grounding import model_numpy, query, evaluate; "
+        f"m, t, _, _ = model_numpy.load(Path({str(tmp_path)!r})); "
+        "m.embed(*t.encode(['where is the dipstick'], 16)); "
+        "heavy = {'torch', 'transformers', 'sklearn', 'scipy', 'matplotlib', 'open3d', 'pycolmap'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 

@@ -49,10 +49,15 @@ def data(world):
         narrations[s.scene] = {p.stem: read_narrations(p) for p in sorted((d / "videos").glob("*.srt"))}
         gts[s.scene] = json.loads((d / "ground_truth.json").read_text())
     filmed = {s: sorted({st["part"] for v in g["videos"].values() for st in v["steps"]}) for s, g in gts.items()}
-    return {"scenes": scenes, "narrations": narrations, "gts": gts,
-            "queries": geval.queries_for(filmed), "paraphrases": geval.queries_for(filmed, PARAPHRASE_QUERIES),
-            "gt_points": {s: g["parts"] for s, g in gts.items()},
-            "chance": {s: sc.points for s, sc in scenes.items()}}
+    return {
+        "scenes": scenes,
+        "narrations": narrations,
+        "gts": gts,
+        "queries": geval.queries_for(filmed),
+        "paraphrases": geval.queries_for(filmed, PARAPHRASE_QUERIES),
+        "gt_points": {s: g["parts"] for s, g in gts.items()},
+        "chance": {s: sc.points for s, sc in scenes.items()},
+    }
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +66,13 @@ def tiny_bert(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_bert")
     tokenizer = AutoTokenizer.from_pretrained(gmodel.encoder_path(PACKAGED_ENCODER))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -71,8 +81,14 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_conf(tiny_bert) -> GroundingConfig:
     """The tiny BERT fine-tuned end to end with a head (the classifier path; the index is built either way)."""
-    return GroundingConfig(encoder=str(tiny_bert), freeze_embeddings=False, lr_encoder=1e-3, patience=8,
-                           method="ensemble", trainable_layers=-1)
+    return GroundingConfig(
+        encoder=str(tiny_bert),
+        freeze_embeddings=False,
+        lr_encoder=1e-3,
+        patience=8,
+        method="ensemble",
+        trainable_layers=-1,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -94,8 +110,11 @@ def test_packaged_tokenizer_gives_real_ids(tmp_path):
 
 
 def test_segments_merge_short_and_split_long():
-    lines = [Narration("ok", 0.0, 0.5), Narration("open the hood", 0.7, 2.0),
-             Narration(" ".join(f"w{i}" for i in range(12)), 3.0, 15.0)]
+    lines = [
+        Narration("ok", 0.0, 0.5),
+        Narration("open the hood", 0.7, 2.0),
+        Narration(" ".join(f"w{i}" for i in range(12)), 3.0, 15.0),
+    ]
     out = segments(lines, max_seconds=6.0, min_seconds=1.0)
     assert out[0] == Narration("ok open the hood", 0.0, 2.0)
     assert [s.text.split() for s in out[1:]] == [[f"w{i}" for i in range(6)], [f"w{i}" for i in range(6, 12)]]
@@ -163,8 +182,9 @@ def test_tiny_model_beats_chance(data, trained, mode):
 def test_save_load_round_trip(tmp_path, data, tiny_conf):
     spaces, pairs, _ = gtrain.training_set(tiny_conf, data["scenes"], data["narrations"])
     model, tokenizer, _, index = gtrain.fit(replace(tiny_conf, epochs=2), spaces, pairs)
-    gmodel.save(model, tokenizer, tmp_path, {"scenes": sorted(pairs), "num_voxels": [500, 500], "max_tokens": 64},
-                index)
+    gmodel.save(
+        model, tokenizer, tmp_path, {"scenes": sorted(pairs), "num_voxels": [500, 500], "max_tokens": 64}, index
+    )
     loaded, loaded_tok, _, loaded_index = gmodel.load(tmp_path)
     assert loaded_index.keys() == index.keys() and all(torch.equal(index[k], loaded_index[k]) for k in index)
     texts = ["remove the dipstick", "loosen the clamp on the negative battery cable"]
@@ -172,8 +192,9 @@ def test_save_load_round_trip(tmp_path, data, tiny_conf):
         a = model.logits(model.embed(**gmodel.tokenize(tokenizer, texts, 64)), 1)
         b = loaded.logits(loaded.embed(**gmodel.tokenize(loaded_tok, texts, 64)), 1)
     assert (a - b).abs().max() <= 1e-5  # the loaded model runs on the transformers-free inference encoder
-    assert torch.equal(gmodel.tokenize(loaded_tok, texts, 64)["input_ids"],
-                       gmodel.tokenize(tokenizer, texts, 64)["input_ids"])
+    assert torch.equal(
+        gmodel.tokenize(loaded_tok, texts, 64)["input_ids"], gmodel.tokenize(tokenizer, texts, 64)["input_ids"]
+    )
 
 
 def test_same_seed_same_pairs_and_scores(tmp_path, data, trained, tiny_conf):
@@ -181,8 +202,9 @@ def test_same_seed_same_pairs_and_scores(tmp_path, data, trained, tiny_conf):
     again = tmp_path / "again"
     gtrain.main(tiny_conf, data["scenes"], data["narrations"], again)
     for scene in data["scenes"]:
-        assert (folder / "scenes" / scene / "pairs.json").read_text() == \
-            (again / "scenes" / scene / "pairs.json").read_text()
+        assert (folder / "scenes" / scene / "pairs.json").read_text() == (
+            again / "scenes" / scene / "pairs.json"
+        ).read_text()
     texts = [q[2] for q in data["queries"][:8]]
     scene = data["queries"][0][0]
     assert np.array_equal(gquery.load(folder).scores(scene, texts), gquery.load(again).scores(scene, texts))
@@ -228,8 +250,10 @@ def test_packaged_bert_grounds_paraphrase_queries(tmp_path, data):
     summary = gtrain.main(GroundingConfig(), data["scenes"], data["narrations"], tmp_path)
     grounder = gquery.load(tmp_path)
     report = geval.evaluate(grounder, data["paraphrases"], data["gt_points"], data["chance"])
-    print(f"packaged BERT: PCK@10cm {report['pck_fine']} PCK@30cm {report['pck_at']} chance {report['chance_at']}, "
-          f"{summary['seconds']}")
+    print(
+        f"packaged BERT: PCK@10cm {report['pck_fine']} PCK@30cm {report['pck_at']} chance {report['chance_at']}, "
+        f"{summary['seconds']}"
+    )
     assert report["pck_at"] >= PCK_BOUNDS["oracle_30"] and report["pck_fine"] >= PCK_BOUNDS["oracle_10"]
     assert report["pck_at"] >= 3 * report["chance_at"]
     held = geval.evaluate(grounder, data["queries"], data["gt_points"], data["chance"])
@@ -283,13 +307,18 @@ def test_answers_list_the_lines_that_voted_with_video_and_time(trained, data):
     lines = {(n.text, n.start) for video in data["narrations"][scene].values() for n in video}
     for i, result in zip(unique, grounder.query(scene, [texts[i] for i in unique]), strict=True):
         first = result["evidence"][0]
-        assert (first["video"], first["start"], first["end"], first["text"]) == \
-            (pairs[i]["video"], pairs[i]["start"], pairs[i]["end"], pairs[i]["text"])
+        assert (first["video"], first["start"], first["end"], first["text"]) == (
+            pairs[i]["video"],
+            pairs[i]["start"],
+            pairs[i]["end"],
+            pairs[i]["text"],
+        )
         assert first["similarity"] > 0.99 and first["share"] == max(e["share"] for e in result["evidence"])
         assert 0 <= first["supports"] <= 1
         assert len(result["evidence"]) == min(grounder.k, gquery.EVIDENCE)
-        assert all(any(e["text"].startswith(t) or t.startswith(e["text"]) for t, _ in lines)
-                   for e in result["evidence"])
+        assert all(
+            any(e["text"].startswith(t) or t.startswith(e["text"]) for t, _ in lines) for e in result["evidence"]
+        )
 
 
 def test_top_moment_shows_the_part_while_the_camera_dwells_on_it(data):
@@ -302,12 +331,17 @@ def test_top_moment_shows_the_part_while_the_camera_dwells_on_it(data):
     for name, scene in data["scenes"].items():
         gt = data["gts"][name]
         for part, X in gt["parts"].items():
-            dwelt = {v: [(d["start"], d["end"]) for d in g["dwells"] if d["part"] == part]
-                     for v, g in gt["videos"].items()}
+            dwelt = {
+                v: [(d["start"], d["end"]) for d in g["dwells"] if d["part"] == part] for v, g in gt["videos"].items()
+            }
             if not any(dwelt.values()):
                 continue
-            voters = [{"video": v, "start": n["start"], "end": n["end"], "similarity": 1.0}
-                      for v, g in gt["videos"].items() for n in g["narrations"] if n.get("part") == part]
+            voters = [
+                {"video": v, "start": n["start"], "end": n["end"], "similarity": 1.0}
+                for v, g in gt["videos"].items()
+                for n in g["narrations"]
+                if n.get("part") == part
+            ]
             plain = moments(scene, np.asarray(X), data["narrations"][name])[0]
             frame = next(f for f in scene.frames_of(plain["video"]) if abs(f.time - plain["time"]) < 1e-6)
             w, h = frame.camera.width, frame.camera.height
@@ -334,8 +368,9 @@ def test_paraphrase_queries_never_repeat_narration_phrasing():
     assert len(narration_lines()) > 1000
     assert narration_overlap() == []
     # The check itself bites: a narration line, and a query sharing one 4-word phrase with the narration.
-    assert narration_overlap({"dipstick": ("Now pull out the dipstick!", "so where can I grab the dipstick and go")}) \
-        == ["Now pull out the dipstick!", "so where can I grab the dipstick and go"]
+    assert narration_overlap(
+        {"dipstick": ("Now pull out the dipstick!", "so where can I grab the dipstick and go")}
+    ) == ["Now pull out the dipstick!", "so where can I grab the dipstick and go"]
 
 
 def _grid_space(n: int = 10) -> voxels.VoxelSpace:
@@ -377,8 +412,9 @@ def test_untrained_or_worse_model_never_replaces_the_trained_one(tmp_path, data,
     with pytest.raises(InputError, match="epochs = 0 would save an untrained model.*previous model is kept"):
         gtrain.main(replace(tiny_conf, epochs=0), data["scenes"], data["narrations"], folder)
     with pytest.raises(InputError, match="did not improve on the untrained model"):
-        gtrain.main(replace(tiny_conf, epochs=1, lr_head=0.0, lr_encoder=0.0), data["scenes"], data["narrations"],
-                    folder)
+        gtrain.main(
+            replace(tiny_conf, epochs=1, lr_head=0.0, lr_encoder=0.0), data["scenes"], data["narrations"], folder
+        )
     assert (folder / "model" / gmodel.WEIGHTS).read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
 
@@ -394,6 +430,20 @@ def test_damaged_model_is_one_clear_line(tmp_path, trained, damage):
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
     with pytest.raises(InputError, match=f"{name}: damaged or incomplete grounding model.*run `howto3d train` again"):
         gquery.load(folder)
+
+
+def test_a_model_without_a_line_index_is_refused_and_retrained(tmp_path, trained):
+    """An earlier release saved no line index: a query says to train again, and `train` then does (its step's
+    output no longer loads), instead of answering with the classifier alone."""
+    import shutil
+
+    folder = tmp_path / "grounding"
+    shutil.copytree(trained["center"][0], folder)
+    (folder / "model" / gmodel.INDEX).unlink()
+    with pytest.raises(InputError, match="no line index .*; run `howto3d train` again"):
+        gquery.load(folder)
+    with pytest.raises(InputError, match="no trained grounding model there"):
+        gtrain.load_summary(folder)
 
 
 def test_binary_batch_file_is_one_clear_line(tmp_path):
@@ -432,8 +482,10 @@ def test_window_shift_takes_the_frames_before_a_late_line(data):
     closer, total = 0, 0
     for name, scene in data["scenes"].items():
         conf0 = GroundingConfig(window_shift_seconds=0.0, window_pad_seconds=0.0, seen_weighting=False)
-        by_shift = {s: make_pairs(replace(conf0, window_shift_seconds=s), scene, data["narrations"][name],
-                                  "center")[0] for s in (0.0, 1.5)}
+        by_shift = {
+            s: make_pairs(replace(conf0, window_shift_seconds=s), scene, data["narrations"][name], "center")[0]
+            for s in (0.0, 1.5)
+        }
         for shift, pairs in by_shift.items():
             for p in pairs[:10]:
                 times = [f.time for f in scene.frames_of(p.video)]

@@ -47,15 +47,24 @@ def test_youtube_json3_gives_the_same_word_stream():
 def test_whisper_json_segments_with_word_times():
     got = read_narrations(DATA / "whisper.json")
     assert [(n.text, n.start, n.end) for n in got] == [
-        ("Hey guys, welcome back.", 0.0, 2.48), ("Today we're checking the oil.", 3.6, 6.1),
-        ("Pull the dipstick out and wipe it clean.", 14.2, 17.4)]
+        ("Hey guys, welcome back.", 0.0, 2.48),
+        ("Today we're checking the oil.", 3.6, 6.1),
+        ("Pull the dipstick out and wipe it clean.", 14.2, 17.4),
+    ]
     assert got[2].words[:3] == (("Pull", 14.2), ("the", 14.48), ("dipstick", 14.62))
 
 
 def test_whisper_without_words_and_plain_json_list(tmp_path):
-    (tmp_path / "w.json").write_text(json.dumps({"segments": [
-        {"start": 5.0, "end": 7.5, "text": " Check the coolant level."},
-        {"start": 1.0, "end": 2.0, "text": "  ", "words": [{"word": " um"}]}]}))
+    (tmp_path / "w.json").write_text(
+        json.dumps(
+            {
+                "segments": [
+                    {"start": 5.0, "end": 7.5, "text": " Check the coolant level."},
+                    {"start": 1.0, "end": 2.0, "text": "  ", "words": [{"word": " um"}]},
+                ]
+            }
+        )
+    )
     assert read_narrations(tmp_path / "w.json") == [Narration("Check the coolant level.", 5.0, 7.5)]
     (tmp_path / "l.json").write_text(json.dumps([{"start": 3, "end": 4, "text": "wipe it clean"}]))
     assert read_narrations(tmp_path / "l.json") == [Narration("wipe it clean", 3.0, 4.0)]
@@ -63,26 +72,36 @@ def test_whisper_without_words_and_plain_json_list(tmp_path):
 
 def test_automatic_captions_converted_to_srt_are_unrolled(tmp_path):
     """``yt-dlp --convert-subs srt`` drops the word times but keeps the rolling lines."""
-    cues = [("hey guys welcome back to the", 0.48, 1.99), ("hey guys welcome back to the", 1.99, 2.0),
-            ("hey guys welcome back to the\nchannel today we're going to check", 2.0, 4.69),
-            ("channel today we're going to check", 4.69, 4.7),
-            ("channel today we're going to check\nthe oil on this civic", 4.7, 7.49)]
+    cues = [
+        ("hey guys welcome back to the", 0.48, 1.99),
+        ("hey guys welcome back to the", 1.99, 2.0),
+        ("hey guys welcome back to the\nchannel today we're going to check", 2.0, 4.69),
+        ("channel today we're going to check", 4.69, 4.7),
+        ("channel today we're going to check\nthe oil on this civic", 4.7, 7.49),
+    ]
 
     def stamp(t: float) -> str:
         return f"00:00:{int(t):02d},{round(t % 1 * 1000):03d}"
 
-    (tmp_path / "a.en.srt").write_text("\n".join(f"{i + 1}\n{stamp(s)} --> {stamp(e)}\n{text}\n"
-                                                 for i, (text, s, e) in enumerate(cues)))
+    (tmp_path / "a.en.srt").write_text(
+        "\n".join(f"{i + 1}\n{stamp(s)} --> {stamp(e)}\n{text}\n" for i, (text, s, e) in enumerate(cues))
+    )
     assert [(n.text, n.start) for n in read_narrations(tmp_path / "a.en.srt")] == [
-        ("hey guys welcome back to the", 0.48), ("channel today we're going to check", 2.0),
-        ("the oil on this civic", 4.7)]
+        ("hey guys welcome back to the", 0.48),
+        ("channel today we're going to check", 2.0),
+        ("the oil on this civic", 4.7),
+    ]
 
 
 def test_plain_vtt_with_markup_is_not_taken_for_automatic_captions(tmp_path):
-    (tmp_path / "a.vtt").write_text("WEBVTT\n\n00:00:01.000 --> 00:00:03.000\n<c.yellow>open the hood</c> &amp; look"
-                                    "\n\n00:00:02.000 --> 00:00:04.000\nopen the hood\n")
+    (tmp_path / "a.vtt").write_text(
+        "WEBVTT\n\n00:00:01.000 --> 00:00:03.000\n<c.yellow>open the hood</c> &amp; look"
+        "\n\n00:00:02.000 --> 00:00:04.000\nopen the hood\n"
+    )
     assert [(n.text, n.start) for n in read_narrations(tmp_path / "a.vtt")] == [
-        ("open the hood & look", 1.0), ("open the hood", 2.0)]
+        ("open the hood & look", 1.0),
+        ("open the hood", 2.0),
+    ]
 
 
 def test_cut_lines_at_pauses_sentence_ends_and_length():
@@ -97,8 +116,13 @@ def test_cut_lines_at_pauses_sentence_ends_and_length():
 def test_find_subtitles_as_downloaders_name_them_english_first(tmp_path):
     video = tmp_path / "scene_00_v00.mp4"
     video.write_bytes(b"")
-    for name in ["scene_00_v00.de.vtt", "scene_00_v00.info.json", "scene_00_v00.live_chat.json",
-                 "scene_00_v00_b.srt", "other.en.vtt"]:
+    for name in [
+        "scene_00_v00.de.vtt",
+        "scene_00_v00.info.json",
+        "scene_00_v00.live_chat.json",
+        "scene_00_v00_b.srt",
+        "other.en.vtt",
+    ]:
         (tmp_path / name).write_text("x")
     assert find_subtitles(video) == tmp_path / "scene_00_v00.de.vtt"  # the only one
     assert [(s.path.name, s.language) for s in subtitle_files(video)] == [("scene_00_v00.de.vtt", "de")]
@@ -109,8 +133,12 @@ def test_find_subtitles_as_downloaders_name_them_english_first(tmp_path):
     (tmp_path / "scene_00_v00.en.vtt").write_text("x")
     (tmp_path / "scene_00_v00.en.json").write_text("x")
     assert [(s.path.name, s.language) for s in subtitle_files(video)] == [
-        ("scene_00_v00.en.vtt", "en"), ("scene_00_v00.en.json", "en"), ("scene_00_v00.en-US.srt", "en-US"),
-        ("scene_00_v00.srt", None), ("scene_00_v00.de.vtt", "de")]
+        ("scene_00_v00.en.vtt", "en"),
+        ("scene_00_v00.en.json", "en"),
+        ("scene_00_v00.en-US.srt", "en-US"),
+        ("scene_00_v00.srt", None),
+        ("scene_00_v00.de.vtt", "de"),
+    ]
     assert find_subtitles(tmp_path / "nothing.mp4") is None
 
 
@@ -165,19 +193,44 @@ def _outcome(path: Path) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(max_size=400), suffix=st.sampled_from([".srt", ".vtt", ".json", ".json3"]),
-       header=st.sampled_from([b"", b"WEBVTT\n\n", b"1\n00:00:01,000 --> 00:00:02,000\n", b'{"segments": ']))
+@given(
+    data=st.binary(max_size=400),
+    suffix=st.sampled_from([".srt", ".vtt", ".json", ".json3"]),
+    header=st.sampled_from([b"", b"WEBVTT\n\n", b"1\n00:00:01,000 --> 00:00:02,000\n", b'{"segments": ']),
+)
 def test_fuzz_random_bytes_give_narrations_or_input_error(tmp_path, data, suffix, header):
     path = tmp_path / f"f{suffix}"
     path.write_bytes(header + data)
     _outcome(path)
 
 
-_json = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
-                     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
-                         st.sampled_from(["segments", "events", "segs", "utf8", "tOffsetMs", "tStartMs",
-                                          "dDurationMs", "start", "end", "text", "words", "word"]), kids, max_size=5),
-                     max_leaves=20)
+_json = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "segments",
+                    "events",
+                    "segs",
+                    "utf8",
+                    "tOffsetMs",
+                    "tStartMs",
+                    "dDurationMs",
+                    "start",
+                    "end",
+                    "text",
+                    "words",
+                    "word",
+                ]
+            ),
+            kids,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,11 +10,11 @@ import numpy as np
 import pycolmap
 import pytest
 
-from recon.align import AlignConfig, VideoModel, align_pair, candidate_pairs, compose_graph, refine
+from recon.align import AlignConfig, Edge, VideoModel, align_pair, candidate_pairs, compose_graph, refine
 from recon.matching import match_frame_pairs
 from recon.polish import polish
 from recon.retrieval import mutual_matches
-from recon.sim3 import sim3_from_json
+from recon.sim3 import sim3_from_json, sim3_to_json
 
 
 def _sim(rng: np.random.Generator) -> pycolmap.Sim3d:
@@ -23,14 +23,13 @@ def _sim(rng: np.random.Generator) -> pycolmap.Sim3d:
     return pycolmap.Sim3d(rng.uniform(0.5, 2.0), pycolmap.Rotation3d(q), rng.normal(size=3))
 
 
-def _edge(a: str, b: str, xa: np.ndarray, xb: np.ndarray) -> dict:
+def _edge(a: str, b: str, xa: np.ndarray, xb: np.ndarray) -> Edge:
     """An accepted edge whose own Sim(3) is a RANSAC fit on its points (as ``align_pair`` makes it)."""
     ransac = pycolmap.RANSACOptions()
     ransac.max_error = 0.03
     ransac.random_seed = 0  # as align_pair seeds it: the same fit every run
     fit = pycolmap.estimate_sim3d_robust(xa, xb, ransac)
-    return {"a": a, "b": b, "accepted": True, "inliers": int(fit["num_inliers"]), "_sim": fit["tgt_from_src"],
-            "_points": (xa, xb)}
+    return Edge(a, b, accepted=True, inliers=int(fit["num_inliers"]), sim=fit["tgt_from_src"], points=(xa, xb))
 
 
 def test_refinement_keeps_the_static_structure_when_a_moved_part_dominates_one_pair():
@@ -44,11 +43,11 @@ def test_refinement_keeps_the_static_structure_when_a_moved_part_dominates_one_p
     local = {v: world_from[v].inverse() * (seen[v] + rng.normal(0, 1e-3, seen[v].shape)) for v in videos}
     edges = []
     for i, a in enumerate(videos):
-        for b in videos[i + 1:]:
+        for b in videos[i + 1 :]:
             # only v0↔v1 films the part up close: there it outnumbers the static points 2:1
             keep = np.arange(900) if (a, b) == ("v0", "v1") else np.r_[np.arange(300), rng.choice(600, 60) + 300]
             edges.append(_edge(a, b, local[a][keep], local[b][keep]))
-    direct = edges[0]["_sim"]
+    direct = edges[0].sim
     true_v1_from_v0 = world_from["v1"].inverse() * world_from["v0"]
     static_v0 = local["v0"][:300]
     assert np.abs(direct * static_v0 - true_v1_from_v0 * static_v0).max() > 0.01  # the pair alone follows the part
@@ -110,8 +109,16 @@ def test_a_models_frame_slice_keeps_its_points_and_size():
     ids = np.array([3, 8, 11, 20, 31])
     xyz = rng.normal(size=(5, 3))
     pid = [np.array([3, -1, 8]), np.array([11, 20, -1]), np.array([31, 3, -1])]
-    model = VideoModel("v", [1, 2, 3], [rng.normal(size=(3, 2)) for _ in pid],
-                       [rng.normal(size=(3, 128)).astype(np.float32) for _ in pid], pid, ids, xyz, 1.5)
+    model = VideoModel(
+        "v",
+        [1, 2, 3],
+        [rng.normal(size=(3, 2)) for _ in pid],
+        [rng.normal(size=(3, 128)).astype(np.float32) for _ in pid],
+        pid,
+        ids,
+        xyz,
+        1.5,
+    )
     part = model.frames([2, 0])
     assert part.image_ids == [3, 1] and part.size == 1.5
     assert list(part.points3d_ids) == [3, 8, 31]  # only the points these frames observe travel
@@ -145,12 +152,64 @@ def test_a_node_pair_recovers_the_true_sim3_and_splits_its_time():
     wall = time.perf_counter()
     edge = align_pair(a, b, [(0, 0, 1.0)], AlignConfig())
     wall = time.perf_counter() - wall
-    assert edge["accepted"] and edge["inliers"] == n
-    fit = sim3_from_json(edge["b_from_a"])
+    assert edge.accepted and edge.inliers == n and edge.b_from_a is not None
+    fit = sim3_from_json(edge.b_from_a)
     assert np.abs(fit * xyz - b_from_a * xyz).max() < 1e-6 * b_from_a.scale
-    split = edge["_seconds"]
-    assert set(split) == {"match", "lift", "sim3"} and all(v > 0 for v in split.values())
+    split = edge.seconds
+    assert split is not None and set(split) == {"match", "lift", "sim3"} and all(v > 0 for v in split.values())
     assert sum(split.values()) <= wall  # parts of the pair's own time, never more
+    assert list(edge.to_json()) == [
+        "a",
+        "b",
+        "frame_pairs",
+        "matches_2d",
+        "correspondences_3d",
+        "inliers",
+        "inlier_ratio",
+        "accepted",
+        "residual",
+        "b_from_a",
+        "reused",
+    ]  # nothing in memory
+
+
+def test_an_edge_reads_and_writes_graph_json_records_as_they_are():
+    s = sim3_to_json(pycolmap.Sim3d(2.0, pycolmap.Rotation3d(), np.ones(3)))
+    pair = {"a": "v0", "b": "v1#1", "frame_pairs": 30, "matches_2d": 412, "correspondences_3d": 120}
+    records = [  # as graph.json holds them: too few correspondences; a fit without inliers; an accepted edge
+        pair
+        | {
+            "inliers": 0,
+            "inlier_ratio": 0.0,
+            "accepted": False,
+            "reason": "too few 3D-3D correspondences",
+            "reused": False,
+        },
+        pair
+        | {
+            "inliers": 0,
+            "inlier_ratio": 0.0,
+            "accepted": False,
+            "residual": None,
+            "b_from_a": s,
+            "reason": "0 inliers (0%) below the thresholds (30, 25%)",
+            "reused": True,
+        },
+        pair
+        | {
+            "inliers": 80,
+            "inlier_ratio": 0.6667,
+            "accepted": True,
+            "residual": 0.00123,
+            "b_from_a": s,
+            "reused": False,
+        },
+    ]
+    for d in records:
+        e = Edge.from_json(d)
+        assert list(e.to_json().items()) == list(d.items())  # same keys, same order, same values
+        assert (e.sim is not None) == d["accepted"] and e.points is None and e.seconds is None
+    assert np.allclose(Edge.from_json(records[2]).sim * np.eye(3), 2.0 * np.eye(3) + 1.0)
 
 
 def test_frame_pairs_are_matched_in_order_and_an_empty_frame_matches_nothing():
@@ -163,8 +222,9 @@ def test_frame_pairs_are_matched_in_order_and_an_empty_frame_matches_nothing():
     _, other = _views(rng, xyz, np.abs(rng.normal(size=(n, 128))), at)
     order = rng.permutation(n)
     empty = np.zeros((0, 128), np.uint8)
-    same, none, unrelated = match_frame_pairs([[kp, np.zeros((0, 2))], [kp[order], kp]],
-                                              [[d0, empty], [d1[order], other]], [(0, 0), (1, 0), (0, 1)], 0.85)
+    same, none, unrelated = match_frame_pairs(
+        [[kp, np.zeros((0, 2))], [kp[order], kp]], [[d0, empty], [d1[order], other]], [(0, 0), (1, 0), (0, 1)], 0.85
+    )
     assert sorted(map(tuple, same.tolist())) == sorted((int(order[j]), j) for j in range(n))
     assert none.shape == (0, 2) and len(unrelated) < 0.05 * n
 
@@ -179,9 +239,11 @@ def test_mutual_matches_equal_a_plain_reference():
         da /= np.linalg.norm(da, axis=1, keepdims=True)
         db /= np.linalg.norm(db, axis=1, keepdims=True)
         dist = np.sqrt(np.clip(2 - 2 * da @ db.T, 0, None))
-        want = [(i, int(np.argmin(dist[i]))) for i in range(na)
-                if int(np.argmin(dist[:, np.argmin(dist[i])])) == i
-                and np.sort(dist[i])[0] < 0.85 * np.sort(dist[i])[1]]
+        want = [
+            (i, int(np.argmin(dist[i])))
+            for i in range(na)
+            if int(np.argmin(dist[:, np.argmin(dist[i])])) == i and np.sort(dist[i])[0] < 0.85 * np.sort(dist[i])[1]
+        ]
         assert [tuple(m) for m in mutual_matches(da, db, 0.85).tolist()] == want
 
 
@@ -194,14 +256,18 @@ def _look_at(centre: np.ndarray) -> pycolmap.Rigid3d:
     return pycolmap.Rigid3d(pycolmap.Rotation3d(R), -R @ centre)
 
 
-def _video_model(rng: np.random.Generator, xyz: np.ndarray, centres: np.ndarray, focal_error: float,
-                 frame: pycolmap.Sim3d) -> pycolmap.Reconstruction:
+def _video_model(
+    rng: np.random.Generator, xyz: np.ndarray, centres: np.ndarray, focal_error: float, frame: pycolmap.Sim3d
+) -> pycolmap.Reconstruction:
     """One video's model as SfM would leave it: observations of a true 500-px focal (0.3 px noise) adjusted with
     the focal held ``focal_error`` off (self-consistent, yet not similar to the truth), in its own ``frame``."""
     true = pycolmap.Camera(model="SIMPLE_RADIAL", width=640, height=480, params=[500.0, 320, 240, 0])
     rec = pycolmap.Reconstruction()
-    rec.add_camera_with_trivial_rig(pycolmap.Camera(model="SIMPLE_RADIAL", width=640, height=480, camera_id=1,
-                                                    params=[500.0 * (1 + focal_error), 320, 240, 0]))
+    rec.add_camera_with_trivial_rig(
+        pycolmap.Camera(
+            model="SIMPLE_RADIAL", width=640, height=480, camera_id=1, params=[500.0 * (1 + focal_error), 320, 240, 0]
+        )
+    )
     for k, c in enumerate(centres):
         pose = _look_at(c)
         uv = true.img_from_cam(pose * xyz) + rng.normal(0, 0.3, (len(xyz), 2))
@@ -225,22 +291,28 @@ def test_joint_adjustment_corrects_a_focal_error_and_never_worsens_agreeing_mode
     rng = np.random.default_rng(0)
     xyz = rng.uniform(-1, 1, (150, 3)) * [1, 1, 0.3]
     t = np.linspace(-0.6, 0.6, 10)
-    truth = {"a": np.c_[4 * np.sin(t), -4 * np.cos(t), np.full(10, 1.5)],
-             "b": np.c_[4 * np.sin(t + 1.2), -4 * np.cos(t + 1.2), np.full(10, 2.5)]}
-    models = {"a": _video_model(rng, xyz, truth["a"], 0.0, _sim(rng)),
-              "b": _video_model(rng, xyz, truth["b"], focal_error, _sim(rng))}
+    truth = {
+        "a": np.c_[4 * np.sin(t), -4 * np.cos(t), np.full(10, 1.5)],
+        "b": np.c_[4 * np.sin(t + 1.2), -4 * np.cos(t + 1.2), np.full(10, 2.5)],
+    }
+    models = {
+        "a": _video_model(rng, xyz, truth["a"], 0.0, _sim(rng)),
+        "b": _video_model(rng, xyz, truth["b"], focal_error, _sim(rng)),
+    }
     ids = np.array(sorted(models["a"].points3D))  # both models hold the same points under the same ids
     xa, xb = (np.array([models[n].points3D[i].xyz for i in ids]) for n in "ab")
     shared = {"a": pycolmap.Sim3d(), "b": pycolmap.estimate_sim3d(xb, xa)}  # a fit on points, as alignment makes
-    edges = [{"a": "a", "b": "b", "accepted": True, "_ids": (ids, ids)}]
+    edges = [Edge("a", "b", accepted=True, ids=(ids, ids))]
     size = float(np.median(np.linalg.norm(xa - np.median(xa, axis=0), axis=1)))
 
     def camera_error(transforms: dict[str, pycolmap.Sim3d]) -> np.ndarray:
         """Median camera-centre error per video after one Sim(3) fit of all cameras to the truth."""
-        centres = {n: transforms[n] * np.array([models[n].images[i].projection_center() for i in range(1, 11)])
-                   for n in "ab"}
-        world = pycolmap.estimate_sim3d(np.concatenate([centres["a"], centres["b"]]),
-                                        np.concatenate([truth["a"], truth["b"]]))
+        centres = {
+            n: transforms[n] * np.array([models[n].images[i].projection_center() for i in range(1, 11)]) for n in "ab"
+        }
+        world = pycolmap.estimate_sim3d(
+            np.concatenate([centres["a"], centres["b"]]), np.concatenate([truth["a"], truth["b"]])
+        )
         return np.array([np.median(np.linalg.norm(world * centres[n] - truth[n], axis=1)) for n in "ab"])
 
     before = camera_error(shared)

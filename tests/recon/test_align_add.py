@@ -66,10 +66,19 @@ def test_the_shared_frame_is_upright_and_recorded(pipeline_ws):
 
 
 def test_rescaled_scales_about_the_origin_and_accumulates():
-    s = pycolmap.Sim3d(0.7, pycolmap.Rotation3d(np.array([0.1, 0.2, 0.3, 0.9]) / np.linalg.norm([0.1, 0.2, 0.3, 0.9])),
-                       np.array([1.0, -2.0, 0.5]))
+    s = pycolmap.Sim3d(
+        0.7,
+        pycolmap.Rotation3d(np.array([0.1, 0.2, 0.3, 0.9]) / np.linalg.norm([0.1, 0.2, 0.3, 0.9])),
+        np.array([1.0, -2.0, 0.5]),
+    )
     frame = {"reference": "v0", "frame_from_reference": sim3_to_json(s), "metric_scale": None, "units": "model"}
-    a = Alignment("v0", {"v0": {0: s}, "v1": {0: s * s, 2: s.inverse()}}, {}, {}, {}, frame)
+    a = Alignment(
+        reference="v0",
+        shared_from_segment={"v0": {0: s}, "v1": {0: s * s, 2: s.inverse()}},
+        unaligned={},
+        unaligned_segments={},
+        frame=frame,
+    )
     x = np.random.default_rng(0).normal(size=(5, 3))
     b = a.rescaled(2.0, "metres")
     for v, segs in a.shared_from_segment.items():
@@ -89,8 +98,14 @@ def test_adding_a_video_moves_nothing_and_matches_only_its_pairs(pipeline_ws, tm
     added = sorted(set(before.shared_from_video) - {before.reference})[-1]
     gt = read_json(ws.ground_truth_path(scene))
     scratch_error = camera_errors(scenes.shared_scene(ws, scene), gt)[added]["centre_mean_m"]
-    gt_size = _size({k: np.array(f["cam_from_world"]) for v in gt["videos"].values() for k, f in enumerate(v["frames"])
-                     if f["cam_from_world"] is not None})
+    gt_size = _size(
+        {
+            k: np.array(f["cam_from_world"])
+            for v in gt["videos"].values()
+            for k, f in enumerate(v["frames"])
+            if f["cam_from_world"] is not None
+        }
+    )
     _hide(ws, scene, [added], tmp_path / "out")
 
     # "three videos" (plus the intruder): dropping one matches nothing and moves nothing
@@ -132,8 +147,7 @@ def test_adding_a_video_moves_nothing_and_matches_only_its_pairs(pipeline_ws, tm
 
 
 @pytest.mark.slow
-def test_removing_the_reference_reanchors_with_a_warning_and_reanchor_only_when_asked(pipeline_ws, tmp_path,
-                                                                                      caplog):
+def test_removing_the_reference_reanchors_with_a_warning_and_reanchor_only_when_asked(pipeline_ws, tmp_path, caplog):
     ws, scene = _copy(pipeline_ws, tmp_path)
     before = Alignment.load(ws.align_dir(scene))
     metric = _world_from_shared(ws, scene).scale  # as `howto3d scale` would measure it

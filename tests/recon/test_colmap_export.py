@@ -39,13 +39,17 @@ def test_each_segment_keeps_its_own_camera_and_single_views_are_left_out():
     points = rng.uniform(-1, 1, (6, 3)) + [0, 0, 6]
     frames = []
     for i, (segment, focal) in enumerate([(0, 300.0), (0, 300.0), (1, 420.0)]):
-        camera = pycolmap.Camera(model="SIMPLE_RADIAL", width=320, height=180, params=[focal, 160, 90, 0.01],
-                                 camera_id=1)
+        camera = pycolmap.Camera(
+            model="SIMPLE_RADIAL", width=320, height=180, params=[focal, 160, 90, 0.01], camera_id=1
+        )
         P = np.c_[pycolmap.Rotation3d(np.array([0.0, 0.1 * i, 0.0])).matrix(), [0.3 * i, 0.0, 0.0]]
         seen = np.arange(6 if i == 0 else 5)  # point 5: one view only
         xy = camera.img_from_cam(points[seen] @ P[:, :3].T + P[:, 3])
-        frames.append(RegisteredFrame("video_00", f"video_00_{i:06d}.jpg", 0.5 * i, camera, P, xy, seen, segment,
-                                      video_size=(640, 360)))
+        frames.append(
+            RegisteredFrame(
+                "video_00", f"video_00_{i:06d}.jpg", 0.5 * i, camera, P, xy, seen, segment, video_size=(640, 360)
+            )
+        )
     scene = SharedScene("s", ["video_00"], points, np.zeros((6, 3), np.uint8), np.zeros(6, int), frames)
     rec = build(scene)
     assert (rec.num_images(), rec.num_cameras(), rec.num_points3D()) == (3, 2, 5)
@@ -81,8 +85,11 @@ def test_colmap_export_reads_back_as_cameras_json(pipeline_ws, cli, tmp_path):
         image = rec.find_image_with_name(name)
         assert image is not None, name
         P = np.array(f["cam_from_world"])
-        pose_diff = max(pose_diff, np.abs(image.cam_from_world().matrix() - P).max(),
-                        np.abs(image.projection_center() - -P[:, :3].T @ P[:, 3]).max())
+        pose_diff = max(
+            pose_diff,
+            np.abs(image.cam_from_world().matrix() - P).max(),
+            np.abs(image.projection_center() - -P[:, :3].T @ P[:, 3]).max(),
+        )
         camera = rec.cameras[image.camera_id]
         assert (camera.width, camera.height, camera.model.name) == (f["sfm_width"], f["sfm_height"], f["camera_model"])
         np.testing.assert_allclose(np.diag([*f["scale"], 1.0]) @ camera.calibration_matrix(), f["K"], atol=1e-6)
@@ -105,8 +112,9 @@ def test_colmap_export_reads_back_as_cameras_json(pipeline_ws, cli, tmp_path):
     assert cli("export", str(ws.root), "--scene", scene, "--format", "colmap", "--out", str(out)).returncode == 0
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    line = _one_line_error(cli("export", str(ws.root), "--scene", scene, "--format", "colmap",
-                               "--out", str(tmp_path / "mine")))
+    line = _one_line_error(
+        cli("export", str(ws.root), "--scene", scene, "--format", "colmap", "--out", str(tmp_path / "mine"))
+    )
     assert "not a COLMAP export" in line and "--out" in line
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 

@@ -164,8 +164,18 @@ def test_cli_localize_json_and_photo_overlay(trained_ws, unseen_photos, tmp_path
     assert doc["images"][1]["status"] == "not localized" and doc["images"][1]["cam_from_world"] is None
 
     png = tmp_path / "overlay.png"
-    r = cli("overlay", str(ws.root), "--scene", scene, "--image", str(unseen_photos[3].path),
-            "--query", "where is the dipstick", "--out", str(png))
+    r = cli(
+        "overlay",
+        str(ws.root),
+        "--scene",
+        scene,
+        "--image",
+        str(unseen_photos[3].path),
+        "--query",
+        "where is the dipstick",
+        "--out",
+        str(png),
+    )
     assert r.returncode == 0, r.stderr
     drawn = np.asarray(Image.open(io.BytesIO(png.read_bytes())).convert("RGB")).astype(float)
     original = read_photo(unseen_photos[3].path)[0].astype(float)

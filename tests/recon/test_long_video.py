@@ -100,15 +100,21 @@ def test_a_video_with_a_cut_is_aligned_on_both_sides(cut_ws):
     for video, err in evaluation.camera_errors(shared, gt).items():
         # SfM threads make each reconstruction differ a little: one of three fresh-clone CI runs gave the cut video
         # mean 0.69 cm, max 2.7 cm, 1.3° (the others < 2 cm, < 1°), so the mean carries the tight bound
-        assert err["centre_mean_m"] < 0.01 and err["centre_max_m"] < 0.04 and err["rotation_max_deg"] < 2.0, (video,
-                                                                                                            err)
+        assert err["centre_mean_m"] < 0.01 and err["centre_max_m"] < 0.04 and err["rotation_max_deg"] < 2.0, (
+            video,
+            err,
+        )
 
 
 @pytest.mark.slow
 def test_segments_are_listed_by_cameras_json(cut_ws):
     ws, scene = cut_ws
-    res = subprocess.run([sys.executable, "-m", "howto3d", "cameras", str(ws.root), "--scene", scene, "--json"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "howto3d", "cameras", str(ws.root), "--scene", scene, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     frames = json.loads(res.stdout)["frames"]
     report = read_json(ws.sfm_dir(scene, "long_00") / "report.json")
@@ -154,10 +160,12 @@ def test_segments_are_graph_nodes_aligned_into_the_shared_frame(pipeline_ws, tmp
     ws2 = Workspace.open(root)
     sfm = ws2.sfm_dir(scene, "video_00")
     names = sorted(f["name"] for f in read_json(ws2.frames_dir(scene, "video_00") / "frames.json")["frames"])
-    first, second = set(names[: len(names) // 2]), set(names[len(names) // 2:])
+    first, second = set(names[: len(names) // 2]), set(names[len(names) // 2 :])
     halves = [pycolmap.Reconstruction(str(sfm / "model")) for _ in range(2)]  # both read before any is written
-    for rec, folder, keep, moved in ((halves[0], sfm / "model", first, False),
-                                     (halves[1], sfm / "segments" / "1", second, True)):
+    for rec, folder, keep, moved in (
+        (halves[0], sfm / "model", first, False),
+        (halves[1], sfm / "segments" / "1", second, True),
+    ):
         _keep_frames(rec, keep)
         if moved:
             rec.transform(pycolmap.Sim3d(2.5, pycolmap.Rotation3d(np.array([0.3, -0.2, 0.1, 0.9])), [1.0, -2.0, 0.5]))

@@ -27,8 +27,12 @@ def test_every_video_registers_and_matches_ground_truth(pipeline_ws):
         report = read_json(ws.sfm_dir(scene, video) / "report.json")
         assert report["registered"] >= 0.9 * report["frames_sampled"], video
         # each video on its own: centres within 1% of the scene's size after a Sim(3) fit, rotations < 1°
-        alone = load_shared_scene(scene, {video: ws.sfm_dir(scene, video)},
-                                           {video: ws.frames_dir(scene, video)}, {video: evaluation.pycolmap.Sim3d()})
+        alone = load_shared_scene(
+            scene,
+            {video: ws.sfm_dir(scene, video)},
+            {video: ws.frames_dir(scene, video)},
+            {video: evaluation.pycolmap.Sim3d()},
+        )
         err = evaluation.camera_errors(alone, gt)[video]
         assert err["centre_max_m"] < 0.01 * extent, (video, err)
         assert err["rotation_max_deg"] < 1.0, (video, err)
@@ -86,8 +90,12 @@ def test_cameras_and_transfer_follow_the_cli_contract(pipeline_ws, tmp_path):
     world_from_shared = evaluation.fit_to_world(shared.frames, gt)
     assert np.linalg.norm(world_from_shared * np.array([res["point"]]) - lm["position"]) < 0.05
     for p in res["projections"][:20]:
-        true = evaluation.clicks(gt, p["video"], np.array(lm["position"]),
-                                 [f for f in shared.frames_of(p["video"]) if f.time == p["time"]] * 2)
+        true = evaluation.clicks(
+            gt,
+            p["video"],
+            np.array(lm["position"]),
+            [f for f in shared.frames_of(p["video"]) if f.time == p["time"]] * 2,
+        )
         if true:
             assert np.linalg.norm(np.array(p["xy"]) - true[0]["xy"]) < 12
 
@@ -99,8 +107,10 @@ def test_bad_videos_fail_alone_and_reruns_skip_finished_work(pipeline_ws, make_v
     (videos / "empty.mp4").write_bytes(b"")
     (videos / "corrupt.mp4").write_bytes(os.urandom(4096))
     make_video(videos / "flat.mp4", n=40, flat=True)
-    models = {v: (ws.sfm_dir(scene, v) / "model" / "images.bin").stat().st_mtime_ns for v in
-              ("video_00", "video_01", "video_02", "video_03")}
+    models = {
+        v: (ws.sfm_dir(scene, v) / "model" / "images.bin").stat().st_mtime_ns
+        for v in ("video_00", "video_01", "video_02", "video_03")
+    }
     # simulate a run killed while reconstructing video_03: no model, no record, a leftover temp folder
     shutil.rmtree(ws.sfm_dir(scene, "video_03"))
     (ws.sfm_dir(scene, "video_03").parent / ".video_03.abc.tmp").mkdir()

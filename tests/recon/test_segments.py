@@ -11,19 +11,26 @@ import pycolmap
 import pytest
 from scipy.spatial.transform import Rotation
 
-from howto3d import evaluation, recon_cmds, scenes
+from howto3d import recon_cmds, scenes
 from howto3d.workspace import Workspace
 from recon import reconstruct
-from recon.io import read_json
+from recon.io import InputError, read_json
 from recon.scene import RegisteredFrame, cameras_json, interpolate_poses
 
 
 def _frame(t: float, centre: tuple[float, float, float], yaw_deg: float = 0.0, segment: int = 0) -> RegisteredFrame:
     R = Rotation.from_euler("y", yaw_deg, degrees=True).as_matrix()
     cam = pycolmap.Camera.create_from_model_name(1, "SIMPLE_PINHOLE", 500.0, 640, 360)
-    return RegisteredFrame(video="v", name=f"{t:.3f}.jpg", time=t, camera=cam,
-                           cam_from_world=np.c_[R, -R @ np.asarray(centre, float)], xy=np.zeros((0, 2)),
-                           point_index=np.zeros(0, int), segment=segment)
+    return RegisteredFrame(
+        video="v",
+        name=f"{t:.3f}.jpg",
+        time=t,
+        camera=cam,
+        cam_from_world=np.c_[R, -R @ np.asarray(centre, float)],
+        xy=np.zeros((0, 2)),
+        point_index=np.zeros(0, int),
+        segment=segment,
+    )
 
 
 def _centres(P: np.ndarray) -> np.ndarray:
@@ -43,8 +50,12 @@ def test_one_frame_and_interleaved_segments():
     P = interpolate_poses([_frame(3.0, (1, 2, 3))], [0.0, 9.0])
     np.testing.assert_allclose(_centres(P), [[1, 2, 3], [1, 2, 3]], atol=1e-9)
     # segment 1 sits inside segment 0's time span (an insert): between frames of different segments, the nearest
-    frames = [_frame(0, (0, 0, 0)), _frame(1, (9, 0, 0), segment=1), _frame(2, (9, 1, 0), segment=1),
-              _frame(3, (3, 0, 0))]
+    frames = [
+        _frame(0, (0, 0, 0)),
+        _frame(1, (9, 0, 0), segment=1),
+        _frame(2, (9, 1, 0), segment=1),
+        _frame(3, (3, 0, 0)),
+    ]
     C = _centres(interpolate_poses(frames, [0.2, 0.9, 1.5, 2.6]))
     np.testing.assert_allclose(C, [[0, 0, 0], [9, 0, 0], [9, 0.5, 0], [3, 0, 0]], atol=1e-9)
     with pytest.raises(ValueError, match="no registered frames"):
@@ -74,14 +85,16 @@ def test_a_model_keeps_only_frames_no_larger_model_registered(pipeline_ws):
     assert [_registered(r) for r in kept] == [names[:20], names[20:]]
     assert repeats == [0, 6]
     assert [(d["repeated_frames"], d["why"]) for d in discarded] == [
-        (10, "10 of its 10 frames are registered in a larger model")]
+        (10, "10 of its 10 frames are registered in a larger model")
+    ]
     assert all(r.points3D[p].track.length() >= 2 for r in kept for p in r.points3D)  # no point lost its views
 
 
 @pytest.mark.slow
-def test_align_repairs_segments_that_repeat_frames(pipeline_ws, tmp_path):
-    """A workspace reconstructed by the release before: video_00's model written again, moved 1 m away, as a
-    segment repeating 12 of its frames. Readers leave the repeats out; `align` repairs the models and says so."""
+def test_align_refuses_segments_that_repeat_frames(pipeline_ws, tmp_path):
+    """A workspace reconstructed by an earlier release: video_00's model written again, moved 1 m away, as a
+    segment repeating 12 of its frames. Readers leave the repeats out; `align` refuses in one line that says to
+    reconstruct again."""
     ws0, scene = pipeline_ws
     ws = Workspace(shutil.copytree(ws0.root, tmp_path / "ws"))
     sfm = ws.sfm_dir(scene, "video_00")
@@ -95,7 +108,6 @@ def test_align_repairs_segments_that_repeat_frames(pipeline_ws, tmp_path):
     transforms = read_json(path)
     transforms["shared_from_segment"]["video_00"]["1"] = transforms["shared_from_segment"]["video_00"]["0"]
     path.write_text(json.dumps(transforms))
-    ws.step(*recon_cmds.align_step(ws, scene)).put("done")
 
     before = scenes.shared_scene(ws0, scene)
     shared = scenes.shared_scene(ws, scene)  # readers leave the repeats out
@@ -103,16 +115,10 @@ def test_align_repairs_segments_that_repeat_frames(pipeline_ws, tmp_path):
     assert len(keys) == len(set(keys))
     assert [(f.name, f.segment) for f in shared.frames] == [(f.name, f.segment) for f in before.frames]
 
-    recon_cmds.align(ws, scene)
-    assert not (sfm / "segments" / "1").exists()
-    report = read_json(sfm / "report.json")
-    assert report["repaired"]["segments_before"] == 2 and report["repaired"]["segments_after"] == 1
-    assert report["repaired"]["discarded"][0]["repeated_frames"] == 12
-    assert report["registered_all_segments"] == len(names)
-    shared = scenes.shared_scene(ws, scene)
-    keys = [(f["video"], f["time"]) for f in cameras_json(shared)["frames"]]
-    assert len(keys) == len(set(keys)) == len(shared.frames)
-    gt = evaluation.load_gt(ws.ground_truth_path(scene))
-    for video, err in evaluation.camera_errors(shared, gt).items():
-        assert err["centre_max_m"] < 0.02, (video, err)
-    assert recon_cmds.recon_stage.repair(sfm, ws.frames_dir(scene, "video_00"), 6) is None  # nothing left to do
+    with pytest.raises(
+        InputError,
+        match=rf"its segments repeat frames .*; run `howto3d reconstruct {ws.root} "
+        rf"--scene {scene} --force`",
+    ):
+        recon_cmds.align(ws, scene)
+    assert (sfm / "segments" / "1").exists()  # nothing changed behind the user's back

@@ -1,4 +1,4 @@
-"""The upright, metric shared frame (issue 16): gravity up from the cameras, scale from a known length."""
+"""The upright, metric shared frame: gravity up from the cameras, scale from a known length."""
 
 from __future__ import annotations
 
@@ -95,8 +95,14 @@ def test_fit_scale() -> None:
     assert s == pytest.approx(0.1) and residual == pytest.approx(0, abs=1e-12)
     s, residual = fit_scale(np.array([1.0, 1.0]), np.array([0.9, 1.1]))  # inconsistent: the mean, ±0.1 m
     assert s == pytest.approx(1.0) and residual == pytest.approx(0.1)
-    for model, metres in (([0.0], [1.0]), ([1.0], [0.0]), ([1.0], [-2.0]), ([], []), ([1.0, 2.0], [1.0]),
-                          ([np.nan], [1.0])):
+    for model, metres in (
+        ([0.0], [1.0]),
+        ([1.0], [0.0]),
+        ([1.0], [-2.0]),
+        ([], []),
+        ([1.0, 2.0], [1.0]),
+        ([np.nan], [1.0]),
+    ):
         with pytest.raises(InputError):
             fit_scale(np.array(model), np.array(metres))
 
@@ -113,8 +119,11 @@ def _scene_copy(pipeline_ws: tuple[Workspace, str], tmp_path: Path) -> tuple[Wor
 
 def _true_centres(shared, gt: dict) -> tuple[np.ndarray, np.ndarray]:
     truth = {v: evaluation._gt_frames(gt, v) for v in shared.videos}
-    pairs = [(f.center, -P[:, :3].T @ P[:, 3]) for f in shared.frames
-             if (P := truth[f.video].get(round(f.time, 3))) is not None]
+    pairs = [
+        (f.center, -P[:, :3].T @ P[:, 3])
+        for f in shared.frames
+        if (P := truth[f.video].get(round(f.time, 3))) is not None
+    ]
     return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
 
 
@@ -126,11 +135,15 @@ def test_scale_command_makes_the_frame_metric(pipeline_ws, tmp_path: Path, cli) 
     shared = scenes.shared_scene(ws, scene)
     gt = json.loads(ws.ground_truth_path(scene).read_text())
     source = shared.videos[0]
-    clicked = [(lm, evaluation.clicks(gt, source, np.array(lm["position"]), shared.frames_of(source)))
-               for lm in gt["landmarks"]]
+    clicked = [
+        (lm, evaluation.clicks(gt, source, np.array(lm["position"]), shared.frames_of(source)))
+        for lm in gt["landmarks"]
+    ]
     clicked = [(lm, obs) for lm, obs in clicked if obs]
-    (a, _), (b, _) = clicked[0], max(clicked[1:], key=lambda c: np.linalg.norm(np.subtract(
-        c[0]["position"], clicked[0][0]["position"])))
+    (a, _), (b, _) = (
+        clicked[0],
+        max(clicked[1:], key=lambda c: np.linalg.norm(np.subtract(c[0]["position"], clicked[0][0]["position"]))),
+    )
     metres = float(np.linalg.norm(np.subtract(a["position"], b["position"])))
     kp = tmp_path / "kp.json"
     kp.write_text(json.dumps({"keypoints": [{"name": lm["name"], "observations": obs} for lm, obs in clicked]}))
@@ -162,8 +175,18 @@ def test_scale_command_makes_the_frame_metric(pipeline_ws, tmp_path: Path, cli) 
     assert _angle(rot.apply([0, 0, 1.0]), np.array([0, 0, 1.0])) < 3.0
 
     # a second, consistent length refines nothing; an inconsistent one shows in the residual
-    r = cli(*base, "--distance", a["name"], b["name"], f"{metres}", "--distance", a["name"], b["name"],
-            f"{1.2 * metres}", "--json")
+    r = cli(
+        *base,
+        "--distance",
+        a["name"],
+        b["name"],
+        f"{metres}",
+        "--distance",
+        a["name"],
+        b["name"],
+        f"{1.2 * metres}",
+        "--json",
+    )
     out2 = json.loads(r.stdout)
     assert out2["factor"] == pytest.approx(1.1, rel=1e-3) and out2["residual"] == pytest.approx(0.1 * metres, rel=1e-2)
 
@@ -175,6 +198,7 @@ def test_scale_needs_an_alignment(tmp_path: Path, cli, make_video) -> None:
     ws.add_videos("s", [video])
     kp = tmp_path / "kp.json"
     kp.write_text('{"keypoints": []}')
-    r = cli("scale", str(ws.root), "--scene", "s", "--source", "clip", "--keypoints", str(kp),
-            "--distance", "a", "b", "1")
+    r = cli(
+        "scale", str(ws.root), "--scene", "s", "--source", "clip", "--keypoints", str(kp), "--distance", "a", "b", "1"
+    )
     assert r.returncode == 2 and "run `howto3d align" in r.stderr and len(r.stderr.strip().splitlines()) == 1

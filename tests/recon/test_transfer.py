@@ -28,7 +28,7 @@ def _upright(i: int) -> np.ndarray:
     img[:24, :24] = (230, 40, 40)
     img[:24, -24:] = (40, 230, 40)
     img[-24:, :24] = (40, 40, 230)
-    img[28:36, 30 + 2 * i:40 + 2 * i] = 250
+    img[28:36, 30 + 2 * i : 40 + 2 * i] = 250
     return img
 
 
@@ -100,8 +100,10 @@ def test_keypoints_clicked_on_unsampled_frames_transfer_within_2cm(pipeline_ws, 
     ws, scene = pipeline_ws
     shared, gt = scene_and_truth
     source = shared.videos[0]
-    clicks = {lm["name"]: _clicks_on_unsampled_frames(shared, gt, source, np.array(lm["position"]), n=10**6)
-              for lm in gt["landmarks"]}
+    clicks = {
+        lm["name"]: _clicks_on_unsampled_frames(shared, gt, source, np.array(lm["position"]), n=10**6)
+        for lm in gt["landmarks"]
+    }
     # Three landmarks clicked on the same three paused frames (as a user would; and 3 frames to localize, not 9).
     names = sorted(clicks, key=lambda k: -len(clicks[k]))[:3]
     shared_times = sorted(set.intersection(*({o["time"] for o in clicks[k]} for k in names)))
@@ -109,15 +111,21 @@ def test_keypoints_clicked_on_unsampled_frames_transfer_within_2cm(pipeline_ws, 
     picked = [shared_times[i] for i in np.linspace(0, len(shared_times) - 1, 3).round().astype(int)]
     keypoints = [{"name": k, "observations": [o for o in clicks[k] if o["time"] in picked]} for k in names]
     first = min(f.time for f in shared.frames_of(source))
-    keypoints.append({"name": "seen_once", "observations": [keypoints[0]["observations"][0],
-                                                            {"time": first - 1.0, "xy": [10.0, 10.0]}]})
+    keypoints.append(
+        {
+            "name": "seen_once",
+            "observations": [keypoints[0]["observations"][0], {"time": first - 1.0, "xy": [10.0, 10.0]}],
+        }
+    )
     request = {"keypoints": keypoints}
     world_from_shared = fit_to_world(shared.frames, gt)
     truth = {lm["name"]: np.array(lm["position"]) for lm in gt["landmarks"]}
 
     def errors(out: dict) -> list[float]:
-        return [float(np.linalg.norm(world_from_shared * np.array([kp["point"]]) - truth[kp["name"]]))
-                for kp in out["keypoints"]]
+        return [
+            float(np.linalg.norm(world_from_shared * np.array([kp["point"]]) - truth[kp["name"]]))
+            for kp in out["keypoints"]
+        ]
 
     # Interpolated poses only: every keypoint transferred, but hand-held motion between samples costs accuracy.
     coarse = transfer(shared, source, request)
@@ -151,8 +159,16 @@ def test_no_pose_across_an_unregistered_frame_or_a_cut(scene_and_truth):
     assert pose_at(frames, a.time + 0.01)[1] == "registered"
 
 
-@pytest.mark.parametrize("bad", [{"time": "x", "xy": [1, 2]}, {"time": 1.0}, {"time": float("nan"), "xy": [1, 2]},
-                                 {"time": 1.0, "xy": [1, None]}, {"time": 1.0, "xy": [1, 2, 3]}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"time": "x", "xy": [1, 2]},
+        {"time": 1.0},
+        {"time": float("nan"), "xy": [1, 2]},
+        {"time": 1.0, "xy": [1, None]},
+        {"time": 1.0, "xy": [1, 2, 3]},
+    ],
+)
 def test_malformed_keypoints_give_one_error_naming_the_keypoint(scene_and_truth, bad):
     shared, _ = scene_and_truth
     request = {"keypoints": [{"name": "dipstick", "observations": [{"time": 1.0, "xy": [5, 5]}, bad]}]}
@@ -164,11 +180,14 @@ def test_pixels_are_those_of_the_displayed_video_when_sfm_frames_are_smaller(sce
     """A 2x larger video than the SfM frames: clicks and projections scale, K doubles, the 3D point does not move."""
     shared, gt = scene_and_truth
     source = shared.videos[0]
-    obs = next(o for lm in gt["landmarks"] if (o := _clicks_on_unsampled_frames(shared, gt, source,
-                                                                              np.array(lm["position"]))))
+    obs = next(
+        o for lm in gt["landmarks"] if (o := _clicks_on_unsampled_frames(shared, gt, source, np.array(lm["position"])))
+    )
     f0 = shared.frames[0]
-    big = dataclasses.replace(shared, frames=[dataclasses.replace(
-        f, video_size=(2 * f.camera.width, 2 * f.camera.height)) for f in shared.frames])
+    big = dataclasses.replace(
+        shared,
+        frames=[dataclasses.replace(f, video_size=(2 * f.camera.width, 2 * f.camera.height)) for f in shared.frames],
+    )
     small_out = transfer(shared, source, {"keypoints": [{"name": "k", "observations": obs}]})
     big_obs = [{"time": o["time"], "xy": [2 * o["xy"][0], 2 * o["xy"][1]]} for o in obs]
     big_out = transfer(big, source, {"keypoints": [{"name": "k", "observations": big_obs}]})
@@ -177,6 +196,10 @@ def test_pixels_are_those_of_the_displayed_video_when_sfm_frames_are_smaller(sce
         assert np.allclose(np.array(p["xy"]) * 2, q["xy"], atol=0.02)
     cam = cameras_json(big)["frames"][0]
     assert (cam["width"], cam["height"], cam["sfm_width"], cam["sfm_height"]) == (
-        2 * f0.camera.width, 2 * f0.camera.height, f0.camera.width, f0.camera.height)
+        2 * f0.camera.width,
+        2 * f0.camera.height,
+        f0.camera.width,
+        f0.camera.height,
+    )
     assert np.allclose(cam["K"], np.diag([2, 2, 1]) @ f0.K, atol=1e-4) and cam["scale"] == [2.0, 2.0]
     assert np.allclose(cam["params"][:3], 2 * np.asarray(f0.camera.params[:3]), atol=1e-4)

@@ -108,8 +108,21 @@ def test_textures_never_reused() -> None:
 # --- Real-length, edited and degraded footage (WorldConfig knobs; issues #12 and #13) ---
 
 EDITED_WORLD = WorldConfig.long(
-    videos=1, seconds=30.0, fps=4.0, width=320, height=180, dwell_seconds=8.0, cuts=1, inserts=1, hands=True,
-    caption_vtt_share=1.0, motion_blur=0.5, distortion_k1=-0.1, exposure_jumps=6.0, noise=2.0, seed=1,
+    videos=1,
+    seconds=30.0,
+    fps=4.0,
+    width=320,
+    height=180,
+    dwell_seconds=8.0,
+    cuts=1,
+    inserts=1,
+    hands=True,
+    caption_vtt_share=1.0,
+    motion_blur=0.5,
+    distortion_k1=-0.1,
+    exposure_jumps=6.0,
+    noise=2.0,
+    seed=1,
 )
 
 
@@ -147,8 +160,9 @@ def test_edited_world_ground_truth(edited_world) -> None:
     scene_dir, video, frames = edited_world
     n = round(EDITED_WORLD.seconds * EDITED_WORLD.fps)
     assert len(frames) == len(video["frames"]) == n and video["subtitle_format"] == "youtube_vtt"
-    assert not (scene_dir / "videos/video_00.srt").exists() and (scene_dir / video["subtitles"]).name == \
-        "video_00.en.vtt"
+    assert (
+        not (scene_dir / "videos/video_00.srt").exists() and (scene_dir / video["subtitles"]).name == "video_00.en.vtt"
+    )
     assert video["camera"]["model"] == "SIMPLE_RADIAL" and video["camera"]["params"][3] == pytest.approx(-0.1)
     (insert,) = video["inserts"]
     kinds = [f["kind"] for f in video["frames"]]
@@ -235,8 +249,10 @@ def test_youtube_auto_captions(edited_world) -> None:
             assert start == pytest.approx(main_end + 0.01, abs=1e-6) or not words
         else:
             assert above == " " and start - main_end > 1.0
-        stamps = [start] + [float(h) * 3600 + float(m) * 60 + float(s)
-                            for h, m, s in re.findall(r"<(\d\d):(\d\d):(\d\d\.\d\d\d)>", typed)]
+        stamps = [start] + [
+            float(h) * 3600 + float(m) * 60 + float(s)
+            for h, m, s in re.findall(r"<(\d\d):(\d\d):(\d\d\.\d\d\d)>", typed)
+        ]
         assert all(a < b for a, b in zip(stamps, stamps[1:], strict=False)) and stamps[-1] < end
         line = re.sub(r"<[^>]+>", "", typed)
         assert line == line.lower() and not re.search(r"[^\w' ]", line) and len(line.split()) == len(stamps)
@@ -256,8 +272,10 @@ def test_whisper_json() -> None:
     from synth.captions import to_whisper_json
     from synth.talk import Narration
 
-    lines = [Narration(0.5, 2.0, "hey guys, welcome back", None, "filler"),
-             Narration(3.0, 5.5, "pull out the dipstick", "dipstick", "step")]
+    lines = [
+        Narration(0.5, 2.0, "hey guys, welcome back", None, "filler"),
+        Narration(3.0, 5.5, "pull out the dipstick", "dipstick", "step"),
+    ]
     out = json.loads(to_whisper_json(lines))
     assert out["language"] == "en" and [s["text"].strip() for s in out["segments"]] == [n.text for n in lines]
     for seg, n in zip(out["segments"], lines, strict=True):
@@ -303,8 +321,9 @@ def test_motion_blur_grows_with_speed(bay_renderer) -> None:
     lengths, sharp = [], [sharpness(image)]
     for speed in (0.02, 0.1, 0.3):  # metres the camera moves sideways while the shutter is open
         shift = np.array([speed / 2, 0.0, 0.0])
-        blurred, px = motion_blur(image, points, K, 0.0, look_at(eye - shift, BAY_CENTER - shift),
-                                  look_at(eye + shift, BAY_CENTER + shift))
+        blurred, px = motion_blur(
+            image, points, K, 0.0, look_at(eye - shift, BAY_CENTER - shift), look_at(eye + shift, BAY_CENTER + shift)
+        )
         lengths.append(px)
         sharp.append(sharpness(blurred))
     assert lengths[0] < lengths[1] < lengths[2] and lengths[2] > 5 * lengths[0]
@@ -321,6 +340,7 @@ def test_distortion_is_rendered_and_in_the_model(bay_renderer) -> None:
     pinhole, distorted = bay_renderer.render(K, pose, w, h), bay_renderer.render(K, pose, w, h, k1=k1)
     # A straight 3D edge across the view (the bay's front edge) projects to a curve under the lens model.
     edge = np.linspace([0.0, 0.0, 0.0], [1.4, 0.0, 0.0], 15)
+
     def bend(uv: np.ndarray) -> float:
         uv = uv[(uv[:, 0] >= 0) & (uv[:, 0] < w)]
         return float(np.abs(np.polyval(np.polyfit(uv[:, 0], uv[:, 1], 1), uv[:, 0]) - uv[:, 1]).max())
@@ -367,8 +387,9 @@ def test_extra_talk_sets_the_ungrounded_share() -> None:
     for step in steps:
         by_part.setdefault(step[1].part, []).append(step)
     bounds = np.linspace(2.0, 28.0, len(by_part) + 1)
-    visits = [Visit(p, ss, float(a), float(b)) for (p, ss), a, b in zip(by_part.items(), bounds[:-1], bounds[1:],
-                                                                       strict=True)]
+    visits = [
+        Visit(p, ss, float(a), float(b)) for (p, ss), a, b in zip(by_part.items(), bounds[:-1], bounds[1:], strict=True)
+    ]
     shown = {v.part: (v.start, v.end) for v in visits}
     visible = lambda a, b: {p for p, (s, e) in shown.items() if s < b and a < e}  # noqa: E731
 
@@ -391,33 +412,20 @@ def test_extra_talk_sets_the_ungrounded_share() -> None:
     assert base < 0.3 and base + 0.15 < some < more - 0.05, (base, some, more)  # measured 0.18, 0.45, 0.55
 
 
-def test_renarrate_adds_ungrounded_talk_to_a_rendered_world(small_world) -> None:
-    """The same knob over an already rendered world (its ground truth): same step talk, mentions of parts that no
-    camera of that moment shows (checked against the dwells, which the mention lines never match)."""
-    from synth.talk import renarrate
-
-    _, dirs = small_world
-    gt = load_ground_truth(dirs[0] / "ground_truth.json")
-    kinds = []
-    for video in gt["videos"].values():
-        lines = renarrate(video, gt["scene"], 2.0, seed=1)
-        assert renarrate(video, gt["scene"], 2.0, seed=1) == lines  # same seed, same talk
-        for n in lines:
-            if n.kind == "mention":
-                dwelt = {d["part"] for d in video["dwells"] if d["start"] < n.end and n.start < d["end"]}
-                assert n.part not in dwelt, n
-        kinds += [n.kind for n in lines]
-    assert kinds.count("step") >= 2 and kinds.count("step") / len(kinds) < 0.7, kinds
-
-
-# --- Dense talk and minute-long hovers (issue #28 §1) ---
+# --- Dense talk and minute-long hovers ---
 
 SPARSE_SMALL_WORLD = {  # the small world's narration before dense talk existed: sparse talk must not change
-    "video_00": ["what's up guys, quick video today", "then pull out the dipstick", "clean off the dip stick",
-                 "alright, reinsert the dip stick all the way"],
-    "video_01": ["in this video we change the spark plugs and check the brake fluid on my focus",
-                 "the next thing is to take the coils off to reach the sparkplugs",
-                 "replace the spark plugs one by one"],
+    "video_00": [
+        "what's up guys, quick video today",
+        "then pull out the dipstick",
+        "clean off the dip stick",
+        "alright, reinsert the dip stick all the way",
+    ],
+    "video_01": [
+        "in this video we change the spark plugs and check the brake fluid on my focus",
+        "the next thing is to take the coils off to reach the sparkplugs",
+        "replace the spark plugs one by one",
+    ],
 }
 
 
@@ -456,12 +464,14 @@ def test_dense_talk_in_ground_truth(dense_world) -> None:
         seconds = len(video["frames"]) / video["fps"]
         assert 3.0 <= seconds / len(lines) <= 4.2
         if video["subtitle_format"] == "srt":
-            assert [s.content for s in srt.parse((scene_dir / video["subtitles"]).read_text())] == \
-                [n["text"] for n in lines]
+            assert [s.content for s in srt.parse((scene_dir / video["subtitles"]).read_text())] == [
+                n["text"] for n in lines
+            ]
         named += sum(n["refers"] == "name" for n in lines)
         total += len(lines)
-        assert sum(n["talk"] == "mention" for n in lines) <= \
-            max(1, sum(n["refers"] == "name" and n["kind"] == "step" for n in lines))
+        assert sum(n["talk"] == "mention" for n in lines) <= max(
+            1, sum(n["refers"] == "name" and n["kind"] == "step" for n in lines)
+        )
         talks |= {n["talk"] for n in lines}
         visit = np.cumsum([i == 0 or d["part"] != dwells[i - 1]["part"] for i, d in enumerate(dwells)])  # per piece
         per_visit = [0] * (visit[-1] + 1)
@@ -531,8 +541,18 @@ def test_minute_long_hover_orbits_the_part_in_view(bay_renderer) -> None:
     parts = {p: x + variant.offset(p) for p, x in make_scene(cfg, 0).parts.items()}
     w, h, fps = 320, 180, 5.0
     K = np.array([[250.0, 0, w / 2], [0, 250.0, h / 2], [0, 0, 1]])
-    path = plan_path(np.random.default_rng(3), bay_renderer, parts, ["check_brake_fluid"], K, 72.0, fps, (w, h),
-                     dwell=60.0, swing=1.5)
+    path = plan_path(
+        np.random.default_rng(3),
+        bay_renderer,
+        parts,
+        ["check_brake_fluid"],
+        K,
+        72.0,
+        fps,
+        (w, h),
+        dwell=60.0,
+        swing=1.5,
+    )
     (visit,) = path.visits
     assert visit.end - visit.start >= 60.0
     goal = parts[visit.part]

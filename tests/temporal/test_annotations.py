@@ -26,8 +26,9 @@ def labelled(small_world, tmp_path_factory: pytest.TempPathFactory) -> tuple[Wor
     ws = Workspace.init(tmp_path_factory.mktemp("labelled") / "ws")
     shutil.copytree(scene_dir, ws.root / "scenes" / scene_dir.name)
     # colour features alone: the labels are compared with the same timelines either way, and SIFT words cost most
-    temporal_cmds.steps(ws, scene_dir.name, feature_kinds=["color"],
-                        conf=StepsConfig(epochs=4, pretrain_epochs=2, order_epochs=3))
+    temporal_cmds.steps(
+        ws, scene_dir.name, feature_kinds=["color"], conf=StepsConfig(epochs=4, pretrain_epochs=2, order_epochs=3)
+    )
     return ws, scene_dir.name, json.loads(ws.ground_truth_path(scene_dir.name).read_text())["videos"]
 
 
@@ -45,15 +46,20 @@ def write_labels(folder: Path, truth: dict, tf: TaskFile, crosstask: bool) -> No
             continue
         for t in g["tasks"]:
             with open(folder / f"{v}.{t}.csv", "w", newline="") as f:
-                csv.writer(f).writerows([tf.tasks[t].steps.index(s["step"]) + 1, s["start"], s["end"]]
-                                        for s in g["steps"] if s["task"] == t)
+                csv.writer(f).writerows(
+                    [tf.tasks[t].steps.index(s["step"]) + 1, s["start"], s["end"]] for s in g["steps"] if s["task"] == t
+                )
 
 
 def _numbers(report: dict, scene: str) -> dict:
     """Everything the evaluation measured (per video without ``true_tasks``, which names the labels' tasks)."""
     r = report["scenes"][scene]
-    return {"methods": r["methods"], "annotated": r["annotated"], "actionness": r["actionness"],
-            "videos": {v: {k: x for k, x in e.items() if k != "true_tasks"} for v, e in r["videos"].items()}}
+    return {
+        "methods": r["methods"],
+        "annotated": r["annotated"],
+        "actionness": r["actionness"],
+        "videos": {v: {k: x for k, x in e.items() if k != "true_tasks"} for v, e in r["videos"].items()},
+    }
 
 
 @pytest.mark.parametrize("crosstask", [False, True], ids=["text-header-task-column", "crosstask-numbers-per-task"])
@@ -78,8 +84,10 @@ def test_ground_truth_written_as_labels_reproduces_the_synthetic_evaluation(labe
 
     # the labels are what is scored: moving one step elsewhere changes the numbers
     v, step = next((v, s) for v, g in truth.items() for s in g["steps"])
-    moved = {**truth, v: {**truth[v], "steps": [{**s, "start": 0.0, "end": 1.0} if s is step else s
-                                               for s in truth[v]["steps"]]}}
+    moved = {
+        **truth,
+        v: {**truth[v], "steps": [{**s, "start": 0.0, "end": 1.0} if s is step else s for s in truth[v]["steps"]]},
+    }
     shutil.rmtree(tmp_path / "labels")
     write_labels(tmp_path / "labels", moved, temporal_cmds.task_file(ws, scene), crosstask)
     assert _numbers(temporal_cmds.eval_steps(ws, scene, tmp_path / "labels"), scene) != _numbers(synthetic, scene)

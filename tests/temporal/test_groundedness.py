@@ -10,14 +10,20 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.metrics import roc_auc_score
 
 from howto3d import run, temporal_cmds
-from howto3d.discover_cmds import _encoder
+from howto3d.groundedness_cmds import sentence_encoder
 from recon.io import read_json
 from temporal.groundedness import GroundednessConfig, auc, groundedness, window_features
 from temporal.procedure import step_names
 
 PARTS = ["dipstick", "battery", "filter", "coolant", "spark"]
-FILLER = ["welcome back to the channel", "thanks for watching", "like and subscribe", "this is an easy job",
-          "you need no special tools", "see you in the next video"]
+FILLER = [
+    "welcome back to the channel",
+    "thanks for watching",
+    "like and subscribe",
+    "this is an easy job",
+    "you need no special tools",
+    "see you in the next video",
+]
 
 
 def planted_scene(seed: int = 0, videos: int = 6, T: int = 80):
@@ -90,8 +96,10 @@ def test_workspace_groundedness_and_discovered_steps(pipeline_ws, cli):
     for v, r in report["videos"].items():
         assert 0 <= r["auc"] <= 1
         assert len(r["lines"]) == len(gt[v]["narrations"])
-        assert all(set(ln) == {"start", "end", "text", "groundedness", "segment_auc"}
-                   and 0 <= ln["groundedness"] <= 1 for ln in r["lines"])
+        assert all(
+            set(ln) == {"start", "end", "text", "groundedness", "segment_auc"} and 0 <= ln["groundedness"] <= 1
+            for ln in r["lines"]
+        )
 
     # Step lines (about the part on screen) against the others (here: one intro per video). Every video opens on
     # a similar view, so 003's within-video segment AUC tends to rank the intros first (measured on one build of
@@ -104,11 +112,13 @@ def test_workspace_groundedness_and_discovered_steps(pipeline_ws, cli):
     score = np.array([ln["groundedness"] for v in videos for ln in report["videos"][v]["lines"]])
     assert 0 < is_step.sum() < len(is_step)
     assert roc_auc_score(is_step, score) > 0.5, (score[is_step].mean(), score[~is_step].mean())
-    feats, lines, embed = temporal_cmds.features_of(ws, scene), temporal_cmds.narration_lines(ws, scene), _encoder(ws)
+    feats, lines = temporal_cmds.features_of(ws, scene), temporal_cmds.narration_lines(ws, scene)
+    embed = sentence_encoder(ws)
     own = groundedness(feats, lines, embed, GroundednessConfig(against="own_video"))
     own_score = np.concatenate([own[v].lines for v in videos])
-    assert [ln["segment_auc"] for v in videos for ln in report["videos"][v]["lines"]] == \
-        pytest.approx(own_score, abs=0.01)  # the report keeps 003's score too (same seed, same model)
+    assert [ln["segment_auc"] for v in videos for ln in report["videos"][v]["lines"]] == pytest.approx(
+        own_score, abs=0.01
+    )  # the report keeps 003's score too (same seed, same model)
     # control: trained on lines paired with random windows of their video, the model localizes nothing
     shuffled = groundedness(feats, lines, embed, GroundednessConfig(shuffle=True))
     assert abs(np.mean([r.auc for r in shuffled.values()]) - 0.5) < 0.12
@@ -136,6 +146,8 @@ def test_workspace_groundedness_and_discovered_steps(pipeline_ws, cli):
         assert len(r["methods"]["discovered"]["labels"]) == r["clips"]
         assert all(st["step"] and 0 <= st["start"] < st["end"] <= r["clips"] for st in r["steps"])
     assert sum(len(r["steps"]) for r in steps.values()) >= 4  # measured: 1-3 named key steps per video
-    names = step_names([("remove the dipstick", 0, 3), ("now wipe the dipstick clean", 4, 6),
-                                      ("open the oil filler cap", 10, 12)], {1: [(0, 7)], 2: [(9, 13)], 3: []})
+    names = step_names(
+        [("remove the dipstick", 0, 3), ("now wipe the dipstick clean", 4, 6), ("open the oil filler cap", 10, 12)],
+        {1: [(0, 7)], 2: [(9, 13)], 3: []},
+    )
     assert names[1].split()[0] == "dipstick" and "cap" in names[2] and names[3] == "key step 3"

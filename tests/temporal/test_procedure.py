@@ -46,8 +46,9 @@ def test_hungarian_prf_hand_checked():
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("ct_discover")
-    generate(SynthConfig(n_primary=3, n_related=0, train_videos=8, test_videos=5, length_range=(60, 150),
-                         seed=1)).write(root)
+    generate(
+        SynthConfig(n_primary=3, n_related=0, train_videos=8, test_videos=5, length_range=(60, 150), seed=1)
+    ).write(root)
     return root
 
 

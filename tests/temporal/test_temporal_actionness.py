@@ -1,4 +1,4 @@
-"""Actionness: order verification (§5) and discrimination + post-processing (§6) on synthetic videos."""
+"""Actionness: order verification ([002]) and discrimination + post-processing ([000]) on synthetic videos."""
 
 import numpy as np
 import pytest
@@ -10,11 +10,9 @@ from temporal.discrim import (
     DiscrimConfig,
     DiscrimVideo,
     cue_vector,
-    postprocess_segmentation,
     step_probabilities,
     train_discriminator,
     tune_alpha,
-    tune_beta,
 )
 from temporal.dp import align_one, fuse_actionness, oracle_scores
 from temporal.metrics import action_ap, chance_actionness
@@ -55,15 +53,19 @@ def test_order_actionness_beats_chance_and_chance_trim(intro_ds, order_models):
 
 @pytest.mark.slow
 def test_trimming_helps_with_intros(intro_ds, order_models):
-    assert _ap(intro_ds, lambda v: order_models[0.3].actionness(v.X)) > \
-        _ap(intro_ds, lambda v: order_models[0.0].actionness(v.X)) + 0.05
+    assert (
+        _ap(intro_ds, lambda v: order_models[0.3].actionness(v.X))
+        > _ap(intro_ds, lambda v: order_models[0.0].actionness(v.X)) + 0.05
+    )
 
 
 @pytest.fixture(scope="module")
 def step_model(intro_ds):
     steps = intro_ds.steps()
-    vids = [StepVideo(v.task_id, v.X, constraint_mask(v.constraints, len(v.X), len(steps[v.task_id])))
-            for v in intro_ds.by_split("train")[::2]]
+    vids = [
+        StepVideo(v.task_id, v.X, constraint_mask(v.constraints, len(v.X), len(steps[v.task_id])))
+        for v in intro_ds.by_split("train")[::2]
+    ]
     model = train_step_model(vids, steps, TrainConfig(pretrain_epochs=5, epochs=10, lr=3e-3))
     model.add_tasks({"__all__": sorted({s for ss in steps.values() for s in ss})})
     return model
@@ -100,11 +102,11 @@ def discriminators(intro_ds, step_model):
     def dv(v):
         A = np.exp(step_model.log_probs(v.X, "__all__"))
         return DiscrimVideo(v.X, A, intervals_to_labels(v.intervals, len(v.X), 11).any(1).astype(np.float32))
+
     train = intro_ds.by_split("train")
     fit, hold = [dv(v) for v in train[1::4]], [dv(v) for v in train[3::4]]
     conf = DiscrimConfig(hidden=64, batch=256, max_epochs=40, patience=5)
-    return {"d": train_discriminator(fit, hold, conf),
-            "svm": CueSVM().fit([x.A for x in fit], [x.y for x in fit])}
+    return {"d": train_discriminator(fit, hold, conf), "svm": CueSVM().fit([x.A for x in fit], [x.y for x in fit])}
 
 
 @pytest.mark.slow
@@ -121,14 +123,8 @@ def test_discrimination_actionness_and_post_processing(intro_ds, step_model, dis
     assert oracle >= post >= base and oracle > base
 
 
-def test_cue_vector_and_segmentation_rule():
+def test_cue_vector():
     a = step_probabilities(np.array([[5.0, 0, 0], [0, 0, 0], [5.0, 0, 0]]))
     r = cue_vector(a)
     assert r.shape == (3, 4)
     assert r[0, 0] > r[1, 0] and r[0, 1] < r[1, 1]  # confident clip: high max, low entropy
-    P = np.array([[0.5, 0.4, 0.1], [0.5, 0.45, 0.05]])
-    d = np.array([1.0, 0.0])
-    assert postprocess_segmentation(P, d, 0.0).tolist() == [0, 0]
-    assert postprocess_segmentation(P, d, 0.25).tolist() == [1, 0]
-    beta, table = tune_beta([(P, d, np.array([1, 0]))])
-    assert table[beta] == 1.0

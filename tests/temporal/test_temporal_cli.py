@@ -1,5 +1,5 @@
 """`howto3d crosstask` through the real console entry: synth -> stats -> train -> localize -> evaluate, dp,
-readable errors, and the deprecated `temporal` alias."""
+and readable errors."""
 
 import json
 
@@ -20,14 +20,30 @@ def run(cli):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("ct")
-    generate(SynthConfig(n_primary=2, n_related=1, n_unseen=1, train_videos=4, test_videos=3,
-                         related_videos=3)).write(root)
+    generate(SynthConfig(n_primary=2, n_related=1, n_unseen=1, train_videos=4, test_videos=3, related_videos=3)).write(
+        root
+    )
     return root
 
 
 def test_synth_command(run, tmp_path):
-    res = run("synth", tmp_path / "ds", "--primary", 2, "--related", 1, "--unseen", 1, "--train-videos", 4,
-              "--test-videos", 3, "--related-videos", 3, "--json")
+    res = run(
+        "synth",
+        tmp_path / "ds",
+        "--primary",
+        2,
+        "--related",
+        1,
+        "--unseen",
+        1,
+        "--train-videos",
+        4,
+        "--test-videos",
+        3,
+        "--related-videos",
+        3,
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["tasks"] == 4 and out["kinds"] == {"primary": 2, "related": 1, "unseen": 1}
@@ -65,10 +81,6 @@ def test_dp_command(tmp_path, run, cli):
     res = run("dp", tmp_path / "s.npy", "--mode", "contiguous", "--json")
     labels = json.loads(res.stdout)["labels"]
     assert len(labels) == 4 and sorted(set(labels) - {0}) == [1, 2, 3]
-    # the old name still works for one release, with a one-line warning on stderr
-    old = cli("temporal", "dp", str(tmp_path / "s.npy"), "--json")
-    assert old.returncode == 0 and json.loads(old.stdout) == {"steps": [0, 2, 3]}
-    assert "deprecated" in old.stderr and "crosstask" in old.stderr
 
 
 def test_bad_input_is_one_readable_line(tmp_path, folder, run):
@@ -77,8 +89,12 @@ def test_bad_input_is_one_readable_line(tmp_path, folder, run):
     bad.mkdir()
     (bad / "tasks_primary.txt").write_text("1\nT\nu\nnot-a-number\na\n\n")
     (bad / "videos.csv").write_text("")
-    for args in [("dp", tmp_path / "v.npy"), ("stats", tmp_path / "missing"), ("stats", bad),
-                 ("evaluate", folder, tmp_path / "none.json")]:
+    for args in [
+        ("dp", tmp_path / "v.npy"),
+        ("stats", tmp_path / "missing"),
+        ("stats", bad),
+        ("evaluate", folder, tmp_path / "none.json"),
+    ]:
         res = run(*args)
         assert res.returncode == 2, res.stderr
         lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]

@@ -1,4 +1,4 @@
-"""CrossTask/COIN readers round-trip exactly; labels, statistics and error messages."""
+"""CrossTask readers round-trip exactly; labels, statistics and error messages."""
 
 import numpy as np
 import pytest
@@ -6,12 +6,10 @@ import pytest
 from temporal.data import (
     CrossTask,
     DataError,
-    coin_labels,
     dense_to_intervals,
     intervals_to_labels,
     labels_to_dense,
     order_consistency,
-    read_coin,
     read_features,
     read_intervals,
     read_tasks,
@@ -21,16 +19,20 @@ from temporal.data import (
     write_videos,
 )
 
-TASKS = ("16815\nChange a Tire\nhttp://www.wikihow.com/Change-a-Tire\n3\nbrake on,loosen nuts,raise jack\n\n"
-         "23521\nMake Lemonade\nhttp://www.wikihow.com/Make-Lemonade\n2\ncut lemon,stir mixture\n\n")
+TASKS = (
+    "16815\nChange a Tire\nhttp://www.wikihow.com/Change-a-Tire\n3\nbrake on,loosen nuts,raise jack\n\n"
+    "23521\nMake Lemonade\nhttp://www.wikihow.com/Make-Lemonade\n2\ncut lemon,stir mixture\n\n"
+)
 VIDEOS = "16815,abcDEF_-123,https://www.youtube.com/watch?v=abcDEF_-123\n23521,x1,https://y\n"
 ANN = "1,22.0,35.5\n3,40.25,52.0\n1,60.0,61.0\n"
 
 
 def test_crosstask_text_files_round_trip_exactly(tmp_path):
-    for name, text, read, write in [("tasks.txt", TASKS, read_tasks, write_tasks),
-                                    ("videos.csv", VIDEOS, read_videos, write_videos),
-                                    ("ann.csv", ANN, read_intervals, write_intervals)]:
+    for name, text, read, write in [
+        ("tasks.txt", TASKS, read_tasks, write_tasks),
+        ("videos.csv", VIDEOS, read_videos, write_videos),
+        ("ann.csv", ANN, read_intervals, write_intervals),
+    ]:
         src, dst = tmp_path / name, tmp_path / f"out_{name}"
         src.write_text(text)
         write(dst, read(src))
@@ -50,9 +52,6 @@ def test_synthetic_folder_round_trips(tmp_path, small_ds):
     assert data.narration(v.video_id) == [(w, round(t, 3)) for w, t in v.narration]
     assert {t: task.steps for t, task in data.tasks.items()} == small_ds.steps()
     assert len(data.train) + len(data.test) == len(small_ds.videos)
-    coin = read_coin(tmp_path / "coin.json")
-    y = coin_labels(coin[v.video_id], len(v.X))
-    assert np.array_equal(y > 0, intervals_to_labels(v.intervals, len(v.X), 11).any(1))
 
 
 def test_labels_follow_reference_floor_ceil():
@@ -72,9 +71,13 @@ def test_order_consistency_example():
 
 def test_synthetic_statistics_match_crosstask(small_ds):
     from temporal.data import task_stats
-    stats = [task_stats(small_ds.tasks[t], [len(v.X) for v in vs], [v.intervals for v in vs])
-             for t in small_ds.tasks if small_ds.kind[t] == "primary"
-             for vs in [small_ds.by_split("train", t) + small_ds.by_split("test", t)]]
+
+    stats = [
+        task_stats(small_ds.tasks[t], [len(v.X) for v in vs], [v.intervals for v in vs])
+        for t in small_ds.tasks
+        if small_ds.kind[t] == "primary"
+        for vs in [small_ds.by_split("train", t) + small_ds.by_split("test", t)]
+    ]
     assert np.mean([s.background for s in stats]) == pytest.approx(0.72, abs=0.04)
     assert np.mean([s.missing_steps for s in stats]) == pytest.approx(0.31, abs=0.08)
     assert np.mean([s.order_consistency for s in stats]) == pytest.approx(0.86, abs=0.08)

@@ -55,7 +55,7 @@ def ref_align_one(S, maximize=True, mask=None, allow_shared=False, lam=MASK_PENA
     back = np.zeros((K, T), dtype=np.int64)
     D = G[:, 0].copy()
     if not shared:
-        D[T - K + 1:] = -np.inf
+        D[T - K + 1 :] = -np.inf
     for k in range(1, K):
         pmax, arg = _ref_prefix_argmax(D)
         if shared:
@@ -67,7 +67,7 @@ def ref_align_one(S, maximize=True, mask=None, allow_shared=False, lam=MASK_PENA
         back[k] = parg
         if not shared:
             D[:k] = -np.inf
-            D[T - K + k + 1:] = -np.inf
+            D[T - K + k + 1 :] = -np.inf
     steps = np.zeros(K, dtype=np.int64)
     steps[-1] = int(np.argmax(D))
     for k in range(K - 1, 0, -1):
@@ -121,8 +121,20 @@ def ref_align_contiguous(cost, bg_cost=0.0, mask=None, lam=MASK_PENALTY):
     return y
 
 
-KINDS = ["normal", "integer_ties", "all_equal", "neg_inf", "nonfinite", "mask_binary", "mask_fractional",
-         "mask_bool", "t_equals_k", "k1", "t1", "shared"]
+KINDS = [
+    "normal",
+    "integer_ties",
+    "all_equal",
+    "neg_inf",
+    "nonfinite",
+    "mask_binary",
+    "mask_fractional",
+    "mask_bool",
+    "t_equals_k",
+    "k1",
+    "t1",
+    "shared",
+]
 
 
 def random_case(rng, kind):
@@ -221,12 +233,19 @@ def test_works_without_a_writable_cache(tmp_path):
     (tmp_path / "mod" / "__pycache__").write_text("")  # a file: numba cannot cache next to the module
     blocked = tmp_path / "blocked"
     blocked.write_text("")  # nor under NUMBA_CACHE_DIR or the user cache folder, both below a file
-    env = {"NUMBA_CACHE_DIR": str(blocked / "numba"), "HOME": str(blocked / "home"),
-           "XDG_CACHE_HOME": str(blocked / "cache"), "PATH": "/usr/bin:/bin"}
-    code = ("import dp, numpy as np; print(dp.align_contiguous(np.array([[0., 9], [9, 9], [9, 0]]), 1.0).tolist(),"
-            " type(dp._kernels()[1]._cache).__name__)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "mod", env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    env = {
+        "NUMBA_CACHE_DIR": str(blocked / "numba"),
+        "HOME": str(blocked / "home"),
+        "XDG_CACHE_HOME": str(blocked / "cache"),
+        "PATH": "/usr/bin:/bin",
+    }
+    code = (
+        "import dp, numpy as np; print(dp.align_contiguous(np.array([[0., 9], [9, 9], [9, 0]]), 1.0).tolist(),"
+        " type(dp._kernels()[1]._cache).__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path / "mod", env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["[1,", "0,", "2]", "NullCache"]
 
 

@@ -14,8 +14,12 @@ FAST = dict(pretrain_epochs=10, epochs=20, lr=3e-3)
 
 def _videos(ds, split, constraints=True):
     steps = ds.steps()
-    return [StepVideo(v.task_id, v.X, constraint_mask(v.constraints, len(v.X), len(steps[v.task_id]))
-                      if constraints else None) for v in ds.by_split(split)]
+    return [
+        StepVideo(
+            v.task_id, v.X, constraint_mask(v.constraints, len(v.X), len(steps[v.task_id])) if constraints else None
+        )
+        for v in ds.by_split(split)
+    ]
 
 
 def _recall(ds, split, predict):
@@ -31,11 +35,15 @@ def _recall(ds, split, predict):
 def results(small_ds):
     steps = small_ds.steps()
     train, related = _videos(small_ds, "train"), _videos(small_ds, "related")
-    runs = {"task-specific": (train, TrainConfig(share="none", **FAST)),
-            "component": (train, TrainConfig(share="words", **FAST)),
-            "component+related": (train + related, TrainConfig(share="words", **FAST)),
-            "component+related, no constraints": (train + related,
-                                                  TrainConfig(share="words", use_constraints=False, **FAST))}
+    runs = {
+        "task-specific": (train, TrainConfig(share="none", **FAST)),
+        "component": (train, TrainConfig(share="words", **FAST)),
+        "component+related": (train + related, TrainConfig(share="words", **FAST)),
+        "component+related, no constraints": (
+            train + related,
+            TrainConfig(share="words", use_constraints=False, **FAST),
+        ),
+    }
     out = {}
     for name, (vids, conf) in runs.items():
         model = train_step_model(vids, steps, conf)

@@ -10,9 +10,39 @@ from temporal.step_windows import (
     tokens,
 )
 
-WORDS = [(w, float(i)) for i, w in enumerate(
-    ["so", "today", "we", "make", "tea", "first", "boil", "the", "water", "then", "wait", "a", "bit", "now",
-     "pour", "water", "in", "the", "cup", "and", "finally", "stir", "the", "tea", "slowly", "okay"])]
+WORDS = [
+    (w, float(i))
+    for i, w in enumerate(
+        [
+            "so",
+            "today",
+            "we",
+            "make",
+            "tea",
+            "first",
+            "boil",
+            "the",
+            "water",
+            "then",
+            "wait",
+            "a",
+            "bit",
+            "now",
+            "pour",
+            "water",
+            "in",
+            "the",
+            "cup",
+            "and",
+            "finally",
+            "stir",
+            "the",
+            "tea",
+            "slowly",
+            "okay",
+        ]
+    )
+]
 STEPS = ["boil water", "pour water", "stir tea"]
 
 
@@ -52,6 +82,10 @@ def test_report_and_mask():
 def test_synthetic_constraints_are_noisy_like_crosstask(small_ds):
     vids = small_ds.by_split("train") + small_ds.by_split("related")
     vids = [v for v in vids if small_ds.kind[v.task_id] == "primary"]
-    rep = constraint_report([v.constraints for v in vids], [v.intervals for v in vids], [len(v.X) for v in vids],
-                            [len(small_ds.tasks[v.task_id].steps) for v in vids])
+    rep = constraint_report(
+        [v.constraints for v in vids],
+        [v.intervals for v in vids],
+        [len(v.X) for v in vids],
+        [len(small_ds.tasks[v.task_id].steps) for v in vids],
+    )
     assert 0.02 < rep["iou"] < 0.3 and 0.3 < rep["outside"] < 0.8

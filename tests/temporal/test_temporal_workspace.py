@@ -57,16 +57,18 @@ def test_grounded_steps_beat_uniform_and_visual_and_actionness_beats_chance(trai
     got = json.loads(out)
     assert got["steps"] == saved["video_01"]["steps"] and got["task_source"] == "narration"
     assert all(0 <= s["clip"] < got["clips"] for s in got["steps"])
-    rc, out, err = _cli(capfd, monkeypatch, "actionness", str(ws.root), "--scene", scene, "--video", "video_02",
-                        "--json")
+    rc, out, err = _cli(
+        capfd, monkeypatch, "actionness", str(ws.root), "--scene", scene, "--video", "video_02", "--json"
+    )
     assert rc == 0, err
     a = np.array(json.loads(out)["video_02"]["actionness"])
     assert np.allclose(a, temporal_cmds.load_actionness(ws, scene)["video_02"], atol=1e-3)
     rc, out, err = _cli(capfd, monkeypatch, "eval-steps", str(ws.root), "--json")
     assert rc == 0, err
     assert json.loads(out)["scenes"][scene]["methods"]["grounded"]["recall"] == m["grounded"]["recall"]
-    rc, _, err = _cli(capfd, monkeypatch, "steps", str(ws.root), "--scene", scene, "--video", "video_01",
-                      "--task", "nope")
+    rc, _, err = _cli(
+        capfd, monkeypatch, "steps", str(ws.root), "--scene", scene, "--video", "video_01", "--task", "nope"
+    )
     assert rc == 2 and "--task nope" in err and "Traceback" not in err
     steps, act = temporal_cmds.timeline_inputs(ws, scene)
     assert steps["video_00"] and act["video_00"][1].max() == pytest.approx(1.0)

@@ -24,12 +24,17 @@ from temporal.video_steps import (
     with_prior,
 )
 
-TASKS = {"tasks": [
-    {"id": "check_oil", "title": "check the oil", "steps": ["remove dipstick", "wipe dipstick", "top up oil"]},
-    {"id": "replace_battery", "title": "replace the battery",
-     "steps": ["disconnect negative terminal", "remove battery"]},
-    {"id": "add_coolant", "title": "top up the coolant", "steps": ["open coolant reservoir", "add coolant"]},
-]}
+TASKS = {
+    "tasks": [
+        {"id": "check_oil", "title": "check the oil", "steps": ["remove dipstick", "wipe dipstick", "top up oil"]},
+        {
+            "id": "replace_battery",
+            "title": "replace the battery",
+            "steps": ["disconnect negative terminal", "remove battery"],
+        },
+        {"id": "add_coolant", "title": "top up the coolant", "steps": ["open coolant reservoir", "add coolant"]},
+    ]
+}
 
 
 def test_task_file_json_toml_and_clear_errors(tmp_path):
@@ -39,9 +44,12 @@ def test_task_file_json_toml_and_clear_errors(tmp_path):
     assert step_list(tf, ["add_coolant", "check_oil"])[1] == ("add_coolant", "add coolant")
     (tmp_path / "tasks.toml").write_text('[[tasks]]\nid = "a"\nsteps = ["x y", "z"]\n')
     assert read_task_file(tmp_path / "tasks.toml").tasks["a"].title == "a"
-    for bad, needle in [("{", "cannot parse"), ('{"tasks": []}', "non-empty 'tasks'"),
-                        ('{"tasks": [{"id": "a"}]}', "'steps'"),
-                        ('{"tasks": [{"id": "a", "steps": ["b"]}], "videos": {"v": ["zz"]}}', "unknown task")]:
+    for bad, needle in [
+        ("{", "cannot parse"),
+        ('{"tasks": []}', "non-empty 'tasks'"),
+        ('{"tasks": [{"id": "a"}]}', "'steps'"),
+        ('{"tasks": [{"id": "a", "steps": ["b"]}], "videos": {"v": ["zz"]}}', "unknown task"),
+    ]:
         (tmp_path / "bad.json").write_text(bad)
         with pytest.raises(InputError, match=needle) as e:
             read_task_file(tmp_path / "bad.json")
@@ -53,9 +61,15 @@ def test_task_file_json_toml_and_clear_errors(tmp_path):
 def test_tasks_come_from_the_file_else_the_narration_in_spoken_order(tmp_path):
     (tmp_path / "tasks.json").write_text(json.dumps({**TASKS, "videos": {"v1": ["add_coolant"]}}))
     tf = read_task_file(tmp_path / "tasks.json")
-    lines = ["hey guys welcome back", "first undo the negative terminal", "lift the battery out of the tray",
-             "now pull out the oil dipstick", "wipe the dipstick clean", "we'll look at the coolant another time",
-             "take off the oil cap and top up the oil"]
+    lines = [
+        "hey guys welcome back",
+        "first undo the negative terminal",
+        "lift the battery out of the tray",
+        "now pull out the oil dipstick",
+        "wipe the dipstick clean",
+        "we'll look at the coolant another time",
+        "take off the oil cap and top up the oil",
+    ]
     assert detect_tasks(lines, tf.tasks) == ["replace_battery", "check_oil"]
     assert video_tasks(tf, "v1", lines) == (["add_coolant"], "file")
     assert video_tasks(tf, "v2", lines)[1] == "narration"
@@ -64,9 +78,12 @@ def test_tasks_come_from_the_file_else_the_narration_in_spoken_order(tmp_path):
 
 def test_constraints_follow_the_narrating_cue_not_the_intro():
     steps = ["remove dipstick", "wipe dipstick", "top up oil"]
-    lines = [("today I show you how to remove the dipstick, wipe the dipstick and top up oil", 0.0, 3.0),
-             ("pull out the dipstick", 5.0, 6.5), ("give the dipstick a wipe", 9.0, 10.5),
-             ("open the cap and top up the oil", 14.0, 16.0)]
+    lines = [
+        ("today I show you how to remove the dipstick, wipe the dipstick and top up oil", 0.0, 3.0),
+        ("pull out the dipstick", 5.0, 6.5),
+        ("give the dipstick a wipe", 9.0, 10.5),
+        ("open the cap and top up the oil", 14.0, 16.0),
+    ]
     M = step_constraints(lines, steps, 20, StepsConfig(constraint_pad=1.0, constraint_until_next=False))
     assert M[:, 0].nonzero()[0].tolist() == [4, 5, 6, 7]
     assert M[8:12, 1].all() and not M[:8, 1].any()

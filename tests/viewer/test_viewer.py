@@ -51,7 +51,7 @@ def gt(world) -> dict:
 def _blob(center: np.ndarray, step: float = 0.02) -> tuple[np.ndarray, np.ndarray, float]:
     """A heatmap concentrated at ``center``: a voxel grid with Gaussian scores."""
     g = np.stack(np.meshgrid(*[np.arange(-4, 5) * step] * 3, indexing="ij"), -1).reshape(-1, 3) + center
-    s = np.exp(-np.sum((g - center) ** 2, 1) / (2 * step ** 2))
+    s = np.exp(-np.sum((g - center) ** 2, 1) / (2 * step**2))
     return g, s / s.sum(), step
 
 
@@ -115,8 +115,9 @@ def test_overlay_hottest_pixels_at_gt_part(world, oracle, gt, tmp_path):
     assert np.hypot(xs.mean() + 0.5 - uv[0], ys.mean() + 0.5 - uv[1]) < 4.0
     assert len(list(out.glob("*.png"))) == 15
 
-    mp4 = overlay(oracle, path, video, _blob(np.array(gt["videos"][video]["parts"][part])), tmp_path / "ov.mp4",
-                  every=3)
+    mp4 = overlay(
+        oracle, path, video, _blob(np.array(gt["videos"][video]["parts"][part])), tmp_path / "ov.mp4", every=3
+    )
     assert sum(1 for _ in read_frames(mp4)) == 10
 
 
@@ -140,7 +141,7 @@ def test_marker_drawn_at_its_projection(oracle):
     target = oracle.points[frame.point_index[len(frame.point_index) // 2]]
     rgb = np.zeros((frame.camera.height, frame.camera.width, 3), np.uint8)
     img = draw_frame(rgb, oracle, frame, (np.zeros((0, 3)), np.zeros(0), 0.02), [(target, (0.0, 1.0, 0.0))])
-    (u, v), = frame.project(target[None])[0]
+    ((u, v),) = frame.project(target[None])[0]
     assert tuple(img[int(v), int(u)]) == (0, 255, 0)
 
 
@@ -171,9 +172,13 @@ def test_ply_export_has_points_and_heatmap(oracle, tmp_path):
 
 def test_timeline_png_not_blank(tmp_path):
     t = np.linspace(0, 10, 50)
-    kwargs = dict(duration=10.0, narrations=[Narration("open the hood and find the dipstick", 1.0, 3.5)],
-                  steps=[{"label": "remove dipstick", "start": 2.0, "end": 5.0}],
-                  gt_steps=[{"label": "remove dipstick", "start": 2.5, "end": 5.5}], actionness=(t, t / 10))
+    kwargs = dict(
+        duration=10.0,
+        narrations=[Narration("open the hood and find the dipstick", 1.0, 3.5)],
+        steps=[{"label": "remove dipstick", "start": 2.0, "end": 5.0}],
+        gt_steps=[{"label": "remove dipstick", "start": 2.5, "end": 5.5}],
+        actionness=(t, t / 10),
+    )
     img = np.asarray(Image.open(plot_timeline(tmp_path / "t.png", title="v", **kwargs)).convert("RGB"))
     assert img.std() > 10 and len(np.unique(img.reshape(-1, 3), axis=0)) > 20
     both = Image.open(plot_timelines(tmp_path / "all.png", {"a": kwargs, "b": {"duration": 5.0}}))
