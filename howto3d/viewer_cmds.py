@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import pycolmap
 
     from recon.config import LocalizeConfig
+    from recon.localize import LocalizeJSON
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ def frame_localizers(ws: Workspace, scene: str, shared: SharedScene):
     return localize_for
 
 
-def localize(ws: Workspace, scene: str, images: list[Path], progress=None) -> dict:
+def localize(ws: Workspace, scene: str, images: list[Path], progress=None) -> LocalizeJSON:
     """The ``localize --json`` contract for photos of ``scene``; a photo that fails is reported, never raised."""
     from recon.localize import main
 

@@ -81,6 +81,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     try:
         tmp.chmod(0o777 & ~_UMASK)
         yield tmp
+        _follow_umask(tmp)
         if final.exists():
             old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -91,6 +92,15 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _follow_umask(folder: Path) -> None:
+    """Give what a writer put in ``folder`` the process umask's modes: some writers (safetensors) create 0600 files
+    whatever the umask, and a workspace shared by a group must stay readable by it."""
+    for p in folder.rglob("*"):
+        if p.is_symlink():
+            continue
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~_UMASK)
 
 
 def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:

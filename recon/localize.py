@@ -20,6 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pycolmap
@@ -277,13 +278,21 @@ def index_frames(scene: SharedScene, databases: dict[str, Path], radius: float) 
     return out
 
 
+class LocalizeJSON(TypedDict):
+    """``localize --json``: per photo ``image``, ``status``, ``cam_from_world``, ``K``, ``width``, ``height``,
+    ``inliers`` (+ ``center``, ``reason`` and the match statistics; ``Localization.to_json``)."""
+
+    scene: str
+    images: list[JSONDict]
+
+
 def main(
     conf: LocalizeConfig,
     scene: SharedScene,
     databases: dict[str, Path],
     images: list[Path],
     progress: ProgressFn | None = None,
-) -> JSONDict:
+) -> LocalizeJSON:
     """Localize ``images`` (paths) in ``scene``: the ``localize --json`` contract."""
     localizer = build(conf, scene, databases)
     results = []

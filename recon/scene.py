@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pycolmap
@@ -18,7 +19,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from recon.io import InputError
 from recon.reconstruct import load_model, segment_dirs
 from recon.sampling import load as load_frames
-from recon.types import FloatArray, JSONDict
+from recon.types import FloatArray
 
 log = logging.getLogger(__name__)
 
@@ -230,13 +231,40 @@ def video_camera(frame: RegisteredFrame) -> pycolmap.Camera:
     return camera
 
 
-def cameras_json(scene: SharedScene) -> JSONDict:
+class CameraRecord(TypedDict):
+    """One registered frame of ``cameras --json`` (pixels of the displayed video unless named ``sfm_``)."""
+
+    video: str
+    name: str
+    time: float
+    segment: int
+    cam_from_world: list[list[float]]
+    """3×4 world-to-camera matrix in the shared frame."""
+    K: list[list[float]]
+    width: int
+    height: int
+    sfm_width: int
+    sfm_height: int
+    scale: list[float]
+    """Video pixels per SfM pixel (x, y)."""
+    camera_model: str
+    params: list[float]
+
+
+class CamerasJSON(TypedDict):
+    """``cameras --json``: the scene and every registered frame's camera, each ``(video, time)`` once."""
+
+    scene: str
+    frames: list[CameraRecord]
+
+
+def cameras_json(scene: SharedScene) -> CamerasJSON:
     """The ``cameras --json`` contract: every registered frame's camera in the shared frame.
 
     ``K``, ``params``, ``width``/``height`` are in pixels of the displayed video (what a user clicks on);
     ``sfm_width``/``sfm_height`` are the frames SfM ran on and ``scale`` = video pixels per SfM pixel (x, y).
     """
-    out = []
+    out: list[CameraRecord] = []
     for f in scene.frames:
         camera, s = video_camera(f), f.video_scale
         out.append(

@@ -31,7 +31,7 @@ import io
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 from PIL import Image
@@ -234,9 +234,40 @@ def project_everywhere(scene: SharedScene, X: np.ndarray, skip_video: str | None
     return out
 
 
+class Observation(TypedDict):
+    """A click that placed the keypoint: its frame time and how that frame's pose was known."""
+
+    time: float
+    pose: str
+
+
+class TransferredKeypoint(TypedDict):
+    """One keypoint of ``transfer --json``: its shared-frame point and where it projects in the other videos."""
+
+    name: str
+    point: list[float]
+    projections: list[JSONDict]
+    observations_used: list[Observation]
+    observations_unused: list[JSONDict]
+
+
+class SkippedKeypoint(TypedDict):
+    name: str
+    why: str
+
+
+class TransferJSON(TypedDict):
+    """``transfer --json`` (docs/cli.md)."""
+
+    scene: str
+    source: str
+    keypoints: list[TransferredKeypoint]
+    skipped: list[SkippedKeypoint]
+
+
 def main(
     scene: SharedScene, source: str, request: Any, tolerance: float = 0.05, localize: Localize | None = None
-) -> JSONDict:
+) -> TransferJSON:
     """Answer a transfer request (contract JSON) for keypoints observed in ``source``.
 
     ``localize`` (e.g. a :class:`FrameLocalizer` of the source video) poses clicked frames SfM did not register;
@@ -250,7 +281,8 @@ def main(
             f"video {source!r} is not aligned in scene {scene.scene!r}; aligned: {', '.join(scene.videos)}"
         )
     parsed = parse_keypoints(request)
-    out, skipped = [], []
+    out: list[TransferredKeypoint] = []
+    skipped: list[SkippedKeypoint] = []
     for name, observations in parsed:
         try:
             X, used, unused = _triangulate(scene, source, observations, tolerance, name, localize)

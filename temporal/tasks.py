@@ -112,9 +112,13 @@ def task_scores(lines: Sequence[str], tasks: dict[str, TaskDef]) -> dict[str, tu
 
 
 def detect_tasks(lines: Sequence[str], tasks: dict[str, TaskDef], keep: float = 0.6) -> list[str]:
-    """Tasks whose narration score is within ``keep`` of the best one, in the order they are talked about."""
+    """Tasks whose narration score is within ``keep`` of the best one, in the order they are talked about.
+
+    A scene with one task: every video does it, whatever its narration says (chatter that names no step, or none)."""
+    if len(tasks) == 1:
+        return list(tasks)
     if not lines:
-        return [next(iter(tasks))] if len(tasks) == 1 else []
+        return []
     scores = task_scores(lines, tasks)
     best = max(s for s, _ in scores.values())
     if best <= 0:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors.numpy import save_file
 
 from grounding.narration import read_narrations
 from grounding.query import read_queries
@@ -290,10 +291,12 @@ def test_files_respect_the_umask(tmp_path):
         atomic_write_json(tmp_path / "a.json", {})
         with atomic_dir(tmp_path / "d") as d:
             (d / "x").write_text("1")
+            save_file({"w": np.zeros(3, np.float32)}, str(d / "model.safetensors"))  # safetensors writes 0600
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "d" / "model.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 # ---- full and read-only disks (a real tmpfs: root only) -----------------------------------------------------

@@ -74,6 +74,10 @@ def test_tasks_come_from_the_file_else_the_narration_in_spoken_order(tmp_path):
     assert video_tasks(tf, "v1", lines) == (["add_coolant"], "file")
     assert video_tasks(tf, "v2", lines)[1] == "narration"
     assert video_tasks(tf, "v2", lines, ["check_oil"]) == (["check_oil"], "option")
+    chatter = ["okay give it a wiggle", "alright let's move on"]
+    assert detect_tasks(chatter, tf.tasks) == [] and detect_tasks([], tf.tasks) == []
+    (only,) = [t for t in tf.tasks if t == "check_oil"]
+    assert detect_tasks(chatter, {only: tf.tasks[only]}) == [only]  # one task: every video does it
 
 
 def test_constraints_follow_the_narrating_cue_not_the_intro():
