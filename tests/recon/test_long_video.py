@@ -126,7 +126,9 @@ def test_segments_are_listed_by_cameras_json(cut_ws):
 
 
 @pytest.mark.slow
-def test_a_workspace_from_before_segments_still_loads(pipeline_ws, tmp_path):
+def test_a_workspace_from_before_segments_is_refused_in_one_line_then_realigned(pipeline_ws, tmp_path, cli):
+    """An alignment without per-segment transforms (an earlier release) is not read a second way: every reader says
+    in one line what to rerun, and `align` (as `run` does) redoes it from scratch."""
     ws, scene = pipeline_ws
     old = tmp_path / "ws"
     shutil.copytree(ws.root, old)
@@ -136,11 +138,12 @@ def test_a_workspace_from_before_segments_still_loads(pipeline_ws, tmp_path):
     for key in ("shared_from_segment", "unaligned_segments"):
         del transforms[key]
     path.write_text(json.dumps(transforms))
-    for segments in (old / "scenes" / scene / "sfm").glob("*/segments"):
-        shutil.rmtree(segments)
-    before = scenes.shared_scene(Workspace.open(old), scene)
-    assert {f.segment for f in before.frames} == {0}
-    assert [(f.video, f.name) for f in before.frames] == [(f.video, f.name) for f in new.frames if f.segment == 0]
+    r = cli("cameras", str(old), "--scene", scene)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r
+    assert "transforms.json: written by an earlier release" in r.stderr and "run `howto3d align`" in r.stderr, r
+    recon_cmds.align(Workspace.open(old), scene)
+    after = scenes.shared_scene(Workspace.open(old), scene)
+    assert [(f.video, f.name) for f in after.frames] == [(f.video, f.name) for f in new.frames]
 
 
 def _keep_frames(rec, keep: set[str]) -> None:
