@@ -74,6 +74,9 @@ def cut_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str]:
     """A 2-minute video with a cut (two shots of the bay spliced) and a 1-minute video, reconstructed + aligned."""
     ws = Workspace.init(tmp_path_factory.mktemp("long") / "ws")
     ws.remember("frames", "sampling", "motion")  # 'auto' would sample this 2-minute video uniformly
+    # one SfM thread: COLMAP's threads make each run differ a little, and one CI run in several bent the cut video
+    # to 2.5 cm mean; the accuracy bound below is then checked on one reproducible reconstruction
+    ws.remember("reconstruct", "num_threads", 1)
     (scene_dir,) = generate_world(ws.root, CUT_WORLD)
     splice(scene_dir, ["video_00", "video_01"], "long_00")
     recon_cmds.reconstruct(ws, scene_dir.name, frames=40, workers=1)
@@ -98,8 +101,6 @@ def test_a_video_with_a_cut_is_aligned_on_both_sides(cut_ws):
     covered, total = dwell_coverage(shared, gt)
     assert covered == total, f"{covered}/{total} dwells have registered frames in the shared frame"
     for video, err in evaluation.camera_errors(shared, gt).items():
-        # SfM threads make each reconstruction differ a little: one of three fresh-clone CI runs gave the cut video
-        # mean 0.69 cm, max 2.7 cm, 1.3° (the others < 2 cm, < 1°), so the mean carries the tight bound
         assert err["centre_mean_m"] < 0.01 and err["centre_max_m"] < 0.04 and err["rotation_max_deg"] < 2.0, (
             video,
             err,
