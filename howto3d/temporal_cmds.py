@@ -44,7 +44,7 @@ from temporal.features import (
     scene_features,
     select,
 )
-from temporal.grounded_scores import grounded_scores
+from temporal.grounded_scores import seen_mass
 from temporal.order import OrderConfig, min_clips
 from temporal.tasks import TaskFile, find_task_file, read_task_file, video_tasks
 
@@ -232,8 +232,9 @@ def grounding_inputs(ws: Workspace, scene: str) -> dict[str, Path | str | None]:
     }
 
 
-def _grounded_fn(ws: Workspace, scene: str, spp: int) -> vs.GroundedFn | None:
-    """3D-grounded step scores of the scene's videos, or ``None`` (the reason logged) without a model for it."""
+def _seen_fn(ws: Workspace, scene: str, spp: int) -> vs.SeenFn | None:
+    """What the scene's videos see of phrases' grounding heatmaps (3D-grounded step scores, tasks by looks), or
+    ``None`` (the reason logged) without a model for it."""
     try:
         grounder: gquery.Grounder = scenes.grounder(ws, scene)
     except scenes.StaleFrameError:
@@ -243,14 +244,14 @@ def _grounded_fn(ws: Workspace, scene: str, spp: int) -> vs.GroundedFn | None:
         return None
     shared = scenes.shared_or_none(ws, scene, "no 3D-grounded step scores")
 
-    def grounded(video: str, phrases: list[str], T: int) -> np.ndarray | None:
+    def seen(video: str, phrases: list[str], T: int) -> np.ndarray | None:
         cams = clip_cameras(shared.frames_of(video), *sample_times(float(T), spp)) if shared is not None else None
         if cams is None:  # no registered frame of the video
             log.info("%s/%s: not in the shared reconstruction: no 3D-grounded scores", scene, video)
             return None
-        return grounded_scores(grounder.scores(scene, phrases), grounder.spaces[scene].centers, cams, T)
+        return seen_mass(grounder.scores(scene, phrases), grounder.spaces[scene].centers, cams, T)
 
-    return grounded
+    return seen
 
 
 def load_timelines(folder: Path, videos: list[str], discovered: bool) -> dict[str, vs.Timeline]:
@@ -303,7 +304,7 @@ def steps(
             narration_lines(ws, scene),
             tf,
             act,
-            _grounded_fn(ws, scene, fconf.samples_per_second),
+            _seen_fn(ws, scene, fconf.samples_per_second),
             override,
             list(fconf.kinds),
             scene,

@@ -32,14 +32,29 @@ def view_weights(cams: ClipCameras, centers: np.ndarray, T: int, sigma: float) -
     return clip_mean(cams.centrality(np.asarray(centers, float), sigma), cams.clip, T)
 
 
+def seen_mass(
+    heatmaps: np.ndarray, centers: np.ndarray, cams: ClipCameras, T: int, conf: GroundedConfig | None = None
+) -> np.ndarray:
+    """``M[T, K]``: per clip the share of each step's heatmap ``[K, V]`` (probabilities over voxels with
+    ``centers[V, 3]``) the camera looks at, centre-weighted: *whether* a video shows a step's place at all
+    (which task it does, :func:`temporal.tasks.look_scores`), and through :func:`from_seen` *when*."""
+    conf = conf or GroundedConfig()
+    return view_weights(cams, centers, T, conf.sigma) @ np.asarray(heatmaps, float).T
+
+
+def from_seen(M: np.ndarray, conf: GroundedConfig | None = None) -> np.ndarray:
+    """``S[T, K]`` grounded step scores from the seen mass ``M[T, K]`` of the video's steps (the contrast of
+    heatmaps is linear, so subtracting the steps' mean heatmap is subtracting their mean seen mass)."""
+    conf = conf or GroundedConfig()
+    S = np.asarray(M, float)
+    if conf.contrast and S.shape[1] > 1:
+        S = S - S.mean(1, keepdims=True)
+    S = S - S.mean(0)
+    return S / (S.std() + 1e-12)
+
+
 def grounded_scores(
     heatmaps: np.ndarray, centers: np.ndarray, cams: ClipCameras, T: int, conf: GroundedConfig | None = None
 ) -> np.ndarray:
     """``S[T, K]`` from step heatmaps ``[K, V]`` (probabilities over voxels with ``centers[V, 3]``)."""
-    conf = conf or GroundedConfig()
-    P = np.asarray(heatmaps, float)
-    if conf.contrast and len(P) > 1:
-        P = P - P.mean(0, keepdims=True)
-    S = view_weights(cams, centers, T, conf.sigma) @ P.T
-    S = S - S.mean(0)
-    return S / (S.std() + 1e-12)
+    return from_seen(seen_mass(heatmaps, centers, cams, T, conf), conf)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,20 +111,50 @@ def task_scores(lines: Sequence[str], tasks: dict[str, TaskDef]) -> dict[str, tu
     return out
 
 
-def detect_tasks(lines: Sequence[str], tasks: dict[str, TaskDef], keep: float = 0.6) -> list[str]:
-    """Tasks whose narration score is within ``keep`` of the best one, in the order they are talked about.
+def step_phrases(tasks: dict[str, TaskDef]) -> list[str]:
+    """Every task's steps, task after task: the columns of the seen mass :func:`look_scores` reads."""
+    return [s for t in tasks.values() for s in t.steps]
 
+
+def look_scores(M: np.ndarray, tasks: dict[str, TaskDef]) -> dict[str, tuple[float, float]]:
+    """Per task from the seen mass ``M[T, K]`` of :func:`step_phrases`: how much more the video looks at its
+    steps' places than at the average step's (the mean seen mass of its steps over that of all steps, minus 1,
+    at least 0), and when (the mean clip of that excess; ``inf`` without any)."""
+    M = np.asarray(M, float)
+    base = max(float(M.mean()), 1e-12)
+    excess = np.maximum(M - M.mean(1, keepdims=True), 0)
+    out, col = {}, 0
+    for t, task in tasks.items():
+        n = len(task.steps)
+        lift = max(float(M[:, col : col + n].mean()) / base - 1, 0.0)
+        w = excess[:, col : col + n].sum(1)
+        col += n
+        out[t] = (lift, float(np.arange(len(w)) @ w / w.sum()) if w.sum() > 0 else float("inf"))
+    return out
+
+
+def detect_tasks(
+    lines: Sequence[str],
+    tasks: dict[str, TaskDef],
+    keep: float = 0.6,
+    looks: dict[str, tuple[float, float]] | None = None,
+    look_weight: float = 0.25,
+) -> list[str]:
+    """Tasks whose score is within ``keep`` of the best one, in the order they are talked about (then looked at).
+
+    A task's score is its narration score (:func:`task_scores`) plus ``look_weight`` times its look lift
+    (:func:`look_scores`, when given): a video whose presenter never names the job still shows its parts.
     A scene with one task: every video does it, whatever its narration says (chatter that names no step, or none)."""
     if len(tasks) == 1:
         return list(tasks)
-    if not lines:
-        return []
-    scores = task_scores(lines, tasks)
-    best = max(s for s, _ in scores.values())
+    said = task_scores(lines, tasks) if lines else {t: (0.0, float("inf")) for t in tasks}
+    looks = looks or {t: (0.0, float("inf")) for t in tasks}
+    score = {t: said[t][0] + look_weight * looks[t][0] for t in tasks}
+    best = max(score.values())
     if best <= 0:
         return []
-    chosen = [t for t, (s, _) in scores.items() if s >= keep * best]
-    return sorted(chosen, key=lambda t: scores[t][1])
+    chosen = [t for t in tasks if score[t] >= keep * best]
+    return sorted(chosen, key=lambda t: (said[t][1], looks[t][1]))
 
 
 def video_tasks(
@@ -132,8 +162,14 @@ def video_tasks(
     video: str,
     lines: Sequence[str],
     override: Sequence[str] | None = None,
+    looks: Callable[[list[str]], np.ndarray | None] | None = None,
+    look_weight: float = 0.25,
 ) -> tuple[list[str], str]:
-    """A video's tasks and where they came from (``option``, ``file`` or ``narration``)."""
+    """A video's tasks and where they came from (``option``, ``file``, ``narration``, ``looks`` or
+    ``narration+looks``).
+
+    ``looks(phrases) -> M[T, K]``: what the video's cameras see of each phrase's grounded place (see
+    :func:`look_scores`), weighed in by ``look_weight`` (0: narration only)."""
     if override:
         unknown = [t for t in override if t not in task_file.tasks]
         if unknown:
@@ -143,7 +179,13 @@ def video_tasks(
         return list(override), "option"
     if video in task_file.videos:
         return task_file.videos[video], "file"
-    return detect_tasks(lines, task_file.tasks), "narration"
+    M = looks(step_phrases(task_file.tasks)) if looks is not None and look_weight > 0 else None
+    if M is None:
+        return detect_tasks(lines, task_file.tasks), "narration"
+    seen = look_scores(M, task_file.tasks)
+    chosen = detect_tasks(lines, task_file.tasks, looks=seen, look_weight=look_weight)
+    said = detect_tasks(lines, task_file.tasks)
+    return chosen, "narration" if chosen == said else "looks" if not said else "narration+looks"
 
 
 def step_list(task_file: TaskFile, tasks: Sequence[str]) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ from recon.io import InputError, ProgressFn, atomic_dir, atomic_write_json, read
 from .config import StepsConfig
 from .dp import align_contiguous, align_one, steps_to_labels, uniform_steps, znorm
 from .features import CLIP_SECONDS
+from .grounded_scores import from_seen
 from .metrics import action_ap, chance_actionness, frame_prf, recall_counts, segment_labels
 from .models import StepModel, StepVideo, TrainConfig, train_step_model
 from .step_windows import tfidf_embed
@@ -365,9 +366,11 @@ def actionness_report(actionness: Sequence[np.ndarray], gt_steps: Sequence[Seque
 # ----------------------------------------------------------------------------- the stage
 
 
-GroundedFn = Callable[[str, list[str], int], np.ndarray | None]
-"""``grounded(video, step_phrases, T) -> S[T, K]`` 3D-grounded step scores, or ``None`` when the video has none
-(not in the shared reconstruction, no grounding model): how the workspace hands the grounding stage in."""
+SeenFn = Callable[[str, list[str], int], np.ndarray | None]
+"""``seen(video, step_phrases, T) -> M[T, K]``: per clip the share of each phrase's grounding heatmap the camera
+looks at (:func:`temporal.grounded_scores.seen_mass`), or ``None`` when the video has none (not in the shared
+reconstruction, no grounding model): how the workspace hands the grounding stage in. It gives the 3D-grounded
+step scores and, for a video whose narration does not say its task, which task's places it shows."""
 
 
 @dataclass
@@ -381,7 +384,7 @@ class StepInputs:
     task_file: TaskFile
     actionness: Mapping[str, np.ndarray] = field(default_factory=dict)
     """Per-clip actionness per video (missing videos go without)."""
-    grounded: GroundedFn | None = None
+    seen: SeenFn | None = None
     task_override: Mapping[str, list[str]] = field(default_factory=dict)
     """Tasks given on the command line, per video (``--task``)."""
     feature_kinds: list[str] = field(default_factory=list)
@@ -422,17 +425,30 @@ class Timelines:
         return out
 
 
+def _looks(inputs: StepInputs, video: str) -> Callable[[list[str]], np.ndarray | None] | None:
+    """What the video's cameras see of given phrases' places (``M[T, K]``), for guessing its task by looks."""
+    seen, T = inputs.seen, len(inputs.features[video])
+    return None if seen is None else lambda phrases: seen(video, phrases, T)
+
+
 def main(conf: StepsConfig, inputs: StepInputs, progress: ProgressFn | None = None) -> Timelines:
     """Step timelines of every video of the scene that gets a task.
 
     The step model is trained on all the videos from their narration constraints only; each video is then
     localized with four score variants (``METHODS``): the uniform baseline, learned, 3D-grounded (when
-    ``inputs.grounded`` gives scores) and fused, and the fused DP is its timeline.
+    ``inputs.seen`` gives scores) and fused, and the fused DP is its timeline.
     """
     feats, lines, tf = inputs.features, inputs.lines, inputs.task_file
     assigned: dict[str, tuple[list[str], str]] = {}
     for v in sorted(feats):
-        tasks, source = video_tasks(tf, v, [t for t, _, _ in lines.get(v, [])], inputs.task_override.get(v))
+        tasks, source = video_tasks(
+            tf,
+            v,
+            [t for t, _, _ in lines.get(v, [])],
+            inputs.task_override.get(v),
+            _looks(inputs, v),
+            conf.task_look_weight,
+        )
         if not tasks:
             log.warning(
                 "%s/%s: skipped: its narration matches no task of %s; give --task or a 'videos' entry",
@@ -463,7 +479,8 @@ def main(conf: StepsConfig, inputs: StepInputs, progress: ProgressFn | None = No
         key, seq = "+".join(tasks), step_list(tf, tasks)
         X, T, K, mask, act = feats[v], len(feats[v]), len(seq), masks[v], inputs.actionness.get(v)
         learned = model.log_probs(X, key)
-        grounded = inputs.grounded(v, [s for _, s in seq], T) if inputs.grounded is not None else None
+        M = inputs.seen(v, [s for _, s in seq], T) if inputs.seen is not None else None
+        grounded = None if M is None else from_seen(M)
         scores = {
             "uniform": None,
             "learned": fuse(learned, None, act, conf),

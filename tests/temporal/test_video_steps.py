@@ -11,8 +11,16 @@ from grounding.narration import read_narrations
 from recon.io import InputError
 from temporal.dp import uniform_steps
 from temporal.features import ClipCameras, sample_times
-from temporal.grounded_scores import grounded_scores
-from temporal.tasks import detect_tasks, find_task_file, read_task_file, step_list, video_tasks
+from temporal.grounded_scores import GroundedConfig, grounded_scores, seen_mass, view_weights
+from temporal.tasks import (
+    detect_tasks,
+    find_task_file,
+    look_scores,
+    read_task_file,
+    step_list,
+    step_phrases,
+    video_tasks,
+)
 from temporal.video_steps import (
     StepsConfig,
     action_cue,
@@ -78,6 +86,49 @@ def test_tasks_come_from_the_file_else_the_narration_in_spoken_order(tmp_path):
     assert detect_tasks(chatter, tf.tasks) == [] and detect_tasks([], tf.tasks) == []
     (only,) = [t for t in tf.tasks if t == "check_oil"]
     assert detect_tasks(chatter, {only: tf.tasks[only]}) == [only]  # one task: every video does it
+
+
+def test_a_video_whose_narration_never_names_its_task_gets_the_task_it_looks_at(tmp_path):
+    (tmp_path / "tasks.json").write_text(json.dumps(TASKS))
+    tf = read_task_file(tmp_path / "tasks.json")
+    phrases = step_phrases(tf.tasks)
+    assert phrases[3:5] == ["disconnect negative terminal", "remove battery"]
+    # 10 clips: the camera looks around for 4, then at the battery's two steps (columns 3, 4) for 6
+    M = np.full((10, len(phrases)), 0.02)
+    M[4:, 3:5] = 0.2
+    looks = look_scores(M, tf.tasks)
+    assert max(looks, key=lambda t: looks[t][0]) == "replace_battery" and looks["replace_battery"][1] > 4
+    assert looks["check_oil"][0] == 0.0  # looked at less than the average step's place: no evidence
+    chatter = ["okay give it a wiggle", "alright let's move on"]
+    asked = []
+
+    def seen(ph: list[str]) -> np.ndarray:
+        asked.append(ph)
+        return M
+
+    assert video_tasks(tf, "v", chatter, None, seen) == (["replace_battery"], "looks")
+    assert asked == [phrases]
+    assert video_tasks(tf, "v", chatter, None, seen, look_weight=0) == ([], "narration")
+    assert video_tasks(tf, "v", chatter, None, lambda ph: None) == ([], "narration")  # not reconstructed
+    # a clearly narrated task stands; flat looks change nothing
+    said = ["now pull out the oil dipstick", "wipe the dipstick clean", "top up the oil"]
+    assert video_tasks(tf, "v", said, None, lambda ph: np.full((10, len(ph)), 0.02)) == (["check_oil"], "narration")
+    # a task entry or --task is never second-guessed by looks
+    (tmp_path / "tasks.json").write_text(json.dumps({**TASKS, "videos": {"v": ["add_coolant"]}}))
+    assert video_tasks(read_task_file(tmp_path / "tasks.json"), "v", chatter, None, seen) == (["add_coolant"], "file")
+
+
+def test_grounded_scores_are_the_centred_seen_mass():
+    centers = np.array([[0.0, 0, 0], [1.5, 0, 0], [3.0, 0, 0]])
+    heat = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]])
+    cams = _cameras_looking_at(np.array([[x, 0, 0] for x in (0, 1.5, 3, 3, 0)], float), 5)
+    M = seen_mass(heat, centers, cams, 5)
+    assert M.shape == (5, 3) and (M >= 0).all() and M[0, 0] > M[0, 1] and M[2, 1] > M[2, 0]
+    # the heatmaps' contrast (minus their mean) then centring and one scale, as the step scores were defined
+    W = view_weights(cams, centers, 5, GroundedConfig().sigma)
+    S = W @ (heat - heat.mean(0)).T
+    S = S - S.mean(0)
+    assert np.allclose(grounded_scores(heat, centers, cams, 5), S / S.std())
 
 
 def test_constraints_follow_the_narrating_cue_not_the_intro():
