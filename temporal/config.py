@@ -68,11 +68,10 @@ class StepsConfig:
     step's for as long as the others hold: people name a step as they begin it and work on until the next one.
     On seven synthetic worlds (default/degraded/long, 20–90 s, 30/80 frames, seeds 0–3) fused frame F1 0.29 →
     0.45 and step recall 0.48 → 0.55, against uniform's 0.34 / 0.41 (docs/guide.md)."""
-    task_look_weight: float = field(default=0.25, metadata={"range": (0, None)})
-    """Weight of what a video looks at when guessing its task without a ``videos`` entry: each task's narration
-    score (TF-IDF) plus this times its look lift (how much more the cameras look at the grounded places of its
-    steps than at the average step's). Presenters of dense, chatty narration often never say the job; 0:
-    narration only (docs/guide.md)."""
+    task_by_looks: bool = True
+    """A video whose narration names no task of the task file (and has no ``videos`` entry) gets the task whose
+    steps' grounded places its cameras look at most, if more than at the average step's: presenters of dense,
+    chatty narration often never say the job (docs/temporal.md)."""
     background: float = 0.5
     """Cost of a background clip in the segment DP, in standard deviations of the fused scores."""
     background_actionness: float = 0.0

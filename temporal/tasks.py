@@ -133,28 +133,31 @@ def look_scores(M: np.ndarray, tasks: dict[str, TaskDef]) -> dict[str, tuple[flo
     return out
 
 
-def detect_tasks(
-    lines: Sequence[str],
-    tasks: dict[str, TaskDef],
-    keep: float = 0.6,
-    looks: dict[str, tuple[float, float]] | None = None,
-    look_weight: float = 0.25,
-) -> list[str]:
-    """Tasks whose score is within ``keep`` of the best one, in the order they are talked about (then looked at).
+def detect_tasks(lines: Sequence[str], tasks: dict[str, TaskDef], keep: float = 0.6) -> list[str]:
+    """Tasks whose narration score is within ``keep`` of the best one, in the order they are talked about.
 
-    A task's score is its narration score (:func:`task_scores`) plus ``look_weight`` times its look lift
-    (:func:`look_scores`, when given): a video whose presenter never names the job still shows its parts.
     A scene with one task: every video does it, whatever its narration says (chatter that names no step, or none)."""
     if len(tasks) == 1:
         return list(tasks)
-    said = task_scores(lines, tasks) if lines else {t: (0.0, float("inf")) for t in tasks}
-    looks = looks or {t: (0.0, float("inf")) for t in tasks}
-    score = {t: said[t][0] + look_weight * looks[t][0] for t in tasks}
-    best = max(score.values())
+    if not lines:
+        return []
+    scores = task_scores(lines, tasks)
+    best = max(s for s, _ in scores.values())
     if best <= 0:
         return []
-    chosen = [t for t in tasks if score[t] >= keep * best]
-    return sorted(chosen, key=lambda t: (said[t][1], looks[t][1]))
+    chosen = [t for t, (s, _) in scores.items() if s >= keep * best]
+    return sorted(chosen, key=lambda t: scores[t][1])
+
+
+def looked_tasks(M: np.ndarray, tasks: dict[str, TaskDef], keep: float = 0.6) -> list[str]:
+    """Tasks whose look lift (:func:`look_scores` of the seen mass ``M``) is within ``keep`` of the best one, in
+    the order they are looked at; none when the video looks at no task's places more than at the average's."""
+    scores = look_scores(M, tasks)
+    best = max(s for s, _ in scores.values())
+    if best <= 1e-6:  # flat: rounding, not evidence
+        return []
+    chosen = [t for t, (s, _) in scores.items() if s >= keep * best]
+    return sorted(chosen, key=lambda t: scores[t][1])
 
 
 def video_tasks(
@@ -163,13 +166,13 @@ def video_tasks(
     lines: Sequence[str],
     override: Sequence[str] | None = None,
     looks: Callable[[list[str]], np.ndarray | None] | None = None,
-    look_weight: float = 0.25,
 ) -> tuple[list[str], str]:
-    """A video's tasks and where they came from (``option``, ``file``, ``narration``, ``looks`` or
-    ``narration+looks``).
+    """A video's tasks and where they came from (``option``, ``file``, ``narration`` or ``looks``).
 
     ``looks(phrases) -> M[T, K]``: what the video's cameras see of each phrase's grounded place (see
-    :func:`look_scores`), weighed in by ``look_weight`` (0: narration only)."""
+    :func:`look_scores`), asked only when the narration names no task. A task the presenter names outranks any
+    heatmap: adding looks to every video's narration scores pushed a second, narrated job out of a two-task
+    video."""
     if override:
         unknown = [t for t in override if t not in task_file.tasks]
         if unknown:
@@ -179,13 +182,9 @@ def video_tasks(
         return list(override), "option"
     if video in task_file.videos:
         return task_file.videos[video], "file"
-    M = looks(step_phrases(task_file.tasks)) if looks is not None and look_weight > 0 else None
-    if M is None:
-        return detect_tasks(lines, task_file.tasks), "narration"
-    seen = look_scores(M, task_file.tasks)
-    chosen = detect_tasks(lines, task_file.tasks, looks=seen, look_weight=look_weight)
     said = detect_tasks(lines, task_file.tasks)
-    return chosen, "narration" if chosen == said else "looks" if not said else "narration+looks"
+    M = looks(step_phrases(task_file.tasks)) if looks is not None and not said else None
+    return (said, "narration") if M is None else (looked_tasks(M, task_file.tasks), "looks")
 
 
 def step_list(task_file: TaskFile, tasks: Sequence[str]) -> list[tuple[str, str]]:

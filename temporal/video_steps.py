@@ -446,8 +446,7 @@ def main(conf: StepsConfig, inputs: StepInputs, progress: ProgressFn | None = No
             v,
             [t for t, _, _ in lines.get(v, [])],
             inputs.task_override.get(v),
-            _looks(inputs, v),
-            conf.task_look_weight,
+            _looks(inputs, v) if conf.task_by_looks else None,
         )
         if not tasks:
             log.warning(

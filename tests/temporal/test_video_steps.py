@@ -108,14 +108,15 @@ def test_a_video_whose_narration_never_names_its_task_gets_the_task_it_looks_at(
 
     assert video_tasks(tf, "v", chatter, None, seen) == (["replace_battery"], "looks")
     assert asked == [phrases]
-    assert video_tasks(tf, "v", chatter, None, seen, look_weight=0) == ([], "narration")
     assert video_tasks(tf, "v", chatter, None, lambda ph: None) == ([], "narration")  # not reconstructed
-    # a clearly narrated task stands; flat looks change nothing
+    assert video_tasks(tf, "v", chatter, None, lambda ph: np.full((10, len(ph)), 0.02)) == ([], "looks")  # flat
+    # a task the presenter names stands, whatever the camera looks at: the looks are not even asked
     said = ["now pull out the oil dipstick", "wipe the dipstick clean", "top up the oil"]
-    assert video_tasks(tf, "v", said, None, lambda ph: np.full((10, len(ph)), 0.02)) == (["check_oil"], "narration")
-    # a task entry or --task is never second-guessed by looks
+    assert video_tasks(tf, "v", said, None, seen) == (["check_oil"], "narration") and len(asked) == 1
+    # nor are a task entry or --task second-guessed
     (tmp_path / "tasks.json").write_text(json.dumps({**TASKS, "videos": {"v": ["add_coolant"]}}))
     assert video_tasks(read_task_file(tmp_path / "tasks.json"), "v", chatter, None, seen) == (["add_coolant"], "file")
+    assert len(asked) == 1
 
 
 def test_grounded_scores_are_the_centred_seen_mass():
