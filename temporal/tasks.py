@@ -133,6 +133,15 @@ def look_scores(M: np.ndarray, tasks: dict[str, TaskDef]) -> dict[str, tuple[flo
     return out
 
 
+def _kept(scores: dict[str, tuple[float, float]], keep: float, floor: float) -> list[str]:
+    """Tasks whose ``(score, when)`` scores within ``keep`` of the best, ordered by when; none if the best is at
+    most ``floor``."""
+    best = max(s for s, _ in scores.values())
+    if best <= floor:
+        return []
+    return sorted((t for t, (s, _) in scores.items() if s >= keep * best), key=lambda t: scores[t][1])
+
+
 def detect_tasks(lines: Sequence[str], tasks: dict[str, TaskDef], keep: float = 0.6) -> list[str]:
     """Tasks whose narration score is within ``keep`` of the best one, in the order they are talked about.
 
@@ -141,23 +150,13 @@ def detect_tasks(lines: Sequence[str], tasks: dict[str, TaskDef], keep: float = 
         return list(tasks)
     if not lines:
         return []
-    scores = task_scores(lines, tasks)
-    best = max(s for s, _ in scores.values())
-    if best <= 0:
-        return []
-    chosen = [t for t, (s, _) in scores.items() if s >= keep * best]
-    return sorted(chosen, key=lambda t: scores[t][1])
+    return _kept(task_scores(lines, tasks), keep, 0.0)
 
 
 def looked_tasks(M: np.ndarray, tasks: dict[str, TaskDef], keep: float = 0.6) -> list[str]:
     """Tasks whose look lift (:func:`look_scores` of the seen mass ``M``) is within ``keep`` of the best one, in
     the order they are looked at; none when the video looks at no task's places more than at the average's."""
-    scores = look_scores(M, tasks)
-    best = max(s for s, _ in scores.values())
-    if best <= 1e-6:  # flat: rounding, not evidence
-        return []
-    chosen = [t for t, (s, _) in scores.items() if s >= keep * best]
-    return sorted(chosen, key=lambda t: scores[t][1])
+    return _kept(look_scores(M, tasks), keep, 1e-6)  # a flat lift is rounding, not evidence
 
 
 def video_tasks(
