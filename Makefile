@@ -13,7 +13,7 @@ demo: $(STAMP)
 	$(BIN)/howto3d demo --out $(DEMO)
 
 test: lint
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n 2 --durations=25
 
 # Style, layers and types: ruff's lint and format checks, import-linter, mypy (strict on recon/).
 lint: $(STAMP)

@@ -163,7 +163,12 @@ def actionness_step(
     """Actionness of these features: the subtitles orient the score, so they are inputs too."""
     conf = conf or ws.config.temporal
     inputs = {"features": arrays_fingerprint(features), **scenes.subtitle_inputs(ws, scene)}
-    params = {"order_epochs": conf.order_epochs, "seed": conf.seed, "actionness_prior": conf.actionness_prior}
+    params = {
+        "order_epochs": conf.order_epochs,
+        "order_models": conf.order_models,
+        "seed": conf.seed,
+        "actionness_prior": conf.actionness_prior,
+    }
     return StepSpec("actionness", scene, inputs, params)
 
 

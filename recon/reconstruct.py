@@ -1,7 +1,8 @@
 """Per-video structure from motion with pycolmap ([001] §5.3.1).
 
 Each video is reconstructed on its own: O(N²) matching per video instead of O(n²N²) for a joint run.
-A video with cuts (another view, an inserted shot) gives several models; each one that registers at least
+Frames are matched only within a shot (footage between detected cuts), so a video with cuts (another view, an
+inserted shot) gives several models; each one that registers at least
 ``min_model_frames`` frames no larger model registered is kept as a *segment*, aligned later like a video of its
 own. Segments are shots, never copies: COLMAP's mapper may grow a later model over frames an earlier one already
 holds (only its initial pair must be new), and such repeats are removed (:func:`keep_segments`), so a frame
@@ -99,6 +100,16 @@ def sequential_pairs(db_path: Path, names: list[str], conf: ReconstructConfig) -
                     first, second = sorted((names[i], names[int(j)]))
                     pairs.add((first, second))
     return sorted(pairs)
+
+
+def within_shots(pairs: list[tuple[str, str]], shot_of: dict[str, int]) -> list[tuple[str, str]]:
+    """The pairs whose frames lie in the same shot: SfM never matches across a detected cut.
+
+    Matched across a cut, the mapper can register both shots into one model that is bent at the cut (a 2-minute
+    spliced video came out 3 cm mean / 8 cm max off, 6°, with one camera per shot). Each shot is then its own
+    model (segment), aligned into the shared frame like a video of its own, where a bad link is rejected.
+    """
+    return [(a, b) for a, b in pairs if shot_of[a] == shot_of[b]]
 
 
 def _summary(rec: pycolmap.Reconstruction) -> JSONDict:
@@ -213,11 +224,17 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> JSONDict:
         exhaustive = conf.matching == "exhaustive" or (
             conf.matching == "auto" and len(names) <= conf.exhaustive_max_frames
         )
-        if exhaustive:
+        shot_of = {name: shot for shot, shot_names in shots.items() for name in shot_names}
+        if exhaustive and len(shots) == 1:
             pycolmap.match_exhaustive(db_path, matching_options=matching, device=pycolmap.Device.cpu)
         else:
+            pairs = (
+                [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+                if exhaustive
+                else sequential_pairs(db_path, names, conf)
+            )
             pairs_path = tmp / "pairs.txt"
-            pairs_path.write_text("".join(f"{a} {b}\n" for a, b in sequential_pairs(db_path, names, conf)))
+            pairs_path.write_text("".join(f"{a} {b}\n" for a, b in within_shots(pairs, shot_of)))
             pairing = pycolmap.ImportedPairingOptions()
             pairing.match_list_path = str(pairs_path)
             pycolmap.match_image_pairs(
@@ -251,6 +268,7 @@ def main(conf: ReconstructConfig, frames_dir: Path, out_dir: Path) -> JSONDict:
             "registered_all_segments": registered,
             "registered_ratio": round(registered / len(names), 4),
             "matching": "exhaustive" if exhaustive else "sequential+retrieval",
+            "shots": len(shots),
             "mapper": conf.mapper,
             "segments": segments,
             "discarded_models": discarded,

@@ -84,6 +84,11 @@ class StepsConfig:
     """Step model: epochs on random feasible assignments first."""
     order_epochs: int = field(default=15, metadata={"range": (1, None)})
     """Actionness (order verification): training epochs."""
+    order_models: int = field(default=5, metadata={"range": (1, None)})
+    """Actionness: order verifiers trained (seeds ``seed``, ``seed + 1``...), sign-aligned and averaged. One
+    can learn noise on a few short videos; 5 raised the mean AP over 11 synthetic scenes 0.89 → 0.91, the worst
+    0.70 → 0.76, and left 2 scenes under the chance+trim baseline instead of 4 (CHANGELOG), for 5× a training that
+    takes well under a second per minute of video."""
     seed: int = 0
     """Seed of the step and actionness models."""
 

@@ -8,6 +8,7 @@ clips that carry order, i.e. actions, so ``S`` becomes an actionness score witho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,6 +81,20 @@ class OrderVerifier(torch.nn.Module):
         """Negate ``S``: order verification fixes which clips matter, not which sign means action."""
         self.S.weight.neg_()
         self.S.bias.neg_()
+
+    @classmethod
+    @torch.no_grad()
+    def averaged(cls, models: Sequence[OrderVerifier], weights: Sequence[float]) -> OrderVerifier:
+        """One verifier whose ``S`` is the weighted mean of the members' (``F``: their plain mean). Members trained
+        on the same videos share the standardisation, so the mean of their scores is again linear."""
+        out = cls(models[0].mean.shape[0])
+        out.mean.copy_(models[0].mean)
+        out.std.copy_(models[0].std)
+        pairs = list(zip(models, weights, strict=True))
+        out.S.weight.copy_(torch.stack([w * m.S.weight for m, w in pairs]).mean(0))
+        out.S.bias.copy_(torch.stack([w * m.S.bias for m, w in pairs]).mean(0))
+        out.a.weight.copy_(torch.stack([m.a.weight for m in models]).mean(0))
+        return out
 
     def save(self, path: Path, conf: OrderConfig) -> None:
         save_model(path, "order_verifier", self.state_dict(), {"dim": self.mean.shape[0], "conf": asdict(conf)})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import shutil
 import sys
 from dataclasses import dataclass
@@ -16,6 +18,44 @@ from howto3d import recon_cmds
 from howto3d.cli import main
 from howto3d.workspace import Workspace
 from synth import WorldConfig, generate_world
+
+SHARED_FIXTURES = {"pipeline_ws": "pipeline", "trained_ws": "pipeline", "small_world": "small_world"}
+"""Session fixtures that take minutes to build: every test that needs one runs where it is built (once)."""
+
+
+@functools.cache
+def _module_groups(path: Path) -> dict[str, str]:
+    """``{test function: group}`` of a test module: the shared fixture its arguments reach through the module's
+    own fixtures, else the module itself (its module fixtures are built once)."""
+    tree = ast.parse(path.read_text())
+    args = {f.name: [a.arg for a in f.args.args] for f in tree.body if isinstance(f, ast.FunctionDef)}
+
+    def reach(name: str, seen: frozenset[str]) -> str | None:
+        if name in SHARED_FIXTURES:
+            return SHARED_FIXTURES[name]
+        hits = (reach(a, seen | {name}) for a in args.get(name, ()) if a not in seen)
+        return next((h for h in hits if h), None)
+
+    return {name: reach(name, frozenset()) or str(path) for name in args if name.startswith("test")}
+
+
+def worker_group(rootpath: Path, nodeid: str) -> str:
+    """The worker group of a test (``make test`` runs two: ``-n 2``)."""
+    path, _, name = nodeid.partition("::")
+    return _module_groups(rootpath / path).get(name.split("[")[0].split("::")[-1], path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Schedule by :func:`worker_group` (xdist's own ``loadgroup`` marks do not reach pytest 9's node ids)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(config.rootpath, nodeid)
+
+    return GroupScheduling(config, log)
+
 
 SMALL_WORLD = WorldConfig(scenes=1, videos=2, seconds=12.0, seed=0, width=640, height=360, fps=10.0)
 

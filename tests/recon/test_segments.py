@@ -122,3 +122,10 @@ def test_align_refuses_segments_that_repeat_frames(pipeline_ws, tmp_path):
     ):
         recon_cmds.align(ws, scene)
     assert (sfm / "segments" / "1").exists()  # nothing changed behind the user's back
+
+
+def test_frames_are_matched_only_within_their_shot():
+    """Matched across a detected cut, both shots could be bent into one model: SfM gets no pair that crosses it."""
+    shot_of = {"a": 0, "b": 0, "c": 1, "d": 1, "e": 2}
+    pairs = [(x, y) for i, x in enumerate(shot_of) for y in list(shot_of)[i + 1 :]]
+    assert reconstruct.within_shots(pairs, shot_of) == [("a", "b"), ("c", "d")]

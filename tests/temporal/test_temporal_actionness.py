@@ -128,3 +128,19 @@ def test_cue_vector():
     r = cue_vector(a)
     assert r.shape == (3, 4)
     assert r[0, 0] > r[1, 0] and r[0, 1] < r[1, 1]  # confident clip: high max, low entropy
+
+
+def test_an_ensemble_scores_the_sign_aligned_mean_of_its_members(intro_ds):
+    from temporal.actionness import ensemble
+
+    X = [v.X for v in intro_ds.videos if v.split in ("train", "related")]
+    conf = OrderConfig(epochs=2)
+    members = [train_order_verification(X, OrderConfig(epochs=2, seed=k)) for k in range(3)]
+    allX = np.concatenate(X)
+    z = [(s - s.mean()) / s.std() for s in (m.actionness(allX) for m in members)]
+    # a member whose learned sign disagrees with the others is flipped before averaging
+    signs = [1.0 if float(zk @ sum(z)) >= 0 else -1.0 for zk in z]
+    got = ensemble(X, conf, 3).actionness(allX)
+    want = sum(s * zk for s, zk in zip(signs, z, strict=True)) / 3
+    assert np.allclose(got - got.mean(), want - want.mean(), atol=1e-4)
+    assert all(float(zk @ want) > 0 for zk in (s * zk for s, zk in zip(signs, z, strict=True)))
