@@ -139,8 +139,9 @@ def test_adding_a_video_moves_nothing_and_matches_only_its_pairs(pipeline_ws, tm
     assert read_json(ws.root / "state" / "train.json")["items"]["grounding"]["fingerprint"] != record["fingerprint"]
     again = recon_cmds.align(ws, scene, force=True)[scene]  # nothing changed: nothing matched, nothing moves
     assert again["pairs"]["matched"] == 0 and again["frame"] == before.frame
-    assert _cameras(ws, scene).keys() == new.keys()
-    assert all(np.array_equal(_cameras(ws, scene)[k], P) for k, P in new.items())
+    after = _cameras(ws, scene)
+    assert after.keys() == new.keys()
+    assert all(np.array_equal(after[k], P) for k, P in new.items())
     unchanged = json.dumps(read_json(ws.root / "state" / "train.json")["items"]["grounding"]["fingerprint"])
     grounding_cmds.train(ws, epochs=1)
     assert json.dumps(read_json(ws.root / "state" / "train.json")["items"]["grounding"]["fingerprint"]) == unchanged
@@ -168,7 +169,8 @@ def test_removing_the_reference_reanchors_with_a_warning_and_reanchor_only_when_
 
     kept = recon_cmds.align(ws, scene, force=True)[scene]  # asked to realign, not to re-anchor: nothing moves
     assert kept["anchoring"]["status"] == "kept" and kept["frame"] == r["frame"] and kept["pairs"]["matched"] == 0
-    assert all(np.array_equal(_cameras(ws, scene)[k], P) for k, P in cams.items())
+    after = _cameras(ws, scene)
+    assert all(np.array_equal(after[k], P) for k, P in cams.items())
 
     again = recon_cmds.align(ws, scene, reanchor=True)[scene]
     assert again["anchoring"] == {"status": "reanchored", "why": "asked for (--reanchor)"}
