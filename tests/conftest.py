@@ -25,8 +25,8 @@ SHARED_FIXTURES = {"pipeline_ws": "pipeline", "trained_ws": "pipeline", "small_w
 
 @functools.cache
 def _module_groups(path: Path) -> dict[str, str]:
-    """``{test function: group}`` of a test module: the shared fixture its arguments reach through the module's
-    own fixtures, else the module itself (its module fixtures are built once)."""
+    """``{test function: group}`` of the tests of a module whose arguments reach a shared fixture, directly or
+    through the module's own fixtures."""
     tree = ast.parse(path.read_text())
     args = {f.name: [a.arg for a in f.args.args] for f in tree.body if isinstance(f, ast.FunctionDef)}
 
@@ -36,11 +36,12 @@ def _module_groups(path: Path) -> dict[str, str]:
         hits = (reach(a, seen | {name}) for a in args.get(name, ()) if a not in seen)
         return next((h for h in hits if h), None)
 
-    return {name: reach(name, frozenset()) or str(path) for name in args if name.startswith("test")}
+    return {name: group for name in args if name.startswith("test") and (group := reach(name, frozenset()))}
 
 
 def worker_group(rootpath: Path, nodeid: str) -> str:
-    """The worker group of a test (``make test`` runs two: ``-n 2``)."""
+    """The worker group of a test (``make test`` runs two: ``-n 2``): its shared fixture's, else its module's (the
+    module's fixtures are then built once)."""
     path, _, name = nodeid.partition("::")
     return _module_groups(rootpath / path).get(name.split("[")[0].split("::")[-1], path)
 
